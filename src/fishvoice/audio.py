@@ -1,0 +1,156 @@
+"""Audio in and out: decode any input file, resample, encode the output formats, base64.
+
+Decoding and encoding go through PyAV (FFmpeg), resampling through soxr. Everything inside
+fishvoice is mono float32 in [-1, 1] with its sample rate beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import av
+import numpy as np
+import soxr
+
+from .errors import FishvoiceError
+
+AudioFormat = Literal["array", "wav", "flac", "mp3", "opus", "pcm16"]
+AUDIO_FORMATS: tuple[str, ...] = ("array", "wav", "flac", "mp3", "opus", "pcm16")
+SAMPLE_RATES: tuple[int, ...] = (8000, 16000, 22050, 24000, 44100, 48000)
+
+MAX_AUDIO_BYTES = 15 * 1024 * 1024
+# Base64 grows data by 4/3; anything longer than this cannot decode under the limit.
+MAX_AUDIO_BASE64_CHARS = math.ceil(MAX_AUDIO_BYTES / 3) * 4 + 1024
+OPUS_RATE = 48000  # Ogg Opus always decodes at 48 kHz, whatever rate went in.
+
+_DATA_URI = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Mono float32 samples and their rate."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+@dataclass(frozen=True)
+class EncodedAudio:
+    """Audio as the response carries it: base64 text, or a float list for `array`."""
+
+    data: str | list[float]
+    audio_format: str
+    sample_rate: int
+
+
+def b64decode_audio(value: str, field: str) -> bytes:
+    """Decode base64 audio (plain or a data: URI), refusing bad base64 and files over the size limit."""
+    if len(value) > MAX_AUDIO_BASE64_CHARS:
+        raise FishvoiceError("payload_too_large", f"{field}: audio is larger than {MAX_AUDIO_BYTES // 2**20} MB", field)
+    text = _WHITESPACE.sub("", _DATA_URI.sub("", value, count=1))
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise FishvoiceError("invalid_audio", f"{field}: not valid base64", field) from None
+    if len(data) > MAX_AUDIO_BYTES:
+        raise FishvoiceError("payload_too_large", f"{field}: audio is larger than {MAX_AUDIO_BYTES // 2**20} MB", field)
+    if not data:
+        raise FishvoiceError("invalid_audio", f"{field}: empty audio", field)
+    return data
+
+
+def decode_audio(data: bytes, field: str, max_seconds: float) -> Audio:
+    """Decode an audio file of any common container to mono float32 at its own rate.
+
+    Decoding stops just past `max_seconds`, so a small file that claims hours costs nothing;
+    the caller sees a duration above the limit and refuses it.
+    """
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None or not stream.rate:
+                raise FishvoiceError("invalid_audio", f"{field}: the file holds no audio stream", field)
+            rate = int(stream.rate)
+            limit = int((max_seconds + 1) * rate)
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            parts: list[np.ndarray] = []
+            total = 0
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    parts.append(out.to_ndarray().reshape(-1))
+                    total += parts[-1].size
+                if total > limit:
+                    break
+            else:
+                parts.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+    except FishvoiceError:
+        raise
+    except Exception as exc:  # FFmpeg raises many types for garbage input; all mean "not audio".
+        raise FishvoiceError("invalid_audio", f"{field}: not a readable audio file ({type(exc).__name__})", field) from None
+    samples = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+    if not np.all(np.isfinite(samples)):
+        raise FishvoiceError("invalid_audio", f"{field}: the audio holds invalid samples", field)
+    return Audio(samples, rate)
+
+
+def resample(audio: Audio, rate: int) -> Audio:
+    """The same audio at another sample rate (soxr, high quality)."""
+    if audio.sample_rate == rate or audio.samples.size == 0:
+        return Audio(audio.samples.astype(np.float32, copy=False), rate)
+    out = soxr.resample(audio.samples, audio.sample_rate, rate, quality="HQ")
+    return Audio(np.asarray(out, dtype=np.float32), rate)
+
+
+def to_pcm16(samples: np.ndarray) -> bytes:
+    """Little-endian signed 16-bit PCM, clipped to range."""
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+
+
+def encode_audio(audio: Audio, audio_format: str) -> EncodedAudio:
+    """Encode audio in one of the response formats, at its own rate (opus: at 48 kHz)."""
+    if audio_format == "array":
+        return EncodedAudio(np.round(audio.samples.astype(np.float64), 5).tolist(), "array", audio.sample_rate)
+    if audio_format == "pcm16":
+        return EncodedAudio(base64.b64encode(to_pcm16(audio.samples)).decode("ascii"), "pcm16", audio.sample_rate)
+    if audio_format == "opus":
+        audio = resample(audio, OPUS_RATE)
+    data = _encode_file(audio, audio_format)
+    return EncodedAudio(base64.b64encode(data).decode("ascii"), audio_format, audio.sample_rate)
+
+
+# format -> (container, codec); each codec gets its frames in the sample format it asks for.
+_CONTAINERS = {
+    "wav": ("wav", "pcm_s16le"),
+    "flac": ("flac", "flac"),
+    "mp3": ("mp3", "libmp3lame"),
+    "opus": ("ogg", "libopus"),
+}
+
+
+def _encode_file(audio: Audio, audio_format: str) -> bytes:
+    container_name, codec = _CONTAINERS[audio_format]
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=container_name) as container:
+        stream = container.add_stream(codec, rate=audio.sample_rate, layout="mono")
+        ctx = stream.codec_context
+        resampler = av.AudioResampler(
+            format=ctx.format.name, layout="mono", rate=audio.sample_rate, frame_size=ctx.frame_size or None
+        )
+        pcm = np.frombuffer(to_pcm16(audio.samples), dtype=np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = audio.sample_rate
+        for chunk in (*resampler.resample(frame), *resampler.resample(None)):
+            container.mux(stream.encode(chunk))
+        container.mux(stream.encode(None))
+    return buffer.getvalue()

