@@ -109,7 +109,8 @@ def resample(audio: Audio, rate: int) -> Audio:
     if audio.sample_rate == rate or audio.samples.size == 0:
         return Audio(audio.samples.astype(np.float32, copy=False), rate)
     out = soxr.resample(audio.samples, audio.sample_rate, rate, quality="HQ")
-    return Audio(np.asarray(out, dtype=np.float32), rate)
+    # Full-scale input rings slightly past 1.0 after band-limiting; keep the [-1, 1] promise.
+    return Audio(np.clip(out, -1.0, 1.0).astype(np.float32, copy=False), rate)
 
 
 def to_pcm16(samples: np.ndarray) -> bytes:

@@ -11,7 +11,8 @@ _CLAUSE_END = re.compile(r"([,;:—–])(\s+)")
 _ABBREVIATIONS = {
     "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "approx", "no", "mt", "fig",
 }
-_MARKDOWN = re.compile(r"(\*\*|__|[*_`#>]|^\s*[-+]\s+|\[([^\]]*)\]\([^)]*\))", re.MULTILINE)
+_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_MARKS = re.compile(r"\*\*|__|[*`#>]|^\s*[-+]\s+", re.MULTILINE)
 _URL = re.compile(r"https?://\S+")
 _SPACES = re.compile(r"\s+")
 
@@ -78,8 +79,8 @@ class SpeechChunker:
 
 def normalize_for_speech(text: str) -> str:
     """Strip what should not be read aloud: markdown marks, links' targets, bare URLs, extra space."""
-    text = _URL.sub("", text)
-    text = _MARKDOWN.sub(lambda m: m.group(2) or " ", text)
+    text = _URL.sub("", _LINK.sub(r"\1", text))
+    text = _MARKS.sub("", text)
     return _SPACES.sub(" ", text).strip()
 
 

@@ -32,7 +32,7 @@ class OpenAICompatibleLLM:
 
     async def stream(self, messages: list[ChatMessage], *, temperature: float, max_tokens: int) -> AsyncIterator[str | Usage]:
         usage: Usage | None = None
-        completion_chars = 0
+        deltas = 0
         try:
             chunks = await self._client.chat.completions.create(
                 model=self._model,
@@ -48,12 +48,13 @@ class OpenAICompatibleLLM:
                         usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                     delta = chunk.choices[0].delta.content if chunk.choices else None
                     if delta:
-                        completion_chars += len(delta)
+                        deltas += 1
                         yield delta
         except openai.APIError as exc:
             raise FishvoiceError("backend_unavailable", f"the LLM server failed: {exc}") from exc
-        # Servers that ignore include_usage get the same estimate trimming uses.
-        yield usage or Usage(self.count_tokens(messages), -(-completion_chars // _CHARS_PER_TOKEN))
+        # For servers that ignore include_usage: the prompt as trimming estimates it, and one token
+        # per streamed delta (how vLLM, SGLang and llama.cpp stream).
+        yield usage or Usage(self.count_tokens(messages), min(deltas, max_tokens))
 
     async def close(self) -> None:
         await self._client.close()

@@ -1,0 +1,118 @@
+"""The `fishvoice` command: `say` (voice only) and `chat` (a terminal conversation)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import sys
+import uuid
+from pathlib import Path
+
+from .audio import SAMPLE_RATES, encode_audio, resample
+from .config import Settings
+from .contract import parse_request
+from .errors import FishvoiceError
+from .factory import build_assistant, build_tts, configure_logging
+
+_EXTENSIONS = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "opus", ".opus": "opus"}
+
+
+def _write_audio(samples_b64: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(samples_b64))
+
+
+def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
+    fmt = _EXTENSIONS.get(args.output.suffix.lower())
+    if fmt is None:
+        raise FishvoiceError("invalid_input", f"output: use one of {', '.join(_EXTENSIONS)} as the file extension", "output")
+    text = args.text.strip()
+    if not text:
+        raise FishvoiceError("invalid_input", "text: must not be empty", "text")
+    tts = build_tts(settings)
+    audio = resample(tts.synthesize(text), args.sample_rate)
+    _write_audio(encode_audio(audio, fmt).data, args.output)  # type: ignore[arg-type]
+    print(f"{args.output}: {audio.duration_s:.2f} s at {audio.sample_rate} Hz ({tts.name})")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_chat(args, settings))
+
+
+async def _chat(args: argparse.Namespace, settings: Settings) -> int:
+    assistant = build_assistant(settings)
+    conversation_id = args.conversation_id or f"chat-{uuid.uuid4().hex[:12]}"
+    system_audio = base64.b64encode(args.system_audio.read_bytes()).decode() if args.system_audio else None
+    print(f"conversation {conversation_id}; replies are written to {args.output_dir}/. Ctrl-D or /quit ends.", file=sys.stderr)
+    turn = 0
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            break
+        if line in ("/quit", "/exit"):
+            break
+        if not line:
+            continue
+        raw = {"message": line, "conversation_id": conversation_id, "audio_format": "wav", "max_tokens": args.max_tokens}
+        if args.system and turn == 0:
+            raw["system_message"] = args.system
+        if system_audio and turn == 0:
+            raw["system_audio"] = system_audio
+        try:
+            request = parse_request(raw)
+        except FishvoiceError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            continue
+        print("assistant> ", end="", flush=True)
+        async for event in assistant.respond(request):
+            if event["type"] == "text":
+                print(event["text"], end="", flush=True)
+            elif event["type"] == "error":
+                print(f"\nerror: {event['error']}", file=sys.stderr)
+            elif event["type"] == "done":
+                turn += 1
+                path = args.output_dir / f"reply-{turn:03d}.wav"
+                _write_audio(event["audio"], path)
+                print(f"\n[{path}: {event['duration_s']:.1f} s, first audio {event['timings_ms']['first_audio']} ms]")
+                for warning in event["warnings"]:
+                    print(f"[warning: {warning}]", file=sys.stderr)
+    await assistant.llm.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fishvoice", description="A voice assistant: the LLM's reply, spoken.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    say = commands.add_parser("say", help="speak a text to an audio file (voice only, no LLM)")
+    say.add_argument("text")
+    say.add_argument("-o", "--output", type=Path, default=Path("out.wav"), help="file to write (.wav .flac .mp3 .ogg)")
+    say.add_argument("--sample-rate", type=int, choices=SAMPLE_RATES, default=44100)
+    say.set_defaults(run=cmd_say)
+
+    chat = commands.add_parser("chat", help="talk with the assistant in the terminal; each reply's audio goes to a file")
+    chat.add_argument("--system", help="system message for the conversation")
+    chat.add_argument("--system-audio", type=Path, help="reference voice (audio file)")
+    chat.add_argument("--conversation-id", help="continue a stored conversation")
+    chat.add_argument("--max-tokens", type=int, default=256)
+    chat.add_argument("--output-dir", type=Path, default=Path("fishvoice-replies"))
+    chat.set_defaults(run=cmd_chat)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings)
+    try:
+        return args.run(args, settings)
+    except FishvoiceError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Shared fixtures: the real embedded models (loaded once), a fresh store per test, real audio."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fishvoice.assistant import Assistant
+from fishvoice.audio import Audio, encode_audio, resample
+from fishvoice.llm.llama_cpp import LlamaCppLLM, default_model_path
+from fishvoice.memory.sqlite import SQLiteStore
+from fishvoice.tts.piper import PiperTTS
+from fishvoice.worker import make_handler
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEM = "You are a helpful voice assistant. Answer in plain sentences."
+
+
+@pytest.fixture(scope="session")
+def llm() -> LlamaCppLLM:
+    return LlamaCppLLM(context=2048)
+
+
+@pytest.fixture(scope="session")
+def tts() -> PiperTTS:
+    return PiperTTS()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteStore:
+    return SQLiteStore(tmp_path / "conversations.sqlite3")
+
+
+@pytest.fixture
+def assistant(llm: LlamaCppLLM, tts: PiperTTS, store: SQLiteStore) -> Assistant:
+    return Assistant(llm, tts, store, default_system_message=SYSTEM)
+
+
+@pytest.fixture
+def handler(assistant: Assistant):
+    return make_handler(assistant)
+
+
+@pytest.fixture(scope="session")
+def speech(tts: PiperTTS) -> Audio:
+    """About three seconds of real speech, at 22.05 kHz."""
+    return tts.synthesize("The quick brown fox jumps over the lazy dog, and then it runs away.")
+
+
+def speech_b64(audio: Audio, fmt: str = "wav", rate: int | None = None) -> str:
+    encoded = encode_audio(resample(audio, rate or audio.sample_rate), fmt)
+    assert isinstance(encoded.data, str)
+    return encoded.data
+
+
+@pytest.fixture
+def reference_b64(speech: Audio) -> str:
+    return speech_b64(speech, "wav")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen[Any], timeout: float = 120.0) -> None:
+    """Poll `url` until it answers, failing early if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=2.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer in {timeout} s")
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> AsyncIterator[str]:
+    """llama-cpp-python's own OpenAI-compatible server, serving the embedded GGUF on a free port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "2048"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/v1/models", process)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop(process)
+
+
+async def run_job(handler, **fields: Any) -> dict[str, Any]:
+    return await handler({"id": "test", "input": fields})
+
+
+def pcm16_samples(b64: str):
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(b64), dtype="<i2")

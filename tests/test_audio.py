@@ -1,0 +1,131 @@
+"""Audio in every container and out in every format, decoded back and checked for rate and length."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+import soundfile
+
+from fishvoice.audio import MAX_AUDIO_BYTES, Audio, b64decode_audio, decode_audio, encode_audio, resample
+from fishvoice.errors import FishvoiceError
+from fishvoice.voices import VOICE_RATE, load_reference
+
+from .conftest import speech_b64
+
+
+def tone(seconds: float, rate: int = 44100, freq: float = 440.0) -> Audio:
+    t = np.arange(int(seconds * rate)) / rate
+    return Audio((0.4 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate)
+
+
+def encode_with_av(audio: Audio, container: str, codec: str, channels: int = 1) -> bytes:
+    """Write a file with FFmpeg directly, so decoding is checked on files we did not make ourselves."""
+    import av
+
+    buffer = io.BytesIO()
+    layout = "stereo" if channels == 2 else "mono"
+    with av.open(buffer, mode="w", format=container) as out:
+        stream = out.add_stream(codec, rate=audio.sample_rate, layout=layout)
+        frame = av.AudioFrame.from_ndarray(np.tile(audio.samples, (channels, 1)).astype(np.float32), format="fltp", layout=layout)
+        frame.sample_rate = audio.sample_rate
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=layout, rate=audio.sample_rate,
+                                      frame_size=stream.codec_context.frame_size or None)
+        for chunk in (*resampler.resample(frame), *resampler.resample(None)):
+            out.mux(stream.encode(chunk))
+        out.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("container", "codec", "rate", "channels"),
+    [("wav", "pcm_s16le", 16000, 1), ("flac", "flac", 44100, 2), ("mp3", "libmp3lame", 24000, 1),
+     ("ogg", "libopus", 48000, 2), ("webm", "libopus", 48000, 1), ("ipod", "aac", 44100, 2)],
+)
+def test_every_input_container_decodes_to_mono_at_its_rate(container, codec, rate, channels):
+    data = encode_with_av(tone(2.0, rate), container, codec, channels)
+    audio = decode_audio(data, "system_audio", max_seconds=60)
+    assert audio.samples.ndim == 1 and audio.sample_rate == rate
+    assert audio.duration_s == pytest.approx(2.0, abs=0.05)
+    assert 0.2 < np.abs(audio.samples).max() <= 1.0
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "opus", "pcm16", "array"])
+@pytest.mark.parametrize("rate", [8000, 22050, 44100])
+def test_every_output_format_decodes_back_at_the_reported_rate_and_length(fmt, rate):
+    audio = resample(tone(1.5, 44100), rate)
+    encoded = encode_audio(audio, fmt)
+    if fmt == "array":
+        back = Audio(np.asarray(encoded.data, dtype=np.float32), encoded.sample_rate)
+    elif fmt == "pcm16":
+        back = Audio(np.frombuffer(base64.b64decode(encoded.data), "<i2") / 32767.0, encoded.sample_rate)
+    elif fmt in ("wav", "flac"):
+        samples, file_rate = soundfile.read(io.BytesIO(base64.b64decode(encoded.data)))
+        back = Audio(samples, file_rate)
+    else:
+        back = decode_audio(base64.b64decode(encoded.data), "audio", max_seconds=60)
+    assert back.sample_rate == encoded.sample_rate == (48000 if fmt == "opus" else rate)
+    assert back.duration_s == pytest.approx(1.5, abs=0.03)
+    assert np.abs(back.samples).max() == pytest.approx(0.4, abs=0.05)
+
+
+def test_resample_keeps_duration_and_pitch():
+    audio = resample(tone(1.0, 22050, freq=1000.0), 48000)
+    assert len(audio.samples) == 48000
+    spectrum = np.abs(np.fft.rfft(audio.samples))
+    assert np.argmax(spectrum) * 48000 / len(audio.samples) == pytest.approx(1000, abs=2)
+
+
+@pytest.mark.parametrize("data", [b"not audio at all, just text" * 40, bytes(range(256)) * 100, b"RIFF\x00\x00\x00\x00WAVEfmt "])
+def test_bytes_that_are_not_audio_are_invalid_audio(data):
+    with pytest.raises(FishvoiceError) as caught:
+        decode_audio(data, "system_audio", max_seconds=60)
+    assert (caught.value.code, caught.value.field) == ("invalid_audio", "system_audio")
+
+
+def test_truncated_file_is_refused_or_decodes_its_head():
+    data = encode_with_av(tone(3.0), "mp3", "libmp3lame")
+    audio = decode_audio(data[: len(data) // 2], "system_audio", max_seconds=60)
+    assert 1.0 < audio.duration_s < 2.0
+
+
+@pytest.mark.parametrize("text", ["@@@@", "UklGR", "data:audio/wav;base64,!!!"])
+def test_bad_base64_is_invalid_audio(text):
+    with pytest.raises(FishvoiceError) as caught:
+        b64decode_audio(text, "system_audio")
+    assert caught.value.code == "invalid_audio" and "base64" in caught.value.message
+
+
+def test_data_uri_and_line_breaks_are_accepted():
+    raw = b"\x01\x02\x03" * 100
+    encoded = base64.encodebytes(raw).decode()
+    assert b64decode_audio(f"data:audio/wav;base64,{encoded}", "system_audio") == raw
+
+
+def test_audio_over_15_mb_is_payload_too_large():
+    with pytest.raises(FishvoiceError) as caught:
+        b64decode_audio(base64.b64encode(b"\0" * (MAX_AUDIO_BYTES + 10)).decode(), "system_audio")
+    assert caught.value.code == "payload_too_large"
+
+
+def test_reference_longer_than_60_s_is_refused_without_decoding_it_all():
+    data = base64.b64encode(encode_with_av(tone(75.0, 16000), "flac", "flac")).decode()
+    with pytest.raises(FishvoiceError) as caught:
+        load_reference(data)
+    assert caught.value.code == "invalid_audio" and "60 s" in caught.value.message
+
+
+def test_reference_shorter_than_1_s_and_silent_ones_are_refused():
+    for audio, words in [(tone(0.5), "at least 1 s"), (Audio(np.zeros(44100 * 2, np.float32), 44100), "silent")]:
+        with pytest.raises(FishvoiceError) as caught:
+            load_reference(speech_b64(audio, "wav"))
+        assert caught.value.code == "invalid_audio" and words in caught.value.message
+
+
+def test_reference_keeps_its_first_30_s_at_44_1_khz_and_hashes_by_content():
+    long = speech_b64(tone(40.0, 16000), "flac")
+    voice = load_reference(long, "a tone")
+    assert voice.audio.sample_rate == VOICE_RATE and voice.audio.duration_s == pytest.approx(30.0, abs=0.01)
+    assert load_reference(long).hash == voice.hash != load_reference(speech_b64(tone(40.0, 16000, 300.0), "flac")).hash
