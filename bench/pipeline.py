@@ -1,0 +1,94 @@
+"""Time to first audio: the streaming pipeline against the sequential one (whole text, then whole speech).
+
+Runs the embedded models (SmolLM2-135M + Piper) on the same prompts in one run and prints, per prompt
+and in total, time to first audio for both, their ratio, and the real-time factor of the voice.
+
+    python bench/pipeline.py [--rounds 2] [--max-tokens 160]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from fishvoice.assistant import Assistant
+from fishvoice.contract import parse_request
+from fishvoice.llm.base import Usage
+from fishvoice.llm.llama_cpp import LlamaCppLLM
+from fishvoice.memory.sqlite import SQLiteStore
+from fishvoice.text import normalize_for_speech
+from fishvoice.tts.piper import PiperTTS
+
+SYSTEM = "You are a storyteller. Answer in four to six short sentences."
+PROMPTS = [
+    "Tell me a short story about a robot who learns to paint.",
+    "Describe a walk through a forest in autumn.",
+    "Explain how a lighthouse keeper spends a stormy night.",
+    "Tell me about a cat who wants to visit the moon.",
+]
+
+
+def sentences(text: str) -> int:
+    return len([s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s])
+
+
+async def streaming(assistant: Assistant, prompt: str, max_tokens: int) -> tuple[float, float, float, str]:
+    """(first audio s, total s, audio s) through the real pipeline."""
+    request = parse_request({"message": prompt, "system_message": SYSTEM, "max_tokens": max_tokens, "temperature": 0.3})
+    started = time.perf_counter()
+    first = None
+    async for event in assistant.respond(request):
+        if event["type"] == "audio" and first is None:
+            first = time.perf_counter() - started
+        if event["type"] == "done":
+            return first or 0.0, time.perf_counter() - started, event["duration_s"], event["text"]
+        if event["type"] == "error":
+            raise RuntimeError(event["error"])
+    raise RuntimeError("no reply")
+
+
+async def sequential(llm: LlamaCppLLM, tts: PiperTTS, prompt: str, max_tokens: int) -> tuple[float, float, str]:
+    """(first audio s, audio s): the whole text first, then the whole speech."""
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+    started = time.perf_counter()
+    text = "".join([d async for d in llm.stream(messages, temperature=0.3, max_tokens=max_tokens) if not isinstance(d, Usage)])
+    audio = await asyncio.to_thread(tts.synthesize, normalize_for_speech(text))
+    return time.perf_counter() - started, audio.duration_s, text
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=160)
+    args = parser.parse_args()
+
+    llm, tts = LlamaCppLLM(context=2048), PiperTTS()
+    with tempfile.TemporaryDirectory() as tmp:
+        assistant = Assistant(llm, tts, SQLiteStore(Path(tmp) / "bench.sqlite3"), default_system_message=SYSTEM)
+        await streaming(assistant, "Hello.", 8)  # warm-up: first-call costs out of the figures
+        rows = []
+        for _ in range(args.rounds):
+            for prompt in PROMPTS:
+                seq_first, seq_audio, seq_text = await sequential(llm, tts, prompt, args.max_tokens)
+                first, total, audio_s, text = await streaming(assistant, prompt, args.max_tokens)
+                rows.append((prompt, sentences(text), first, seq_first, sentences(seq_text), total / audio_s, audio_s))
+
+    print(f"{'prompt':44} {'sent':>4} {'stream':>8} {'seq':>8} {'ratio':>6} {'RTF':>5}")
+    for prompt, n, first, seq_first, _, rtf, _ in rows:
+        print(f"{prompt[:44]:44} {n:4d} {first * 1000:7.0f}ms {seq_first * 1000:7.0f}ms {first / seq_first:6.3f} {rtf:5.3f}")
+    long = [r for r in rows if r[1] >= 3 and r[4] >= 3]
+    for label, subset in (("all replies", rows), ("replies of 3+ sentences", long)):
+        if subset:
+            first = statistics.median(r[2] for r in subset)
+            seq_first = statistics.median(r[3] for r in subset)
+            print(f"{label}: n={len(subset)} median first audio streaming {first * 1000:.0f} ms, sequential {seq_first * 1000:.0f} ms, "
+                  f"ratio {first / seq_first:.3f} (goal < 0.333); median RTF {statistics.median(r[5] for r in subset):.3f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
