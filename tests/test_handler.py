@@ -97,21 +97,17 @@ async def test_invalid_request_fails_before_any_model_and_names_the_field(handle
     assert (await store.load("", "bad-1")).turns == []
 
 
-async def test_failed_request_leaves_history_unchanged(handler, store, reference_b64):
+async def test_failed_request_leaves_history_unchanged(handler, store, tts):
     await run_job(handler, message="Remember: blue.", conversation_id="keep-1", max_tokens=10, speak=False)
     before = (await store.load("", "keep-1")).turns
     bad_audio = await run_job(handler, message="Next", conversation_id="keep-1", system_audio=base64.b64encode(b"no audio" * 50).decode())
     assert (bad_audio["error_code"], bad_audio["field"]) == ("invalid_audio", "system_audio")
     # a backend that cannot answer: an OpenAI-compatible LLM on a port nobody listens on
-    dead = Assistant(OpenAICompatibleLLM(f"http://127.0.0.1:{free_port()}/v1", timeout=3), handler_tts(handler), store,
+    dead = Assistant(OpenAICompatibleLLM(f"http://127.0.0.1:{free_port()}/v1", timeout=3), tts, store,
                      default_system_message=SYSTEM)
     down = await run_job(make_handler(dead), message="Next", conversation_id="keep-1")
     assert down["error_code"] == "backend_unavailable"
     assert (await store.load("", "keep-1")).turns == before
-
-
-def handler_tts(handler):
-    return next(cell.cell_contents for cell in handler.__closure__ if isinstance(cell.cell_contents, Assistant)).tts
 
 
 async def test_cancelled_reply_is_not_stored(assistant, store):

@@ -44,6 +44,7 @@ class SQLiteStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+        self._purge()  # start-up is a quiet moment to drop what expired while we were down
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
