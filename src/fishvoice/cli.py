@@ -83,9 +83,35 @@ async def _chat(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from .server.app import serve
+
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "concurrency": args.concurrency}.items() if v is not None}
+    serve(settings.model_copy(update=overrides))
+    return 0
+
+
+def cmd_client(args: argparse.Namespace, settings: Settings) -> int:
+    from .client import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fishvoice", description="A voice assistant: the LLM's reply, spoken.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve RunPod's job API over HTTP with the configured models")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1, FISHVOICE_HOST)")
+    serve.add_argument("--port", type=int, help="port (default 8000, FISHVOICE_PORT)")
+    serve.add_argument("--concurrency", type=int, help="jobs run at once (FISHVOICE_CONCURRENCY)")
+    serve.set_defaults(run=cmd_serve)
+
+    from .client import add_arguments
+
+    client = commands.add_parser("client", help="send a job to fishvoice: our server (--url) or RunPod's cloud (--endpoint)")
+    add_arguments(client)
+    client.set_defaults(run=cmd_client)
 
     say = commands.add_parser("say", help="speak a text to an audio file (voice only, no LLM)")
     say.add_argument("text")

@@ -39,7 +39,21 @@ class Settings(BaseSettings):
     conversation_ttl: int = Field(30 * 24 * 3600, ge=60, description="seconds an idle conversation is kept")
     default_system_message: str = "You are a helpful, friendly voice assistant. Answer in a few short sentences."
 
+    # Self-hosted server (`fishvoice serve`)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: str | None = Field(None, description="bearer key, or several comma-separated; unset: no auth")
+    concurrency: int = Field(2, ge=1, description="jobs run at once")
+    queue_size: int = Field(64, ge=1, description="jobs waiting at most; more answer 429")
+    job_timeout: float = Field(300.0, gt=0, description="seconds a job may run before TIMED_OUT")
+    job_ttl: float = Field(1800.0, gt=0, description="seconds a finished job's result is kept")
+    runsync_wait: float = Field(90.0, gt=0, description="seconds /runsync waits before answering IN_PROGRESS")
+    max_body_mb: float = Field(25.0, gt=0, description="largest request body, MB")
+
     # Worker
     streaming: bool = False
     debug: bool = False
     log_level: str = "INFO"
+
+    def api_keys(self) -> list[str]:
+        return [key.strip() for key in (self.api_key or "").split(",") if key.strip()]

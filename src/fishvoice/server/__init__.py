@@ -1,0 +1,1 @@
+"""The self-hosted, RunPod-compatible job server: `fishvoice serve`."""

@@ -1,0 +1,116 @@
+"""RunPod's job API over the job table: /run, /runsync, /status, /stream, /cancel, /purge-queue, /health.
+
+The same router is mounted at the root and under /v2/{endpoint_id}, so a RunPod client works by
+changing only its base URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from ..errors import FishvoiceError
+from .jobs import IN_PROGRESS, IN_QUEUE, JobTable
+
+_STATUS = {"invalid_input": 400, "invalid_audio": 400, "payload_too_large": 413, "unauthorized": 401, "not_found": 404,
+           "backend_unavailable": 503, "timeout": 504, "cancelled": 409, "internal": 500}
+
+
+def error_response(error: FishvoiceError, status: int | None = None) -> JSONResponse:
+    return JSONResponse(error.to_dict(), status_code=status or _STATUS.get(error.code, 500))
+
+
+def key_namespace(key: str) -> str:
+    """Conversations and jobs of one key live apart from every other key's."""
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+class Auth:
+    """Bearer-key check; returns the caller's namespace ("" when auth is off)."""
+
+    def __init__(self, keys: list[str]):
+        self._keys = [key.encode() for key in keys]
+
+    def __call__(self, request: Request) -> str:
+        if not self._keys:
+            return ""
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        given_bytes = given.strip().encode()
+        # Compare against every key, always: the time taken tells nothing about which one matched.
+        matches = [hmac.compare_digest(given_bytes, key) for key in self._keys]
+        if scheme.lower() != "bearer" or not any(matches):
+            raise FishvoiceError("unauthorized", "a valid 'Authorization: Bearer <key>' header is needed")
+        return key_namespace(given.strip())
+
+
+async def read_input(request: Request, max_bytes: int) -> Any:
+    """The job's `input` from a JSON body, refusing bodies over the limit before reading them whole."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise FishvoiceError("payload_too_large", f"request body is larger than {max_bytes // 2**20} MB", "input")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise FishvoiceError("payload_too_large", f"request body is larger than {max_bytes // 2**20} MB", "input")
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FishvoiceError("invalid_input", f"body: not valid JSON ({exc})", "body") from None
+    if not isinstance(payload, dict) or "input" not in payload:
+        raise FishvoiceError("invalid_input", 'input: required; send {"input": {...}}', "input")
+    return payload["input"]
+
+
+def build_router(jobs: JobTable, auth: Auth, *, runsync_wait_s: float, max_body_bytes: int, backends: dict[str, str]) -> APIRouter:
+    router = APIRouter()
+    caller = Depends(auth)
+
+    @router.post("/run")
+    async def run(request: Request, namespace: str = caller) -> JSONResponse:
+        job = jobs.submit(await read_input(request, max_body_bytes), namespace)
+        return JSONResponse({"id": job.id, "status": job.status} if not job.is_final else job.summary())
+
+    @router.post("/runsync")
+    async def runsync(request: Request, namespace: str = caller, wait: int | None = Query(None, ge=1000, le=300_000)) -> JSONResponse:
+        job = jobs.submit(await read_input(request, max_body_bytes), namespace)
+        await jobs.wait(job, wait / 1000 if wait else runsync_wait_s)
+        return JSONResponse(job.summary())
+
+    @router.api_route("/status/{job_id}", methods=["GET", "POST"])
+    async def status(job_id: str, namespace: str = caller) -> JSONResponse:
+        return JSONResponse(jobs.get(job_id, namespace).summary())
+
+    @router.api_route("/stream/{job_id}", methods=["GET", "POST"])
+    async def stream(job_id: str, namespace: str = caller) -> JSONResponse:
+        job = jobs.get(job_id, namespace)
+        events = job.take_stream()
+        return JSONResponse({"id": job.id, "status": job.status, "stream": [{"output": event} for event in events]})
+
+    @router.post("/cancel/{job_id}")
+    async def cancel(job_id: str, namespace: str = caller) -> JSONResponse:
+        job = await jobs.cancel(jobs.get(job_id, namespace))
+        return JSONResponse({"id": job.id, "status": job.status})
+
+    @router.post("/purge-queue")
+    async def purge_queue(namespace: str = caller) -> JSONResponse:
+        return JSONResponse({"removed": jobs.purge_queue(namespace), "status": "completed"})
+
+    @router.get("/health")
+    async def health() -> JSONResponse:
+        counts = jobs.counts()
+        running = counts[IN_PROGRESS]
+        return JSONResponse({
+            "status": "ok",
+            "jobs": {**counts, "inQueue": counts[IN_QUEUE], "inProgress": running, "completed": counts["COMPLETED"],
+                     "failed": counts["FAILED"]},
+            "workers": {"running": running, "idle": jobs.concurrency - running},
+            "backends": backends,
+        })
+
+    return router
