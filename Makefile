@@ -12,10 +12,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-## The main job: the RunPod worker with the embedded models, serving RunPod's local test API.
+## The main job: `fishvoice serve` with the embedded models (RunPod's job API on HOST:PORT).
 run: $(VENV)/.installed
-	@echo "fishvoice on http://$(HOST):$(PORT)  (try: curl -s -X POST http://$(HOST):$(PORT)/runsync -H 'Content-Type: application/json' -d '{\"input\":{\"message\":\"Hello!\",\"audio_format\":\"wav\"}}')"
-	$(PY) handler.py --rp_serve_api --rp_api_host $(HOST) --rp_api_port $(PORT)
+	@echo "fishvoice: loading models, then serving http://$(HOST):$(PORT). Call it with"
+	@echo "  $(VENV)/bin/fishvoice client --url http://$(HOST):$(PORT) --message 'Hello!' --output-dir reply"
+	@echo "  curl -s -X POST http://$(HOST):$(PORT)/runsync -H 'Content-Type: application/json' -d '{\"input\": {\"message\": \"Hello!\", \"audio_format\": \"wav\"}}'"
+	$(VENV)/bin/fishvoice serve --host $(HOST) --port $(PORT)
 
 ## All tests, on the real embedded models.
 test: $(VENV)/.installed
@@ -23,6 +25,7 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/pipeline.py
+	$(PY) bench/server.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -172,10 +172,12 @@ def test_routes_are_served_under_v2_endpoint_id(http):
 
 
 def test_health_reports_jobs_by_state_and_backends(http):
+    http.post("/runsync", json={"input": {"message": "Hi", "max_tokens": 3, "speak": False}})
+    http.post("/run", json={"input": {"message": ""}})
     health = http.get("/health").json()
     assert health["backends"] == {"llm": "llama_cpp:SmolLM2-135M-Instruct.Q4_1", "voice": "piper", "store": "SQLiteStore"}
-    assert set(health["jobs"]) >= {"IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
-    assert health["jobs"]["COMPLETED"] >= 1 and health["workers"]["idle"] + health["workers"]["running"] == 1
+    assert set(health["jobs"]) == {"inQueue", "inProgress", "completed", "failed", "cancelled", "timedOut"}
+    assert health["jobs"]["completed"] >= 1 and health["jobs"]["failed"] >= 1 and health["workers"]["idle"] + health["workers"]["running"] == 1
 
 
 def test_full_queue_answers_429_and_jobs_expire_and_time_out(tmp_path):
@@ -191,7 +193,7 @@ def test_full_queue_answers_429_and_jobs_expire_and_time_out(tmp_path):
         assert wait_final(http, queued)["status"] == "COMPLETED"
         time.sleep(3.5)  # past the TTL and one expiry sweep
         assert http.get(f"/status/{queued}").status_code == 404
-        assert http.get("/health").json()["jobs"]["COMPLETED"] == 0
+        assert http.get("/health").json()["jobs"]["completed"] == 0
 
 
 def test_auth_on_needs_a_key_and_keeps_conversations_apart(tmp_path):

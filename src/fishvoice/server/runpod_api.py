@@ -15,10 +15,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from ..errors import FishvoiceError
-from .jobs import IN_PROGRESS, IN_QUEUE, JobTable
+from .jobs import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, TIMED_OUT, JobTable
 
 _STATUS = {"invalid_input": 400, "invalid_audio": 400, "payload_too_large": 413, "unauthorized": 401, "not_found": 404,
            "backend_unavailable": 503, "timeout": 504, "cancelled": 409, "internal": 500}
+
+
+_HEALTH_NAMES = {IN_QUEUE: "inQueue", IN_PROGRESS: "inProgress", COMPLETED: "completed", FAILED: "failed",
+                 CANCELLED: "cancelled", TIMED_OUT: "timedOut"}
 
 
 def error_response(error: FishvoiceError, status: int | None = None) -> JSONResponse:
@@ -104,12 +108,10 @@ def build_router(jobs: JobTable, auth: Auth, *, runsync_wait_s: float, max_body_
     @router.get("/health")
     async def health() -> JSONResponse:
         counts = jobs.counts()
-        running = counts[IN_PROGRESS]
         return JSONResponse({
             "status": "ok",
-            "jobs": {**counts, "inQueue": counts[IN_QUEUE], "inProgress": running, "completed": counts["COMPLETED"],
-                     "failed": counts["FAILED"]},
-            "workers": {"running": running, "idle": jobs.concurrency - running},
+            "jobs": {_HEALTH_NAMES[state]: n for state, n in counts.items()},  # RunPod's names, and ours for the rest
+            "workers": {"running": counts[IN_PROGRESS], "idle": jobs.concurrency - counts[IN_PROGRESS]},
             "backends": backends,
         })
 
