@@ -14,6 +14,7 @@ from fishvoice.assistant import Assistant
 from fishvoice.audio import decode_audio
 from fishvoice.contract import parse_request
 from fishvoice.llm.openai import OpenAICompatibleLLM
+from fishvoice.memory.sqlite import SQLiteStore
 from fishvoice.worker import make_handler, make_stream_handler
 
 from .conftest import SYSTEM, free_port, pcm16_samples, run_job
@@ -188,3 +189,16 @@ async def test_openai_compatible_backend_against_a_real_llama_cpp_server(llama_s
     assert result["usage"]["prompt_tokens"] > 0 and 0 < result["usage"]["completion_tokens"] <= 24
     second = await run_job(make_handler(assistant), message="And again?", max_tokens=8, conversation_id="oa-1", speak=False)
     assert len(second["history"]) == 4
+
+
+async def test_unexpected_failure_is_internal_and_carries_its_trace_only_in_debug(llm, tts, tmp_path):
+    path = tmp_path / "broken.sqlite3"
+    store = SQLiteStore(path)
+    path.write_bytes(b"this is no longer a database" * 200)  # a real fault below the assistant
+    for debug in (False, True):
+        assistant = Assistant(llm, tts, store, default_system_message=SYSTEM, debug=debug)
+        result = await run_job(make_handler(assistant), message="Hi", conversation_id="broken", max_tokens=3)
+        assert result["error_code"] == "internal" and result["error"] == "internal error: DatabaseError"
+        assert ("trace" in result) == debug
+        if debug:
+            assert "sqlite3.DatabaseError" in result["trace"]

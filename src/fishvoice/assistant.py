@@ -11,6 +11,7 @@ import asyncio
 import bisect
 import logging
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,11 +52,12 @@ class _Reply:
 class Assistant:
     """Answers requests with the LLM, speaks with the TTS, remembers in the store."""
 
-    def __init__(self, llm: LLM, tts: TTS, store: ConversationStore, *, default_system_message: str):
+    def __init__(self, llm: LLM, tts: TTS, store: ConversationStore, *, default_system_message: str, debug: bool = False):
         self.llm = llm
         self.tts = tts
         self.store = store
         self.default_system_message = default_system_message
+        self.debug = debug  # unexpected errors carry their stack trace to the caller
 
     async def respond(self, request: Request, namespace: str = "") -> AsyncIterator[dict[str, Any]]:
         """Yield text, audio and finally a done event; or an error event, and nothing is stored."""
@@ -67,7 +69,10 @@ class Assistant:
             yield error_event(exc)
         except Exception as exc:
             log.exception("request failed unexpectedly")
-            yield error_event(FishvoiceError("internal", f"internal error: {type(exc).__name__}"))
+            event = error_event(FishvoiceError("internal", f"internal error: {type(exc).__name__}"))
+            if self.debug:
+                event["trace"] = "".join(traceback.format_exception(exc))
+            yield event
 
     async def _respond(self, request: Request, namespace: str) -> AsyncIterator[dict[str, Any]]:
         reply = _Reply(started=time.perf_counter())

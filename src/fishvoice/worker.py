@@ -6,7 +6,6 @@ Models load once per worker, when the handler is built, not per job.
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -26,40 +25,30 @@ def _parse_job(job: dict[str, Any]) -> Request:
     return parse_request(job.get("input") if isinstance(job, dict) else None)
 
 
-def failure(error: FishvoiceError, debug: bool = False) -> dict[str, Any]:
-    """RunPod's way to fail a job: a top-level `error`; the rest of the dict becomes the output."""
-    result = error.to_dict()
-    if debug and error.__cause__ is not None:
-        result["trace"] = "".join(traceback.format_exception(error.__cause__))
-    return result
-
-
-def make_handler(assistant: Assistant, debug: bool = False) -> Handler:
-    """The plain handler: gathers the events into the response, or fails the job."""
+def make_handler(assistant: Assistant) -> Handler:
+    """The plain handler: the done event's response, or the error (RunPod fails a job whose result has `error`)."""
 
     async def handler(job: dict[str, Any]) -> dict[str, Any]:
         try:
             request = _parse_job(job)
         except FishvoiceError as exc:
-            return failure(exc, debug)
+            return exc.to_dict()
         async for event in assistant.respond(request):
-            if event["type"] == "done":
+            if event["type"] in ("done", "error"):
                 return {k: v for k, v in event.items() if k != "type"}
-            if event["type"] == "error":
-                return {k: v for k, v in event.items() if k != "type"}
-        return failure(FishvoiceError("internal", "the reply ended without a result"), debug)
+        return FishvoiceError("internal", "the reply ended without a result").to_dict()
 
     return handler
 
 
-def make_stream_handler(assistant: Assistant, debug: bool = False) -> StreamHandler:
+def make_stream_handler(assistant: Assistant) -> StreamHandler:
     """The generator handler: yields each event for RunPod's /stream."""
 
     async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         try:
             request = _parse_job(job)
         except FishvoiceError as exc:
-            yield {**error_event(exc), **failure(exc, debug)}
+            yield error_event(exc)
             return
         async for event in assistant.respond(request):
             yield event
@@ -75,6 +64,6 @@ def main() -> None:
     configure_logging(settings)
     assistant = build_assistant(settings)
     if settings.streaming:
-        runpod.serverless.start({"handler": make_stream_handler(assistant, settings.debug), "return_aggregate_stream": True})
+        runpod.serverless.start({"handler": make_stream_handler(assistant), "return_aggregate_stream": True})
     else:
-        runpod.serverless.start({"handler": make_handler(assistant, settings.debug)})
+        runpod.serverless.start({"handler": make_handler(assistant)})

@@ -36,13 +36,15 @@ class LlamaCppLLM:
         self.name = f"llama_cpp:{path.stem}"
         self.context_window = self._llama.n_ctx()
         template = self._llama.metadata.get("tokenizer.chat_template")
-        vocab = self._llama._model
         self._formatter = (
-            Jinja2ChatFormatter(template, eos_token=vocab.token_get_text(vocab.token_eos()), bos_token=vocab.token_get_text(vocab.token_bos()))
+            Jinja2ChatFormatter(template, eos_token=self._token_text(self._llama.token_eos()), bos_token=self._token_text(self._llama.token_bos()))
             if template
             else None
         )
         log.info("loaded %s (context %d tokens)", path.name, self.context_window)
+
+    def _token_text(self, token: int) -> str:
+        return self._llama.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
 
     def count_tokens(self, messages: list[ChatMessage]) -> int:
         if self._formatter is None:  # no template: a close estimate is enough for trimming

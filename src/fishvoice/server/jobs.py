@@ -195,6 +195,7 @@ class JobTable:
             job.finish(COMPLETED)
         elif event["type"] == "error":
             job.finish(FAILED, FishvoiceError(event["error_code"], event["error"], event.get("field")))
+            job.output = {k: v for k, v in event.items() if k != "type"}  # with `trace` where debug is on
 
     async def _expire_forever(self) -> None:
         while True:
