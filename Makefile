@@ -9,7 +9,9 @@ PORT ?= 8000
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	# torch 2.13.0 here is the small CPU build this machine carries; an unpinned torch pulls CUDA's.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test,fish]'
 	touch $@
 
 ## The main job: `fishvoice serve` with the embedded models (RunPod's job API on HOST:PORT).
