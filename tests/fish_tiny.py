@@ -93,3 +93,46 @@ def write_checkpoint(path: Path, layout: str, seed: int = 0, weights: str = "def
             index = {"metadata": {}, "weight_map": {k: name for name, names in shards.items() for k in names}}
             (path / "model.safetensors.index.json").write_text(json.dumps(index))
     return model
+
+
+# -- the codec --------------------------------------------------------------------------------
+
+CODEC_JSON = {
+    "sample_rate": 44100, "encoder_dim": 8, "encoder_rates": [2, 4, 8, 8], "decoder_dim": 64, "decoder_rates": [8, 8, 4, 2],
+    "encoder_transformer_layers": [0, 0, 0, 1], "decoder_transformer_layers": [1, 0, 0, 0],
+    "transformer_general_config": {"block_size": 1024, "n_local_heads": -1, "head_dim": 16, "rope_base": 10000, "norm_eps": 1e-5},
+    "quantizer": {"input_dim": 128, "n_codebooks": 3, "codebook_size": 32, "codebook_dim": 4, "quantizer_dropout": 0.0,
+                  "downsample_factor": [2, 2], "semantic_codebook_size": 32,
+                  "pre_and_post_module": {"causal": True, "window_size": 16, "input_dim": 128,
+                                          "config": {"block_size": 256, "n_layer": 1, "n_head": 2, "dim": 32, "intermediate_size": 64,
+                                                     "n_local_heads": -1, "head_dim": 16, "rope_base": 10000, "norm_eps": 1e-5}}},
+}
+
+
+def write_codec(path: Path, seed: int = 0, wrapped: bool = False):
+    """codec.json and codec.pth in the published naming (weight-normed convolutions as g and v)."""
+    from fishvoice.fish.codec import Codec, CodecConfig
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "codec.json").write_text(json.dumps(CODEC_JSON))
+    torch.manual_seed(seed)
+    codec = Codec(CodecConfig.from_json(path / "codec.json")).eval()
+    with torch.no_grad():
+        for name, param in codec.named_parameters():
+            if name.endswith(("alpha", "gamma")):
+                param.uniform_(0.5, 1.5)
+    state = {}
+    for key, value in codec.state_dict().items():
+        norm_g = value.flatten(1).norm(dim=1).view(-1, *([1] * (value.ndim - 1))) if value.ndim > 1 else None
+        if key.startswith(("encoder.", "decoder.")) and key.endswith("conv.weight"):
+            state[key.removesuffix("weight") + "parametrizations.weight.original0"] = norm_g.clone()
+            state[key.removesuffix("weight") + "parametrizations.weight.original1"] = value.clone()
+        elif key.endswith(("in_proj.weight", "out_proj.weight")):
+            state[key.removesuffix("weight") + "weight_g"] = norm_g.clone()
+            state[key.removesuffix("weight") + "weight_v"] = value.clone()
+        else:
+            state[key] = value.clone()
+    if wrapped:
+        state = {"state_dict": {"generator." + k: v for k, v in state.items()} | {"discriminator.x": torch.zeros(1)}}
+    torch.save(state, path / "codec.pth")
+    return codec

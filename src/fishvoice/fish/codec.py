@@ -1,0 +1,465 @@
+"""The codec: Fish Speech's modded DAC (44.1 kHz audio <-> codes at about 21.5 frames/s).
+
+Encoder: causal convolutions with Snake activations (and a windowed transformer at the deepest
+block) down to one latent per 512 samples. Quantizer: two causal downsamplings (x4 in all), a
+windowed transformer, then one semantic codebook and a residual stack over what it leaves; decoding
+reverses it. Decoder: causal transposed convolutions back to samples. Everything is causal, which is
+what makes chunked (streaming) decoding possible.
+
+Weight-normed convolutions are folded into plain ones at load time (inference needs no reparametrization).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import CheckpointError
+from .model import apply_rope, rope_table
+
+
+@dataclass
+class TransformerConfig:
+    n_layer: int = 8
+    n_head: int = 8
+    dim: int = 512
+    intermediate_size: int = 1536
+    head_dim: int = 64
+    rope_base: float = 10000
+    norm_eps: float = 1e-5
+
+
+@dataclass
+class CodecConfig:
+    """Defaults are the published modded_dac_vq configuration (S1-mini's and S2-Pro's codec.pth)."""
+
+    sample_rate: int = 44100
+    encoder_dim: int = 64
+    encoder_rates: list[int] = field(default_factory=lambda: [2, 4, 8, 8])
+    decoder_dim: int = 1536
+    decoder_rates: list[int] = field(default_factory=lambda: [8, 8, 4, 2])
+    encoder_transformer_layers: list[int] = field(default_factory=lambda: [0, 0, 0, 4])
+    transformer_head_dim: int = 64
+    transformer_rope_base: float = 10000
+    transformer_norm_eps: float = 1e-5
+    encoder_window: int = 512  # the reference's fallback; its config never sets one
+    # quantizer
+    latent_dim: int = 1024
+    n_codebooks: int = 9
+    codebook_size: int = 1024
+    codebook_dim: int = 8
+    semantic_codebook_size: int = 4096
+    downsample_factor: list[int] = field(default_factory=lambda: [2, 2])
+    quantizer_window: int = 128
+    quantizer_transformer: TransformerConfig = field(
+        default_factory=lambda: TransformerConfig(n_layer=8, n_head=16, dim=1024, intermediate_size=3072, head_dim=64)
+    )
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.encoder_rates)
+
+    @property
+    def frame_length(self) -> int:
+        """Samples per code frame: the encoder's hop times the quantizer's downsampling."""
+        return self.hop_length * math.prod(self.downsample_factor)
+
+    @property
+    def num_codebooks(self) -> int:
+        return 1 + self.n_codebooks
+
+    @classmethod
+    def from_json(cls, path: Path) -> CodecConfig:
+        """A configuration in the field names of the published modded_dac_vq.yaml."""
+        try:
+            data = json.loads(path.read_text())
+            general, quantizer = data.get("transformer_general_config", {}), data["quantizer"]
+            module = quantizer.get("pre_and_post_module") or quantizer.get("post_module") or {}
+            inner = module.get("config", {})
+            return cls(
+                sample_rate=data["sample_rate"], encoder_dim=data["encoder_dim"], encoder_rates=list(data["encoder_rates"]),
+                decoder_dim=data["decoder_dim"], decoder_rates=list(data["decoder_rates"]),
+                encoder_transformer_layers=list(data["encoder_transformer_layers"]),
+                transformer_head_dim=general.get("head_dim", 64), transformer_rope_base=general.get("rope_base", 10000),
+                transformer_norm_eps=general.get("norm_eps", 1e-5),
+                latent_dim=quantizer["input_dim"], n_codebooks=quantizer["n_codebooks"], codebook_size=quantizer["codebook_size"],
+                codebook_dim=quantizer["codebook_dim"], semantic_codebook_size=quantizer["semantic_codebook_size"],
+                downsample_factor=list(quantizer["downsample_factor"]), quantizer_window=module.get("window_size", 128),
+                quantizer_transformer=TransformerConfig(
+                    n_layer=inner["n_layer"], n_head=inner["n_head"], dim=inner["dim"], intermediate_size=inner["intermediate_size"],
+                    head_dim=inner.get("head_dim", 64), rope_base=inner.get("rope_base", 10000), norm_eps=inner.get("norm_eps", 1e-5),
+                ),
+            )
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: missing") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path}: not a codec configuration ({type(exc).__name__}: {exc})") from None
+
+
+# -- building blocks --------------------------------------------------------------------------
+
+class CausalConv(nn.Module):
+    """Conv1d padded on the left only (and on the right just enough to fill the last stride)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1, groups: int = 1):
+        super().__init__()
+        self.conv = nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation, groups=groups)
+        self.stride = stride
+        self.span = (kernel - 1) * dilation + 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        left = self.span - self.stride
+        frames = math.ceil((x.shape[-1] - self.span + left) / self.stride + 1)
+        right = (frames - 1) * self.stride + self.span - left - x.shape[-1]
+        return self.conv(F.pad(x, (left, right)))
+
+
+class CausalConvTranspose(nn.Module):
+    """ConvTranspose1d with its overhang (kernel - stride samples) cut from the right."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int):
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(cin, cout, kernel, stride=stride)
+        self.trim = kernel - stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        return y[..., : y.shape[-1] - self.trim]
+
+
+class Snake(nn.Module):
+    """x + sin^2(alpha x) / alpha, per channel."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
+
+
+class ResidualUnit(nn.Module):
+    def __init__(self, dim: int, dilation: int):
+        super().__init__()
+        self.block = nn.Sequential(Snake(dim), CausalConv(dim, dim, 7, dilation=dilation), Snake(dim), CausalConv(dim, dim, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dwconv = CausalConv(dim, dim, 7, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.norm(self.dwconv(x).transpose(1, 2))
+        y = self.gamma * self.pwconv2(F.gelu(self.pwconv1(y)))
+        return x + y.transpose(1, 2)
+
+
+# -- the windowed transformer -----------------------------------------------------------------
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), 1e-2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gamma
+
+
+class CodecAttention(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.n_head, self.head_dim = config.n_head, config.head_dim
+        self.wqkv = nn.Linear(config.dim, 3 * config.n_head * config.head_dim, bias=False)
+        self.wo = nn.Linear(config.n_head * config.head_dim, config.dim, bias=False)
+
+    def forward(self, x: Tensor, rope: Tensor, mask: Tensor) -> Tensor:
+        batch, seq, _ = x.shape
+        q, k, v = (t.view(batch, seq, self.n_head, self.head_dim) for t in self.wqkv(x).chunk(3, dim=-1))
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+        return self.wo(y.transpose(1, 2).reshape(batch, seq, -1))
+
+
+class CodecFeedForward(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.w1 = nn.Linear(config.dim, config.intermediate_size, bias=False)
+        self.w3 = nn.Linear(config.dim, config.intermediate_size, bias=False)
+        self.w2 = nn.Linear(config.intermediate_size, config.dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class CodecBlock(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.attention = CodecAttention(config)
+        self.feed_forward = CodecFeedForward(config)
+        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attention_layer_scale = LayerScale(config.dim)
+        self.ffn_layer_scale = LayerScale(config.dim)
+
+    def forward(self, x: Tensor, rope: Tensor, mask: Tensor) -> Tensor:
+        h = x + self.attention_layer_scale(self.attention(self.attention_norm(x), rope, mask))
+        return h + self.ffn_layer_scale(self.feed_forward(self.ffn_norm(h)))
+
+
+class WindowedTransformer(nn.Module):
+    """Causal self-attention limited to the last `window` positions, on channels-first input."""
+
+    def __init__(self, config: TransformerConfig, input_dim: int, window: int):
+        super().__init__()
+        self.config, self.window = config, window
+        self.layers = nn.ModuleList(CodecBlock(config) for _ in range(config.n_layer))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.input_proj = nn.Linear(input_dim, config.dim) if input_dim != config.dim else nn.Identity()
+        self.output_proj = nn.Linear(config.dim, input_dim) if input_dim != config.dim else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.input_proj(x.transpose(1, 2))
+        seq = x.shape[1]
+        pos = torch.arange(seq, device=x.device)
+        mask = (pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - self.window)
+        rope = rope_table(seq, self.config.head_dim, self.config.rope_base).to(x.device)
+        for layer in self.layers:
+            x = layer(x, rope, mask[None, None])
+        return self.output_proj(self.norm(x)).transpose(1, 2)
+
+
+# -- encoder, quantizer, decoder --------------------------------------------------------------
+
+class EncoderBlock(nn.Module):
+    def __init__(self, dim: int, stride: int, n_layer: int, config: CodecConfig):
+        super().__init__()
+        half = dim // 2
+        layers: list[nn.Module] = [ResidualUnit(half, 1), ResidualUnit(half, 3), ResidualUnit(half, 9), Snake(half),
+                                   CausalConv(half, dim, 2 * stride, stride=stride)]
+        if n_layer:
+            layers.append(WindowedTransformer(
+                TransformerConfig(n_layer=n_layer, n_head=dim // 64 or 1, dim=dim, intermediate_size=3 * dim,
+                                  head_dim=config.transformer_head_dim, rope_base=config.transformer_rope_base,
+                                  norm_eps=config.transformer_norm_eps),
+                dim, config.encoder_window))
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block(x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        dim = config.encoder_dim
+        layers: list[nn.Module] = [CausalConv(1, dim, 7)]
+        for stride, n_layer in zip(config.encoder_rates, config.encoder_transformer_layers):
+            dim *= 2
+            layers.append(EncoderBlock(dim, stride, n_layer, config))
+        layers += [Snake(dim), CausalConv(dim, config.latent_dim, 3)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block(x)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        # The reference builds a transformer here too but never calls it; its weights are ignored.
+        self.block = nn.Sequential(Snake(cin), CausalConvTranspose(cin, cout, 2 * stride, stride),
+                                   ResidualUnit(cout, 1), ResidualUnit(cout, 3), ResidualUnit(cout, 9))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        channels = config.decoder_dim
+        layers: list[nn.Module] = [CausalConv(config.latent_dim, channels, 7)]
+        for i, stride in enumerate(config.decoder_rates):
+            layers.append(DecoderBlock(channels // 2**i, channels // 2 ** (i + 1), stride))
+        out = channels // 2 ** len(config.decoder_rates)
+        layers += [Snake(out), CausalConv(out, 1, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest codebook entry by cosine similarity, in a small projected space."""
+
+    def __init__(self, dim: int, size: int, codebook_dim: int):
+        super().__init__()
+        self.in_proj = nn.Conv1d(dim, codebook_dim, 1)
+        self.out_proj = nn.Conv1d(codebook_dim, dim, 1)
+        self.codebook = nn.Embedding(size, codebook_dim)
+
+    def encode(self, z: Tensor) -> Tensor:
+        latents = F.normalize(self.in_proj(z).transpose(1, 2), dim=-1)  # (B, T, d)
+        codebook = F.normalize(self.codebook.weight, dim=-1)
+        # Squared distance, expanded as the reference computes it so near-ties break the same way.
+        distance = latents.pow(2).sum(-1, keepdim=True) - 2 * latents @ codebook.t() + codebook.pow(2).sum(-1)[None, None]
+        return distance.neg().argmax(-1)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        return self.out_proj(self.codebook(codes).transpose(1, 2))
+
+
+class ResidualQuantizer(nn.Module):
+    def __init__(self, dim: int, n: int, size: int, codebook_dim: int):
+        super().__init__()
+        self.quantizers = nn.ModuleList(VectorQuantizer(dim, size, codebook_dim) for _ in range(n))
+
+    def encode(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Codes (B, n, T) and the quantized sum."""
+        residual, total, codes = z, torch.zeros_like(z), []
+        for quantizer in self.quantizers:
+            code = quantizer.encode(residual)
+            quantized = quantizer.decode(code)
+            total, residual = total + quantized, residual - quantized
+            codes.append(code)
+        return torch.stack(codes, dim=1), total
+
+    def decode(self, codes: Tensor) -> Tensor:
+        return sum(q.decode(codes[:, i]) for i, q in enumerate(self.quantizers))  # type: ignore[return-value]
+
+
+class Quantizer(nn.Module):
+    """Downsample x4, transformer, one semantic codebook plus residual codebooks; and back."""
+
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        dim = config.latent_dim
+        self.semantic_quantizer = ResidualQuantizer(dim, 1, config.semantic_codebook_size, config.codebook_dim)
+        self.quantizer = ResidualQuantizer(dim, config.n_codebooks, config.codebook_size, config.codebook_dim)
+        self.downsample = nn.Sequential(*(nn.Sequential(CausalConv(dim, dim, f, stride=f), ConvNeXtBlock(dim))
+                                          for f in config.downsample_factor))
+        self.upsample = nn.Sequential(*(nn.Sequential(CausalConvTranspose(dim, dim, f, f), ConvNeXtBlock(dim))
+                                        for f in reversed(config.downsample_factor)))
+        self.pre_module = WindowedTransformer(config.quantizer_transformer, dim, config.quantizer_window)
+        self.post_module = WindowedTransformer(config.quantizer_transformer, dim, config.quantizer_window)
+        self.semantic_size, self.residual_size = config.semantic_codebook_size, config.codebook_size
+
+    def encode(self, z: Tensor) -> Tensor:
+        z = self.pre_module(self.downsample(z))
+        semantic, semantic_z = self.semantic_quantizer.encode(z)
+        residual, _ = self.quantizer.encode(z - semantic_z)
+        return torch.cat([semantic, residual], dim=1)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        semantic = codes[:, :1].clamp(max=self.semantic_size - 1)
+        residual = codes[:, 1:].clamp(max=self.residual_size - 1)
+        z = self.semantic_quantizer.decode(semantic) + self.quantizer.decode(residual)
+        return self.upsample(self.post_module(z))
+
+
+class Codec(nn.Module):
+    """Audio (44.1 kHz mono) to codes (1 + n_codebooks, frames) and back."""
+
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.quantizer = Quantizer(config)
+        self.decoder = Decoder(config)
+
+    @torch.inference_mode()
+    def encode(self, audio: Tensor) -> Tensor:
+        """Codes of a (samples,) waveform; the audio is zero-padded to whole frames, as the reference does."""
+        length = audio.shape[-1]
+        frames = max(1, math.ceil(length / self.config.frame_length))
+        x = F.pad(audio.reshape(1, 1, -1).to(self.encoder.block[0].conv.weight), (0, frames * self.config.frame_length - length))
+        return self.quantizer.encode(self.encoder(x))[0, :, :frames]
+
+    @torch.inference_mode()
+    def decode(self, codes: Tensor) -> Tensor:
+        """The (samples,) waveform of codes (num_codebooks, frames): frame_length samples a frame."""
+        return self.decoder(self.quantizer.decode(codes[None].to(self.encoder.block[0].conv.weight.device).long()))[0, 0]
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+def fold_weight_norm(state: dict[str, Any]) -> dict[str, Tensor]:
+    """Turn weight-normed pairs (g, v) into plain weights: w = g * v / |v| (norm over all but dim 0).
+
+    Both namings appear in published files: `weight_g`/`weight_v` and
+    `parametrizations.weight.original0`/`original1`.
+    """
+    out: dict[str, Tensor] = {}
+    pairs: dict[str, dict[str, Tensor]] = {}
+    for key, value in state.items():
+        for g_name, v_name in (("weight_g", "weight_v"), ("parametrizations.weight.original0", "parametrizations.weight.original1")):
+            if key.endswith(g_name) or key.endswith(v_name):
+                name = g_name if key.endswith(g_name) else v_name
+                pairs.setdefault(key.removesuffix(name), {})["g" if name == g_name else "v"] = value
+                break
+        else:
+            out[key] = value
+    for prefix, pair in pairs.items():
+        if set(pair) != {"g", "v"}:
+            raise CheckpointError(f"codec weights: {prefix} has half a weight-norm pair")
+        v = pair["v"].float()
+        norm = v.flatten(1).norm(dim=1).view(-1, *([1] * (v.ndim - 1)))
+        out[prefix + "weight"] = pair["g"].float() * v / norm
+    return out
+
+
+def load_codec(path: str | Path, config: CodecConfig | None = None, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> Codec:
+    """Load codec.pth (a plain state dict, or one under `state_dict` with a `generator.` prefix)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; expected the codec weights (codec.pth)")
+    config = config or CodecConfig()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not readable ({type(exc).__name__}: {exc})") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}; expected a state dict")
+    if any(k.startswith("generator.") for k in state):
+        state = {k.removeprefix("generator."): v for k, v in state.items() if k.startswith("generator.")}
+    weights = fold_weight_norm(state)
+    codec = Codec(config)
+    expected = codec.state_dict()
+    missing = [k for k in expected if k not in weights]
+    if missing:
+        raise CheckpointError(f"{path}: missing weights {', '.join(missing[:3])}{' and more' if len(missing) > 3 else ''} "
+                              f"for the codec configuration")
+    for key, tensor in expected.items():
+        if tuple(weights[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{path}: {key} has shape {tuple(weights[key].shape)}; the configuration expects {tuple(tensor.shape)}")
+    codec.load_state_dict({k: weights[k] for k in expected})
+    return codec.to(device=device, dtype=dtype).eval()
