@@ -22,6 +22,7 @@ from fishvoice.llm.base import Usage
 from fishvoice.llm.llama_cpp import LlamaCppLLM
 from fishvoice.memory.sqlite import SQLiteStore
 from fishvoice.text import normalize_for_speech
+from fishvoice.tts.base import synthesize
 from fishvoice.tts.piper import PiperTTS
 
 SYSTEM = "You are a storyteller. Answer in four to six short sentences."
@@ -57,7 +58,7 @@ async def sequential(llm: LlamaCppLLM, tts: PiperTTS, prompt: str, max_tokens: i
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
     started = time.perf_counter()
     text = "".join([d async for d in llm.stream(messages, temperature=0.3, max_tokens=max_tokens) if not isinstance(d, Usage)])
-    audio = await asyncio.to_thread(tts.synthesize, normalize_for_speech(text))
+    audio = await asyncio.to_thread(synthesize, tts, normalize_for_speech(text))
     return time.perf_counter() - started, audio.duration_s, text
 
 

@@ -18,6 +18,7 @@ from fishvoice.assistant import Assistant
 from fishvoice.audio import Audio, encode_audio, resample
 from fishvoice.llm.llama_cpp import LlamaCppLLM, default_model_path
 from fishvoice.memory.sqlite import SQLiteStore
+from fishvoice.tts.base import synthesize
 from fishvoice.tts.piper import PiperTTS
 from fishvoice.worker import make_handler
 
@@ -53,7 +54,7 @@ def handler(assistant: Assistant):
 @pytest.fixture(scope="session")
 def speech(tts: PiperTTS) -> Audio:
     """About three seconds of real speech, at 22.05 kHz."""
-    return tts.synthesize("The quick brown fox jumps over the lazy dog, and then it runs away.")
+    return synthesize(tts, "The quick brown fox jumps over the lazy dog, and then it runs away.")
 
 
 def speech_b64(audio: Audio, fmt: str = "wav", rate: int | None = None) -> str:

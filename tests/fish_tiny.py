@@ -69,14 +69,20 @@ def s2_pro_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_checkpoint(path: Path, layout: str, seed: int = 0, weights: str = "default") -> DualAR:
-    """A checkpoint directory; `weights`: default (the layout's), pth, safetensors or sharded."""
+def write_checkpoint(path: Path, layout: str, seed: int = 0, weights: str = "default", talkative: bool = False) -> DualAR:
+    """A checkpoint directory; `weights`: default (the layout's), pth, safetensors or sharded.
+
+    `talkative`: <|im_end|>'s embedding is zeroed, so random weights rarely end the speech at once.
+    """
     from safetensors.torch import save_file
 
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(published_config(layout), indent=2))
     write_tokenizer(path)
     model = random_model(layout, seed)
+    if talkative:
+        with torch.no_grad():
+            model.embeddings.weight[SPECIALS.index("<|im_end|>")] = 0.0
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     weights = weights if weights != "default" else ("pth" if layout == "s1-mini" else "safetensors")
     if weights == "pth":

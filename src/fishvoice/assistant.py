@@ -24,6 +24,7 @@ from .errors import FishvoiceError
 from .llm.base import LLM, ChatMessage, Usage
 from .memory.base import Conversation, ConversationStore
 from .text import SpeechChunker, is_speakable, normalize_for_speech
+from .threads import iterate_in_thread
 from .tts.base import TTS
 from .voices import VoiceReference, load_reference
 
@@ -198,16 +199,15 @@ class Assistant:
             if not is_speakable(spoken):
                 continue
             started = time.perf_counter()
-            audio = await asyncio.to_thread(self._speak_chunk, spoken, voice, request.sample_rate)
+            # A backend may yield a sentence in pieces (Fish decodes as frames arrive): each is sent as it comes.
+            async for piece in iterate_in_thread(lambda stop: self.tts.stream(spoken, voice, stop)):
+                audio = await asyncio.to_thread(resample, piece, request.sample_rate)
+                reply.audio.append(audio.samples)
+                encoded = await asyncio.to_thread(encode_audio, audio, chunk_format)
+                reply.first_audio = reply.first_audio or time.perf_counter()
+                events.put_nowait(audio_event(seq, encoded.data, chunk_format, encoded.sample_rate, chunk))  # type: ignore[arg-type]
+                seq += 1
             reply.tts_s += time.perf_counter() - started
-            reply.audio.append(audio.samples)
-            encoded = await asyncio.to_thread(encode_audio, audio, chunk_format)
-            reply.first_audio = reply.first_audio or time.perf_counter()
-            events.put_nowait(audio_event(seq, encoded.data, chunk_format, encoded.sample_rate, chunk))  # type: ignore[arg-type]
-            seq += 1
-
-    def _speak_chunk(self, text: str, voice: VoiceReference | None, rate: int) -> Audio:
-        return resample(self.tts.synthesize(text, voice), rate)
 
     async def _remember(self, request: Request, namespace: str, text: str, new_voice: VoiceReference | None) -> list[ChatMessage]:
         exchange: list[ChatMessage] = [{"role": "user", "content": request.message}, {"role": "assistant", "content": text}]

@@ -14,6 +14,7 @@ from .config import Settings
 from .contract import parse_request
 from .errors import FishvoiceError
 from .factory import build_assistant, build_tts, configure_logging
+from .tts.base import synthesize
 
 _EXTENSIONS = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "opus", ".opus": "opus"}
 
@@ -31,7 +32,7 @@ def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
     if not text:
         raise FishvoiceError("invalid_input", "text: must not be empty", "text")
     tts = build_tts(settings)
-    audio = resample(tts.synthesize(text), args.sample_rate)
+    audio = resample(synthesize(tts, text), args.sample_rate)
     _write_audio(encode_audio(audio, fmt).data, args.output)  # type: ignore[arg-type]
     print(f"{args.output}: {audio.duration_s:.2f} s at {audio.sample_rate} Hz ({tts.name})")
     return 0

@@ -31,8 +31,17 @@ class Settings(BaseSettings):
     openai_timeout: float = Field(120.0, gt=0, description="seconds before a call to the LLM server gives up")
 
     # Voice
-    voice: Literal["piper"] = "piper"
+    voice: Literal["piper", "fish"] = "piper"
     piper_model_path: str | None = Field(None, description="Piper .onnx voice; default: en_US-joe-medium")
+    fish_checkpoint: str | None = Field(None, description="Fish Speech checkpoint: a local directory or a model-hub repo id")
+    fish_cache_dir: str | None = Field(None, description="where hub checkpoints are downloaded (default: the hub's cache)")
+    fish_device: Literal["auto", "cuda", "cpu"] = "auto"
+    fish_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    fish_compile: bool = Field(False, description="torch.compile with CUDA graphs for decoding (GPU only)")
+    fish_temperature: float = Field(0.7, gt=0, lt=2)
+    fish_top_p: float = Field(0.8, gt=0, le=1)
+    fish_top_k: int = Field(30, ge=1)
+    fish_seed: int | None = Field(None, description="fixed sampling seed: the same text gives the same audio")
 
     # Conversations
     store: str = Field(default_factory=_default_store, description="SQLite file path (or sqlite:///path)")

@@ -6,6 +6,7 @@ import logging
 
 from .assistant import Assistant
 from .config import Settings
+from .errors import FishvoiceError
 from .llm.base import LLM
 from .memory.base import ConversationStore
 from .tts.base import TTS
@@ -30,9 +31,27 @@ def build_llm(settings: Settings) -> LLM:
 
 
 def build_tts(settings: Settings) -> TTS:
+    if settings.voice == "fish":
+        return build_fish_tts(settings)
     from .tts.piper import PiperTTS
 
     return PiperTTS(settings.piper_model_path)
+
+
+def build_fish_tts(settings: Settings) -> TTS:
+    try:
+        from .fish.checkpoints import locate_checkpoint
+        from .fish.engine import FishEngine
+        from .fish.generate import Sampling
+        from .tts.fish import FishTTS
+    except ImportError as exc:
+        raise FishvoiceError("backend_unavailable", f"FISHVOICE_VOICE=fish needs the fish extra (pip install 'fishvoice[fish]'): {exc}") from exc
+    if not settings.fish_checkpoint:
+        raise FishvoiceError("backend_unavailable", "FISHVOICE_VOICE=fish needs FISHVOICE_FISH_CHECKPOINT (a directory or a hub repo id)")
+    engine = FishEngine(locate_checkpoint(settings.fish_checkpoint, settings.fish_cache_dir), device=settings.fish_device,
+                        dtype=settings.fish_dtype, compile=settings.fish_compile)
+    sampling = Sampling(temperature=settings.fish_temperature, top_p=settings.fish_top_p, top_k=settings.fish_top_k, seed=settings.fish_seed)
+    return FishTTS(engine, sampling)
 
 
 def build_store(settings: Settings) -> ConversationStore:

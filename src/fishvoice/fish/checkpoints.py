@@ -25,6 +25,26 @@ log = logging.getLogger(__name__)
 WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "model.pth")
 
 
+def locate_checkpoint(name: str, cache_dir: str | None = None) -> Path:
+    """A local checkpoint directory as it is; otherwise a model-hub repo id ("owner/name"), downloaded
+    once into the cache (with a progress bar) and served from there afterwards."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        raise CheckpointError(f"{name}: not a directory, nor a model-hub repo id (owner/name)")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointError(f"{name}: not a local directory, and huggingface_hub is not installed to download it") from None
+    log.info("fetching checkpoint %s from the model hub (once; cached in %s)", name, cache_dir or "the hub cache")
+    try:
+        return Path(snapshot_download(repo_id=name, cache_dir=cache_dir))
+    except Exception as exc:
+        raise CheckpointError(f"{name}: could not be downloaded from the model hub ({type(exc).__name__}); "
+                              "give a local directory where this machine has no network") from None
+
+
 @dataclass
 class TextToSemantic:
     """A loaded checkpoint: the model (eval mode, on its device) and its tokenizer."""

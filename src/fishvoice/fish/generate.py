@@ -9,6 +9,7 @@ no longer applies it; neither do we.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,8 @@ from .model import DualAR
 RAS_WINDOW = 10
 RAS_TEMPERATURE = 1.0
 RAS_TOP_P = 0.9
+FRAMES_PER_BYTE = 5  # speech runs near 1.5 frames (21.5 a second) per character; leave room
+MIN_FRAMES = 20
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,17 @@ class FrameDecoder:
         return torch.cat(column)[:, None]
 
 
-@torch.inference_mode()
-def generate_codes(model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames: int, sampling: Sampling = Sampling()) -> Tensor:
-    """Codes (num_codebooks, frames) spoken after `prompt`, stopping at <|im_end|> or the frame limit.
+def frame_limit(text: str, prompt_length: int, max_seq_len: int) -> int:
+    """The most frames to generate for `text`: generous for slow speech, bounded by the context."""
+    return max(1, min(max_seq_len - prompt_length, FRAMES_PER_BYTE * len(text.encode("utf-8")) + MIN_FRAMES))
 
-    Like the reference, the last decoded column is dropped whether or not it is <|im_end|>.
+
+@torch.inference_mode()
+def iterate_frames(model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames: int, sampling: Sampling = Sampling()) -> Iterator[Tensor]:
+    """Yield each frame's codes (num_codebooks,) as soon as it is known not to be the last column.
+
+    Like the reference, the last decoded column is dropped whether or not it is <|im_end|>, so a
+    frame is released only once the next one exists.
     """
     device = model.embeddings.weight.device
     length = prompt.shape[1]
@@ -97,10 +106,17 @@ def generate_codes(model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames
     model.setup_caches(length + max_new_frames)
     decode = FrameDecoder(model, im_end_id, sampling)
     column = decode(prompt[None].to(device), torch.arange(length, device=device))
-    columns = [column]
     for step in range(1, max_new_frames):
         if column[0, 0] == im_end_id:
-            break
-        column = decode(column[None], torch.tensor([length + step - 1], device=device))
-        columns.append(column)
-    return torch.cat(columns, dim=1)[1:, :-1]
+            return
+        following = decode(column[None], torch.tensor([length + step - 1], device=device))
+        yield column[1:, 0]
+        column = following
+
+
+def generate_codes(model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames: int, sampling: Sampling = Sampling()) -> Tensor:
+    """All frames at once: codes (num_codebooks, frames)."""
+    frames = list(iterate_frames(model, prompt, im_end_id, max_new_frames, sampling))
+    if not frames:
+        return torch.zeros(model.config.num_codebooks, 0, dtype=torch.long)
+    return torch.stack(frames, dim=1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +41,12 @@ class PiperTTS:
         self.name = "piper"
         log.info("loaded Piper voice %s (%d Hz)", path.stem, self.sample_rate)
 
-    def synthesize(self, text: str, voice: VoiceReference | None = None) -> Audio:
+    def stream(self, text: str, voice: VoiceReference | None = None, stop: threading.Event | None = None) -> Iterator[Audio]:
+        """One piece per sentence Piper finds in the text."""
         try:
-            parts = [chunk.audio_float_array for chunk in self._voice.synthesize(text)]
+            for chunk in self._voice.synthesize(text):
+                if stop is not None and stop.is_set():
+                    return
+                yield Audio(chunk.audio_float_array.astype(np.float32), self.sample_rate)
         except Exception as exc:
             raise FishvoiceError("backend_unavailable", f"the voice failed: {exc}") from exc
-        samples = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
-        return Audio(samples, self.sample_rate)

@@ -1,0 +1,55 @@
+"""The `fish` voice backend: Fish Speech through our own engine; clones a reference voice."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+
+from ..audio import Audio, resample
+from ..errors import FishvoiceError
+from ..voices import VoiceReference
+
+log = logging.getLogger(__name__)
+
+
+class FishTTS:
+    """Speaks with a FishEngine. Reference voices are encoded once, then served from a cache by content hash."""
+
+    name = "fish"
+    can_clone = True
+
+    def __init__(self, engine, sampling, cache_size: int = 64):  # engine: fish.engine.FishEngine
+        self.engine = engine
+        self.sampling = sampling
+        self.sample_rate = engine.sample_rate
+        self._cache: OrderedDict[str, object] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
+        self.encodes = 0  # references encoded so far (a cache miss each)
+
+    def stream(self, text: str, voice: VoiceReference | None = None, stop: threading.Event | None = None) -> Iterator[Audio]:
+        reference = (self._reference_codes(voice), voice.reference_text or "") if voice is not None else None
+        try:
+            for chunk in self.engine.stream(text, reference, self.sampling, stop):
+                yield Audio(chunk, self.sample_rate)
+        except FishvoiceError:
+            raise
+        except Exception as exc:
+            log.exception("fish voice failed")
+            raise FishvoiceError("backend_unavailable", f"the voice failed: {type(exc).__name__}: {exc}") from exc
+
+    def _reference_codes(self, voice: VoiceReference):
+        with self._cache_lock:
+            if voice.hash in self._cache:
+                self._cache.move_to_end(voice.hash)
+                return self._cache[voice.hash]
+        codes = self.engine.encode_reference(resample(voice.audio, self.sample_rate).samples)
+        with self._cache_lock:
+            self.encodes += 1
+            self._cache[voice.hash] = codes
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        log.info("encoded reference voice %s… (%d frames)", voice.hash[:12], codes.shape[1])
+        return codes

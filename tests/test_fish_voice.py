@@ -1,0 +1,109 @@
+"""The `fish` voice backend on a tiny checkpoint written by the tests: streaming speech, voice
+cloning with the encoded reference cached, settings, and the whole assistant end to end."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the Fish engine needs the `fish` extra (torch)")
+
+from fishvoice.assistant import Assistant  # noqa: E402
+from fishvoice.config import Settings  # noqa: E402
+from fishvoice.errors import FishvoiceError  # noqa: E402
+from fishvoice.factory import build_tts  # noqa: E402
+from fishvoice.fish.checkpoints import locate_checkpoint  # noqa: E402
+from fishvoice.fish.engine import FishEngine  # noqa: E402
+from fishvoice.fish.errors import CheckpointError  # noqa: E402
+from fishvoice.fish.generate import Sampling  # noqa: E402
+from fishvoice.tts.base import synthesize  # noqa: E402
+from fishvoice.tts.fish import FishTTS  # noqa: E402
+from fishvoice.voices import load_reference  # noqa: E402
+from fishvoice.worker import make_handler  # noqa: E402
+
+from .conftest import SYSTEM, pcm16_samples, run_job, speech_b64  # noqa: E402
+from .fish_tiny import write_checkpoint, write_codec  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("fish") / "tiny-s1"
+    write_checkpoint(path, "s1-mini", seed=5, talkative=True)
+    write_codec(path, seed=6)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fish_tts(checkpoint) -> FishTTS:
+    return FishTTS(FishEngine(checkpoint, device="cpu", first_frames=4, chunk_frames=16), Sampling(seed=1))
+
+
+def test_speech_streams_in_chunks_at_44_1_khz(fish_tts):
+    pieces = list(fish_tts.stream("Hello world."))
+    assert len(pieces) >= 2 and all(p.sample_rate == 44100 for p in pieces)
+    assert len(pieces[0].samples) == 4 * 2048  # the first chunk leaves after four frames
+    assert all(np.isfinite(p.samples).all() and np.abs(p.samples).max() <= 1.0 for p in pieces)
+
+
+def test_a_fixed_seed_gives_the_same_audio(checkpoint):
+    def speak(seed):
+        return synthesize(FishTTS(FishEngine(checkpoint, device="cpu"), Sampling(seed=seed)), "Hi there.").samples
+
+    first, again = speak(3), speak(3)
+    assert np.array_equal(first, again) and not np.array_equal(first, speak(4))
+
+
+def test_reference_voice_is_encoded_once_and_changes_the_prompt(fish_tts, speech):
+    voice = load_reference(speech_b64(speech), "The quick brown fox")
+    before = fish_tts.encodes
+    cloned = synthesize(fish_tts, "Hello world.", voice)
+    again = synthesize(fish_tts, "Hello again.", voice)
+    assert fish_tts.encodes == before + 1  # the second request hit the cache
+    plain = synthesize(fish_tts, "Hello world.")
+    assert len(cloned.samples) and len(again.samples) and not np.array_equal(cloned.samples[:8192], plain.samples[:8192])
+
+
+async def test_assistant_end_to_end_with_the_fish_voice_and_a_reference(llm, store, fish_tts, speech):
+    handler = make_handler(Assistant(llm, fish_tts, store, default_system_message=SYSTEM))
+    result = await run_job(handler, message="Say hello.", max_tokens=10, conversation_id="fish-1", audio_format="pcm16",
+                           sample_rate=24000, system_audio=speech_b64(speech, "flac"), reference_text="The quick brown fox")
+    assert "error" not in result, result
+    assert result["voice"] == {"backend": "fish", "cloned": True} and not result["warnings"]
+    assert len(pcm16_samples(result["audio"])) == pytest.approx(result["duration_s"] * 24000, abs=13)
+    later = await run_job(handler, message="Again.", max_tokens=6, conversation_id="fish-1")
+    assert later["voice"]["cloned"] is True  # the conversation kept its voice
+
+
+def test_settings_build_the_fish_backend_and_explain_what_is_missing(checkpoint):
+    tts = build_tts(Settings(voice="fish", fish_checkpoint=str(checkpoint), fish_device="cpu"))
+    assert tts.name == "fish" and tts.can_clone and tts.sample_rate == 44100
+    with pytest.raises(FishvoiceError, match="needs FISHVOICE_FISH_CHECKPOINT"):
+        build_tts(Settings(voice="fish"))
+
+
+def test_codec_that_does_not_fit_the_model_is_refused(tmp_path):
+    write_checkpoint(tmp_path, "s1-mini")
+    write_codec(tmp_path)
+    (tmp_path / "codec.json").write_text((tmp_path / "codec.json").read_text().replace('"n_codebooks": 3', '"n_codebooks": 2'))
+    with pytest.raises(CheckpointError):
+        FishEngine(tmp_path, device="cpu")
+
+
+def test_hub_ids_download_once_and_fail_clearly_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no traffic from tests; an empty cache then cannot serve
+    with pytest.raises(CheckpointError, match="could not be downloaded"):
+        locate_checkpoint("fishaudio/openaudio-s1-mini", str(tmp_path))
+    with pytest.raises(CheckpointError, match="not a directory, nor a model-hub repo id"):
+        locate_checkpoint(str(tmp_path / "no" / "such" / "dir"))
+    assert locate_checkpoint(str(tmp_path)) == tmp_path
+
+
+def test_cuda_device_without_a_gpu_is_a_clear_error(checkpoint):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(CheckpointError, match="no CUDA device"):
+        FishEngine(checkpoint, device="cuda")
