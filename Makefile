@@ -28,6 +28,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/pipeline.py
 	$(PY) bench/server.py
+	$(PY) bench/fish.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
