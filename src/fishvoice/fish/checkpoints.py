@@ -69,20 +69,10 @@ def load_text_to_semantic(path: str | Path, device: str | torch.device = "cpu", 
         model = DualAR(config)
     _check_weights(model, weights, source)
     model.load_state_dict(weights, strict=False, assign=True)
-    # Buffers were made on the meta device; rebuild them for real.
-    model.rope = _real(model, "rope", config)
-    model.fast_rope = _real(model, "fast_rope", config)
+    model.make_rope()  # buffers were made on the meta device
     model = model.to(device=device, dtype=dtype).eval()
     log.info("loaded %s checkpoint %s (%s, %d layers + %d fast)", config.layout, path, source.name, config.n_layer, config.n_fast_layer)
     return TextToSemantic(model, tokenizer, path)
-
-
-def _real(model: DualAR, name: str, config: DualARConfig) -> Tensor:
-    from .model import rope_table
-
-    if name == "rope":
-        return rope_table(config.max_seq_len, config.head_dim, config.rope_base)
-    return rope_table(config.num_codebooks, config.fast().head_dim, config.rope_base)
 
 
 def _read_weights(path: Path) -> tuple[dict[str, Tensor], Path]:

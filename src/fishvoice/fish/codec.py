@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import CheckpointError
-from .model import apply_rope, rope_table
+from .model import FeedForward, RMSNorm, apply_rope, rope_table
 
 
 @dataclass
@@ -171,17 +171,6 @@ class ConvNeXtBlock(nn.Module):
 
 # -- the windowed transformer -----------------------------------------------------------------
 
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
-
-
 class LayerScale(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
@@ -206,22 +195,11 @@ class CodecAttention(nn.Module):
         return self.wo(y.transpose(1, 2).reshape(batch, seq, -1))
 
 
-class CodecFeedForward(nn.Module):
-    def __init__(self, config: TransformerConfig):
-        super().__init__()
-        self.w1 = nn.Linear(config.dim, config.intermediate_size, bias=False)
-        self.w3 = nn.Linear(config.dim, config.intermediate_size, bias=False)
-        self.w2 = nn.Linear(config.intermediate_size, config.dim, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
-
-
 class CodecBlock(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.attention = CodecAttention(config)
-        self.feed_forward = CodecFeedForward(config)
+        self.feed_forward = FeedForward(config.dim, config.intermediate_size)
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
         self.attention_layer_scale = LayerScale(config.dim)

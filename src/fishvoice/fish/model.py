@@ -93,11 +93,13 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, config: DualARConfig):
+    """SwiGLU, as in both transformers and the codec's."""
+
+    def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.w1 = nn.Linear(config.dim, config.intermediate_size, bias=False)
-        self.w3 = nn.Linear(config.dim, config.intermediate_size, bias=False)
-        self.w2 = nn.Linear(config.intermediate_size, config.dim, bias=False)
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
@@ -107,7 +109,7 @@ class Block(nn.Module):
     def __init__(self, config: DualARConfig):
         super().__init__()
         self.attention = Attention(config)
-        self.feed_forward = FeedForward(config)
+        self.feed_forward = FeedForward(config.dim, config.intermediate_size)
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
 
@@ -138,9 +140,14 @@ class DualAR(nn.Module):
         self.fast_layers = nn.ModuleList(Block(fast) for _ in range(config.n_fast_layer))
         self.fast_norm = RMSNorm(fast.dim, config.norm_eps)
         self.fast_output = nn.Linear(fast.dim, config.codebook_size, bias=False)
-        self.register_buffer("rope", rope_table(config.max_seq_len, config.head_dim, config.rope_base), persistent=False)
-        self.register_buffer("fast_rope", rope_table(config.num_codebooks, fast.head_dim, config.rope_base), persistent=False)
+        self.make_rope()
         self.cache_len = 0
+
+    def make_rope(self) -> None:
+        """(Re)build the rotary tables; the loader calls it after building the model on the meta device."""
+        config = self.config
+        self.register_buffer("rope", rope_table(config.max_seq_len, config.head_dim, config.rope_base), persistent=False)
+        self.register_buffer("fast_rope", rope_table(config.num_codebooks, config.fast().head_dim, config.rope_base), persistent=False)
 
     # -- caches -------------------------------------------------------------------------------
 
