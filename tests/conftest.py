@@ -98,6 +98,31 @@ def stop(process: subprocess.Popen[Any]) -> None:
 
 
 @pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> AsyncIterator[str]:
+    """A real redis-server on a free local port, for the session."""
+    import shutil
+
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is needed (Debian: apt-get install redis-server; make test installs it)"
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, "redis-server did not start"
+                time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="session")
 def llama_server() -> AsyncIterator[str]:
     """llama-cpp-python's own OpenAI-compatible server, serving the embedded GGUF on a free port."""
     port = free_port()

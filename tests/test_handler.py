@@ -202,3 +202,16 @@ async def test_unexpected_failure_is_internal_and_carries_its_trace_only_in_debu
         assert ("trace" in result) == debug
         if debug:
             assert "sqlite3.DatabaseError" in result["trace"]
+
+
+async def test_next_turn_on_another_worker_continues_the_conversation_through_redis(llm, tts, redis_url):
+    import uuid
+
+    from fishvoice.memory.redis import RedisStore
+
+    prefix = f"workers-{uuid.uuid4().hex[:8]}"
+    first, second = (make_handler(Assistant(llm, tts, RedisStore(redis_url, prefix=prefix), default_system_message=SYSTEM))
+                     for _ in range(2))
+    await run_job(first, message="My name is Zorblax.", conversation_id="shared-1", max_tokens=10, speak=False)
+    result = await run_job(second, message="What is my name?", conversation_id="shared-1", max_tokens=10, speak=False)
+    assert [t["content"] for t in result["history"]][0] == "My name is Zorblax." and len(result["history"]) == 4

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     fish_seed: int | None = Field(None, description="fixed sampling seed: the same text gives the same audio")
 
     # Conversations
-    store: str = Field(default_factory=_default_store, description="SQLite file path (or sqlite:///path)")
+    store: str = Field(default_factory=_default_store, description="SQLite file path (or sqlite:///path), or redis://host:port/db")
     conversation_ttl: int = Field(30 * 24 * 3600, ge=60, description="seconds an idle conversation is kept")
     default_system_message: str = "You are a helpful, friendly voice assistant. Answer in a few short sentences."
 

@@ -55,6 +55,10 @@ def build_fish_tts(settings: Settings) -> TTS:
 
 
 def build_store(settings: Settings) -> ConversationStore:
+    if settings.store.startswith(("redis://", "rediss://", "unix://")):
+        from .memory.redis import RedisStore
+
+        return RedisStore(settings.store, ttl_s=settings.conversation_ttl)
     from .memory.sqlite import SQLiteStore, sqlite_path
 
     return SQLiteStore(sqlite_path(settings.store), ttl_s=settings.conversation_ttl)

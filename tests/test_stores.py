@@ -1,0 +1,134 @@
+"""One store suite, run against SQLite and a real Redis: atomic appends, races, expiry,
+namespaces, voices. Then what is SQLite's own (WAL, the file) and Redis's own (workers sharing)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from fishvoice.audio import Audio
+from fishvoice.memory.redis import RedisStore
+from fishvoice.memory.sqlite import SQLiteStore, sqlite_path
+from fishvoice.voices import VoiceReference
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request, tmp_path):
+    """Build a fresh store of the parametrized kind, with a given TTL."""
+    made = []
+
+    def make(ttl_s: float = 3600):
+        if request.param == "sqlite":
+            store = SQLiteStore(tmp_path / f"db-{len(made)}.sqlite3", ttl_s=ttl_s)
+        else:
+            store = RedisStore(request.getfixturevalue("redis_url"), ttl_s=ttl_s, prefix=f"test-{uuid.uuid4().hex[:8]}")
+        made.append(store)
+        return store
+
+    return make
+
+
+@pytest.fixture
+def any_store(make_store):
+    return make_store()
+
+
+async def test_appends_build_the_history_in_order(any_store):
+    await any_store.append_exchange("", "c", "hi", "hello", system_message="be kind", voice_hash=None)
+    history = await any_store.append_exchange("", "c", "how are you", "fine", system_message=None, voice_hash=None)
+    assert [t["content"] for t in history] == ["hi", "hello", "how are you", "fine"]
+    conversation = await any_store.load("", "c")
+    assert conversation.turns == history and conversation.system_message == "be kind"
+
+
+async def test_a_new_conversation_is_empty(any_store):
+    conversation = await any_store.load("", "never-seen")
+    assert (conversation.turns, conversation.system_message, conversation.voice_hash) == ([], None, None)
+
+
+async def test_latest_system_message_and_voice_are_kept(any_store):
+    await any_store.append_exchange("", "c", "a", "b", system_message="first", voice_hash="v1")
+    await any_store.append_exchange("", "c", "c", "d", system_message="second", voice_hash=None)
+    conversation = await any_store.load("", "c")
+    assert (conversation.system_message, conversation.voice_hash) == ("second", "v1")
+
+
+async def test_racing_appends_on_one_conversation_all_land(any_store):
+    await asyncio.gather(*(any_store.append_exchange("", "c", f"q{i}", f"a{i}", system_message=None, voice_hash=None) for i in range(20)))
+    turns = (await any_store.load("", "c")).turns
+    assert len(turns) == 40
+    assert sorted(t["content"] for t in turns if t["role"] == "user") == sorted(f"q{i}" for i in range(20))
+    # each question is directly followed by its own answer
+    assert all(turns[i + 1]["content"] == "a" + turns[i]["content"][1:] for i in range(0, 40, 2))
+
+
+async def test_namespaces_keep_conversations_apart(any_store):
+    await any_store.append_exchange("key-a", "c", "secret", "ok", system_message=None, voice_hash=None)
+    assert (await any_store.load("key-b", "c")).turns == []
+    assert (await any_store.load("", "c")).turns == []
+    assert len((await any_store.load("key-a", "c")).turns) == 2
+
+
+async def test_idle_conversations_expire(make_store):
+    store = make_store(ttl_s=1)
+    await store.append_exchange("", "old", "a", "b", system_message="s", voice_hash=None)
+    await asyncio.sleep(1.3)
+    assert (await store.load("", "old")).turns == []
+    history = await store.append_exchange("", "old", "new", "start", system_message=None, voice_hash=None)
+    assert [t["content"] for t in history] == ["new", "start"]
+
+
+async def test_voices_round_trip_by_hash(any_store):
+    samples = (0.5 * np.sin(np.arange(44100) / 10)).astype(np.float32)
+    await any_store.put_voice(VoiceReference("abc", Audio(samples, 44100), "what it says"))
+    back = await any_store.get_voice("abc")
+    assert back is not None and back.reference_text == "what it says"
+    assert np.allclose(back.audio.samples, samples, atol=1 / 32767)
+    assert await any_store.get_voice("missing") is None
+
+
+async def test_sqlite_purges_what_expired(tmp_path):
+    store = SQLiteStore(tmp_path / "db.sqlite3", ttl_s=0.3)
+    await store.append_exchange("", "old", "a", "b", system_message=None, voice_hash=None)
+    time.sleep(0.4)
+    assert await store.purge_expired() == 1
+
+
+async def test_two_sqlite_stores_on_one_file_share_conversations_in_wal_mode(tmp_path):
+    first, second = SQLiteStore(tmp_path / "db.sqlite3"), SQLiteStore(tmp_path / "db.sqlite3")
+    await first.append_exchange("", "c", "a", "b", system_message=None, voice_hash=None)
+    assert len((await second.load("", "c")).turns) == 2
+    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_two_redis_workers_share_conversations_and_voices(redis_url):
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    one, two = RedisStore(redis_url, prefix=prefix), RedisStore(redis_url, prefix=prefix)
+    await asyncio.gather(*(store.append_exchange("", "c", f"q{i}", f"a{i}", system_message=None, voice_hash=None)
+                           for i in range(10) for store in (one, two)))
+    assert len((await two.load("", "c")).turns) == 40
+    await one.put_voice(VoiceReference("v", Audio(np.full(100, 0.25, np.float32), 44100), None))
+    assert (await two.get_voice("v")) is not None
+
+
+async def test_redis_down_is_backend_unavailable():
+    from fishvoice.errors import FishvoiceError
+
+    from .conftest import free_port
+
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(FishvoiceError) as caught:
+        await store.load("", "c")
+    assert caught.value.code == "backend_unavailable"
+
+
+def test_store_setting_accepts_urls_and_paths():
+    assert str(sqlite_path("sqlite:////var/db/x.sqlite3")) == "/var/db/x.sqlite3"
+    assert str(sqlite_path("sqlite:///data/x.sqlite3")) == "data/x.sqlite3"
+    assert str(sqlite_path("/tmp/x.sqlite3")) == "/tmp/x.sqlite3"
