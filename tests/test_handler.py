@@ -215,3 +215,31 @@ async def test_next_turn_on_another_worker_continues_the_conversation_through_re
     await run_job(first, message="My name is Zorblax.", conversation_id="shared-1", max_tokens=10, speak=False)
     result = await run_job(second, message="What is my name?", conversation_id="shared-1", max_tokens=10, speak=False)
     assert [t["content"] for t in result["history"]][0] == "My name is Zorblax." and len(result["history"]) == 4
+
+
+class _OutOfMemoryVoice:
+    """Stands in for a GPU voice that runs out of memory: no GPU here can be made to."""
+
+    name, sample_rate, can_clone = "gpu-voice", 44100, False
+
+    def stream(self, text, voice=None, stop=None):
+        import torch
+
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield  # a generator, like every voice
+
+
+async def test_out_of_memory_fails_only_that_job_and_asks_for_a_fresh_worker(llm, tts, store):
+    pytest.importorskip("torch")
+    failing = await run_job(make_handler(Assistant(llm, _OutOfMemoryVoice(), store, default_system_message=SYSTEM)),
+                            message="Hi", max_tokens=5, conversation_id="oom-1")
+    assert failing["error_code"] == "backend_unavailable" and failing["refresh_worker"] is True
+    assert (await store.load("", "oom-1")).turns == []
+    healthy = await run_job(make_handler(Assistant(llm, tts, store, default_system_message=SYSTEM)), message="Hi", max_tokens=5)
+    assert healthy["text"] and "error" not in healthy
+
+
+def test_worker_concurrency_modifier_is_fixed_from_settings():
+    from fishvoice.worker import fixed_concurrency
+
+    assert [fixed_concurrency(4)(n) for n in (1, 4, 9)] == [4, 4, 4]

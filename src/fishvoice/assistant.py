@@ -20,7 +20,7 @@ import numpy as np
 
 from .audio import OPUS_RATE, Audio, encode_audio, resample
 from .contract import Request, audio_event, done_event, error_event, text_event
-from .errors import FishvoiceError
+from .errors import FishvoiceError, is_out_of_memory
 from .llm.base import LLM, ChatMessage, Usage
 from .memory.base import Conversation, ConversationStore
 from .text import SpeechChunker, is_speakable, normalize_for_speech
@@ -70,6 +70,12 @@ class Assistant:
             yield error_event(exc)
         except Exception as exc:
             log.exception("request failed unexpectedly")
+            if is_out_of_memory(exc):
+                # Memory may stay fragmented or leaked: ask RunPod for a fresh worker after this job.
+                event = error_event(FishvoiceError("backend_unavailable", "out of GPU memory; the worker will be replaced"))
+                event["refresh_worker"] = True
+                yield event
+                return
             event = error_event(FishvoiceError("internal", f"internal error: {type(exc).__name__}"))
             if self.debug:
                 event["trace"] = "".join(traceback.format_exception(exc))

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
 
     # Worker
     streaming: bool = False
+    worker_concurrency: int = Field(1, ge=1, le=64, description="jobs one RunPod worker takes at once")
     debug: bool = False
     log_level: str = "INFO"
 

@@ -17,6 +17,11 @@ ErrorCode = Literal[
 ]
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A GPU (or allocator) out-of-memory error: the worker should be replaced, not reused."""
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
 class FishvoiceError(Exception):
     """An error the caller is told about: a code from the contract, a message and the field at fault."""
 

@@ -56,6 +56,15 @@ def make_stream_handler(assistant: Assistant) -> StreamHandler:
     return handler
 
 
+def fixed_concurrency(jobs: int) -> Callable[[int], int]:
+    """RunPod's concurrency_modifier: this worker takes `jobs` jobs at once."""
+
+    def modifier(current: int) -> int:
+        return jobs
+
+    return modifier
+
+
 def main() -> None:
     """Start the worker as RunPod runs it (`python handler.py`, with RunPod's own flags)."""
     import runpod
@@ -63,7 +72,9 @@ def main() -> None:
     settings = Settings()
     configure_logging(settings)
     assistant = build_assistant(settings)
+    config: dict[str, Any] = {"concurrency_modifier": fixed_concurrency(settings.worker_concurrency)}
     if settings.streaming:
-        runpod.serverless.start({"handler": make_stream_handler(assistant), "return_aggregate_stream": True})
+        config |= {"handler": make_stream_handler(assistant), "return_aggregate_stream": True}
     else:
-        runpod.serverless.start({"handler": make_handler(assistant)})
+        config |= {"handler": make_handler(assistant)}
+    runpod.serverless.start(config)

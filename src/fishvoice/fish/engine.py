@@ -64,6 +64,11 @@ class FishEngine:
         model.forward_fast = torch.compile(model.forward_fast, mode="reduce-overhead", dynamic=False)  # CUDA graphs
         log.info("fish: fast transformer compiled with CUDA graphs")
 
+    def release_memory(self) -> None:
+        """Give cached GPU blocks back after an out-of-memory error."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def encode_reference(self, samples: np.ndarray) -> torch.Tensor:
         """Prompt codes of a reference voice: mono float samples at the codec's rate."""
         with self._lock:

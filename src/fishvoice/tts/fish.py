@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from ..audio import Audio, resample
-from ..errors import FishvoiceError
+from ..errors import FishvoiceError, is_out_of_memory
 from ..voices import VoiceReference
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ class FishTTS:
         except FishvoiceError:
             raise
         except Exception as exc:
+            if is_out_of_memory(exc):
+                self.engine.release_memory()
+                raise  # the assistant fails the job and asks for a fresh worker
             log.exception("fish voice failed")
             raise FishvoiceError("backend_unavailable", f"the voice failed: {type(exc).__name__}: {exc}") from exc
 
