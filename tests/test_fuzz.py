@@ -1,0 +1,108 @@
+"""Property-based fuzz (hypothesis) of the handler and of every server route: random JSON, random
+bytes as base64 audio, truncated files, huge strings, wrong types. Every case gets a documented
+error or a valid reply: no crash, no hang, no 500."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import string
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .conftest import speech_b64
+from .test_server import server
+
+CODES = {"invalid_input", "invalid_audio", "payload_too_large", "unauthorized", "not_found", "cancelled", "timeout",
+         "backend_unavailable", "internal"}
+REPLY_KEYS = {"text", "audio", "audio_format", "sample_rate", "duration_s", "history", "conversation_id", "voice", "usage",
+              "timings_ms", "warnings"}
+FIELDS = ["message", "system_message", "system_audio", "reference_text", "conversation_id", "temperature", "max_tokens",
+          "audio_format", "sample_rate", "speak", "user_audio", "voice_id"]
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+audio_values = (st.binary(max_size=3000).map(lambda b: base64.b64encode(b).decode())
+                | st.text(alphabet=string.ascii_letters + "+/=", max_size=200)
+                | st.just("data:audio/wav;base64,UklGRiQAAABXQVZF"))
+plausible = {
+    "message": st.text(max_size=60) | st.just("x" * 9000) | st.just("Say hi."),
+    "max_tokens": st.integers(-5, 6) | st.just(5000),
+    "speak": st.booleans(),
+    "temperature": st.floats(0, 2) | st.integers(0, 2),
+    "audio_format": st.sampled_from(["array", "wav", "flac", "mp3", "opus", "pcm16", "ogg", ""]),
+    "sample_rate": st.sampled_from([8000, 16000, 22050, 24000, 44100, 48000, 11025, 0]),
+    "conversation_id": st.text(max_size=20) | st.just("fuzz-1"),
+    "system_audio": audio_values,
+}
+job_inputs = st.one_of(
+    json_values,
+    st.fixed_dictionaries({"message": plausible["message"], "max_tokens": plausible["max_tokens"]},
+                          optional={k: v for k, v in plausible.items() if k not in ("message", "max_tokens")}
+                          | {k: json_values for k in FIELDS if k not in plausible}),
+    st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=12), json_values, max_size=6),
+)
+
+
+def check_result(result: dict) -> None:
+    assert isinstance(result, dict)
+    if "error" in result:
+        assert result["error_code"] in CODES and isinstance(result["error"], str) and result["error"]
+        assert result["error_code"] != "internal", result
+    else:
+        assert set(result) == REPLY_KEYS
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(job=job_inputs)
+def test_handler_answers_any_input_with_a_reply_or_a_documented_error(handler, job):
+    result = asyncio.run(asyncio.wait_for(handler({"id": "fuzz", "input": job}), timeout=120))
+    check_result(result)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(cut=st.integers(0, 4000), noise=st.binary(min_size=0, max_size=64), fmt=st.sampled_from(["wav", "flac", "mp3", "opus"]))
+def test_truncated_and_corrupted_reference_audio_is_refused_or_used(handler, speech, cut, noise, fmt):
+    data = base64.b64decode(speech_b64(speech, fmt))
+    broken = base64.b64encode(data[:cut] + noise + data[cut + len(noise):][:cut]).decode()
+    result = asyncio.run(handler({"id": "fuzz", "input": {"message": "Hi", "max_tokens": 2, "speak": False, "system_audio": broken}}))
+    check_result(result)
+    if "error" in result:
+        assert result["field"] == "system_audio"
+
+
+@pytest.fixture(scope="module")
+def fuzz_url(tmp_path_factory):
+    with server(tmp_path_factory.mktemp("fuzz"), concurrency="2", queue_size="256", api_key="fuzz-key") as base:
+        yield base
+
+
+paths = st.sampled_from(["/run", "/runsync", "/status/{id}", "/stream/{id}", "/cancel/{id}", "/purge-queue", "/health",
+                         "/v2/ep/run", "/v2/ep/status/{id}", "/nope"])
+job_ids = st.text(alphabet=string.ascii_letters + string.digits + "-._~%", max_size=40)
+bodies = st.one_of(st.binary(max_size=300), job_inputs.map(lambda j: json.dumps({"input": j}, allow_nan=True).encode()),
+                   json_values.map(lambda v: json.dumps(v, allow_nan=True).encode()))
+auth = st.sampled_from([None, "Bearer fuzz-key", "Bearer wrong", "Basic abc", "Bearer", ""])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(path=paths, job_id=job_ids, body=bodies, method=st.sampled_from(["GET", "POST"]), key=auth)
+def test_every_route_answers_random_requests_without_a_500(fuzz_url, path, job_id, body, method, key):
+    headers = {"Content-Type": "application/json"} | ({"Authorization": key} if key is not None else {})
+    url = fuzz_url + path.replace("{id}", job_id or "x")
+    if "/runsync" in url:
+        url += "?wait=1000"
+    reply = httpx.request(method, url, content=body if method == "POST" else None, headers=headers, timeout=60)
+    assert reply.status_code < 500, (reply.status_code, reply.text[:300])
+    payload = reply.json()
+    if reply.status_code >= 400:
+        assert payload["error_code"] in CODES and payload["error"]
+    elif payload.get("status") == "FAILED":
+        assert payload["output"]["error_code"] in CODES
