@@ -243,3 +243,23 @@ def test_worker_concurrency_modifier_is_fixed_from_settings():
     from fishvoice.worker import fixed_concurrency
 
     assert [fixed_concurrency(4)(n) for n in (1, 4, 9)] == [4, 4, 4]
+
+
+async def test_a_hanging_llm_server_fails_only_that_job_and_the_next_one_succeeds(llm, tts, store):
+    """A real TCP server that accepts and never answers: the OpenAI client times out."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        hanging = Assistant(OpenAICompatibleLLM(url, timeout=1.0), tts, store, default_system_message=SYSTEM)
+        failed = await asyncio.wait_for(run_job(make_handler(hanging), message="Hi", conversation_id="hang-1"), timeout=60)
+        assert failed["error_code"] == "backend_unavailable"
+        assert (await store.load("", "hang-1")).turns == []
+    finally:
+        listener.close()
+    healthy = await run_job(make_handler(Assistant(llm, tts, store, default_system_message=SYSTEM)), message="Hi",
+                            conversation_id="hang-1", max_tokens=5, speak=False)
+    assert healthy["text"] and len(healthy["history"]) == 2
