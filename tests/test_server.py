@@ -19,20 +19,29 @@ STORY = {"message": "Tell me a long story about a robot who learns to paint.", "
          "system_message": "You are a storyteller. Write many short sentences."}
 
 
-@contextmanager
-def server(tmp_path: Path, **settings: str) -> Iterator[str]:
-    """A `fishvoice serve` process with FISHVOICE_<NAME> settings; yields its base URL once it answers."""
+def start_server(tmp_path: Path, **settings: str) -> tuple[str, subprocess.Popen]:
+    """A `fishvoice serve` process with FISHVOICE_<NAME> settings, answering at the returned URL."""
     port = free_port()
     env = {**os.environ, "FISHVOICE_STORE": str(tmp_path / "db.sqlite3"), "FISHVOICE_PORT": str(port),
            **{f"FISHVOICE_{name.upper()}": value for name, value in settings.items()}}
-    log = open(tmp_path / f"server-{port}.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "fishvoice", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp_path / f"server-{port}.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "fishvoice", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", process)
-        yield f"http://127.0.0.1:{port}"
+    except BaseException:
+        stop(process)
+        raise
+    return f"http://127.0.0.1:{port}", process
+
+
+@contextmanager
+def server(tmp_path: Path, **settings: str) -> Iterator[str]:
+    """`start_server` for the length of a with-block."""
+    base, process = start_server(tmp_path, **settings)
+    try:
+        yield base
     finally:
         stop(process)
-        log.close()
 
 
 @pytest.fixture(scope="module")
