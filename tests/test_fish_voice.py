@@ -3,8 +3,6 @@ cloning with the encoded reference cached, settings, and the whole assistant end
 
 from __future__ import annotations
 
-import base64
-import os
 from pathlib import Path
 
 import numpy as np
