@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,7 @@ def stop(process: subprocess.Popen[Any]) -> None:
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory) -> AsyncIterator[str]:
+def redis_url(tmp_path_factory) -> Iterator[str]:
     """A real redis-server on a free local port, for the session."""
     import shutil
 
@@ -123,7 +123,7 @@ def redis_url(tmp_path_factory) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-def llama_server() -> AsyncIterator[str]:
+def llama_server() -> Iterator[str]:
     """llama-cpp-python's own OpenAI-compatible server, serving the embedded GGUF on a free port."""
     port = free_port()
     process = subprocess.Popen(

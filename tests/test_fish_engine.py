@@ -144,7 +144,7 @@ def test_wrong_shape_and_missing_weight_and_missing_shard_are_named(tmp_path):
     state = torch.load(tmp_path / "shape" / "model.pth")
     state["norm.weight"] = torch.ones(65)
     torch.save(state, tmp_path / "shape" / "model.pth")
-    with pytest.raises(CheckpointError, match=r"norm.weight has shape \(65,\); the config expects \(64,\)"):
+    with pytest.raises(CheckpointError, match=r"norm.weight has shape \(65,\); the configuration expects \(64,\)"):
         load_text_to_semantic(tmp_path / "shape")
     del state["norm.weight"]
     torch.save(state, tmp_path / "shape" / "model.pth")

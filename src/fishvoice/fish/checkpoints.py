@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .config import DualARConfig
-from .errors import CheckpointError
+from .errors import CheckpointError, check_weights
 from .model import DualAR
 from .tokenizer import FishTokenizer
 
@@ -67,7 +67,7 @@ def load_text_to_semantic(path: str | Path, device: str | torch.device = "cpu", 
     weights, source = _read_weights(path)
     with torch.device("meta"):
         model = DualAR(config)
-    _check_weights(model, weights, source)
+    check_weights(model, weights, source)
     model.load_state_dict(weights, strict=False, assign=True)
     model.make_rope()  # buffers were made on the meta device
     model = model.to(device=device, dtype=dtype).eval()
@@ -126,17 +126,3 @@ def _fuse_qkv(weights: dict[str, Tensor]) -> dict[str, Tensor]:
         prefix = key.removesuffix("wq.weight")
         weights[prefix + "wqkv.weight"] = torch.cat([weights.pop(prefix + name) for name in ("wq.weight", "wk.weight", "wv.weight")])
     return weights
-
-
-def _check_weights(model: DualAR, weights: dict[str, Tensor], source: Path) -> None:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in weights]
-    if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise CheckpointError(f"{source}: missing weights {', '.join(missing[:3])}{more} for the config's model")
-    for key, tensor in expected.items():
-        if tuple(weights[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{source}: {key} has shape {tuple(weights[key].shape)}; the config expects {tuple(tensor.shape)}")
-    unused = [k for k in weights if k not in expected]
-    if unused:
-        log.warning("%s: %d weights not used by the model (first: %s)", source, len(unused), unused[0])

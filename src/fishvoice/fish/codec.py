@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, check_weights
 from .model import FeedForward, RMSNorm, apply_rope, rope_table
 
 
@@ -431,13 +431,6 @@ def load_codec(path: str | Path, config: CodecConfig | None = None, device: str 
         state = {k.removeprefix("generator."): v for k, v in state.items() if k.startswith("generator.")}
     weights = fold_weight_norm(state)
     codec = Codec(config)
-    expected = codec.state_dict()
-    missing = [k for k in expected if k not in weights]
-    if missing:
-        raise CheckpointError(f"{path}: missing weights {', '.join(missing[:3])}{' and more' if len(missing) > 3 else ''} "
-                              f"for the codec configuration")
-    for key, tensor in expected.items():
-        if tuple(weights[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{path}: {key} has shape {tuple(weights[key].shape)}; the configuration expects {tuple(tensor.shape)}")
-    codec.load_state_dict({k: weights[k] for k in expected})
+    check_weights(codec, weights, path)  # the reference's unused decoder-block transformers are left out here
+    codec.load_state_dict({k: weights[k] for k in codec.state_dict()})
     return codec.to(device=device, dtype=dtype).eval()
