@@ -11,35 +11,18 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from common import free_port, percentile, wait_up
 
 
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
-
-
-def wait_up(url: str) -> None:
-    for _ in range(600):
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise TimeoutError(url)
 
 
 async def client(http: httpx.AsyncClient, urls: list[str], conversation: str, turns: int, latencies: list[float],
@@ -105,10 +88,9 @@ def main() -> None:
             elapsed, latencies, failures, stored = asyncio.run(run(urls, args.jobs, args.clients, args.conversations, "load"))
             after = [rss_mb(p.pid) for p in servers]
             in_order = sum(stored_turns == expected for stored_turns, expected in stored.values())
-            ordered = sorted(latencies)
             print(f"2 servers x 2 jobs at once, shared Redis; {len(latencies)} jobs from {args.clients} clients")
-            print(f"jobs/s {len(latencies) / elapsed:.2f}  latency p50 {statistics.median(ordered) * 1000:.0f} ms  "
-                  f"p95 {ordered[int(0.95 * (len(ordered) - 1))] * 1000:.0f} ms")
+            print(f"jobs/s {len(latencies) / elapsed:.2f}  latency p50 {percentile(latencies, 0.5) * 1000:.0f} ms  "
+                  f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms")
             print(f"COMPLETED {len(latencies) - len(failures)}/{len(latencies)}; conversations holding exactly their turns in order: "
                   f"{in_order}/{len(stored)}")
             print(f"server RSS MB before {[round(m) for m in before]} after {[round(m) for m in after]}")

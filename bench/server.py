@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,13 +20,9 @@ import tempfile
 import time
 
 import httpx
+from common import free_port, percentile, wait_up
 
 PROMPTS = ["Tell me a fact about the sea.", "Describe a sunrise.", "Give me a tip for sleeping well.", "Say something about cats."]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def one_job(http: httpx.AsyncClient, n: int, max_tokens: int) -> dict[str, float]:
@@ -72,9 +67,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=40)
     args = parser.parse_args()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "FISHVOICE_PORT": str(port), "FISHVOICE_CONCURRENCY": str(args.concurrency),
                "FISHVOICE_QUEUE_SIZE": str(max(args.clients) + 8), "FISHVOICE_STORE": f"{tmp}/bench.sqlite3",
@@ -82,12 +75,7 @@ def main() -> None:
         server = subprocess.Popen([sys.executable, "-m", "fishvoice", "serve"], env=env)
         url = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(600):
-                try:
-                    httpx.get(f"{url}/health")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.2)
+            wait_up(f"{url}/health")
             print(f"fishvoice serve, {args.concurrency} jobs at once, max_tokens={args.max_tokens}, {os.cpu_count()} CPU cores")
             asyncio.run(load(url, 2, args.max_tokens))  # warm-up
             for clients in args.clients:
