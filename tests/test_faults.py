@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from .conftest import free_port, stop
 from .test_server import STORY, start_server, wait_final, wait_status
@@ -58,10 +59,12 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen:
             time.sleep(0.05)
 
 
-def test_redis_restarted_under_load_loses_no_completed_turn(tmp_path):
+@pytest.mark.parametrize("jobs_in_redis", [False, True], ids=["jobs-in-memory", "jobs-in-redis"])
+def test_redis_restarted_under_load_loses_no_completed_turn(tmp_path, jobs_in_redis):
     port = free_port()
     redis_process = start_redis(port, tmp_path)
-    base, server_process = start_server(tmp_path, concurrency="2", queue_size="64", store=f"redis://127.0.0.1:{port}/0")
+    url = f"redis://127.0.0.1:{port}/0"
+    base, server_process = start_server(tmp_path, concurrency="2", queue_size="64", store=url, **({"jobs": url} if jobs_in_redis else {}))
     outcomes: dict[str, list[tuple[str, dict]]] = {f"load-{n}": [] for n in range(3)}
 
     def talk(conversation: str) -> None:

@@ -78,9 +78,11 @@ def test_truncated_and_corrupted_reference_audio_is_refused_or_used(handler, spe
         assert result["field"] == "system_audio"
 
 
-@pytest.fixture(scope="module")
-def fuzz_url(tmp_path_factory):
-    with server(tmp_path_factory.mktemp("fuzz"), concurrency="2", queue_size="256", api_key="fuzz-key") as base:
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def fuzz_url(request, tmp_path_factory):
+    """A server with its jobs in this process, then one with its jobs in Redis."""
+    jobs = {} if request.param == "memory" else {"jobs": request.getfixturevalue("redis_url")}
+    with server(tmp_path_factory.mktemp("fuzz"), concurrency="2", queue_size="256", api_key="fuzz-key", **jobs) as base:
         yield base
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,8 +21,11 @@ STORY = {"message": "Tell me a long story about a robot who learns to paint.", "
 
 
 def start_server(tmp_path: Path, **settings: str) -> tuple[str, subprocess.Popen]:
-    """A `fishvoice serve` process with FISHVOICE_<NAME> settings, answering at the returned URL."""
+    """A `fishvoice serve` process with FISHVOICE_<NAME> settings, answering at the returned URL.
+    A server with its jobs in Redis gets a Redis prefix of its own unless one is given."""
     port = free_port()
+    if "jobs" in settings:
+        settings = {"redis_prefix": f"test-{uuid.uuid4().hex[:12]}", **settings}
     env = {**os.environ, "FISHVOICE_STORE": str(tmp_path / "db.sqlite3"), "FISHVOICE_PORT": str(port),
            **{f"FISHVOICE_{name.upper()}": value for name, value in settings.items()}}
     with open(tmp_path / f"server-{port}.log", "w") as log:
@@ -44,9 +48,15 @@ def server(tmp_path: Path, **settings: str) -> Iterator[str]:
         stop(process)
 
 
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def job_table(request) -> dict[str, str]:
+    """Every server test runs against both job tables: in the process, and in Redis."""
+    return {} if request.param == "memory" else {"jobs": request.getfixturevalue("redis_url")}
+
+
 @pytest.fixture(scope="module")
-def url(tmp_path_factory) -> Iterator[str]:
-    with server(tmp_path_factory.mktemp("main"), concurrency="1", queue_size="8") as base:
+def url(tmp_path_factory, job_table) -> Iterator[str]:
+    with server(tmp_path_factory.mktemp("main"), concurrency="1", queue_size="8", **job_table) as base:
         yield base
 
 
@@ -180,17 +190,18 @@ def test_routes_are_served_under_v2_endpoint_id(http):
     assert http.get("/v2/my-endpoint/health").json()["status"] == "ok"
 
 
-def test_health_reports_jobs_by_state_and_backends(http):
+def test_health_reports_jobs_by_state_and_backends(http, job_table):
     http.post("/runsync", json={"input": {"message": "Hi", "max_tokens": 3, "speak": False}})
     http.post("/run", json={"input": {"message": ""}})
     health = http.get("/health").json()
-    assert health["backends"] == {"llm": "llama_cpp:SmolLM2-135M-Instruct.Q4_1", "voice": "piper", "store": "SQLiteStore"}
+    assert health["backends"] == {"llm": "llama_cpp:SmolLM2-135M-Instruct.Q4_1", "voice": "piper", "store": "SQLiteStore",
+                                  "jobs": "RedisJobTable" if job_table else "MemoryJobTable"}
     assert set(health["jobs"]) == {"inQueue", "inProgress", "completed", "failed", "cancelled", "timedOut"}
     assert health["jobs"]["completed"] >= 1 and health["jobs"]["failed"] >= 1 and health["workers"]["idle"] + health["workers"]["running"] == 1
 
 
-def test_full_queue_answers_429_and_jobs_expire_and_time_out(tmp_path):
-    with server(tmp_path, concurrency="1", queue_size="1", job_ttl="2", job_timeout="3") as base, httpx.Client(base_url=base) as http:
+def test_full_queue_answers_429_and_jobs_expire_and_time_out(tmp_path, job_table):
+    with server(tmp_path, concurrency="1", queue_size="1", job_ttl="2", job_timeout="3", **job_table) as base, httpx.Client(base_url=base) as http:
         long = {**STORY, "max_tokens": 2000, "system_message": "Write an endless story. Never stop."}
         running = http.post("/run", json={"input": long}).json()["id"]
         wait_status(http, running, "IN_PROGRESS")
@@ -205,8 +216,8 @@ def test_full_queue_answers_429_and_jobs_expire_and_time_out(tmp_path):
         assert http.get("/health").json()["jobs"]["completed"] == 0
 
 
-def test_auth_on_needs_a_key_and_keeps_conversations_apart(tmp_path):
-    with server(tmp_path, api_key="key-one,key-two") as base:
+def test_auth_on_needs_a_key_and_keeps_conversations_apart(tmp_path, job_table):
+    with server(tmp_path, api_key="key-one,key-two", **job_table) as base:
         anonymous = httpx.post(f"{base}/runsync", json={"input": {"message": "Hi"}})
         assert anonymous.status_code == 401 and anonymous.json()["error_code"] == "unauthorized"
         wrong = httpx.post(f"{base}/runsync", json={"input": {"message": "Hi"}}, headers={"Authorization": "Bearer nope"})

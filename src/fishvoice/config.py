@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     store: str = Field(default_factory=_default_store, description="SQLite file path (or sqlite:///path), or redis://host:port/db")
     conversation_ttl: int = Field(30 * 24 * 3600, ge=60, description="seconds an idle conversation is kept")
     default_system_message: str = "You are a helpful, friendly voice assistant. Answer in a few short sentences."
+    redis_prefix: str = Field("fishvoice", min_length=1, description="prefix of every Redis key (conversations, voices, jobs)")
 
     # Self-hosted server (`fishvoice serve`)
     host: str = "127.0.0.1"
@@ -56,6 +57,8 @@ class Settings(BaseSettings):
     queue_size: int = Field(64, ge=1, description="jobs waiting at most; more answer 429")
     job_timeout: float = Field(300.0, gt=0, description="seconds a job may run before TIMED_OUT")
     job_ttl: float = Field(1800.0, gt=0, description="seconds a finished job's result is kept")
+    jobs: str = Field("memory", pattern=r"^(memory|(redis|rediss|unix)://.*)$",
+                      description="job table: memory (this process), or redis://host:port/db, shared by every server using it")
     runsync_wait: float = Field(90.0, gt=0, description="seconds /runsync waits before answering IN_PROGRESS")
     max_body_mb: float = Field(25.0, gt=0, description="largest request body, MB")
 

@@ -9,6 +9,7 @@ from .config import Settings
 from .errors import FishvoiceError
 from .llm.base import LLM
 from .memory.base import ConversationStore
+from .redis_client import REDIS_SCHEMES
 from .tts.base import TTS
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,10 @@ def build_fish_tts(settings: Settings) -> TTS:
 
 
 def build_store(settings: Settings) -> ConversationStore:
-    if settings.store.startswith(("redis://", "rediss://", "unix://")):
+    if settings.store.startswith(REDIS_SCHEMES):
         from .memory.redis import RedisStore
 
-        return RedisStore(settings.store, ttl_s=settings.conversation_ttl)
+        return RedisStore(settings.store, ttl_s=settings.conversation_ttl, prefix=settings.redis_prefix)
     from .memory.sqlite import SQLiteStore, sqlite_path
 
     return SQLiteStore(sqlite_path(settings.store), ttl_s=settings.conversation_ttl)

@@ -12,13 +12,10 @@ import logging
 import time
 
 import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import FishvoiceError
 from ..llm.base import ChatMessage
+from ..redis_client import connect
 from ..voices import VoiceReference
 from .base import Conversation
 
@@ -29,10 +26,7 @@ class RedisStore:
     def __init__(self, url: str, ttl_s: float = 30 * 24 * 3600, prefix: str = "fishvoice"):
         self.ttl_s = max(1, int(ttl_s))
         self.prefix = prefix
-        # A restarting Redis is retried for a few seconds before a job fails with backend_unavailable.
-        retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6)
-        self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30, retry=retry,
-                                           retry_on_error=[RedisConnectionError, RedisTimeoutError])
+        self._redis = connect(url)
         self.url = url
 
     def _keys(self, namespace: str, conversation_id: str) -> tuple[str, str]:

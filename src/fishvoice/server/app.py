@@ -15,17 +15,25 @@ from starlette.exceptions import HTTPException
 from ..assistant import Assistant
 from ..config import Settings
 from ..errors import FishvoiceError
-from .jobs import JobTable, QueueFull
+from .jobs import JobTable, MemoryJobTable, QueueFull
 from .runpod_api import Auth, build_router, error_response
 
 log = logging.getLogger(__name__)
 
 
+def build_job_table(assistant: Assistant, settings: Settings) -> JobTable:
+    limits = {"concurrency": settings.concurrency, "queue_size": settings.queue_size, "timeout_s": settings.job_timeout,
+              "ttl_s": settings.job_ttl}
+    if settings.jobs == "memory":
+        return MemoryJobTable(assistant, **limits)
+    from .redis_jobs import RedisJobTable
+
+    return RedisJobTable(assistant, settings.jobs, prefix=settings.redis_prefix, **limits)
+
+
 def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
     """The RunPod-compatible API over an assistant whose models are already loaded."""
-    jobs = JobTable(
-        assistant, concurrency=settings.concurrency, queue_size=settings.queue_size, timeout_s=settings.job_timeout, ttl_s=settings.job_ttl
-    )
+    jobs = build_job_table(assistant, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -37,7 +45,8 @@ def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
 
     app = FastAPI(title="fishvoice", version="0.1.0", lifespan=lifespan)
     app.state.jobs = jobs
-    backends = {"llm": assistant.llm.name, "voice": assistant.tts.name, "store": type(assistant.store).__name__}
+    backends = {"llm": assistant.llm.name, "voice": assistant.tts.name, "store": type(assistant.store).__name__,
+                "jobs": type(jobs).__name__}
     router = build_router(
         jobs, Auth(settings.api_keys()), runsync_wait_s=settings.runsync_wait, max_body_bytes=int(settings.max_body_mb * 2**20),
         backends=backends,

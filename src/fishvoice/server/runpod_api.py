@@ -77,41 +77,39 @@ def build_router(jobs: JobTable, auth: Auth, *, runsync_wait_s: float, max_body_
 
     @router.post("/run")
     async def run(request: Request, namespace: str = caller) -> JSONResponse:
-        job = jobs.submit(await read_input(request, max_body_bytes), namespace)
-        return JSONResponse({"id": job.id, "status": job.status} if not job.is_final else job.summary())
+        job = await jobs.submit(await read_input(request, max_body_bytes), namespace)
+        return JSONResponse(job.summary())
 
     @router.post("/runsync")
     async def runsync(request: Request, namespace: str = caller, wait: int | None = Query(None, ge=1000, le=300_000)) -> JSONResponse:
-        job = jobs.submit(await read_input(request, max_body_bytes), namespace)
-        await jobs.wait(job, wait / 1000 if wait else runsync_wait_s)
+        job = await jobs.submit(await read_input(request, max_body_bytes), namespace)
+        job = await jobs.wait(job.id, namespace, wait / 1000 if wait else runsync_wait_s)
         return JSONResponse(job.summary())
 
     @router.api_route("/status/{job_id}", methods=["GET", "POST"])
     async def status(job_id: str, namespace: str = caller) -> JSONResponse:
-        return JSONResponse(jobs.get(job_id, namespace).summary())
+        return JSONResponse((await jobs.view(job_id, namespace)).summary())
 
     @router.api_route("/stream/{job_id}", methods=["GET", "POST"])
     async def stream(job_id: str, namespace: str = caller) -> JSONResponse:
-        job = jobs.get(job_id, namespace)
-        events = job.take_stream()
-        return JSONResponse({"id": job.id, "status": job.status, "stream": [{"output": event} for event in events]})
+        status, events = await jobs.take_stream(job_id, namespace)
+        return JSONResponse({"id": job_id, "status": status, "stream": [{"output": event} for event in events]})
 
     @router.post("/cancel/{job_id}")
     async def cancel(job_id: str, namespace: str = caller) -> JSONResponse:
-        job = await jobs.cancel(jobs.get(job_id, namespace))
-        return JSONResponse({"id": job.id, "status": job.status})
+        return JSONResponse({"id": job_id, "status": await jobs.cancel(job_id, namespace)})
 
     @router.post("/purge-queue")
     async def purge_queue(namespace: str = caller) -> JSONResponse:
-        return JSONResponse({"removed": jobs.purge_queue(namespace), "status": "completed"})
+        return JSONResponse({"removed": await jobs.purge_queue(namespace), "status": "completed"})
 
     @router.get("/health")
     async def health() -> JSONResponse:
-        counts = jobs.counts()
+        counts = await jobs.counts()  # every server's jobs where the table is shared; `workers` are this server's
         return JSONResponse({
             "status": "ok",
             "jobs": {_HEALTH_NAMES[state]: n for state, n in counts.items()},  # RunPod's names, and ours for the rest
-            "workers": {"running": counts[IN_PROGRESS], "idle": jobs.concurrency - counts[IN_PROGRESS]},
+            "workers": {"running": jobs.running_here, "idle": jobs.concurrency - jobs.running_here},
             "backends": backends,
         })
 
