@@ -11,6 +11,8 @@ import soundfile
 
 from fishvoice.audio import decode_audio
 
+from .conftest import free_port
+
 
 def fishvoice(*args: str, stdin: str | None = None, cwd=None, env=None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "fishvoice", *args], input=stdin, capture_output=True, text=True, timeout=300,
@@ -45,3 +47,14 @@ def test_chat_holds_a_conversation_and_writes_each_reply(tmp_path):
     assert [p.name for p in replies] == ["reply-001.wav", "reply-002.wav"]
     assert all(soundfile.info(p).duration > 0.2 for p in replies)
     assert done.stdout.count("assistant> ") == 2
+
+
+def test_a_bad_setting_is_named_and_exits_2():
+    done = fishvoice("serve", env={"FISHVOICE_JOBS": "postgres://db/0"})
+    assert done.returncode == 2 and "FISHVOICE_JOBS" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_with_an_unreachable_job_redis_exits_with_the_reason(tmp_path):
+    done = fishvoice("serve", env={"FISHVOICE_JOBS": f"redis://127.0.0.1:{free_port()}/0", "FISHVOICE_PORT": str(free_port()),
+                                   "FISHVOICE_STORE": str(tmp_path / "db.sqlite3")})
+    assert done.returncode != 0 and "the job store failed" in done.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import threading
 
 import numpy as np
 import pytest
@@ -263,3 +264,30 @@ async def test_a_hanging_llm_server_fails_only_that_job_and_the_next_one_succeed
     healthy = await run_job(make_handler(Assistant(llm, tts, store, default_system_message=SYSTEM)), message="Hi",
                             conversation_id="hang-1", max_tokens=5, speak=False)
     assert healthy["text"] and len(healthy["history"]) == 2
+
+
+async def test_a_voice_that_raises_or_hangs_fails_only_that_job_and_the_next_one_succeeds(llm, tts, store, monkeypatch):
+    """Faults injected under our Piper adapter, into the real voice: onnxruntime raising, then a synthesis that never returns."""
+    real = tts._voice.synthesize
+    release = threading.Event()
+
+    def raising(text, *args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running node")
+
+    def hanging(text, *args, **kwargs):
+        release.wait(120)
+        yield from real(text, *args, **kwargs)
+
+    handler = make_handler(Assistant(llm, tts, store, default_system_message=SYSTEM, backend_timeout_s=2.0))
+    try:
+        for fault, words in ((raising, "the voice failed: [ONNXRuntimeError]"), (hanging, "the voice (piper) produced nothing for 2 s")):
+            monkeypatch.setattr(tts._voice, "synthesize", fault)
+            conversation = f"voice-{fault.__name__}"
+            failed = await asyncio.wait_for(run_job(handler, message="Say hi.", max_tokens=8, conversation_id=conversation), 60)
+            assert failed["error_code"] == "backend_unavailable" and words in failed["error"], failed
+            assert (await store.load("", conversation)).turns == []
+            monkeypatch.setattr(tts._voice, "synthesize", real)
+            healthy = await run_job(handler, message="Say hi.", max_tokens=8, conversation_id=conversation)
+            assert healthy["audio"] and len(healthy["history"]) == 2
+    finally:
+        release.set()

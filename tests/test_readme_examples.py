@@ -46,3 +46,10 @@ def test_readme_example_runs(worker_url, tmp_path, name):
         assert "sentence 0:" in done.stdout and soundfile.info(tmp_path / "reply.wav").samplerate == 24000
     if name == "javascript":
         assert "mp3" in done.stdout
+
+
+def test_every_setting_is_in_the_readme():
+    from fishvoice.config import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    assert [name for name in Settings.model_fields if f"`FISHVOICE_{name.upper()}`" not in readme] == []

@@ -10,6 +10,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,24 +23,28 @@ from .test_server import STORY, start_server, wait_final, wait_status
 SHORT = {"message": "Say hello.", "max_tokens": 6, "speak": False}
 
 
-def start_pair(tmp_path: Path, redis_url: str, **settings: str) -> tuple[list[httpx.Client], list[subprocess.Popen], str]:
-    """Two servers on one Redis prefix (jobs and conversations), one job at a time each."""
+@contextmanager
+def server_pair(tmp_path: Path, redis_url: str) -> Iterator[tuple[list[httpx.Client], list[subprocess.Popen], str]]:
+    """Two servers on one Redis prefix (jobs and conversations), one job at a time each: clients, processes, prefix."""
     prefix = f"pair-{uuid.uuid4().hex[:12]}"
-    shared = {"jobs": redis_url, "store": redis_url, "redis_prefix": prefix, "concurrency": "1", **settings}
+    shared = {"jobs": redis_url, "store": redis_url, "redis_prefix": prefix, "concurrency": "1", "llm_threads": "1"}
     started = [start_server(tmp_path, **shared) for _ in range(2)]
-    return [httpx.Client(base_url=base, timeout=120) for base, _ in started], [process for _, process in started], prefix
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory, redis_url) -> Iterator[tuple[list[httpx.Client], list[subprocess.Popen], str]]:
-    clients, processes, prefix = start_pair(tmp_path_factory.mktemp("pair"), redis_url)
+    clients = [httpx.Client(base_url=base, timeout=120) for base, _ in started]
+    processes = [process for _, process in started]
     try:
         yield clients, processes, prefix
     finally:
         for client in clients:
             client.close()
         for process in processes:
-            stop(process)
+            if process.poll() is None:
+                stop(process)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, redis_url) -> Iterator[tuple[list[httpx.Client], list[subprocess.Popen], str]]:
+    with server_pair(tmp_path_factory.mktemp("pair"), redis_url) as started:
+        yield started
 
 
 def runner(redis_url: str, prefix: str, job_id: str, processes: list[subprocess.Popen]) -> int:
@@ -114,8 +119,7 @@ def test_purge_through_one_server_empties_the_shared_queue(pair):
 
 
 def test_a_dead_servers_job_fails_and_the_queue_goes_on(tmp_path, redis_url):
-    (a, b), processes, prefix = start_pair(tmp_path, redis_url)
-    try:
+    with server_pair(tmp_path, redis_url) as ((a, b), processes, prefix):
         job_id = a.post("/run", json={"input": {**STORY, "conversation_id": "dead"}}).json()["id"]
         wait_status(a, job_id, "IN_PROGRESS")
         where = runner(redis_url, prefix, job_id, processes)
@@ -128,17 +132,10 @@ def test_a_dead_servers_job_fails_and_the_queue_goes_on(tmp_path, redis_url):
         assert "send it again" in lost["error"]
         done = wait_final(survivor, queued)
         assert done["status"] == "COMPLETED" and len(done["output"]["history"]) == 2
-    finally:
-        for client in (a, b):
-            client.close()
-        for process in processes:
-            if process.poll() is None:
-                stop(process)
 
 
 def test_a_server_stopping_fails_its_running_job_and_leaves_the_queue_to_the_other(tmp_path, redis_url):
-    (a, b), processes, prefix = start_pair(tmp_path, redis_url)
-    try:
+    with server_pair(tmp_path, redis_url) as ((a, b), processes, prefix):
         first = a.post("/run", json={"input": STORY}).json()["id"]
         wait_status(a, first, "IN_PROGRESS")
         where = runner(redis_url, prefix, first, processes)
@@ -151,9 +148,3 @@ def test_a_server_stopping_fails_its_running_job_and_leaves_the_queue_to_the_oth
         assert stopped["status"] == "FAILED" and stopped["output"]["error_code"] == "backend_unavailable"
         survivor.post(f"/cancel/{blocker}")
         assert wait_final(survivor, queued)["status"] == "COMPLETED"  # the queue was not the stopped server's
-    finally:
-        for client in (a, b):
-            client.close()
-        for process in processes:
-            if process.poll() is None:
-                stop(process)

@@ -24,7 +24,7 @@ from .errors import FishvoiceError, is_out_of_memory
 from .llm.base import LLM, ChatMessage, Usage
 from .memory.base import Conversation, ConversationStore
 from .text import SpeechChunker, is_speakable, normalize_for_speech
-from .threads import iterate_in_thread
+from .threads import fail_on_stall, iterate_in_thread
 from .tts.base import TTS
 from .voices import VoiceReference, load_reference
 
@@ -53,8 +53,10 @@ class _Reply:
 class Assistant:
     """Answers requests with the LLM, speaks with the TTS, remembers in the store."""
 
-    def __init__(self, llm: LLM, tts: TTS, store: ConversationStore, *, default_system_message: str, debug: bool = False):
+    def __init__(self, llm: LLM, tts: TTS, store: ConversationStore, *, default_system_message: str, debug: bool = False,
+                 backend_timeout_s: float = 120.0):
         self.llm = llm
+        self.backend_timeout_s = backend_timeout_s  # longest silence of the LLM or the voice before the job fails
         self.tts = tts
         self.store = store
         self.default_system_message = default_system_message
@@ -178,7 +180,8 @@ class Assistant:
         chunker = SpeechChunker()
         started = time.perf_counter()
         try:
-            async for item in self.llm.stream(messages, temperature=request.temperature, max_tokens=max_tokens):
+            tokens = self.llm.stream(messages, temperature=request.temperature, max_tokens=max_tokens)
+            async for item in fail_on_stall(tokens, self.backend_timeout_s, f"the LLM ({self.llm.name})"):
                 if isinstance(item, Usage):
                     reply.usage = item
                     continue
@@ -206,7 +209,8 @@ class Assistant:
                 continue
             started = time.perf_counter()
             # A backend may yield a sentence in pieces (Fish decodes as frames arrive): each is sent as it comes.
-            async for piece in iterate_in_thread(lambda stop: self.tts.stream(spoken, voice, stop)):
+            pieces = iterate_in_thread(lambda stop: self.tts.stream(spoken, voice, stop))
+            async for piece in fail_on_stall(pieces, self.backend_timeout_s, f"the voice ({self.tts.name})"):
                 audio = await asyncio.to_thread(resample, piece, request.sample_rate)
                 reply.audio.append(audio.samples)
                 encoded = await asyncio.to_thread(encode_audio, audio, chunk_format)

@@ -9,6 +9,8 @@ import sys
 import uuid
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from .audio import SAMPLE_RATES, encode_audio, resample
 from .config import Settings
 from .contract import parse_request
@@ -132,7 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            print(f"error: FISHVOICE_{str(error['loc'][0]).upper()}: {error['msg']}", file=sys.stderr)
+        return 2
     configure_logging(settings)
     try:
         return args.run(args, settings)

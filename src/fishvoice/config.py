@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     max_body_mb: float = Field(25.0, gt=0, description="largest request body, MB")
 
     # Worker
+    backend_timeout: float = Field(120.0, gt=0, description="seconds the LLM or the voice may produce nothing before the job fails")
     streaming: bool = False
     worker_concurrency: int = Field(1, ge=1, le=64, description="jobs one RunPod worker takes at once")
     debug: bool = False

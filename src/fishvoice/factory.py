@@ -69,7 +69,7 @@ def build_assistant(settings: Settings) -> Assistant:
     """Load every model once; the returned assistant serves all requests."""
     assistant = Assistant(
         build_llm(settings), build_tts(settings), build_store(settings), default_system_message=settings.default_system_message,
-        debug=settings.debug,
+        debug=settings.debug, backend_timeout_s=settings.backend_timeout,
     )
     log.info("assistant ready: llm=%s voice=%s store=%s", assistant.llm.name, assistant.tts.name, settings.store)
     return assistant

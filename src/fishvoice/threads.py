@@ -7,6 +7,8 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
+from .errors import FishvoiceError
+
 T = TypeVar("T")
 _DONE = object()
 
@@ -23,7 +25,12 @@ async def iterate_in_thread(make_iterator: Callable[[threading.Event], Iterator[
     stop = threading.Event()
 
     def put(item: object) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, item)
+        if stop.is_set():  # nobody is listening any more; the loop may even be closed
+            return
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop closed while this thread was stuck in the backend
+            stop.set()
 
     def run() -> None:
         iterator = make_iterator(stop)
@@ -47,3 +54,20 @@ async def iterate_in_thread(make_iterator: Callable[[threading.Event], Iterator[
             yield item  # type: ignore[misc]
     finally:
         stop.set()
+
+
+async def fail_on_stall(iterator: AsyncIterator[T], stall_s: float, what: str) -> AsyncIterator[T]:
+    """Yield from `iterator`; when it produces nothing for `stall_s` seconds, stop it and fail with
+    backend_unavailable, so a hung backend fails its own job instead of holding a worker forever."""
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(stall_s):
+                    item = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise FishvoiceError("backend_unavailable", f"{what} produced nothing for {stall_s:g} s") from None
+            yield item
+    finally:
+        await iterator.aclose()  # type: ignore[attr-defined]

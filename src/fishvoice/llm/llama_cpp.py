@@ -31,7 +31,10 @@ class LlamaCppLLM:
         path = Path(model_path) if model_path else default_model_path()
         if not path.is_file():
             raise FishvoiceError("backend_unavailable", f"LLM model file not found: {path}")
-        self._llama = Llama(str(path), n_ctx=context, n_threads=threads, n_gpu_layers=gpu_layers, verbose=False)
+        # The prompt's threads too: left alone they take every core, and processes sharing a machine
+        # then spin against each other (two servers on 2 cores ran 17x slower).
+        self._llama = Llama(str(path), n_ctx=context, n_threads=threads, n_threads_batch=threads, n_gpu_layers=gpu_layers,
+                            verbose=False)
         self._lock = threading.Lock()
         self.name = f"llama_cpp:{path.stem}"
         self.context_window = self._llama.n_ctx()
