@@ -15,7 +15,7 @@ from .audio import SAMPLE_RATES, encode_audio, resample
 from .config import Settings
 from .contract import parse_request
 from .errors import FishvoiceError
-from .factory import build_assistant, build_tts, configure_logging
+from .factory import build_assistant, build_tts, prepare_process
 from .tts.base import synthesize
 
 _EXTENSIONS = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "opus", ".opus": "opus"}
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         for error in exc.errors():
             print(f"error: FISHVOICE_{str(error['loc'][0]).upper()}: {error['msg']}", file=sys.stderr)
         return 2
-    configure_logging(settings)
+    prepare_process(settings)
     try:
         return args.run(args, settings)
     except FishvoiceError as exc:

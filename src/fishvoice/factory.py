@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
+import sys
 
 from .assistant import Assistant
 from .config import Settings
@@ -13,6 +17,7 @@ from .redis_client import REDIS_SCHEMES
 from .tts.base import TTS
 
 log = logging.getLogger(__name__)
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
 
 def build_llm(settings: Settings) -> LLM:
@@ -75,6 +80,21 @@ def build_assistant(settings: Settings) -> Assistant:
     return assistant
 
 
-def configure_logging(settings: Settings) -> None:
+def prepare_process(settings: Settings) -> None:
+    """What a long-running fishvoice process sets up first: logging, and a cap on malloc arenas."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP call drowns what matters
+    cap_malloc_arenas()
+
+
+def cap_malloc_arenas(arenas: int = 2) -> None:
+    """Keep glibc to a few malloc arenas. Each backend call runs in a thread, and by default every
+    thread may get an arena of its own that fragments: under load a server's memory crept up
+    (+13 MB a round of 200 jobs) where with two arenas it stays flat. MALLOC_ARENA_MAX, if set, wins."""
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_ARENA_MAX, arenas)
+    except (OSError, AttributeError):  # not glibc (musl, say): nothing to cap
+        log.debug("malloc arenas left as they are")

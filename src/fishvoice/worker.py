@@ -13,7 +13,7 @@ from .assistant import Assistant
 from .config import Settings
 from .contract import Request, error_event, parse_request
 from .errors import FishvoiceError
-from .factory import build_assistant, configure_logging
+from .factory import build_assistant, prepare_process
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def main() -> None:
     import runpod
 
     settings = Settings()
-    configure_logging(settings)
+    prepare_process(settings)
     assistant = build_assistant(settings)
     config: dict[str, Any] = {"concurrency_modifier": fixed_concurrency(settings.worker_concurrency)}
     if settings.streaming:
