@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def _default_store() -> str:
@@ -57,8 +60,7 @@ class Settings(BaseSettings):
     queue_size: int = Field(64, ge=1, description="jobs waiting at most; more answer 429")
     job_timeout: float = Field(300.0, gt=0, description="seconds a job may run before TIMED_OUT")
     job_ttl: float = Field(1800.0, gt=0, description="seconds a finished job's result is kept")
-    jobs: str = Field("memory", pattern=r"^(memory|(redis|rediss|unix)://.*)$",
-                      description="job table: memory (this process), or redis://host:port/db, shared by every server using it")
+    jobs: str = Field("memory", description="job table: memory (this process), or redis://host:port/db, shared by every server using it")
     runsync_wait: float = Field(90.0, gt=0, description="seconds /runsync waits before answering IN_PROGRESS")
     max_body_mb: float = Field(25.0, gt=0, description="largest request body, MB")
 
@@ -68,6 +70,13 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(1, ge=1, le=64, description="jobs one RunPod worker takes at once")
     debug: bool = False
     log_level: str = "INFO"
+
+    @field_validator("jobs")
+    @classmethod
+    def _memory_or_redis(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(REDIS_SCHEMES):
+            raise ValueError(f"'memory' or a Redis URL ({', '.join(REDIS_SCHEMES)}), not {value!r}")
+        return value
 
     def api_keys(self) -> list[str]:
         return [key.strip() for key in (self.api_key or "").split(",") if key.strip()]

@@ -8,9 +8,6 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-
-
 def connect(url: str, *, decode_responses: bool = False) -> redis.Redis:
     """A client that retries a restarting Redis for a few seconds before its callers see the error."""
     retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6)

@@ -163,8 +163,7 @@ class RedisJobTable(JobTable):
         job = JobView(id=new_job_id(), namespace=namespace)
         _, invalid = validate(raw_input)
         if invalid is not None:
-            await self._store_failed(job, invalid)
-            return await self.view(job.id, namespace)
+            return await self._store_failed(job, invalid)
         added = await self._script("submit", [self._key("job", job.id), self._key("queue")],
                                    [self.queue_size, job.id, namespace, json.dumps(raw_input), job.queued_at, self._keep_ms])
         if not added:
@@ -210,8 +209,7 @@ class RedisJobTable(JobTable):
         status = await self._end(job_id, Outcome.failure(CANCELLED, FishvoiceError("cancelled", "the job was cancelled")),
                                  self._key("queue"), namespace=namespace, only_from=IN_QUEUE)
         if status == IN_PROGRESS:
-            status = await self._script("request_cancel", [self._key("job", job_id)],
-                                        [namespace, job_id, self._key("cancel")])
+            await self._script("request_cancel", [self._key("job", job_id)], [namespace, job_id, self._key("cancel")])
             if (task := self._running.get(job_id)) is not None:
                 task.cancel()
             status = (await self.wait(job_id, namespace, CANCEL_WAIT_S)).status
@@ -223,7 +221,7 @@ class RedisJobTable(JobTable):
         purged = Outcome.failure(CANCELLED, FishvoiceError("cancelled", "the queue was purged"))
         queued = await self._call(lambda: self._redis.lrange(self._key("queue"), 0, -1))
         ends = [await self._end(job_id, purged, self._key("queue"), namespace=namespace, only_from=IN_QUEUE) for job_id in queued]
-        return sum(1 for ended, job_id in zip(ends, queued) if ended == CANCELLED)
+        return ends.count(CANCELLED)
 
     async def counts(self) -> dict[str, int]:
         since = time.time() - self.ttl_s
@@ -274,13 +272,16 @@ class RedisJobTable(JobTable):
                 time.time(), self._ttl_ms, self._key("finished"), namespace, only_from]
         return await self._script("finish", keys, args)
 
-    async def _store_failed(self, job: JobView, outcome: Outcome) -> None:
-        key, now = self._key("job", job.id), time.time()
-        fields = {"namespace": job.namespace, "status": outcome.status, "queued_at": job.queued_at, "finished_at": now,
-                  "output": json.dumps(outcome.output), "error": outcome.error or ""}
+    async def _store_failed(self, job: JobView, outcome: Outcome) -> JobView:
+        """Keep a job that failed at /run (invalid input), as RunPod's would be kept; return it as stored."""
+        key = self._key("job", job.id)
+        job.status, job.output, job.error, job.finished_at = outcome.status, outcome.output, outcome.error, time.time()
+        fields = {"namespace": job.namespace, "status": job.status, "queued_at": job.queued_at, "finished_at": job.finished_at,
+                  "output": json.dumps(job.output), "error": job.error or ""}
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=fields).pexpire(key, self._ttl_ms).zadd(self._key("done", outcome.status), {job.id: now})
+            pipe.hset(key, mapping=fields).pexpire(key, self._ttl_ms).zadd(self._key("done", job.status), {job.id: job.finished_at})
             await self._call(pipe.execute)
+        return job
 
     # Background chores.
     def _chores(self) -> list:
