@@ -3,6 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# llama.cpp for any x86-64 with AVX2, not just this CPU: a native build can use instructions (AMX) that a
+# sandbox or another machine refuses, and the wheel is cached and reused by later installs.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: run test bench clean
 
