@@ -115,12 +115,16 @@ CODEC_JSON = {
 }
 
 
-def write_codec(path: Path, seed: int = 0, wrapped: bool = False):
-    """codec.json and codec.pth in the published naming (weight-normed convolutions as g and v)."""
+def write_codec(path: Path, seed: int = 0, wrapped: bool = False, quantizer_layers: int = 1, window: int = 16):
+    """codec.json and codec.pth in the published naming (weight-normed convolutions as g and v).
+    `quantizer_layers`, `window`: the quantizer's windowed transformers (the published codec: 8 of 128)."""
     from fishvoice.fish.codec import Codec, CodecConfig
 
     path.mkdir(parents=True, exist_ok=True)
-    (path / "codec.json").write_text(json.dumps(CODEC_JSON))
+    config = json.loads(json.dumps(CODEC_JSON))
+    config["quantizer"]["pre_and_post_module"]["window_size"] = window
+    config["quantizer"]["pre_and_post_module"]["config"]["n_layer"] = quantizer_layers
+    (path / "codec.json").write_text(json.dumps(config))
     torch.manual_seed(seed)
     codec = Codec(CodecConfig.from_json(path / "codec.json")).eval()
     with torch.no_grad():

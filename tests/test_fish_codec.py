@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the Fish engine needs the `fish` extra (torch)")
 
-from fishvoice.fish.codec import CodecConfig, load_codec  # noqa: E402
+from fishvoice.fish.codec import CodecConfig, DecodeState, load_codec  # noqa: E402
 from fishvoice.fish.errors import CheckpointError  # noqa: E402
 from fishvoice.fish.streaming import decode_streaming  # noqa: E402
 
@@ -55,8 +55,11 @@ def test_tiny_codec_loads_and_round_trips_length_and_rate(tmp_path, wrapped):
     assert decoded.abs().max() <= 1.0
 
 
-def test_streaming_decode_matches_one_shot_decode(tmp_path):
-    write_codec(tmp_path, seed=2)
+@pytest.mark.parametrize(("layers", "window"), [(1, 16), (4, 16)])
+def test_streaming_decode_matches_one_shot_decode(tmp_path, layers, window):
+    # Stacked windowed layers reach back layers x window frames: re-decoding window + 8 frames of left
+    # context missed by 3.9e-4 on (4, 16); carrying each layer's state is exact.
+    write_codec(tmp_path, seed=2, quantizer_layers=layers, window=window)
     codec = load_codec(tmp_path / "codec.pth", CodecConfig.from_json(tmp_path / "codec.json"))
     torch.manual_seed(0)
     codes = torch.randint(0, 32, (4, 70))
@@ -65,9 +68,24 @@ def test_streaming_decode_matches_one_shot_decode(tmp_path):
     assert [len(c) for c in chunks][0] == 5 * 2048 and len(chunks) == 1 + math.ceil(65 / 12)
     joined = torch.cat(chunks)
     assert joined.shape == whole.shape
-    # Stated tolerance: every sample within 1e-4 of the one-shot decode (left context covers the
-    # quantizer transformer's window and the convolutions' reach).
-    torch.testing.assert_close(joined, whole, atol=1e-4, rtol=0)
+    torch.testing.assert_close(joined, whole, atol=1e-4, rtol=0)  # every sample within 1e-4 of the one-shot decode
+    frame_by_frame = torch.cat(list(decode_streaming(codec, codes, first_frames=1, chunk_frames=1)))
+    torch.testing.assert_close(frame_by_frame, whole, atol=1e-4, rtol=0)
+
+
+def test_streams_at_different_points_decode_together(tmp_path):
+    write_codec(tmp_path, seed=3, quantizer_layers=2, window=4)
+    codec = load_codec(tmp_path / "codec.pth", CodecConfig.from_json(tmp_path / "codec.json"))
+    torch.manual_seed(1)
+    first, second = torch.randint(0, 32, (4, 30)), torch.randint(0, 32, (4, 30))
+    ahead = codec.start_decoding()
+    head = codec.decode_next(first[None, :, :10], ahead)[0]
+    both = DecodeState.stack([ahead, codec.start_decoding()])  # one stream 10 frames in, one new
+    audio = codec.decode_next(torch.stack([first[:, 10:20], second[:, :10]]), both)
+    torch.testing.assert_close(torch.cat([head, audio[0]]), codec.decode(first[:, :20]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(audio[1], codec.decode(second[:, :10]), atol=1e-4, rtol=0)
+    later = both.split()[1]
+    torch.testing.assert_close(codec.decode_next(second[None, :, 10:], later)[0], codec.decode(second)[10 * 2048 :], atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize(("change", "words"), [

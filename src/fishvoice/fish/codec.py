@@ -7,6 +7,11 @@ reverses it. Decoder: causal transposed convolutions back to samples. Everything
 what makes chunked (streaming) decoding possible.
 
 Weight-normed convolutions are folded into plain ones at load time (inference needs no reparametrization).
+
+Streaming decode carries each layer's state from one chunk to the next (`DecodeState`): the last
+inputs of every causal convolution, the last input frame of every transposed convolution, and the
+last `window - 1` keys and values of every windowed-transformer layer. A chunk is then decoded from
+its own codes alone, and the chunks joined are the one-shot decode.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import CheckpointError, check_weights
-from .model import FeedForward, RMSNorm, apply_rope, rope_table
+from .model import FeedForward, RMSNorm, apply_rope, rope_at
 
 
 @dataclass
@@ -103,9 +108,52 @@ class CodecConfig:
             raise CheckpointError(f"{path}: not a codec configuration ({type(exc).__name__}: {exc})") from None
 
 
+# -- streaming state ---------------------------------------------------------------------------
+
+@dataclass
+class DecodeState:
+    """Where each of a batch of streams stands: code frames decoded so far, and each stateful layer's
+    carried tensor (batch first), keyed by the layer."""
+
+    frames: Tensor
+    tensors: dict[nn.Module, Tensor]
+
+    @classmethod
+    def stack(cls, states: list[DecodeState]) -> DecodeState:
+        """One batch of several streams' states, in order."""
+        return cls(torch.cat([s.frames for s in states]), {m: torch.cat([s.tensors[m] for s in states]) for m in states[0].tensors})
+
+    def split(self) -> list[DecodeState]:
+        return [DecodeState(self.frames[i : i + 1], {m: t[i : i + 1] for m, t in self.tensors.items()}) for i in range(len(self.frames))]
+
+
+def stream(module: nn.Module, x: Tensor, state: DecodeState) -> Tensor:
+    """`module` applied to the next chunk `x` of a stream, continuing from (and updating) `state`."""
+    if isinstance(module, Streamable):
+        return module.stream(x, state)
+    if isinstance(module, nn.Sequential):
+        for child in module:
+            x = stream(child, x, state)
+        return x
+    if next(module.children(), None) is not None:
+        raise TypeError(f"{type(module).__name__} has layers but no stream(): its state would be lost between chunks")
+    return module(x)  # stateless: one time step at a time (Snake, Tanh, 1x1 convolutions)
+
+
+class Streamable(nn.Module):
+    """A layer whose output depends on earlier chunks: it says what it carries and how it continues."""
+
+    def initial_state(self, batch: int, like: Tensor) -> Tensor | None:
+        """What a new stream carries (None: nothing of its own; its sublayers may)."""
+        return None
+
+    def stream(self, x: Tensor, state: DecodeState) -> Tensor:
+        raise NotImplementedError
+
+
 # -- building blocks --------------------------------------------------------------------------
 
-class CausalConv(nn.Module):
+class CausalConv(Streamable):
     """Conv1d padded on the left only (and on the right just enough to fill the last stride)."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1, groups: int = 1):
@@ -120,8 +168,17 @@ class CausalConv(nn.Module):
         right = (frames - 1) * self.stride + self.span - left - x.shape[-1]
         return self.conv(F.pad(x, (left, right)))
 
+    def initial_state(self, batch: int, like: Tensor) -> Tensor:
+        return like.new_zeros(batch, self.conv.in_channels, self.span - 1)  # the zeros of the left padding
 
-class CausalConvTranspose(nn.Module):
+    def stream(self, x: Tensor, state: DecodeState) -> Tensor:
+        assert self.stride == 1, "streamed convolutions are the decoder's, all of stride 1"
+        full = torch.cat([state.tensors[self], x], dim=-1)
+        state.tensors[self] = full[..., x.shape[-1] :]
+        return self.conv(full)
+
+
+class CausalConvTranspose(Streamable):
     """ConvTranspose1d with its overhang (kernel - stride samples) cut from the right."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int):
@@ -132,6 +189,21 @@ class CausalConvTranspose(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = self.conv(x)
         return y[..., : y.shape[-1] - self.trim]
+
+    @property
+    def carried(self) -> int:
+        """Input frames whose overhang reaches into the next chunk's samples."""
+        return -(-self.trim // self.conv.stride[0])
+
+    def initial_state(self, batch: int, like: Tensor) -> Tensor:
+        return like.new_zeros(batch, self.conv.in_channels, self.carried)
+
+    def stream(self, x: Tensor, state: DecodeState) -> Tensor:
+        # The chunk's samples are the carried frames' overhang plus its own frames' output, less its own overhang.
+        stride, carried = self.conv.stride[0], self.carried
+        full = torch.cat([state.tensors[self], x], dim=-1)
+        state.tensors[self] = full[..., full.shape[-1] - carried :]
+        return self.conv(full)[..., carried * stride : (carried + x.shape[-1]) * stride]
 
 
 class Snake(nn.Module):
@@ -145,7 +217,7 @@ class Snake(nn.Module):
         return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
 
 
-class ResidualUnit(nn.Module):
+class ResidualUnit(Streamable):
     def __init__(self, dim: int, dilation: int):
         super().__init__()
         self.block = nn.Sequential(Snake(dim), CausalConv(dim, dim, 7, dilation=dilation), Snake(dim), CausalConv(dim, dim, 1))
@@ -153,8 +225,11 @@ class ResidualUnit(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x + self.block(x)
 
+    def stream(self, x: Tensor, state: DecodeState) -> Tensor:
+        return x + stream(self.block, x, state)
 
-class ConvNeXtBlock(nn.Module):
+
+class ConvNeXtBlock(Streamable):
     def __init__(self, dim: int):
         super().__init__()
         self.dwconv = CausalConv(dim, dim, 7, groups=dim)
@@ -164,7 +239,13 @@ class ConvNeXtBlock(nn.Module):
         self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.norm(self.dwconv(x).transpose(1, 2))
+        return self._pointwise(x, self.dwconv(x))
+
+    def stream(self, x: Tensor, state: DecodeState) -> Tensor:
+        return self._pointwise(x, self.dwconv.stream(x, state))
+
+    def _pointwise(self, x: Tensor, mixed: Tensor) -> Tensor:
+        y = self.norm(mixed.transpose(1, 2))
         y = self.gamma * self.pwconv2(F.gelu(self.pwconv1(y)))
         return x + y.transpose(1, 2)
 
@@ -180,55 +261,75 @@ class LayerScale(nn.Module):
         return x * self.gamma
 
 
-class CodecAttention(nn.Module):
-    def __init__(self, config: TransformerConfig):
+class CodecAttention(Streamable):
+    def __init__(self, config: TransformerConfig, window: int):
         super().__init__()
-        self.n_head, self.head_dim = config.n_head, config.head_dim
+        self.n_head, self.head_dim, self.window = config.n_head, config.head_dim, window
         self.wqkv = nn.Linear(config.dim, 3 * config.n_head * config.head_dim, bias=False)
         self.wo = nn.Linear(config.n_head * config.head_dim, config.dim, bias=False)
 
-    def forward(self, x: Tensor, rope: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rope: Tensor, mask: Tensor, state: DecodeState | None = None) -> Tensor:
+        """With `state`, the keys and values of the last `window - 1` positions of the stream are
+        attended to as well (the mask covers them first), and the state keeps the new last ones."""
         batch, seq, _ = x.shape
         q, k, v = (t.view(batch, seq, self.n_head, self.head_dim) for t in self.wqkv(x).chunk(3, dim=-1))
         q, k = apply_rope(q, rope), apply_rope(k, rope)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        if state is not None:
+            carried = state.tensors[self]  # (batch, 2, heads, window - 1, head_dim)
+            k, v = torch.cat([carried[:, 0], k], dim=2), torch.cat([carried[:, 1], v], dim=2)
+            state.tensors[self] = torch.stack([k, v], dim=1)[:, :, :, k.shape[2] - (self.window - 1) :]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.wo(y.transpose(1, 2).reshape(batch, seq, -1))
+
+    def initial_state(self, batch: int, like: Tensor) -> Tensor:
+        return like.new_zeros(batch, 2, self.n_head, self.window - 1, self.head_dim)
 
 
 class CodecBlock(nn.Module):
-    def __init__(self, config: TransformerConfig):
+    def __init__(self, config: TransformerConfig, window: int):
         super().__init__()
-        self.attention = CodecAttention(config)
+        self.attention = CodecAttention(config, window)
         self.feed_forward = FeedForward(config.dim, config.intermediate_size)
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
         self.attention_layer_scale = LayerScale(config.dim)
         self.ffn_layer_scale = LayerScale(config.dim)
 
-    def forward(self, x: Tensor, rope: Tensor, mask: Tensor) -> Tensor:
-        h = x + self.attention_layer_scale(self.attention(self.attention_norm(x), rope, mask))
+    def forward(self, x: Tensor, rope: Tensor, mask: Tensor, state: DecodeState | None = None) -> Tensor:
+        h = x + self.attention_layer_scale(self.attention(self.attention_norm(x), rope, mask, state))
         return h + self.ffn_layer_scale(self.feed_forward(self.ffn_norm(h)))
 
 
-class WindowedTransformer(nn.Module):
+class WindowedTransformer(Streamable):
     """Causal self-attention limited to the last `window` positions, on channels-first input."""
 
     def __init__(self, config: TransformerConfig, input_dim: int, window: int):
         super().__init__()
         self.config, self.window = config, window
-        self.layers = nn.ModuleList(CodecBlock(config) for _ in range(config.n_layer))
+        self.layers = nn.ModuleList(CodecBlock(config, window) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.input_proj = nn.Linear(input_dim, config.dim) if input_dim != config.dim else nn.Identity()
         self.output_proj = nn.Linear(config.dim, input_dim) if input_dim != config.dim else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
+        positions = torch.arange(x.shape[-1], device=x.device)[None]
+        return self._run(x, positions, positions, None)
+
+    def stream(self, x: Tensor, state: DecodeState) -> Tensor:
+        """The next chunk: each row continues at its own position (state.frames), after the carried
+        window of keys (positions before 0 are the stream's start, masked out)."""
+        positions = state.frames[:, None] + torch.arange(x.shape[-1], device=x.device)
+        keys = torch.cat([positions[:, :1] - self.window + torch.arange(1, self.window, device=x.device), positions], dim=1)
+        return self._run(x, positions, keys, state)
+
+    def _run(self, x: Tensor, positions: Tensor, keys: Tensor, state: DecodeState | None) -> Tensor:
         x = self.input_proj(x.transpose(1, 2))
-        seq = x.shape[1]
-        pos = torch.arange(seq, device=x.device)
-        mask = (pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - self.window)
-        rope = rope_table(seq, self.config.head_dim, self.config.rope_base).to(x.device)
+        query, key = positions[:, :, None], keys[:, None, :]
+        mask = (key <= query) & (key > query - self.window) & (key >= 0)
+        rope = rope_at(positions, self.config.head_dim, self.config.rope_base)
         for layer in self.layers:
-            x = layer(x, rope, mask[None, None])
+            x = layer(x, rope, mask[:, None], state)
         return self.output_proj(self.norm(x)).transpose(1, 2)
 
 
@@ -267,7 +368,7 @@ class Encoder(nn.Module):
         return self.block(x)
 
 
-class DecoderBlock(nn.Module):
+class DecoderBlock(Streamable):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         # The reference builds a transformer here too but never calls it; its weights are ignored.
@@ -276,6 +377,9 @@ class DecoderBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.block(x)
+
+    def stream(self, x: Tensor, state: DecodeState) -> Tensor:
+        return stream(self.block, x, state)
 
 
 class Decoder(nn.Module):
@@ -354,11 +458,13 @@ class Quantizer(nn.Module):
         residual, _ = self.quantizer.encode(z - semantic_z)
         return torch.cat([semantic, residual], dim=1)
 
-    def decode(self, codes: Tensor) -> Tensor:
+    def decode(self, codes: Tensor, state: DecodeState | None = None) -> Tensor:
         semantic = codes[:, :1].clamp(max=self.semantic_size - 1)
         residual = codes[:, 1:].clamp(max=self.residual_size - 1)
         z = self.semantic_quantizer.decode(semantic) + self.quantizer.decode(residual)
-        return self.upsample(self.post_module(z))
+        if state is None:
+            return self.upsample(self.post_module(z))
+        return stream(self.upsample, self.post_module.stream(z, state), state)
 
 
 class Codec(nn.Module):
@@ -382,7 +488,26 @@ class Codec(nn.Module):
     @torch.inference_mode()
     def decode(self, codes: Tensor) -> Tensor:
         """The (samples,) waveform of codes (num_codebooks, frames): frame_length samples a frame."""
-        return self.decoder(self.quantizer.decode(codes[None].to(self.encoder.block[0].conv.weight.device).long()))[0, 0]
+        return self.decoder(self.quantizer.decode(codes[None].to(self._weight.device).long()))[0, 0]
+
+    @property
+    def _weight(self) -> Tensor:
+        return self.encoder.block[0].conv.weight
+
+    def start_decoding(self, batch: int = 1) -> DecodeState:
+        """The state of `batch` new streams: every decoder layer as if it had seen silence before."""
+        like = self._weight
+        layers = [m for part in (self.quantizer.post_module, self.quantizer.upsample, self.decoder) for m in part.modules()]
+        tensors = {m: t for m in layers if isinstance(m, Streamable) and (t := m.initial_state(batch, like)) is not None}
+        return DecodeState(torch.zeros(batch, dtype=torch.long, device=like.device), tensors)
+
+    @torch.inference_mode()
+    def decode_next(self, codes: Tensor, state: DecodeState) -> Tensor:
+        """The waveforms (batch, samples) of the next codes (batch, num_codebooks, frames) of `state`'s
+        streams; the state moves on past them."""
+        audio = stream(self.decoder.model, self.quantizer.decode(codes.to(self._weight.device).long(), state), state)
+        state.frames = state.frames + codes.shape[-1]
+        return audio[:, 0]
 
 
 # -- loading ----------------------------------------------------------------------------------
