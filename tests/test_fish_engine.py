@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch", reason="the Fish engine needs the `fish` ex
 from fishvoice.fish.checkpoints import load_text_to_semantic  # noqa: E402
 from fishvoice.fish.errors import CheckpointError  # noqa: E402
 from fishvoice.fish.generate import Sampling, generate_codes  # noqa: E402
+from fishvoice.fish.model import CacheAccess  # noqa: E402
 from fishvoice.fish.prompt import build_prompt  # noqa: E402
 
 from .fish_tiny import write_checkpoint  # noqa: E402
@@ -82,11 +83,11 @@ def test_kv_cache_decode_gives_the_logits_of_a_full_recomputation(tmp_path, layo
     seq[0, 0] = torch.randint(0, 12, (20,))
     seq[0, 0, 8:] = torch.randint(12, 44, (12,))  # semantic frames after some text
     seq[0, 1:, 8:] = torch.randint(0, 32, (4, 12))
-    model.setup_caches(32)
+    model.setup_caches(32, slots=2)
     with torch.no_grad():
-        logits, hidden = model.forward_slow(seq[..., :8], torch.arange(8))
+        logits, hidden = model.forward_slow(seq[..., :8], CacheAccess(1, torch.arange(8)[None], 8))
         for pos in range(8, 20):
-            logits, hidden = model.forward_slow(seq[..., pos : pos + 1], torch.tensor([pos]))
+            logits, hidden = model.forward_slow(seq[..., pos : pos + 1], CacheAccess(1, torch.tensor([[pos]]), pos + 1))
             full_logits, full_hidden = model.forward_slow(seq[..., : pos + 1])
             torch.testing.assert_close(logits, full_logits, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(hidden, full_hidden, atol=1e-5, rtol=1e-5)

@@ -1,5 +1,9 @@
-"""The dual autoregressive transformer, gpt-fast style: plain modules, an explicit static KV cache,
+"""The dual autoregressive transformer, gpt-fast style: plain modules, explicit static KV caches,
 a prefill/decode step for the slow transformer and a per-codebook step for the fast one.
+
+The caches hold many sequences at once ("slots"): (slots, kv_heads, length, head_dim), each row at
+its own position, so one decode step serves every request in flight. Grouped-query attention reads
+each cached key and value once, for all the query heads that share it, instead of copying the cache.
 
 Module and parameter names follow the published checkpoints, so their state dicts load as they are.
 """
@@ -7,6 +11,7 @@ Module and parameter names follow the published checkpoints, so their state dict
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,17 +21,21 @@ from .config import DualARConfig
 
 
 class KVCache(nn.Module):
-    """Keys and values of every position so far, for one sequence: (1, heads, max_len, head_dim)."""
+    """Keys and values of every position so far, for each slot: (slots, kv_heads, max_len, head_dim)."""
 
-    def __init__(self, max_len: int, n_heads: int, head_dim: int, dtype: torch.dtype):
+    def __init__(self, slots: int, max_len: int, n_heads: int, head_dim: int, dtype: torch.dtype):
         super().__init__()
-        self.register_buffer("k_cache", torch.zeros(1, n_heads, max_len, head_dim, dtype=dtype), persistent=False)
-        self.register_buffer("v_cache", torch.zeros(1, n_heads, max_len, head_dim, dtype=dtype), persistent=False)
+        self.register_buffer("k_cache", torch.zeros(slots, n_heads, max_len, head_dim, dtype=dtype), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(slots, n_heads, max_len, head_dim, dtype=dtype), persistent=False)
 
-    def update(self, input_pos: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        self.k_cache[:, :, input_pos] = k.to(self.k_cache.dtype)
-        self.v_cache[:, :, input_pos] = v.to(self.v_cache.dtype)
-        return self.k_cache, self.v_cache
+    def update(self, first: int, input_pos: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k, v (batch, kv_heads, seq, head_dim) of slots first .. first + batch - 1 at `input_pos`
+        (batch, seq); return those slots' whole caches (views, no copy)."""
+        k_rows, v_rows = self.k_cache[first : first + k.shape[0]], self.v_cache[first : first + k.shape[0]]
+        batch = torch.arange(k.shape[0], device=k.device)[:, None]
+        k_rows[batch, :, input_pos] = k.transpose(1, 2).to(k_rows.dtype)
+        v_rows[batch, :, input_pos] = v.transpose(1, 2).to(v_rows.dtype)
+        return k_rows, v_rows
 
 
 class RMSNorm(nn.Module):
@@ -40,22 +49,52 @@ class RMSNorm(nn.Module):
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
 
 
-def rope_table(length: int, head_dim: int, base: float) -> Tensor:
-    """cos/sin of each position and frequency, (length, head_dim/2, 2).
+def rope_at(positions: Tensor, head_dim: int, base: float) -> Tensor:
+    """cos/sin of each position and frequency, (*positions.shape, head_dim/2, 2).
 
-    Rounded through bfloat16 as the reference stores them: matching its logits needs the same rounding.
+    Rounded through bfloat16 as the reference stores its table: matching its logits needs the same rounding.
     """
-    freqs = 1.0 / (base ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
-    angles = torch.outer(torch.arange(length).float(), freqs)
+    freqs = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=positions.device)[: head_dim // 2].float() / head_dim))
+    angles = positions.float()[..., None] * freqs
     return torch.stack([angles.cos(), angles.sin()], dim=-1).to(torch.bfloat16)
 
 
+def rope_table(length: int, head_dim: int, base: float) -> Tensor:
+    """The table of positions 0 .. length-1: (length, head_dim/2, 2)."""
+    return rope_at(torch.arange(length), head_dim, base)
+
+
 def apply_rope(x: Tensor, table: Tensor) -> Tensor:
-    """Rotate pairs of channels; x is (batch, seq, heads, head_dim), table (seq, head_dim/2, 2)."""
+    """Rotate pairs of channels; x is (batch, seq, heads, head_dim), table (batch or 1, seq, head_dim/2, 2)."""
     pairs = x.float().reshape(*x.shape[:-1], -1, 2)
-    cos, sin = table[None, :, None, :, 0], table[None, :, None, :, 1]
+    cos, sin = table[:, :, None, :, 0], table[:, :, None, :, 1]
     rotated = torch.stack([pairs[..., 0] * cos - pairs[..., 1] * sin, pairs[..., 1] * cos + pairs[..., 0] * sin], dim=-1)
     return rotated.flatten(3).type_as(x)
+
+
+def grouped_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """Attention where each key/value head serves `heads / kv_heads` query heads, without copying k or v.
+
+    q (batch, heads, seq, d); k, v (batch, kv_heads, keys, d); mask (batch or 1, 1, seq, keys), True where
+    a query may look. The query heads of a group become rows of one matmul against their shared keys.
+    """
+    batch, heads, seq, dim = q.shape
+    kv_heads, keys = k.shape[1], k.shape[2]
+    groups = heads // kv_heads
+    scores = (q.reshape(batch, kv_heads, groups * seq, dim) @ k.transpose(-1, -2)).float() * dim**-0.5
+    scores = scores.view(batch, kv_heads, groups, seq, keys).masked_fill(~mask[:, :, None], float("-inf"))
+    probs = torch.softmax(scores, dim=-1).to(v.dtype).view(batch, kv_heads, groups * seq, keys)
+    return (probs @ v).view(batch, heads, seq, dim)
+
+
+@dataclass(frozen=True)
+class CacheAccess:
+    """Which cached sequences a forward pass extends: the batch's rows are slots `first` onwards,
+    written at `input_pos` (batch, seq), attending over the first `length` cached positions."""
+
+    first: int
+    input_pos: Tensor
+    length: int
 
 
 class Attention(nn.Module):
@@ -72,7 +111,7 @@ class Attention(nn.Module):
             self.k_norm = nn.RMSNorm(config.head_dim, config.norm_eps)
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x: Tensor, rope: Tensor, mask: Tensor, input_pos: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, rope: Tensor, mask: Tensor, cache: CacheAccess | None = None) -> Tensor:
         batch, seq, _ = x.shape
         q_size, kv_size = self.n_head * self.head_dim, self.n_local_heads * self.head_dim
         q, k, v = self.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
@@ -83,12 +122,10 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        if input_pos is not None and self.kv_cache is not None:
-            k, v = self.kv_cache.update(input_pos, k, v)
-            k, v = k.to(q.dtype), v.to(q.dtype)
-        groups = self.n_head // self.n_local_heads
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if cache is not None and self.kv_cache is not None:
+            k, v = self.kv_cache.update(cache.first, cache.input_pos, k, v)
+            k, v = k[:, :, : cache.length].to(q.dtype), v[:, :, : cache.length].to(q.dtype)
+        y = grouped_attention(q, k, v, mask)
         return self.wo(y.transpose(1, 2).reshape(batch, seq, q_size))
 
 
@@ -113,8 +150,8 @@ class Block(nn.Module):
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
 
-    def forward(self, x: Tensor, rope: Tensor, mask: Tensor, input_pos: Tensor | None = None) -> Tensor:
-        h = x + self.attention(self.attention_norm(x), rope, mask, input_pos)
+    def forward(self, x: Tensor, rope: Tensor, mask: Tensor, cache: CacheAccess | None = None) -> Tensor:
+        h = x + self.attention(self.attention_norm(x), rope, mask, cache)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -141,7 +178,7 @@ class DualAR(nn.Module):
         self.fast_norm = RMSNorm(fast.dim, config.norm_eps)
         self.fast_output = nn.Linear(fast.dim, config.codebook_size, bias=False)
         self.make_rope()
-        self.cache_len = 0
+        self.cache_slots, self.cache_len = 0, 0
 
     def make_rope(self) -> None:
         """(Re)build the rotary tables; the loader calls it after building the model on the meta device."""
@@ -149,21 +186,26 @@ class DualAR(nn.Module):
         self.register_buffer("rope", rope_table(config.max_seq_len, config.head_dim, config.rope_base), persistent=False)
         self.register_buffer("fast_rope", rope_table(config.num_codebooks, config.fast().head_dim, config.rope_base), persistent=False)
 
+    def head_weight(self) -> Tensor:
+        """The output projection's rows, one per token."""
+        return self.embeddings.weight if self.config.tie_word_embeddings else self.output.weight
+
     # -- caches -------------------------------------------------------------------------------
 
-    def setup_caches(self, max_len: int, dtype: torch.dtype | None = None) -> None:
-        """Static KV caches for sequences of up to `max_len` positions (rounded up to a multiple of 8)."""
+    def setup_caches(self, max_len: int, slots: int = 1, dtype: torch.dtype | None = None) -> None:
+        """Static KV caches for `slots` sequences of up to `max_len` positions (rounded up to a multiple of 8)."""
         max_len = min(self.config.max_seq_len, -(-max_len // 8) * 8)
-        if max_len <= self.cache_len:
+        if max_len <= self.cache_len and slots <= self.cache_slots:
             return
+        max_len, slots = max(max_len, self.cache_len), max(slots, self.cache_slots)
         dtype = dtype or self.embeddings.weight.dtype
         device = self.embeddings.weight.device
         fast = self.config.fast()
         for block in self.layers:
-            block.attention.kv_cache = KVCache(max_len, self.config.n_local_heads, self.config.head_dim, dtype).to(device)
+            block.attention.kv_cache = KVCache(slots, max_len, self.config.n_local_heads, self.config.head_dim, dtype).to(device)
         for block in self.fast_layers:
-            block.attention.kv_cache = KVCache(self.config.num_codebooks, fast.n_local_heads, fast.head_dim, dtype).to(device)
-        self.cache_len = max_len
+            block.attention.kv_cache = KVCache(slots, self.config.num_codebooks, fast.n_local_heads, fast.head_dim, dtype).to(device)
+        self.cache_slots, self.cache_len = slots, max_len
 
     # -- slow transformer ---------------------------------------------------------------------
 
@@ -179,38 +221,43 @@ class DualAR(nn.Module):
             x = torch.where(semantic[..., None], x / math.sqrt(config.num_codebooks + 1), x)
         return x
 
-    def forward_slow(self, inp: Tensor, input_pos: Tensor | None = None, last_only: bool = True) -> tuple[Tensor, Tensor]:
+    def forward_slow(self, inp: Tensor, cache: CacheAccess | None = None, last_only: bool = True,
+                     head: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Token logits and the hidden state handed to the fast transformer (already projected).
 
-        With `input_pos`, the positions are written to the KV cache and attend to all cached ones
-        (prefill or one decode step); without, the sequence is computed whole, no cache involved.
+        With `cache`, the positions are written to the slots' KV caches and attend to all cached ones
+        (prefill or a decode step); without, the sequence is computed whole, no cache involved.
+        `head`: rows of the output projection to compute (default: the whole vocabulary).
         """
         seq = inp.shape[-1]
         x = self.embed(inp)
-        if input_pos is None:
-            positions = torch.arange(seq, device=inp.device)
-            mask = positions[None, :] <= positions[:, None]
+        if cache is None:
+            positions = torch.arange(seq, device=inp.device)[None]
+            mask = (positions[0, None, :] <= positions[0, :, None])[None, None]
         else:
-            positions = input_pos
-            mask = torch.arange(self.cache_len, device=inp.device)[None, :] <= input_pos[:, None]
+            positions = cache.input_pos
+            mask = (torch.arange(cache.length, device=inp.device)[None, None, :] <= positions[:, :, None])[:, None]
         rope = self.rope[positions]
         for block in self.layers:
-            x = block(x, rope, mask[None, None], input_pos)
+            x = block(x, rope, mask, cache)
         if last_only:
             x = x[:, -1:]
         normed = self.norm(x)
-        logits = F.linear(normed, self.embeddings.weight) if self.config.tie_word_embeddings else self.output(normed)
+        logits = F.linear(normed, self.head_weight() if head is None else head)
         hidden = normed if self.config.norm_fastlayer_input else x
         return logits, self.fast_project_in(hidden)
 
     # -- fast transformer ---------------------------------------------------------------------
 
-    def forward_fast(self, x: Tensor, codebook: int) -> Tensor:
-        """One step of the fast transformer at codebook position `codebook`; logits over the codes."""
-        pos = torch.tensor([codebook], device=x.device)
+    def forward_fast(self, x: Tensor, codebook: Tensor) -> Tensor:
+        """One step of the fast transformer for every row of x (batch, fast_dim), at codebook position
+        `codebook` (a one-element tensor, so a compiled step serves every position); logits over the codes."""
+        batch = x.shape[0]
+        positions = codebook.view(1, 1)
         mask = (torch.arange(self.config.num_codebooks, device=x.device) <= codebook)[None, None, None]
-        rope = self.fast_rope[pos]
-        x = x.view(x.shape[0], 1, -1)
+        cache = CacheAccess(0, positions.expand(batch, 1), self.config.num_codebooks)
+        rope = self.fast_rope[positions]
+        x = x.view(batch, 1, -1)
         for block in self.fast_layers:
-            x = block(x, rope, mask, pos)
-        return self.fast_output(self.fast_norm(x))
+            x = block(x, rope, mask, cache)
+        return self.fast_output(self.fast_norm(x))[:, 0]

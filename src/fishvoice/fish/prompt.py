@@ -26,6 +26,13 @@ _SPEAKER_TAG = re.compile(r"<\|speaker:\d+\|>")
 def build_prompt(tokenizer: FishTokenizer, num_codebooks: int, text: str, reference_text: str | None = None,
                  reference_codes: Tensor | None = None) -> Tensor:
     """The prompt for speaking `text`, in the voice of (reference_text, reference_codes) when given."""
+    system = system_turn(tokenizer, num_codebooks, reference_text, reference_codes)
+    return torch.cat([system, speech_turns(tokenizer, num_codebooks, text)], dim=1)
+
+
+def system_turn(tokenizer: FishTokenizer, num_codebooks: int, reference_text: str | None = None,
+                reference_codes: Tensor | None = None) -> Tensor:
+    """The prompt's first part, the same for every sentence in one voice (the engine caches its keys and values)."""
     pieces: list[str | Tensor] = [f"{IM_START}system\n"]
     if reference_codes is not None:
         ref = reference_text or ""
@@ -34,7 +41,15 @@ def build_prompt(tokenizer: FishTokenizer, num_codebooks: int, text: str, refere
         pieces += ["convert the provided text to speech reference to the following:\n\nText:\n", ref, "\n\nSpeech:\n", reference_codes]
     else:
         pieces.append("convert the provided text to speech")
-    pieces += [f"{IM_END}\n", f"{IM_START}user\n", text, f"{IM_END}\n", f"{IM_START}assistant\n{VOICE_MODALITY}"]
+    return _columns(tokenizer, num_codebooks, [*pieces, f"{IM_END}\n"])
+
+
+def speech_turns(tokenizer: FishTokenizer, num_codebooks: int, text: str) -> Tensor:
+    """The prompt's second part: the user turn with `text`, and the assistant turn opened for speech."""
+    return _columns(tokenizer, num_codebooks, [f"{IM_START}user\n", text, f"{IM_END}\n", f"{IM_START}assistant\n{VOICE_MODALITY}"])
+
+
+def _columns(tokenizer: FishTokenizer, num_codebooks: int, pieces: list[str | Tensor]) -> Tensor:
     columns = [_piece(tokenizer, num_codebooks, piece) for piece in pieces]
     return torch.cat([c for c in columns if c.shape[1]], dim=1)
 

@@ -1,0 +1,137 @@
+"""Prefill and the frame step: text-and-voice prompt in, one frame of codes per step out, for many
+requests at once.
+
+Every request in flight owns a slot: a row of the model's KV caches and of the static buffers in
+`Slots` (its last column, its position, its sampling settings, its repetition window and its noise).
+`FrameDecoder.start` prefills one request's prompt into a free slot and samples its first frame;
+`FrameDecoder.decode_step` then produces the next frame of every slot in rows [0, batch) at once: the
+slow transformer over the last column, the main token (restricted to the semantic tokens and
+<|im_end|>, repetition-aware), then each codebook from the fast transformer, sampled in turn. Its
+shapes depend only on (batch, length), it reads and writes only the static buffers, and it never
+syncs with the host, so on a GPU it is compiled and captured as a CUDA graph per bucket (graphs.py).
+
+The noise a frame consumes is drawn before the step, per slot from the slot's own generator, in the
+reference's order and sizes (a uniform per vocabulary token for the main draw, again for the
+repetition-aware draw, then one per code for each fast codebook), so a seed gives the reference's draws.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from .model import CacheAccess, DualAR
+from .sampling import RAS_WINDOW, TOP_K_LIMIT, RowParams, Sampling, sample, sample_main
+
+
+class Slots:
+    """The device-side state of every slot: static buffers the frame step reads and updates in place."""
+
+    def __init__(self, count: int, num_codebooks: int, noise_width: int, device: torch.device):
+        self.count = count
+        self.columns = torch.zeros(count, 1 + num_codebooks, dtype=torch.long, device=device)  # last column: the next input
+        self.positions = torch.zeros(count, dtype=torch.long, device=device)  # where that column goes
+        self.active = torch.zeros(count, dtype=torch.long, device=device)  # 1 while a request owns the slot
+        self.recent = torch.full((count, RAS_WINDOW), -1, dtype=torch.long, device=device)  # last main tokens, for RAS
+        self.params = RowParams.allocate(count, device)
+        self.uniform = torch.zeros(count, noise_width, device=device)  # the noise of the slot's next frame
+        self.generators = [torch.Generator(device=device) for _ in range(count)]
+
+
+class FrameDecoder:
+    """Prefill into a slot, and the frame step over every slot, for one loaded model."""
+
+    def __init__(self, model: DualAR, im_end_id: int, slots: int = 1, max_len: int | None = None):
+        config = model.config
+        self.model, self.im_end_id = model, im_end_id
+        self.device = model.embeddings.weight.device
+        self.max_len = min(max_len or config.max_seq_len, config.max_seq_len)  # positions a request may use
+        model.setup_caches(self.max_len, slots)
+        semantic = torch.arange(config.semantic_begin_id, config.semantic_end_id + 1, device=self.device)
+        self.candidate_ids = torch.cat([semantic, torch.tensor([im_end_id], device=self.device)])
+        self.semantic_count = len(semantic)
+        # Only the candidates' rows of the output projection: the same logits, a fraction of the work.
+        self.head = model.head_weight()[self.candidate_ids].contiguous()
+        self.fast_positions = torch.arange(config.num_codebooks, device=self.device)
+        self.vocab, self.codes = config.vocab_size, config.codebook_size
+        noise_width = 2 * config.vocab_size + (config.num_codebooks - 1) * config.codebook_size
+        self.slots = Slots(slots, config.num_codebooks, noise_width, self.device)
+
+    # -- host side: between steps -------------------------------------------------------------
+
+    def draw_noise(self, slots: Iterable[int]) -> None:
+        """The uniforms of each slot's next frame, from its own generator."""
+        for slot in slots:
+            self.slots.uniform[slot].uniform_(0, 1, generator=self.slots.generators[slot])
+
+    def start(self, slot: int, prompt: Tensor, sampling: Sampling, cached: int = 0) -> Tensor:
+        """Prefill `prompt` (1 + num_codebooks, T) into `slot` and sample its first frame; returns that
+        column (1, 1 + num_codebooks) on the device. The first `cached` positions are already in the
+        slot's cache (a prefix restored from the prefix cache) and are not computed again."""
+        length = prompt.shape[1]
+        if length >= self.max_len:
+            raise ValueError(f"the prompt has {length} positions; the engine's context holds {self.max_len}")
+        s = self.slots
+        s.params.set(slot, sampling)
+        s.recent[slot] = -1  # the reference's window starts empty: the prefill's token does not enter it
+        s.generators[slot].manual_seed(sampling.seed if sampling.seed is not None else random.getrandbits(63))
+        self.draw_noise([slot])
+        rows = slice(slot, slot + 1)
+        positions = torch.arange(cached, length, device=self.device)[None]
+        inp = prompt[None, :, cached:].to(self.device)
+        logits, hidden = self.model.forward_slow(inp, CacheAccess(slot, positions, length), head=self.head)
+        column = self.sample_frame(logits[:, -1], hidden[:, -1], rows, repetition_aware=False)
+        s.columns[slot] = column[0]
+        s.positions[slot] = length
+        s.active[slot] = 1
+        return column
+
+    def reset(self) -> None:
+        """Every slot free and empty."""
+        self.slots.active.zero_()
+        self.slots.positions.zero_()
+        self.slots.columns.zero_()
+        self.slots.recent.fill_(-1)
+
+    def free(self, slot: int) -> None:
+        """The slot no longer steps forward: its position stays at 0, inside every cache bucket."""
+        self.slots.active[slot] = 0
+        self.slots.positions[slot] = 0
+
+    # -- device side: the step ----------------------------------------------------------------
+
+    def decode_step(self, batch: int, length: int) -> None:
+        """The next frame of slots [0, batch), attending over the first `length` cached positions
+        (more than every active slot's position). Updates the slots' buffers in place."""
+        # Bounds the compiler can use, so a slice to `batch` or `length` stays one graph for every size.
+        torch._check(1 <= batch <= self.slots.count)
+        torch._check(1 <= length <= self.max_len)
+        s, rows = self.slots, slice(0, batch)
+        cache = CacheAccess(0, s.positions[rows, None], length)
+        logits, hidden = self.model.forward_slow(s.columns[rows, :, None], cache, head=self.head)
+        column = self.sample_frame(logits[:, -1], hidden[:, -1], rows, repetition_aware=True)
+        s.recent[rows] = torch.cat([s.recent[rows, 1:], column[:, :1]], dim=1)
+        s.columns[rows] = column
+        s.positions[rows] += s.active[rows]
+
+    def sample_frame(self, logits: Tensor, hidden: Tensor, rows: slice, repetition_aware: bool) -> Tensor:
+        """One column per row (batch, 1 + num_codebooks): the main token from the slow transformer's
+        candidate logits, then each codebook from the fast transformer."""
+        s, model = self.slots, self.model
+        config = model.config
+        uniform, params, vocab = s.uniform[rows], s.params.rows(rows), self.vocab
+        token = sample_main(logits, uniform[:, :vocab][:, self.candidate_ids], uniform[:, vocab : 2 * vocab][:, self.candidate_ids],
+                            params, s.recent[rows] if repetition_aware else None, self.candidate_ids, self.semantic_count)
+        model.forward_fast(hidden, self.fast_positions[:1])  # position 0 holds the slow transformer's state
+        code = (token - config.semantic_begin_id).clamp(0, config.codebook_size - 1)
+        column = [token, code]
+        k = min(TOP_K_LIMIT, self.codes)
+        for codebook in range(1, config.num_codebooks):
+            fast_logits = model.forward_fast(model.fast_embeddings(code), self.fast_positions[codebook : codebook + 1])
+            offset = 2 * vocab + (codebook - 1) * self.codes
+            code = sample(fast_logits, uniform[:, offset : offset + self.codes], params.temperature, params.top_p, params.top_k, k)
+            column.append(code)
+        return torch.stack(column, dim=1)
