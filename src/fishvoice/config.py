@@ -40,7 +40,11 @@ class Settings(BaseSettings):
     fish_cache_dir: str | None = Field(None, description="where hub checkpoints are downloaded (default: the hub's cache)")
     fish_device: Literal["auto", "cuda", "cpu"] = "auto"
     fish_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    fish_compile: bool = Field(False, description="torch.compile with CUDA graphs for decoding (GPU only)")
+    fish_compile: bool = Field(False, description="compile the frame step with torch.compile before capturing it (GPU only)")
+    fish_cuda_graphs: bool = Field(True, description="capture the frame step as CUDA graphs at start-up (GPU only)")
+    fish_compile_cache: str | None = Field(None, description="directory of the compiler's cache (a network volume: later workers start warm)")
+    fish_max_batch: int | None = Field(None, ge=1, le=256, description="requests the engine decodes at once; default 16 on a GPU, 4 on a CPU")
+    fish_max_len: int = Field(2048, ge=64, description="positions per request: prompt (with the reference voice) and speech")
     fish_temperature: float = Field(0.7, gt=0, lt=2)
     fish_top_p: float = Field(0.8, gt=0, le=1)
     fish_top_k: int = Field(30, ge=1)
@@ -56,7 +60,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_key: str | None = Field(None, description="bearer key, or several comma-separated; unset: no auth")
-    concurrency: int = Field(2, ge=1, description="jobs run at once")
+    concurrency: int | None = Field(None, ge=1, description="jobs run at once; default 2, or the fish engine's slots")
     queue_size: int = Field(64, ge=1, description="jobs waiting at most; more answer 429")
     job_timeout: float = Field(300.0, gt=0, description="seconds a job may run before TIMED_OUT")
     job_ttl: float = Field(1800.0, gt=0, description="seconds a finished job's result is kept")
@@ -67,7 +71,7 @@ class Settings(BaseSettings):
     # Worker
     backend_timeout: float = Field(120.0, gt=0, description="seconds the LLM or the voice may produce nothing before the job fails")
     streaming: bool = False
-    worker_concurrency: int = Field(1, ge=1, le=64, description="jobs one RunPod worker takes at once")
+    worker_concurrency: int | None = Field(None, ge=1, le=256, description="jobs one RunPod worker takes at once; default 1, or the fish engine's slots")
     debug: bool = False
     log_level: str = "INFO"
 

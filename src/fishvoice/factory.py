@@ -54,9 +54,17 @@ def build_fish_tts(settings: Settings) -> TTS:
     if not settings.fish_checkpoint:
         raise FishvoiceError("backend_unavailable", "FISHVOICE_VOICE=fish needs FISHVOICE_FISH_CHECKPOINT (a directory or a hub repo id)")
     engine = FishEngine(locate_checkpoint(settings.fish_checkpoint, settings.fish_cache_dir), device=settings.fish_device,
-                        dtype=settings.fish_dtype, compile=settings.fish_compile)
+                        dtype=settings.fish_dtype, compile=settings.fish_compile, cuda_graphs=settings.fish_cuda_graphs,
+                        compile_cache=settings.fish_compile_cache, max_concurrency=settings.fish_max_batch,
+                        max_len=settings.fish_max_len)
     sampling = Sampling(temperature=settings.fish_temperature, top_p=settings.fish_top_p, top_k=settings.fish_top_k, seed=settings.fish_seed)
     return FishTTS(engine, sampling)
+
+
+def jobs_at_once(configured: int | None, tts: TTS, default: int) -> int:
+    """Jobs to run at once: as configured, else enough to fill the voice (the fish engine decodes its
+    slots together, so one GPU worker takes that many jobs, as RunPod's vLLM worker does)."""
+    return configured if configured is not None else max(default, tts.capacity)
 
 
 def build_store(settings: Settings) -> ConversationStore:

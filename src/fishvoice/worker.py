@@ -13,7 +13,7 @@ from .assistant import Assistant
 from .config import Settings
 from .contract import Request, error_event, parse_request
 from .errors import FishvoiceError
-from .factory import build_assistant, prepare_process
+from .factory import build_assistant, jobs_at_once, prepare_process
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def main() -> None:
     settings = Settings()
     prepare_process(settings)
     assistant = build_assistant(settings)
-    config: dict[str, Any] = {"concurrency_modifier": fixed_concurrency(settings.worker_concurrency)}
+    config: dict[str, Any] = {"concurrency_modifier": fixed_concurrency(jobs_at_once(settings.worker_concurrency, assistant.tts, 1))}
     if settings.streaming:
         config |= {"handler": make_stream_handler(assistant), "return_aggregate_stream": True}
     else:

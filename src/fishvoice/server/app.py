@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from ..assistant import Assistant
 from ..config import Settings
 from ..errors import FishvoiceError
+from ..factory import jobs_at_once
 from .jobs import JobTable, MemoryJobTable, QueueFull
 from .runpod_api import Auth, build_router, error_response
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def build_job_table(assistant: Assistant, settings: Settings) -> JobTable:
-    limits = {"concurrency": settings.concurrency, "queue_size": settings.queue_size, "timeout_s": settings.job_timeout,
+    limits = {"concurrency": jobs_at_once(settings.concurrency, assistant.tts, 2), "queue_size": settings.queue_size, "timeout_s": settings.job_timeout,
               "ttl_s": settings.job_ttl}
     if settings.jobs == "memory":
         return MemoryJobTable(assistant, **limits)
@@ -89,5 +90,5 @@ def serve(settings: Settings) -> None:
     assistant = build_assistant(settings)
     app = create_app(assistant, settings)
     auth = f"bearer auth with {len(settings.api_keys())} key(s)" if settings.api_keys() else "no auth"
-    log.info("serving on http://%s:%d (%s, %d jobs at once)", settings.host, settings.port, auth, settings.concurrency)
+    log.info("serving on http://%s:%d (%s, %d jobs at once)", settings.host, settings.port, auth, app.state.jobs.concurrency)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), timeout_graceful_shutdown=10)

@@ -22,6 +22,7 @@ class TTS(Protocol):
     name: str
     sample_rate: int
     can_clone: bool
+    capacity: int  # texts it speaks at once to good effect (jobs beyond that only wait)
 
     def stream(self, text: str, voice: VoiceReference | None = None, stop: threading.Event | None = None) -> Iterator[Audio]: ...
 

@@ -24,6 +24,7 @@ class FishTTS:
         self.engine = engine
         self.sampling = sampling
         self.sample_rate = engine.sample_rate
+        self.capacity = engine.max_concurrency  # requests the engine decodes together
         self._cache: OrderedDict[str, object] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
@@ -37,7 +38,7 @@ class FishTTS:
         except FishvoiceError:
             raise
         except Exception as exc:
-            if is_out_of_memory(exc):
+            if is_out_of_memory(exc):  # outside a frame step (the engine fails those requests itself)
                 self.engine.release_memory()
                 raise  # the assistant fails the job and asks for a fresh worker
             log.exception("fish voice failed")
