@@ -1,116 +1,171 @@
-"""The Fish engine's speed: frames per second, real-time factor and time to first audio, with the
-static KV cache against full recomputation of the sequence at every frame, in one run.
+"""The Fish engine's speed on the path the server runs (FishEngine: scheduler, frame step, codec worker),
+with random weights at the published sizes of both checkpoints and the published codec.
 
-Random weights at the real sizes (S1-mini's slow and fast transformers and the published codec);
-on a GPU both layouts, eager against compiled (CUDA graphs) decoding.
+Prints, per layout: warm-up time; one stream's frames/s, real-time factor and time to first audio
+(prefill plus the first chunk's audio); then the aggregate frames/s of N streams at once with the
+slowest stream's frames/s, and the ratio of the largest N's aggregate to the smallest N's: for the
+frames alone (the scheduler: prefill and frame steps) and with their audio (engine.speak: the codec
+too, as the voice backend runs it). Real time is 21.5 frames/s. No stream ends early (<|im_end|> is
+never sampled), so every stream makes --frames frames.
 
-    python bench/fish.py [--frames 48] [--prompt 96] [--device cpu|cuda] [--layout s1-mini]
+    python bench/fish.py                         # CPU: S1-mini size, fp32, 1 and 8 streams
+    python bench/fish.py --device cuda           # GPU: both sizes, bf16, CUDA graphs, 1/4/16/64 streams
+    python bench/fish.py --device cuda --compile --compile-cache /tmp/fish-cache   # compiled; warm-up cold and warm
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
+import threading
 import time
 
 import torch
 
 from fishvoice.fish.codec import Codec, CodecConfig
 from fishvoice.fish.config import DualARConfig
-from fishvoice.fish.generate import FrameDecoder, Sampling
+from fishvoice.fish.engine import FishEngine
+from fishvoice.fish.generate import Sampling
 from fishvoice.fish.model import DualAR
-from fishvoice.fish.streaming import decode_chunk
+from fishvoice.fish.scheduler import FrameRequest
 
-# Dimensions of the published checkpoints (Qwen3-0.6B-sized slow transformer for S1-mini; S2-Pro larger).
+# The published checkpoints' dimensions (config.json of openaudio-s1-mini and fishaudio/s2-pro).
+SLOW = dict(vocab_size=155776, head_dim=128, attention_qk_norm=True, max_seq_len=4096, codebook_size=4096, num_codebooks=10,
+            n_fast_layer=4)
 SIZES = {
-    "s1-mini": dict(layout="s1-mini", vocab_size=155776, n_layer=28, n_head=16, n_local_heads=8, head_dim=128, dim=1024,
-                    intermediate_size=3072, attention_qk_norm=True, max_seq_len=4096, codebook_size=4096, num_codebooks=10,
-                    n_fast_layer=4, fast_dim=1024, fast_n_head=16, fast_n_local_heads=8, fast_head_dim=64, fast_intermediate_size=3072),
-    "s2-pro": dict(layout="s2-pro", vocab_size=155776, n_layer=36, n_head=32, n_local_heads=8, head_dim=128, dim=2560,
-                   intermediate_size=9728, attention_qk_norm=True, max_seq_len=4096, codebook_size=4096, num_codebooks=10,
-                   n_fast_layer=4, fast_dim=1024, fast_n_head=16, fast_n_local_heads=8, fast_head_dim=64, fast_intermediate_size=3072,
+    "s1-mini": dict(SLOW, layout="s1-mini", n_layer=28, n_head=16, n_local_heads=8, dim=1024, intermediate_size=3072,
+                    fast_dim=1024, fast_n_head=16, fast_n_local_heads=8, fast_head_dim=64, fast_intermediate_size=3072),
+    "s2-pro": dict(SLOW, layout="s2-pro", n_layer=36, n_head=32, n_local_heads=8, dim=2560, intermediate_size=9728,
+                   fast_dim=2560, fast_n_head=32, fast_n_local_heads=8, fast_head_dim=128, fast_intermediate_size=9728,
                    scale_codebook_embeddings=True, norm_fastlayer_input=True),
 }
-FIRST_FRAMES = 10
+SEMANTIC_BEGIN, IM_END = 151678, 151645  # where the published tokenizer puts them
+FRAME_RATE = 44100 / 2048
 
 
 def random_model(layout: str, device: torch.device, dtype: torch.dtype) -> DualAR:
     config = DualARConfig(**SIZES[layout])
-    config.semantic_begin_id, config.semantic_end_id = 1000, 1000 + config.codebook_size - 1
+    config.semantic_begin_id, config.semantic_end_id = SEMANTIC_BEGIN, SEMANTIC_BEGIN + config.codebook_size - 1
+    torch.manual_seed(0)
     with torch.device(device):
-        model = DualAR(config)
-    return model.to(dtype).eval()
+        model = DualAR(config).to(dtype)
+    with torch.no_grad():
+        # Random logits spread over ~sqrt(dim): a zero row for <|im_end|> never makes the top 30, so no stream ends early.
+        model.embeddings.weight[IM_END] = 0
+    return model.eval()
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def build(layout: str, args: argparse.Namespace, slots: int) -> FishEngine:
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = random_model(layout, device, dtype)
+    torch.manual_seed(1)
+    codec = Codec(CodecConfig()).to(device=device, dtype=dtype).eval()
+    return FishEngine.from_models(model, codec, IM_END, max_concurrency=slots, max_len=args.prompt + args.frames + 64,
+                                  compile=args.compile, cuda_graphs=not args.eager, compile_cache=args.compile_cache)
 
 
-@torch.inference_mode()
-def run(model: DualAR, codec: Codec, prompt: torch.Tensor, frames: int, cached: bool) -> dict[str, float]:
-    """Generate `frames` frames (no early stop); time the first audio and the whole."""
-    device = prompt.device
-    model.setup_caches(prompt.shape[1] + frames + 1)
-    decode = FrameDecoder(model, im_end_id=-1 % model.config.vocab_size, sampling=Sampling(seed=0))
-    decode.bias[-1] = float("-inf")  # never end early: a fixed number of frames
-    sequence, columns = prompt[None], []
-    sync(device)
+def prompt(args: argparse.Namespace) -> torch.Tensor:
+    matrix = torch.zeros(1 + SIZES["s1-mini"]["num_codebooks"], args.prompt, dtype=torch.long)
+    matrix[0] = torch.randint(0, 150000, (args.prompt,), generator=torch.Generator().manual_seed(2))
+    return matrix
+
+
+def one_stream(engine: FishEngine, args: argparse.Namespace, audio: bool, seed: int = 0) -> dict[str, float]:
+    """One request: with audio, through engine.speak (frames, codec, chunks: what the voice backend gets);
+    without, its frames straight from the engine's scheduler (prefill and frame steps alone)."""
     started = time.perf_counter()
-    first_audio = None
-    for step in range(frames):
-        length = sequence.shape[-1]
-        if cached:
-            inp, pos = (sequence, torch.arange(length, device=device)) if step == 0 else (sequence[..., -1:], torch.tensor([length - 1], device=device))
-            column = decode(inp, pos)
-        else:
-            column = decode(sequence, None)  # the whole sequence again, no cache
-        columns.append(column)
-        sequence = torch.cat([sequence, column[None]], dim=-1)
-        if step + 1 == FIRST_FRAMES:
-            decode_chunk(codec, torch.cat(columns, dim=1)[1:], 0, FIRST_FRAMES)
-            sync(device)
-            first_audio = time.perf_counter() - started
-    sync(device)
-    generated = time.perf_counter() - started
-    codes = torch.cat(columns, dim=1)[1:]
-    codec.decode(codes)
-    sync(device)
+    first, frames = None, 0
+    if audio:
+        pieces = (len(chunk) // engine.codec.config.frame_length for chunk in engine.speak(prompt(args), args.frames + 1, Sampling(seed=seed)))
+    else:
+        pieces = (1 for _ in engine.scheduler.submit(FrameRequest(prompt(args), args.frames + 1, Sampling(seed=seed))))
+    for count in pieces:
+        first = first or time.perf_counter() - started
+        frames += count
     total = time.perf_counter() - started
-    audio_s = frames * codec.config.frame_length / codec.config.sample_rate
-    return {"fps": frames / generated, "rtf": total / audio_s, "first_audio": first_audio or total, "total": total}
+    return {"frames": frames, "fps": frames / total, "rtf": total * FRAME_RATE / frames, "first": first or total}
+
+
+def many_streams(engine: FishEngine, args: argparse.Namespace, count: int, audio: bool) -> dict[str, float]:
+    results: list[dict[str, float]] = [{} for _ in range(count)]
+
+    def run(index: int) -> None:
+        results[index] = one_stream(engine, args, audio, seed=index)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    return {"streams": count, "aggregate": sum(r["frames"] for r in results) / wall, "slowest": min(r["fps"] for r in results),
+            "first_p50": sorted(r["first"] for r in results)[count // 2]}
+
+
+def report(engine: FishEngine, args: argparse.Namespace) -> None:
+    single = one_stream(engine, args, audio=True)
+    print(f"  1 stream, with audio: {single['fps']:.1f} frames/s, RTF {single['rtf']:.3f}, first audio {single['first'] * 1000:.0f} ms")
+    for audio in (False, True):
+        rows = [many_streams(engine, args, n, audio) for n in args.streams]
+        print(f"  {'with audio (engine.speak)' if audio else 'frames only (scheduler)'}:")
+        for row in rows:
+            print(f"    {row['streams']:3d} streams: aggregate {row['aggregate']:8.1f} frames/s, slowest stream {row['slowest']:6.1f} "
+                  f"frames/s ({row['slowest'] / FRAME_RATE:.2f}x real time), first {'audio' if audio else 'frame'} p50 "
+                  f"{row['first_p50'] * 1000:.0f} ms")
+        print(f"    ratio: {rows[-1]['streams']} streams' aggregate / {rows[0]['streams']}'s = {rows[-1]['aggregate'] / rows[0]['aggregate']:.2f}")
+
+
+def warmup_in_fresh_process(layout: str, args: argparse.Namespace) -> float:
+    """Start-up time of a new worker process (what a RunPod cold start pays), given the compile cache as it is."""
+    command = [sys.executable, __file__, "--device", args.device, "--layout", layout, "--warmup-only", "--frames", str(args.frames),
+               "--prompt", str(args.prompt), "--slots", str(max(args.streams)), *(["--compile"] if args.compile else []),
+               *(["--compile-cache", args.compile_cache] if args.compile_cache else [])]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])["warmup_s"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=48)
-    parser.add_argument("--prompt", type=int, default=96, help="prompt length in tokens")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--layout", nargs="+", default=None)
+    parser.add_argument("--layout", nargs="+", default=None, choices=list(SIZES))
+    parser.add_argument("--frames", type=int, default=None, help="frames per stream (default: 200 on a GPU, 24 on a CPU)")
+    parser.add_argument("--prompt", type=int, default=None, help="prompt positions (default: 300 on a GPU, 96 on a CPU)")
+    parser.add_argument("--streams", type=int, nargs="+", default=None, help="concurrent streams (default: 1 4 16 64; CPU: 1 8)")
+    parser.add_argument("--slots", type=int, default=None, help="engine slots (default: the most streams)")
+    parser.add_argument("--eager", action="store_true", help="no CUDA graphs")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the step before capturing it")
+    parser.add_argument("--compile-cache", default=None)
+    parser.add_argument("--warmup-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    layouts = args.layout or (["s1-mini", "s2-pro"] if device.type == "cuda" else ["s1-mini"])
-    torch.manual_seed(0)
-    codec = Codec(CodecConfig()).to(device).eval()
-    print(f"device={device} dtype={dtype} threads={torch.get_num_threads()} frames={args.frames} prompt={args.prompt} tokens")
+    cuda = args.device.startswith("cuda")
+    args.frames = args.frames or (200 if cuda else 24)
+    args.prompt = args.prompt or (300 if cuda else 96)
+    args.streams = args.streams or ([1, 4, 16, 64] if cuda else [1, 8])
+    layouts = args.layout or (["s1-mini", "s2-pro"] if cuda else ["s1-mini"])
+    if args.warmup_only:
+        engine = build(layouts[0], args, args.slots or max(args.streams))
+        print(json.dumps({"warmup_s": engine.warmup_s}))
+        return
+    mode = "eager" if args.eager or not cuda else "compiled + CUDA graphs" if args.compile else "CUDA graphs"
+    print(f"device={args.device} ({torch.cuda.get_device_name() if cuda else f'{torch.get_num_threads()} threads'}) "
+          f"{mode}, prompt {args.prompt} positions, {args.frames} frames a stream; real time is {FRAME_RATE:.1f} frames/s")
     for layout in layouts:
-        model = random_model(layout, device, dtype)
-        params = sum(p.numel() for p in model.parameters()) / 1e6
-        prompt = torch.randint(0, 900, (model.config.num_codebooks + 1, args.prompt), device=device)
-        prompt[1:] = 0
-        run(model, codec, prompt, 4, cached=True)  # warm-up
-        rows = {"kv cache": run(model, codec, prompt, args.frames, cached=True),
-                "full recompute": run(model, codec, prompt, args.frames, cached=False)}
-        if device.type == "cuda":
-            model.forward_fast = torch.compile(model.forward_fast, mode="reduce-overhead")
-            run(model, codec, prompt, 8, cached=True)  # compile
-            rows["compiled (CUDA graphs)"] = run(model, codec, prompt, args.frames, cached=True)
-        print(f"\n{layout}: {params:.0f}M parameters (random weights), codec at published size")
-        for name, row in rows.items():
-            print(f"  {name:24} {row['fps']:7.2f} frames/s  RTF {row['rtf']:6.2f}  first audio {row['first_audio'] * 1000:7.0f} ms")
-        base = rows["full recompute"]
-        print(f"  kv cache speed-up: {rows['kv cache']['fps'] / base['fps']:.2f}x frames/s "
-              f"(audio runs at {codec.config.sample_rate / codec.config.frame_length:.1f} frames/s)")
+        if cuda and args.compile:
+            cold, warm = warmup_in_fresh_process(layout, args), warmup_in_fresh_process(layout, args)
+            print(f"\n{layout}: warm-up in a fresh process, compile cache cold {cold:.1f} s, warm {warm:.1f} s")
+        engine = build(layout, args, args.slots or max(args.streams))
+        params = sum(p.numel() for p in engine.model.parameters()) / 1e9
+        print(f"\n{layout}: {params:.2f} B parameters (random), published codec; engine warm-up {engine.warmup_s:.1f} s")
+        report(engine, args)
+        print(f"  engine: {engine.stats()}")
+        engine.close()
+        del engine
+        if cuda:
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -105,3 +105,56 @@ def test_cuda_device_without_a_gpu_is_a_clear_error(checkpoint):
         pytest.skip("this machine has a GPU")
     with pytest.raises(CheckpointError, match="no CUDA device"):
         FishEngine(checkpoint, device="cuda")
+
+
+def test_concurrent_callers_get_the_speech_they_would_get_alone(checkpoint):
+    import threading
+
+    engine = FishEngine(checkpoint, device="cpu", max_concurrency=4, first_frames=4, chunk_frames=16)
+    tts = FishTTS(engine, Sampling(seed=9))
+    texts = ["Hello world.", "This is a tiny voice test.", "Hello.", "Text Speech."]
+    alone = [synthesize(tts, text).samples for text in texts]
+    together: list[np.ndarray | None] = [None] * len(texts)
+    chunks = [0] * len(texts)
+    decodes = engine.stats()["codec_batches"]
+
+    def speak(index: int) -> None:
+        pieces = [piece.samples for piece in tts.stream(texts[index])]
+        together[index], chunks[index] = np.concatenate(pieces), len(pieces)
+
+    threads = [threading.Thread(target=speak, args=(i,)) for i in range(len(texts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for mine, reference in zip(together, alone):
+        assert mine is not None and mine.shape == reference.shape
+        np.testing.assert_allclose(mine, reference, atol=1e-5)  # the same codes; the codec decoded them in batches
+    assert engine.stats()["codec_batches"] - decodes < sum(chunks)  # chunks of several callers were decoded together
+    engine.close()
+
+
+def test_a_caller_that_stops_frees_its_slot(fish_tts):
+    import threading
+
+    stop = threading.Event()
+    pieces = fish_tts.stream("Hello world. This is a tiny voice test.", None, stop)
+    next(pieces)
+    stop.set()
+    assert list(pieces) == []
+    engine = fish_tts.engine
+    for _ in range(100):
+        if engine.stats()["running"] == 0:
+            break
+        threading.Event().wait(0.05)
+    assert engine.stats()["running"] == 0
+
+
+def test_jobs_at_once_follow_the_fish_engine_unless_set(checkpoint, tts):
+    from fishvoice.factory import jobs_at_once
+
+    fish = build_tts(Settings(voice="fish", fish_checkpoint=str(checkpoint), fish_device="cpu", fish_max_batch=3))
+    assert fish.capacity == 3 and fish.engine.max_concurrency == 3
+    assert jobs_at_once(None, fish, 2) == 3 and jobs_at_once(None, fish, 1) == 3  # server, RunPod worker
+    assert jobs_at_once(5, fish, 2) == 5
+    assert jobs_at_once(None, tts, 2) == 2 and jobs_at_once(None, tts, 1) == 1  # Piper speaks one at a time

@@ -54,7 +54,7 @@ class FrameDecoder:
         self.candidate_ids = torch.cat([semantic, torch.tensor([im_end_id], device=self.device)])
         self.semantic_count = len(semantic)
         # Only the candidates' rows of the output projection: the same logits, a fraction of the work.
-        self.head = model.head_weight()[self.candidate_ids].contiguous()
+        self.head = model.head_weight().detach()[self.candidate_ids].contiguous()
         self.fast_positions = torch.arange(config.num_codebooks, device=self.device)
         self.vocab, self.codes = config.vocab_size, config.codebook_size
         noise_width = 2 * config.vocab_size + (config.num_codebooks - 1) * config.codebook_size

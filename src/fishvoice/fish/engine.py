@@ -91,7 +91,7 @@ class FishEngine:
                cuda_graphs: bool = True, compile_cache: str | None = None, max_concurrency: int | None = None,
                max_len: int | None = None, first_frames: int = 4, chunk_frames: int = 24) -> None:
         started = time.perf_counter()
-        self.model, self.codec, self.tokenizer = model, codec, tokenizer
+        self.model, self.codec, self.tokenizer = model.requires_grad_(False), codec.requires_grad_(False), tokenizer
         self.device = model.embeddings.weight.device
         cuda = self.device.type == "cuda"
         self.sample_rate = codec.config.sample_rate

@@ -72,6 +72,7 @@ class CapturedSteps:
         self.graphs[(_fit(self.batches, batch), _fit(self.lengths, length))].replay()
         self.replays += 1
 
+    @torch.inference_mode()
     def _capture(self, step: Callable[[int, int], None]) -> None:
         shapes = [(b, n) for b in reversed(self.batches) for n in reversed(self.lengths)]
         side = torch.cuda.Stream()
