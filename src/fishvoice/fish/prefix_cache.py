@@ -24,7 +24,7 @@ class PrefixCache:
 
     @staticmethod
     def _key(prefix: Tensor) -> bytes:
-        return hashlib.blake2b(prefix.contiguous().cpu().numpy().tobytes(), digest_size=16).digest() + bytes(prefix.shape[1].to_bytes(4, "little"))
+        return hashlib.blake2b(prefix.contiguous().cpu().numpy().tobytes(), digest_size=16).digest()
 
     def restore(self, slot: int, prefix: Tensor) -> bool:
         """Copy the cached keys and values of `prefix` (1 + num_codebooks, P) into `slot`'s first P
