@@ -29,5 +29,6 @@ ENV FISHVOICE_VOICE=fish \
     FISHVOICE_FISH_CHECKPOINT=/runpod-volume/models/openaudio-s1-mini \
     FISHVOICE_LLM_GPU_LAYERS=-1 \
     FISHVOICE_STORE=/runpod-volume/fishvoice/conversations.sqlite3 \
+    FISHVOICE_FISH_COMPILE_CACHE=/runpod-volume/fishvoice/compile-cache \
     HF_HUB_OFFLINE=1
 CMD ["python", "-u", "handler.py"]
