@@ -72,6 +72,7 @@ class FrameStream:
 
     @property
     def stopped(self) -> bool:
+        """The caller cancelled it or set the request's stop event (the step it was first seen is noted)."""
         if self.request.stop is not None and self.request.stop.is_set() and self.stopped_at_step is None:
             self.stopped_at_step = self._scheduler.steps_run
         return self._cancelled.is_set() or self.stopped_at_step is not None
