@@ -85,7 +85,8 @@ class CapturedSteps:
         pool = torch.cuda.graph_pool_handle()
         for shape in shapes:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
+            # thread_local: work other threads do meanwhile (an LLM on the same GPU) does not spoil the capture
+            with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
                 step(*shape)
             self.graphs[shape] = graph
         self.decoder.reset()  # the warm-up stepped every slot on nothing
