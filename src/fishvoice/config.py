@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     fish_max_len: int = Field(2048, ge=64, description="positions per request: prompt (with the reference voice) and speech")
     fish_temperature: float = Field(0.7, gt=0, lt=2)
     fish_top_p: float = Field(0.8, gt=0, le=1)
-    fish_top_k: int = Field(30, ge=1)
+    fish_top_k: int = Field(30, ge=1, le=128)  # the engine's TOP_K_LIMIT: a static size of its compiled step
     fish_seed: int | None = Field(None, description="fixed sampling seed: the same text gives the same audio")
 
     # Conversations

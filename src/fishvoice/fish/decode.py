@@ -56,7 +56,7 @@ class FrameDecoder:
         # Only the candidates' rows of the output projection: the same logits, a fraction of the work.
         self.head = model.head_weight().detach()[self.candidate_ids].contiguous()
         self.fast_positions = torch.arange(config.num_codebooks, device=self.device)
-        self.vocab, self.codes = config.vocab_size, config.codebook_size
+        self.vocab, self.codebook_size = config.vocab_size, config.codebook_size
         noise_width = 2 * config.vocab_size + (config.num_codebooks - 1) * config.codebook_size
         self.slots = Slots(slots, config.num_codebooks, noise_width, self.device)
 
@@ -128,10 +128,10 @@ class FrameDecoder:
         model.forward_fast(hidden, self.fast_positions[:1])  # position 0 holds the slow transformer's state
         code = (token - config.semantic_begin_id).clamp(0, config.codebook_size - 1)
         column = [token, code]
-        k = min(TOP_K_LIMIT, self.codes)
+        k = min(TOP_K_LIMIT, self.codebook_size)
         for codebook in range(1, config.num_codebooks):
             fast_logits = model.forward_fast(model.fast_embeddings(code), self.fast_positions[codebook : codebook + 1])
-            offset = 2 * vocab + (codebook - 1) * self.codes
-            code = sample(fast_logits, uniform[:, offset : offset + self.codes], params.temperature, params.top_p, params.top_k, k)
+            offset = 2 * vocab + (codebook - 1) * self.codebook_size
+            code = sample(fast_logits, uniform[:, offset : offset + self.codebook_size], params.temperature, params.top_p, params.top_k, k)
             column.append(code)
         return torch.stack(column, dim=1)

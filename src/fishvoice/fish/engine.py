@@ -171,7 +171,7 @@ class FishEngine:
         return {"slots": self.max_concurrency, "running": running, "waiting": waiting, "steps": scheduler.steps_run,
                 "failed_steps": scheduler.steps_failed, "prefills": scheduler.prefills,
                 "prefix_hits": cache.hits if cache else 0, "prefix_misses": cache.misses if cache else 0,
-                "graph_replays": getattr(scheduler.runner, "replays", 0), "codec_batches": self.codec_worker.batches,
+                "graph_replays": scheduler.runner.replays, "codec_batches": self.codec_worker.batches,
                 "warmup_s": self.warmup_s}
 
     def close(self) -> None:

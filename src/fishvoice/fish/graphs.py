@@ -41,6 +41,7 @@ class EagerSteps:
     """The step as it is, at the exact batch and the positions in use."""
 
     captured = False
+    replays = 0  # graphs replayed: none here
 
     def __init__(self, decoder: FrameDecoder):
         self.decoder = decoder
