@@ -15,7 +15,7 @@ from fishvoice.errors import FishvoiceError  # noqa: E402
 from fishvoice.fish.checkpoints import TextToSemantic, load_text_to_semantic  # noqa: E402
 from fishvoice.fish.decode import FrameDecoder  # noqa: E402
 from fishvoice.fish.generate import Sampling, generate_codes  # noqa: E402
-from fishvoice.fish.graphs import EagerSteps  # noqa: E402
+from fishvoice.fish.graphs import EagerSteps, step_batches  # noqa: E402
 from fishvoice.fish.prefix_cache import PrefixCache  # noqa: E402
 from fishvoice.fish.prompt import build_prompt, system_turn  # noqa: E402
 from fishvoice.fish.sampling import draw, top_k_top_p  # noqa: E402
@@ -310,13 +310,15 @@ def test_the_frame_step_is_traced_whole_once_for_every_batch_and_length(t2s):
         compiled(3, 64)  # the same frame (its keys and values rewritten at the same positions)
         assert torch.equal(decoder.slots.columns, eager)
         graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-        for batch, length in [(4, 128), (2, 96), (3, 200)]:
+        for batch, length in [(4, 128), (2, 96), (3, 200), (2, 256), (4, 256)]:
             compiled(batch, length)
-        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # no recompile for other sizes
-        compiled(2, 256)  # the whole cache is contiguous: one specialisation more, then none
-        compiled(4, 256)
+        # No recompile for other sizes, the longest span included (the cache is longer than any span).
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+        compiled(1, 64)  # a batch of one is specialised: why compiled graphs start at two rows
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs + 1
     torch._dynamo.reset()
+    assert step_batches(16, compiled=True) == [2, 4, 8, 16] and step_batches(1, compiled=True) == [1]
+    assert step_batches(16, compiled=False) == [1, 2, 4, 8, 16]
 
 
 def test_a_prompt_longer_than_the_context_is_refused_clearly(t2s):

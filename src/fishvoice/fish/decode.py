@@ -27,6 +27,9 @@ from .model import CacheAccess, DualAR
 from .sampling import RAS_WINDOW, TOP_K_LIMIT, RowParams, Sampling, sample, sample_main
 
 
+CACHE_SPARE = 8  # cache positions past the last a request may use
+
+
 class Slots:
     """The device-side state of every slot: static buffers the frame step reads and updates in place."""
 
@@ -48,8 +51,10 @@ class FrameDecoder:
         config = model.config
         self.model, self.im_end_id = model, im_end_id
         self.device = model.embeddings.weight.device
-        self.max_len = min(max_len or config.max_seq_len, config.max_seq_len)  # positions a request may use
-        model.setup_caches(self.max_len, slots)
+        # Positions a request may use. The cache holds a few more: a step's span is then never the whole cache,
+        # which the compiler would specialise (one more compiled graph for the longest bucket).
+        self.max_len = min(max_len or config.max_seq_len, config.max_seq_len - CACHE_SPARE)
+        model.setup_caches(self.max_len + CACHE_SPARE, slots)
         semantic = torch.arange(config.semantic_begin_id, config.semantic_end_id + 1, device=self.device)
         self.candidate_ids = torch.cat([semantic, torch.tensor([im_end_id], device=self.device)])
         self.semantic_count = len(semantic)

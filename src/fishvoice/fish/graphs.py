@@ -33,6 +33,12 @@ def buckets(largest: int, smallest: int = 1) -> list[int]:
     return [*sizes, largest]
 
 
+def step_batches(max_batch: int, compiled: bool) -> list[int]:
+    """The batch buckets graphs are captured for. A compiled step starts at 2: the compiler specialises a
+    size of 1 (a second compilation, about as long as the first), and a frame of two rows costs what one does."""
+    return buckets(max_batch, min(2, max_batch) if compiled else 1)
+
+
 def _fit(sizes: list[int], needed: int) -> int:
     return next(size for size in sizes if size >= needed)
 
@@ -58,7 +64,7 @@ class CapturedSteps:
 
     def __init__(self, decoder: FrameDecoder, max_batch: int, *, compile: bool, compile_cache: str | None = None):
         self.decoder = decoder
-        self.batches = buckets(max_batch)
+        self.batches = step_batches(max_batch, compile)
         self.lengths = buckets(decoder.max_len, min(SMALLEST_LENGTH, decoder.max_len))
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.replays = 0
