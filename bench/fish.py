@@ -32,14 +32,46 @@ from fishvoice.fish.model import DualAR
 from fishvoice.fish.scheduler import FrameRequest
 
 # The published checkpoints' dimensions (config.json of openaudio-s1-mini and fishaudio/s2-pro).
-SLOW = dict(vocab_size=155776, head_dim=128, attention_qk_norm=True, max_seq_len=4096, codebook_size=4096, num_codebooks=10,
-            n_fast_layer=4)
+SLOW = dict(
+    vocab_size=155776,
+    head_dim=128,
+    attention_qk_norm=True,
+    max_seq_len=4096,
+    codebook_size=4096,
+    num_codebooks=10,
+    n_fast_layer=4,
+)
 SIZES = {
-    "s1-mini": dict(SLOW, layout="s1-mini", n_layer=28, n_head=16, n_local_heads=8, dim=1024, intermediate_size=3072,
-                    fast_dim=1024, fast_n_head=16, fast_n_local_heads=8, fast_head_dim=64, fast_intermediate_size=3072),
-    "s2-pro": dict(SLOW, layout="s2-pro", n_layer=36, n_head=32, n_local_heads=8, dim=2560, intermediate_size=9728,
-                   fast_dim=2560, fast_n_head=32, fast_n_local_heads=8, fast_head_dim=128, fast_intermediate_size=9728,
-                   scale_codebook_embeddings=True, norm_fastlayer_input=True),
+    "s1-mini": dict(
+        SLOW,
+        layout="s1-mini",
+        n_layer=28,
+        n_head=16,
+        n_local_heads=8,
+        dim=1024,
+        intermediate_size=3072,
+        fast_dim=1024,
+        fast_n_head=16,
+        fast_n_local_heads=8,
+        fast_head_dim=64,
+        fast_intermediate_size=3072,
+    ),
+    "s2-pro": dict(
+        SLOW,
+        layout="s2-pro",
+        n_layer=36,
+        n_head=32,
+        n_local_heads=8,
+        dim=2560,
+        intermediate_size=9728,
+        fast_dim=2560,
+        fast_n_head=32,
+        fast_n_local_heads=8,
+        fast_head_dim=128,
+        fast_intermediate_size=9728,
+        scale_codebook_embeddings=True,
+        norm_fastlayer_input=True,
+    ),
 }
 SEMANTIC_BEGIN, IM_END = 151678, 151645  # where the published tokenizer puts them
 FRAME_RATE = 44100 / 2048
@@ -63,8 +95,16 @@ def build(layout: str, args: argparse.Namespace, slots: int) -> FishEngine:
     model = random_model(layout, device, dtype)
     torch.manual_seed(1)
     codec = Codec(CodecConfig()).to(device=device, dtype=dtype).eval()
-    return FishEngine.from_models(model, codec, IM_END, max_concurrency=slots, max_len=args.prompt + args.frames + 64,
-                                  compile=args.compile, cuda_graphs=not args.eager, compile_cache=args.compile_cache)
+    return FishEngine.from_models(
+        model,
+        codec,
+        IM_END,
+        max_concurrency=slots,
+        max_len=args.prompt + args.frames + 64,
+        compile=args.compile,
+        cuda_graphs=not args.eager,
+        compile_cache=args.compile_cache,
+    )
 
 
 def prompt(args: argparse.Namespace) -> torch.Tensor:
@@ -79,7 +119,10 @@ def one_stream(engine: FishEngine, args: argparse.Namespace, audio: bool, seed: 
     started = time.perf_counter()
     first, frames = None, 0
     if audio:
-        pieces = (len(chunk) // engine.codec.config.frame_length for chunk in engine.speak(prompt(args), args.frames + 1, Sampling(seed=seed)))
+        pieces = (
+            len(chunk) // engine.codec.config.frame_length
+            for chunk in engine.speak(prompt(args), args.frames + 1, Sampling(seed=seed))
+        )
     else:
         pieces = (1 for _ in engine.scheduler.submit(FrameRequest(prompt(args), args.frames + 1, Sampling(seed=seed))))
     for count in pieces:
@@ -102,28 +145,52 @@ def many_streams(engine: FishEngine, args: argparse.Namespace, count: int, audio
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
-    return {"streams": count, "aggregate": sum(r["frames"] for r in results) / wall, "slowest": min(r["fps"] for r in results),
-            "first_p50": sorted(r["first"] for r in results)[count // 2]}
+    return {
+        "streams": count,
+        "aggregate": sum(r["frames"] for r in results) / wall,
+        "slowest": min(r["fps"] for r in results),
+        "first_p50": sorted(r["first"] for r in results)[count // 2],
+    }
 
 
 def report(engine: FishEngine, args: argparse.Namespace) -> None:
     single = one_stream(engine, args, audio=True)
-    print(f"  1 stream, with audio: {single['fps']:.1f} frames/s, RTF {single['rtf']:.3f}, first audio {single['first'] * 1000:.0f} ms")
+    print(
+        f"  1 stream, with audio: {single['fps']:.1f} frames/s, RTF {single['rtf']:.3f}, first audio {single['first'] * 1000:.0f} ms"
+    )
     for audio in (False, True):
         rows = [many_streams(engine, args, n, audio) for n in args.streams]
         print(f"  {'with audio (engine.speak)' if audio else 'frames only (scheduler)'}:")
         for row in rows:
-            print(f"    {row['streams']:3d} streams: aggregate {row['aggregate']:8.1f} frames/s, slowest stream {row['slowest']:6.1f} "
-                  f"frames/s ({row['slowest'] / FRAME_RATE:.2f}x real time), first {'audio' if audio else 'frame'} p50 "
-                  f"{row['first_p50'] * 1000:.0f} ms")
-        print(f"    ratio: {rows[-1]['streams']} streams' aggregate / {rows[0]['streams']}'s = {rows[-1]['aggregate'] / rows[0]['aggregate']:.2f}")
+            print(
+                f"    {row['streams']:3d} streams: aggregate {row['aggregate']:8.1f} frames/s, slowest stream {row['slowest']:6.1f} "
+                f"frames/s ({row['slowest'] / FRAME_RATE:.2f}x real time), first {'audio' if audio else 'frame'} p50 "
+                f"{row['first_p50'] * 1000:.0f} ms"
+            )
+        print(
+            f"    ratio: {rows[-1]['streams']} streams' aggregate / {rows[0]['streams']}'s = {rows[-1]['aggregate'] / rows[0]['aggregate']:.2f}"
+        )
 
 
 def warmup_in_fresh_process(layout: str, args: argparse.Namespace) -> float:
     """Start-up time of a new worker process (what a RunPod cold start pays), given the compile cache as it is."""
-    command = [sys.executable, __file__, "--device", args.device, "--layout", layout, "--warmup-only", "--frames", str(args.frames),
-               "--prompt", str(args.prompt), "--slots", str(max(args.streams)), *(["--compile"] if args.compile else []),
-               *(["--compile-cache", args.compile_cache] if args.compile_cache else [])]
+    command = [
+        sys.executable,
+        __file__,
+        "--device",
+        args.device,
+        "--layout",
+        layout,
+        "--warmup-only",
+        "--frames",
+        str(args.frames),
+        "--prompt",
+        str(args.prompt),
+        "--slots",
+        str(max(args.streams)),
+        *(["--compile"] if args.compile else []),
+        *(["--compile-cache", args.compile_cache] if args.compile_cache else []),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])["warmup_s"]
 
@@ -132,9 +199,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--layout", nargs="+", default=None, choices=list(SIZES))
-    parser.add_argument("--frames", type=int, default=None, help="frames per stream (default: 200 on a GPU, 24 on a CPU)")
-    parser.add_argument("--prompt", type=int, default=None, help="prompt positions (default: 300 on a GPU, 96 on a CPU)")
-    parser.add_argument("--streams", type=int, nargs="+", default=None, help="concurrent streams (default: 1 4 16 64; CPU: 1 8)")
+    parser.add_argument(
+        "--frames", type=int, default=None, help="frames per stream (default: 200 on a GPU, 24 on a CPU)"
+    )
+    parser.add_argument(
+        "--prompt", type=int, default=None, help="prompt positions (default: 300 on a GPU, 96 on a CPU)"
+    )
+    parser.add_argument(
+        "--streams", type=int, nargs="+", default=None, help="concurrent streams (default: 1 4 16 64; CPU: 1 8)"
+    )
     parser.add_argument("--slots", type=int, default=None, help="engine slots (default: the most streams)")
     parser.add_argument("--eager", action="store_true", help="no CUDA graphs")
     parser.add_argument("--compile", action="store_true", help="torch.compile the step before capturing it")
@@ -151,15 +224,19 @@ def main() -> None:
         print(json.dumps({"warmup_s": engine.warmup_s}))
         return
     mode = "eager" if args.eager or not cuda else "compiled + CUDA graphs" if args.compile else "CUDA graphs"
-    print(f"device={args.device} ({torch.cuda.get_device_name() if cuda else f'{torch.get_num_threads()} threads'}) "
-          f"{mode}, prompt {args.prompt} positions, {args.frames} frames a stream; real time is {FRAME_RATE:.1f} frames/s")
+    print(
+        f"device={args.device} ({torch.cuda.get_device_name() if cuda else f'{torch.get_num_threads()} threads'}) "
+        f"{mode}, prompt {args.prompt} positions, {args.frames} frames a stream; real time is {FRAME_RATE:.1f} frames/s"
+    )
     for layout in layouts:
         if cuda and args.compile:
             cold, warm = warmup_in_fresh_process(layout, args), warmup_in_fresh_process(layout, args)
             print(f"\n{layout}: warm-up in a fresh process, compile cache cold {cold:.1f} s, warm {warm:.1f} s")
         engine = build(layout, args, args.slots or max(args.streams))
         params = sum(p.numel() for p in engine.model.parameters()) / 1e9
-        print(f"\n{layout}: {params:.2f} B parameters (random), published codec; engine warm-up {engine.warmup_s:.1f} s")
+        print(
+            f"\n{layout}: {params:.2f} B parameters (random), published codec; engine warm-up {engine.warmup_s:.1f} s"
+        )
         report(engine, args)
         print(f"  engine: {engine.stats()}")
         engine.close()

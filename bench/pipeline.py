@@ -57,7 +57,9 @@ async def sequential(llm: LlamaCppLLM, tts: PiperTTS, prompt: str, max_tokens: i
     """(first audio s, audio s): the whole text first, then the whole speech."""
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
     started = time.perf_counter()
-    text = "".join([d async for d in llm.stream(messages, temperature=0.3, max_tokens=max_tokens) if not isinstance(d, Usage)])
+    text = "".join(
+        [d async for d in llm.stream(messages, temperature=0.3, max_tokens=max_tokens) if not isinstance(d, Usage)]
+    )
     audio = await asyncio.to_thread(synthesize, tts, normalize_for_speech(text))
     return time.perf_counter() - started, audio.duration_s, text
 
@@ -81,14 +83,18 @@ async def main() -> None:
 
     print(f"{'prompt':44} {'sent':>4} {'stream':>8} {'seq':>8} {'ratio':>6} {'RTF':>5}")
     for prompt, n, first, seq_first, _, rtf, _ in rows:
-        print(f"{prompt[:44]:44} {n:4d} {first * 1000:7.0f}ms {seq_first * 1000:7.0f}ms {first / seq_first:6.3f} {rtf:5.3f}")
+        print(
+            f"{prompt[:44]:44} {n:4d} {first * 1000:7.0f}ms {seq_first * 1000:7.0f}ms {first / seq_first:6.3f} {rtf:5.3f}"
+        )
     long = [r for r in rows if r[1] >= 3 and r[4] >= 3]
     for label, subset in (("all replies", rows), ("replies of 3+ sentences", long)):
         if subset:
             first = statistics.median(r[2] for r in subset)
             seq_first = statistics.median(r[3] for r in subset)
-            print(f"{label}: n={len(subset)} median first audio streaming {first * 1000:.0f} ms, sequential {seq_first * 1000:.0f} ms, "
-                  f"ratio {first / seq_first:.3f} (goal < 0.333); median RTF {statistics.median(r[5] for r in subset):.3f}")
+            print(
+                f"{label}: n={len(subset)} median first audio streaming {first * 1000:.0f} ms, sequential {seq_first * 1000:.0f} ms, "
+                f"ratio {first / seq_first:.3f} (goal < 0.333); median RTF {statistics.median(r[5] for r in subset):.3f}"
+            )
 
 
 if __name__ == "__main__":

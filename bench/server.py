@@ -22,13 +22,22 @@ import time
 import httpx
 from common import free_port, percentile, wait_up
 
-PROMPTS = ["Tell me a fact about the sea.", "Describe a sunrise.", "Give me a tip for sleeping well.", "Say something about cats."]
+PROMPTS = [
+    "Tell me a fact about the sea.",
+    "Describe a sunrise.",
+    "Give me a tip for sleeping well.",
+    "Say something about cats.",
+]
 
 
 async def one_job(http: httpx.AsyncClient, n: int, max_tokens: int) -> dict[str, float]:
     started = time.perf_counter()
-    job_id = (await http.post("/run", json={"input": {"message": PROMPTS[n % len(PROMPTS)], "max_tokens": max_tokens,
-                                                       "audio_format": "pcm16"}})).json()["id"]
+    job_id = (
+        await http.post(
+            "/run",
+            json={"input": {"message": PROMPTS[n % len(PROMPTS)], "max_tokens": max_tokens, "audio_format": "pcm16"}},
+        )
+    ).json()["id"]
     first_audio = None
     while True:
         part = (await http.get(f"/stream/{job_id}")).json()
@@ -42,8 +51,13 @@ async def one_job(http: httpx.AsyncClient, n: int, max_tokens: int) -> dict[str,
     job = (await http.get(f"/status/{job_id}")).json()
     assert job["status"] == "COMPLETED", job
     handler_ms = job["output"]["timings_ms"]["total"]
-    return {"first_audio": first_audio or seen, "latency": seen, "queue_ms": job["delayTime"],
-            "overhead_ms": job["executionTime"] - handler_ms, "handler_ms": handler_ms}
+    return {
+        "first_audio": first_audio or seen,
+        "latency": seen,
+        "queue_ms": job["delayTime"],
+        "overhead_ms": job["executionTime"] - handler_ms,
+        "handler_ms": handler_ms,
+    }
 
 
 async def load(url: str, clients: int, max_tokens: int) -> None:
@@ -54,11 +68,13 @@ async def load(url: str, clients: int, max_tokens: int) -> None:
     first = [r["first_audio"] * 1000 for r in results]
     overhead = [r["overhead_ms"] for r in results]
     handler = [r["handler_ms"] for r in results]
-    print(f"clients={clients:3d}  jobs/s={clients / elapsed:5.2f}  first audio p50={percentile(first, .5):6.0f} ms "
-          f"p95={percentile(first, .95):6.0f} ms  latency p95={percentile([r['latency'] * 1000 for r in results], .95):6.0f} ms  "
-          f"queue p50={percentile([r['queue_ms'] for r in results], .5):6.0f} ms  server overhead p50={statistics.median(overhead):.1f} ms "
-          f"p95={percentile(overhead, .95):.1f} ms  (handler p50 {statistics.median(handler):.0f} ms; overhead/handler "
-          f"{statistics.median(overhead) / statistics.median(handler):.4f})")
+    print(
+        f"clients={clients:3d}  jobs/s={clients / elapsed:5.2f}  first audio p50={percentile(first, 0.5):6.0f} ms "
+        f"p95={percentile(first, 0.95):6.0f} ms  latency p95={percentile([r['latency'] * 1000 for r in results], 0.95):6.0f} ms  "
+        f"queue p50={percentile([r['queue_ms'] for r in results], 0.5):6.0f} ms  server overhead p50={statistics.median(overhead):.1f} ms "
+        f"p95={percentile(overhead, 0.95):.1f} ms  (handler p50 {statistics.median(handler):.0f} ms; overhead/handler "
+        f"{statistics.median(overhead) / statistics.median(handler):.4f})"
+    )
 
 
 def main() -> None:
@@ -69,14 +85,21 @@ def main() -> None:
     args = parser.parse_args()
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "FISHVOICE_PORT": str(port), "FISHVOICE_CONCURRENCY": str(args.concurrency),
-               "FISHVOICE_QUEUE_SIZE": str(max(args.clients) + 8), "FISHVOICE_STORE": f"{tmp}/bench.sqlite3",
-               "FISHVOICE_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "FISHVOICE_PORT": str(port),
+            "FISHVOICE_CONCURRENCY": str(args.concurrency),
+            "FISHVOICE_QUEUE_SIZE": str(max(args.clients) + 8),
+            "FISHVOICE_STORE": f"{tmp}/bench.sqlite3",
+            "FISHVOICE_LOG_LEVEL": "WARNING",
+        }
         server = subprocess.Popen([sys.executable, "-m", "fishvoice", "serve"], env=env)
         url = f"http://127.0.0.1:{port}"
         try:
             wait_up(f"{url}/health")
-            print(f"fishvoice serve, {args.concurrency} jobs at once, max_tokens={args.max_tokens}, {os.cpu_count()} CPU cores")
+            print(
+                f"fishvoice serve, {args.concurrency} jobs at once, max_tokens={args.max_tokens}, {os.cpu_count()} CPU cores"
+            )
             asyncio.run(load(url, 2, args.max_tokens))  # warm-up
             for clients in args.clients:
                 asyncio.run(load(url, clients, args.max_tokens))

@@ -20,7 +20,9 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_JOB = {"input": {"message": "Say hello.", "max_tokens": 12, "audio_format": "wav", "conversation_id": "docker-check"}}
+SMALL_JOB = {
+    "input": {"message": "Say hello.", "max_tokens": 12, "audio_format": "wav", "conversation_id": "docker-check"}
+}
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -54,7 +56,10 @@ def main() -> int:
                 destination = workdir / target if not target.startswith("/") else app / target.lstrip("/")
                 for source in sources:
                     copy = shutil.copytree if (ROOT / source).is_dir() else shutil.copy2
-                    copy(ROOT / source, destination / Path(source).name if target.endswith("/") or target == "./" else destination)
+                    copy(
+                        ROOT / source,
+                        destination / Path(source).name if target.endswith("/") or target == "./" else destination,
+                    )
             elif op == "ENV":
                 parts = shlex.split(args)
                 pairs = parts if all("=" in p for p in parts) else [f"{parts[0]}={' '.join(parts[1:])}"]

@@ -11,11 +11,37 @@ from fishvoice.fish.config import DualARConfig
 from fishvoice.fish.model import DualAR
 
 CODEBOOK_SIZE = 32
-SPECIALS = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>", "<|phoneme_start|>", "<|phoneme_end|>", "<|text|>",
-            "<|voice|>", "<|interleave|>", "<|audio_start|>", "<|audio_end|>", "<|audio_pad|>",
-            *[f"<|semantic:{i}|>" for i in range(CODEBOOK_SIZE)], "<|speaker:0|>", "<|speaker:1|>"]
-SLOW = {"vocab_size": 384, "n_layer": 2, "n_head": 4, "n_local_heads": 2, "head_dim": 16, "dim": 64, "intermediate_size": 128,
-        "rope_base": 10000, "norm_eps": 1e-6, "max_seq_len": 512, "tie_word_embeddings": True, "attention_qkv_bias": False}
+SPECIALS = [
+    "<|endoftext|>",
+    "<|pad|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|phoneme_start|>",
+    "<|phoneme_end|>",
+    "<|text|>",
+    "<|voice|>",
+    "<|interleave|>",
+    "<|audio_start|>",
+    "<|audio_end|>",
+    "<|audio_pad|>",
+    *[f"<|semantic:{i}|>" for i in range(CODEBOOK_SIZE)],
+    "<|speaker:0|>",
+    "<|speaker:1|>",
+]
+SLOW = {
+    "vocab_size": 384,
+    "n_layer": 2,
+    "n_head": 4,
+    "n_local_heads": 2,
+    "head_dim": 16,
+    "dim": 64,
+    "intermediate_size": 128,
+    "rope_base": 10000,
+    "norm_eps": 1e-6,
+    "max_seq_len": 512,
+    "tie_word_embeddings": True,
+    "attention_qkv_bias": False,
+}
 FAST = {"n_layer": 2, "dim": 48, "n_head": 4, "n_local_heads": 2, "head_dim": 12, "intermediate_size": 96}
 
 
@@ -25,26 +51,55 @@ def write_tokenizer(path: Path) -> None:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=SLOW["vocab_size"], special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    corpus = ["convert the provided text to speech reference to the following", "Hello world. This is a tiny voice test.",
-              "system user assistant Text Speech"] * 20
+    trainer = trainers.BpeTrainer(
+        vocab_size=SLOW["vocab_size"],
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    corpus = [
+        "convert the provided text to speech reference to the following",
+        "Hello world. This is a tiny voice test.",
+        "system user assistant Text Speech",
+    ] * 20
     tokenizer.train_from_iterator(corpus, trainer)
     tokenizer.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>"}))
+    (path / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>"})
+    )
 
 
 def published_config(layout: str) -> dict:
     if layout == "s1-mini":
-        return {"model_type": "dual_ar", "codebook_size": CODEBOOK_SIZE, "num_codebooks": 4, "attention_qk_norm": False, **SLOW,
-                "n_fast_layer": FAST["n_layer"], **{f"fast_{k}": v for k, v in FAST.items() if k != "n_layer"}}
-    return {"model_type": "fish_qwen3_omni", "text_config": {**SLOW, "attention_qk_norm": True},
-            "audio_decoder_config": {"vocab_size": CODEBOOK_SIZE, "num_codebooks": 4, "text_dim": SLOW["dim"], "attention_qk_norm": True,
-                                     "attention_qkv_bias": False, **FAST}}
+        return {
+            "model_type": "dual_ar",
+            "codebook_size": CODEBOOK_SIZE,
+            "num_codebooks": 4,
+            "attention_qk_norm": False,
+            **SLOW,
+            "n_fast_layer": FAST["n_layer"],
+            **{f"fast_{k}": v for k, v in FAST.items() if k != "n_layer"},
+        }
+    return {
+        "model_type": "fish_qwen3_omni",
+        "text_config": {**SLOW, "attention_qk_norm": True},
+        "audio_decoder_config": {
+            "vocab_size": CODEBOOK_SIZE,
+            "num_codebooks": 4,
+            "text_dim": SLOW["dim"],
+            "attention_qk_norm": True,
+            "attention_qkv_bias": False,
+            **FAST,
+        },
+    }
 
 
 def random_model(layout: str, seed: int = 0) -> DualAR:
-    config = DualARConfig._from_s2_pro(published_config(layout)) if layout == "s2-pro" else DualARConfig._known(published_config(layout))
+    config = (
+        DualARConfig._from_s2_pro(published_config(layout))
+        if layout == "s2-pro"
+        else DualARConfig._known(published_config(layout))
+    )
     config.semantic_begin_id = SPECIALS.index("<|semantic:0|>")
     config.semantic_end_id = config.semantic_begin_id + CODEBOOK_SIZE - 1
     torch.manual_seed(seed)
@@ -69,7 +124,9 @@ def s2_pro_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_checkpoint(path: Path, layout: str, seed: int = 0, weights: str = "default", talkative: bool = False) -> DualAR:
+def write_checkpoint(
+    path: Path, layout: str, seed: int = 0, weights: str = "default", talkative: bool = False
+) -> DualAR:
     """A checkpoint directory; `weights`: default (the layout's), pth, safetensors or sharded.
 
     `talkative`: <|im_end|>'s embedding is zeroed, so random weights rarely end the speech at once.
@@ -93,7 +150,10 @@ def write_checkpoint(path: Path, layout: str, seed: int = 0, weights: str = "def
             save_file(state, str(path / "model.safetensors"))
         else:
             keys = sorted(state)
-            shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2], "model-00002-of-00002.safetensors": keys[len(keys) // 2 :]}
+            shards = {
+                "model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+                "model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+            }
             for name, names in shards.items():
                 save_file({k: state[k] for k in names}, str(path / name))
             index = {"metadata": {}, "weight_map": {k: name for name, names in shards.items() for k in names}}
@@ -104,14 +164,45 @@ def write_checkpoint(path: Path, layout: str, seed: int = 0, weights: str = "def
 # -- the codec --------------------------------------------------------------------------------
 
 CODEC_JSON = {
-    "sample_rate": 44100, "encoder_dim": 8, "encoder_rates": [2, 4, 8, 8], "decoder_dim": 64, "decoder_rates": [8, 8, 4, 2],
-    "encoder_transformer_layers": [0, 0, 0, 1], "decoder_transformer_layers": [1, 0, 0, 0],
-    "transformer_general_config": {"block_size": 1024, "n_local_heads": -1, "head_dim": 16, "rope_base": 10000, "norm_eps": 1e-5},
-    "quantizer": {"input_dim": 128, "n_codebooks": 3, "codebook_size": 32, "codebook_dim": 4, "quantizer_dropout": 0.0,
-                  "downsample_factor": [2, 2], "semantic_codebook_size": 32,
-                  "pre_and_post_module": {"causal": True, "window_size": 16, "input_dim": 128,
-                                          "config": {"block_size": 256, "n_layer": 1, "n_head": 2, "dim": 32, "intermediate_size": 64,
-                                                     "n_local_heads": -1, "head_dim": 16, "rope_base": 10000, "norm_eps": 1e-5}}},
+    "sample_rate": 44100,
+    "encoder_dim": 8,
+    "encoder_rates": [2, 4, 8, 8],
+    "decoder_dim": 64,
+    "decoder_rates": [8, 8, 4, 2],
+    "encoder_transformer_layers": [0, 0, 0, 1],
+    "decoder_transformer_layers": [1, 0, 0, 0],
+    "transformer_general_config": {
+        "block_size": 1024,
+        "n_local_heads": -1,
+        "head_dim": 16,
+        "rope_base": 10000,
+        "norm_eps": 1e-5,
+    },
+    "quantizer": {
+        "input_dim": 128,
+        "n_codebooks": 3,
+        "codebook_size": 32,
+        "codebook_dim": 4,
+        "quantizer_dropout": 0.0,
+        "downsample_factor": [2, 2],
+        "semantic_codebook_size": 32,
+        "pre_and_post_module": {
+            "causal": True,
+            "window_size": 16,
+            "input_dim": 128,
+            "config": {
+                "block_size": 256,
+                "n_layer": 1,
+                "n_head": 2,
+                "dim": 32,
+                "intermediate_size": 64,
+                "n_local_heads": -1,
+                "head_dim": 16,
+                "rope_base": 10000,
+                "norm_eps": 1e-5,
+            },
+        },
+    },
 }
 
 

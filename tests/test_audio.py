@@ -29,10 +29,16 @@ def encode_with_av(audio: Audio, container: str, codec: str, channels: int = 1) 
     layout = "stereo" if channels == 2 else "mono"
     with av.open(buffer, mode="w", format=container) as out:
         stream = out.add_stream(codec, rate=audio.sample_rate, layout=layout)
-        frame = av.AudioFrame.from_ndarray(np.tile(audio.samples, (channels, 1)).astype(np.float32), format="fltp", layout=layout)
+        frame = av.AudioFrame.from_ndarray(
+            np.tile(audio.samples, (channels, 1)).astype(np.float32), format="fltp", layout=layout
+        )
         frame.sample_rate = audio.sample_rate
-        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=layout, rate=audio.sample_rate,
-                                      frame_size=stream.codec_context.frame_size or None)
+        resampler = av.AudioResampler(
+            format=stream.codec_context.format.name,
+            layout=layout,
+            rate=audio.sample_rate,
+            frame_size=stream.codec_context.frame_size or None,
+        )
         for chunk in (*resampler.resample(frame), *resampler.resample(None)):
             out.mux(stream.encode(chunk))
         out.mux(stream.encode(None))
@@ -41,8 +47,14 @@ def encode_with_av(audio: Audio, container: str, codec: str, channels: int = 1) 
 
 @pytest.mark.parametrize(
     ("container", "codec", "rate", "channels"),
-    [("wav", "pcm_s16le", 16000, 1), ("flac", "flac", 44100, 2), ("mp3", "libmp3lame", 24000, 1),
-     ("ogg", "libopus", 48000, 2), ("webm", "libopus", 48000, 1), ("ipod", "aac", 44100, 2)],
+    [
+        ("wav", "pcm_s16le", 16000, 1),
+        ("flac", "flac", 44100, 2),
+        ("mp3", "libmp3lame", 24000, 1),
+        ("ogg", "libopus", 48000, 2),
+        ("webm", "libopus", 48000, 1),
+        ("ipod", "aac", 44100, 2),
+    ],
 )
 def test_every_input_container_decodes_to_mono_at_its_rate(container, codec, rate, channels):
     data = encode_with_av(tone(2.0, rate), container, codec, channels)
@@ -78,7 +90,9 @@ def test_resample_keeps_duration_and_pitch():
     assert np.argmax(spectrum) * 48000 / len(audio.samples) == pytest.approx(1000, abs=2)
 
 
-@pytest.mark.parametrize("data", [b"not audio at all, just text" * 40, bytes(range(256)) * 100, b"RIFF\x00\x00\x00\x00WAVEfmt "])
+@pytest.mark.parametrize(
+    "data", [b"not audio at all, just text" * 40, bytes(range(256)) * 100, b"RIFF\x00\x00\x00\x00WAVEfmt "]
+)
 def test_bytes_that_are_not_audio_are_invalid_audio(data):
     with pytest.raises(FishvoiceError) as caught:
         decode_audio(data, "system_audio", max_seconds=60)

@@ -15,8 +15,15 @@ from .conftest import free_port
 
 
 def fishvoice(*args: str, stdin: str | None = None, cwd=None, env=None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fishvoice", *args], input=stdin, capture_output=True, text=True, timeout=300,
-                          cwd=cwd, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "fishvoice", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_say_writes_a_wav_at_the_requested_rate(tmp_path):
@@ -33,15 +40,26 @@ def test_say_writes_mp3(tmp_path):
     assert decode_audio(out.read_bytes(), "file", 60).duration_s > 0.3
 
 
-@pytest.mark.parametrize(("args", "words"), [(["say", "hi", "-o", "x.txt"], "extension"), (["say", "  ", "-o", "x.wav"], "empty")])
+@pytest.mark.parametrize(
+    ("args", "words"), [(["say", "hi", "-o", "x.txt"], "extension"), (["say", "  ", "-o", "x.wav"], "empty")]
+)
 def test_say_refuses_bad_arguments_with_exit_status_2(tmp_path, args, words):
     done = fishvoice(*args, cwd=tmp_path)
     assert done.returncode == 2 and words in done.stderr
 
 
 def test_chat_holds_a_conversation_and_writes_each_reply(tmp_path):
-    done = fishvoice("chat", "--output-dir", str(tmp_path / "replies"), "--max-tokens", "16", "--conversation-id", "cli-1",
-                     stdin="Hello there.\nWhat did I just say?\n/quit\n", env={"FISHVOICE_STORE": str(tmp_path / "db.sqlite3")})
+    done = fishvoice(
+        "chat",
+        "--output-dir",
+        str(tmp_path / "replies"),
+        "--max-tokens",
+        "16",
+        "--conversation-id",
+        "cli-1",
+        stdin="Hello there.\nWhat did I just say?\n/quit\n",
+        env={"FISHVOICE_STORE": str(tmp_path / "db.sqlite3")},
+    )
     assert done.returncode == 0, done.stderr
     replies = sorted((tmp_path / "replies").glob("reply-*.wav"))
     assert [p.name for p in replies] == ["reply-001.wav", "reply-002.wav"]
@@ -55,6 +73,12 @@ def test_a_bad_setting_is_named_and_exits_2():
 
 
 def test_serve_with_an_unreachable_job_redis_exits_with_the_reason(tmp_path):
-    done = fishvoice("serve", env={"FISHVOICE_JOBS": f"redis://127.0.0.1:{free_port()}/0", "FISHVOICE_PORT": str(free_port()),
-                                   "FISHVOICE_STORE": str(tmp_path / "db.sqlite3")})
+    done = fishvoice(
+        "serve",
+        env={
+            "FISHVOICE_JOBS": f"redis://127.0.0.1:{free_port()}/0",
+            "FISHVOICE_PORT": str(free_port()),
+            "FISHVOICE_STORE": str(tmp_path / "db.sqlite3"),
+        },
+    )
     assert done.returncode != 0 and "the job store failed" in done.stderr

@@ -22,14 +22,30 @@ def url(tmp_path_factory) -> Iterator[str]:
 
 
 def client(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fishvoice", "client", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "FISHVOICE_LOG_LEVEL": "WARNING"})
+    return subprocess.run(
+        [sys.executable, "-m", "fishvoice", "client", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "FISHVOICE_LOG_LEVEL": "WARNING"},
+    )
 
 
 @pytest.mark.parametrize("mode", [[], ["--sync"], ["--stream"]])
 def test_client_writes_a_wav_that_decodes_to_the_reported_duration(url, tmp_path, mode):
-    done = client("--url", url, "--api-key", "secret", "--message", "Tell me about the sea.", "--max-tokens", "40",
-                  "--output-dir", str(tmp_path), *mode)
+    done = client(
+        "--url",
+        url,
+        "--api-key",
+        "secret",
+        "--message",
+        "Tell me about the sea.",
+        "--max-tokens",
+        "40",
+        "--output-dir",
+        str(tmp_path),
+        *mode,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "response.json").read_text())
     info = soundfile.info(tmp_path / "response.wav")
@@ -40,9 +56,28 @@ def test_client_writes_a_wav_that_decodes_to_the_reported_duration(url, tmp_path
 
 
 def test_client_module_entry_point_and_mp3(url, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "fishvoice.client", "--url", url, "--api-key", "secret", "--message", "Hi",
-                           "--max-tokens", "8", "--audio-format", "mp3", "--output-dir", str(tmp_path)], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fishvoice.client",
+            "--url",
+            url,
+            "--api-key",
+            "secret",
+            "--message",
+            "Hi",
+            "--max-tokens",
+            "8",
+            "--audio-format",
+            "mp3",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "response.mp3").stat().st_size > 1000
 
@@ -58,5 +93,7 @@ def test_client_reports_an_unreachable_server(tmp_path):
 
 
 def test_client_reports_a_failed_job(url, tmp_path):
-    done = client("--url", url, "--api-key", "secret", "--message", "Hi", "--temperature", "7", "--output-dir", str(tmp_path))
+    done = client(
+        "--url", url, "--api-key", "secret", "--message", "Hi", "--temperature", "7", "--output-dir", str(tmp_path)
+    )
     assert done.returncode == 1 and "FAILED" in done.stderr and "temperature" in done.stderr

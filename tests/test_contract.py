@@ -22,16 +22,29 @@ def test_minimal_request_takes_the_documented_defaults():
     request = parse_request({"message": "  Hello  "})
     assert request.message == "Hello"
     assert (request.temperature, request.max_tokens, request.audio_format, request.sample_rate, request.speak) == (
-        0.7, 512, "array", 44100, True,
+        0.7,
+        512,
+        "array",
+        44100,
+        True,
     )
 
 
 def test_full_request_is_accepted():
-    request = parse_request({
-        "message": "Tell me a story", "system_message": "Be brief", "conversation_id": "story-42:a_b.c",
-        "temperature": 1, "max_tokens": 4096, "audio_format": "opus", "sample_rate": 8000, "speak": False,
-        "system_audio": "UklGRg==", "reference_text": "hello",
-    })
+    request = parse_request(
+        {
+            "message": "Tell me a story",
+            "system_message": "Be brief",
+            "conversation_id": "story-42:a_b.c",
+            "temperature": 1,
+            "max_tokens": 4096,
+            "audio_format": "opus",
+            "sample_rate": 8000,
+            "speak": False,
+            "system_audio": "UklGRg==",
+            "reference_text": "hello",
+        }
+    )
     assert request.temperature == 1.0 and request.conversation_id == "story-42:a_b.c"
 
 
@@ -85,7 +98,9 @@ def test_input_that_is_not_an_object_is_refused(raw):
 
 def test_error_dict_has_the_documented_keys():
     assert refused({**OK, "temperature": 9}).to_dict() == {
-        "error": "temperature: must be between 0.1 and 1.0 (got 9.0)", "error_code": "invalid_input", "field": "temperature",
+        "error": "temperature: must be between 0.1 and 1.0 (got 9.0)",
+        "error_code": "invalid_input",
+        "field": "temperature",
     }
 
 

@@ -44,7 +44,11 @@ def test_dockerfiles_copy_what_exists_and_start_the_handler(dockerfile):
 
 
 def test_cpu_dockerfile_steps_build_a_worker_that_runs_a_job():
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_dockerfile.py"), "Dockerfile.cpu"], capture_output=True,
-                          text=True, timeout=1800)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "check_dockerfile.py"), "Dockerfile.cpu"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Local testing complete" in done.stdout

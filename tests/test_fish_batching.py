@@ -24,8 +24,16 @@ from fishvoice.fish.scheduler import FrameRequest, FrameStream, Scheduler  # noq
 from .fish_tiny import write_checkpoint  # noqa: E402
 
 GREEDY = Sampling(top_k=1)
-TEXTS = ["Hello world.", "This is a tiny voice test.", "Hello.", "system user assistant", "Text Speech. Hello world.",
-         "a tiny test", "convert the provided text", "world"]
+TEXTS = [
+    "Hello world.",
+    "This is a tiny voice test.",
+    "Hello.",
+    "system user assistant",
+    "Text Speech. Hello world.",
+    "a tiny test",
+    "convert the provided text",
+    "world",
+]
 
 
 @pytest.fixture(scope="module", params=["s1-mini", "s2-pro"])
@@ -61,7 +69,9 @@ def collect(stream: FrameStream, after: int | None = None, then: threading.Event
     return frames
 
 
-def run_together(engine: Scheduler, first: list[FrameRequest], late: list[FrameRequest], join_after: int = 8) -> list[list[list[int]]]:
+def run_together(
+    engine: Scheduler, first: list[FrameRequest], late: list[FrameRequest], join_after: int = 8
+) -> list[list[list[int]]]:
     """`first` submitted at once; `late` submitted when the first request has produced `join_after` frames."""
     results: list[list[list[int]] | None] = [None] * (len(first) + len(late))
     joined = threading.Event()
@@ -83,6 +93,7 @@ def run_together(engine: Scheduler, first: list[FrameRequest], late: list[FrameR
 
 # -- sampling against the reference ---------------------------------------------------------------
 
+
 def reference_probs(logits: torch.Tensor, temperature: float, top_p: float, top_k: int) -> torch.Tensor:
     """fish-speech's logits_to_probs: sort the whole vocabulary, keep top-k then top-p, temperature."""
     sorted_logits, order = torch.sort(logits, descending=True)
@@ -93,7 +104,9 @@ def reference_probs(logits: torch.Tensor, temperature: float, top_p: float, top_
     return torch.softmax(logits / max(temperature, 1e-5), dim=-1)
 
 
-def reference_draw(logits: torch.Tensor, temperature: float, top_p: float, top_k: int, generator: torch.Generator) -> torch.Tensor:
+def reference_draw(
+    logits: torch.Tensor, temperature: float, top_p: float, top_k: int, generator: torch.Generator
+) -> torch.Tensor:
     """fish-speech's sample: uniforms over the whole vocabulary, argmax(p / -log(u))."""
     probs = reference_probs(logits, temperature, top_p, top_k)
     return torch.argmax(probs / -torch.log(torch.rand(probs.shape, generator=generator)))
@@ -114,13 +127,23 @@ def test_restricted_sampling_gives_the_reference_distribution_and_draws():
         torch.testing.assert_close(ours, expected, atol=1e-6, rtol=0)
         for seed in range(5):
             want = reference_draw(logits[row] + bias, t, p, k, torch.Generator().manual_seed(seed))
-            uniform = torch.rand(vocab, generator=torch.Generator().manual_seed(seed))  # drawn as the reference draws it, then sliced
-            assert candidates[draw(probs[row : row + 1], index[row : row + 1], uniform[candidates][None])].item() == want.item()
+            uniform = torch.rand(
+                vocab, generator=torch.Generator().manual_seed(seed)
+            )  # drawn as the reference draws it, then sliced
+            assert (
+                candidates[draw(probs[row : row + 1], index[row : row + 1], uniform[candidates][None])].item()
+                == want.item()
+            )
 
 
 @torch.inference_mode()
-def reference_codes(t2s: TextToSemantic, prompt: torch.Tensor, max_frames: int, sampling: Sampling,
-                    window_takes_the_prefill_token: bool = False) -> list[list[int]]:
+def reference_codes(
+    t2s: TextToSemantic,
+    prompt: torch.Tensor,
+    max_frames: int,
+    sampling: Sampling,
+    window_takes_the_prefill_token: bool = False,
+) -> list[list[int]]:
     """fish-speech's generate, sampling for sampling: one generator, uniforms over the whole vocabulary
     (main, repetition-aware fallback) then per codebook; the RAS window starts empty (zeros) and takes
     only the tokens decoded after the prefill. The model is computed without a cache."""
@@ -185,10 +208,13 @@ def test_seeded_sampling_matches_the_reference_draw_for_draw(t2s):
 
 # -- the scheduler against the single-request path ------------------------------------------------
 
+
 @pytest.mark.parametrize("others", [1, 3, 7])
 def test_greedy_codes_are_the_same_alone_and_beside_others_that_join_and_leave(t2s, others):
     target = FrameRequest(prompt_of(t2s, TEXTS[0]), 60, GREEDY)
-    company = [FrameRequest(prompt_of(t2s, TEXTS[1 + i]), 12 + 9 * i, GREEDY) for i in range(others)]  # each leaves mid-way
+    company = [
+        FrameRequest(prompt_of(t2s, TEXTS[1 + i]), 12 + 9 * i, GREEDY) for i in range(others)
+    ]  # each leaves mid-way
     early, late = company[: (others + 1) // 2], company[(others + 1) // 2 :]
     expected = [solo(t2s, r) for r in [target, *early, *late]]
     engine = scheduler(t2s, slots=8)
@@ -209,7 +235,9 @@ def test_a_seed_gives_the_same_codes_again_and_in_company(t2s):
         alone = collect(engine.submit(request))
         again = collect(engine.submit(request))
         beside = run_together(engine, [request, company[0]], company[1:])[0]
-        other_seed = collect(engine.submit(FrameRequest(request.prompt, 40, Sampling(temperature=0.9, top_p=0.95, top_k=30, seed=12))))
+        other_seed = collect(
+            engine.submit(FrameRequest(request.prompt, 40, Sampling(temperature=0.9, top_p=0.95, top_k=30, seed=12)))
+        )
     finally:
         engine.close()
     assert alone == again == beside == solo(t2s, request)
@@ -217,7 +245,10 @@ def test_a_seed_gives_the_same_codes_again_and_in_company(t2s):
 
 
 def test_a_stopped_or_cancelled_request_frees_its_slot_within_a_frame_and_the_others_go_on(t2s):
-    keep, waiting = FrameRequest(prompt_of(t2s, TEXTS[1]), 50, GREEDY), FrameRequest(prompt_of(t2s, TEXTS[2]), 20, GREEDY)
+    keep, waiting = (
+        FrameRequest(prompt_of(t2s, TEXTS[1]), 50, GREEDY),
+        FrameRequest(prompt_of(t2s, TEXTS[2]), 20, GREEDY),
+    )
     stop = threading.Event()
     stopped = FrameRequest(prompt_of(t2s, TEXTS[0]), 200, GREEDY, stop=stop)
     expected_keep, expected_waiting = solo(t2s, keep), solo(t2s, waiting)
@@ -225,7 +256,11 @@ def test_a_stopped_or_cancelled_request_frees_its_slot_within_a_frame_and_the_ot
     try:
         for how in ("stop", "cancel"):
             stop.clear()
-            streams = [engine.submit(stopped), engine.submit(keep), engine.submit(waiting)]  # the third waits for a slot
+            streams = [
+                engine.submit(stopped),
+                engine.submit(keep),
+                engine.submit(waiting),
+            ]  # the third waits for a slot
             frames = []
             for frame in streams[0]:
                 frames.append(frame)
@@ -278,8 +313,12 @@ def test_a_voice_prefix_is_prefilled_once_and_gives_the_same_codes(t2s):
     torch.manual_seed(3)
     voice = torch.randint(0, 32, (4, 40))
     system = system_turn(t2s.tokenizer, 4, "The quick brown fox", voice)
-    requests = [FrameRequest(build_prompt(t2s.tokenizer, 4, text, "The quick brown fox", voice), 25, GREEDY, prefix=system.shape[1])
-                for text in TEXTS[:3]]
+    requests = [
+        FrameRequest(
+            build_prompt(t2s.tokenizer, 4, text, "The quick brown fox", voice), 25, GREEDY, prefix=system.shape[1]
+        )
+        for text in TEXTS[:3]
+    ]
     expected = [solo(t2s, r) for r in requests]
     engine = scheduler(t2s, slots=2, prefix_positions=512)
     try:
@@ -328,7 +367,7 @@ def test_a_prompt_longer_than_the_context_is_refused_clearly(t2s):
 
 
 def test_generated_codes_stay_in_range(t2s):
-    codes = generate_codes(t2s.model, prompt_of(t2s, TEXTS[1]), t2s.tokenizer.im_end_id, 30, Sampling(temperature=1.5, top_p=1.0, seed=1))
+    codes = generate_codes(
+        t2s.model, prompt_of(t2s, TEXTS[1]), t2s.tokenizer.im_end_id, 30, Sampling(temperature=1.5, top_p=1.0, seed=1)
+    )
     assert int(codes.min()) >= 0 and int(codes.max()) < 32
-
-

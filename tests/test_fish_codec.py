@@ -34,12 +34,17 @@ def test_golden_codes_match_the_reference_exactly(golden, golden_codec):
     codes = golden_codec.encode(torch.tensor(golden["input_audio"]))
     assert codes.tolist() == golden["codes"]
     assert codes.shape[1] == golden["code_lengths"][0] == math.ceil(len(golden["input_audio"]) / golden["frame_length"])
-    assert (golden_codec.config.hop_length, golden_codec.config.frame_length) == (golden["hop_length"], golden["frame_length"])
+    assert (golden_codec.config.hop_length, golden_codec.config.frame_length) == (
+        golden["hop_length"],
+        golden["frame_length"],
+    )
 
 
 def test_golden_decoded_audio_matches_the_reference(golden, golden_codec):
     audio = golden_codec.decode(torch.tensor(golden["codes"]))
-    torch.testing.assert_close(audio.double(), torch.tensor(golden["decoded_audio"], dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        audio.double(), torch.tensor(golden["decoded_audio"], dtype=torch.float64), atol=1e-4, rtol=0
+    )
 
 
 @pytest.mark.parametrize("wrapped", [False, True])
@@ -85,12 +90,20 @@ def test_streams_at_different_points_decode_together(tmp_path):
     torch.testing.assert_close(torch.cat([head, audio[0]]), codec.decode(first[:, :20]), atol=1e-4, rtol=0)
     torch.testing.assert_close(audio[1], codec.decode(second[:, :10]), atol=1e-4, rtol=0)
     later = both.split()[1]
-    torch.testing.assert_close(codec.decode_next(second[None, :, 10:], later)[0], codec.decode(second)[10 * 2048 :], atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        codec.decode_next(second[None, :, 10:], later)[0], codec.decode(second)[10 * 2048 :], atol=1e-4, rtol=0
+    )
 
 
-@pytest.mark.parametrize(("change", "words"), [
-    ("missing", "codec.pth: missing"), ("garbage", "not readable"), ("shape", "has shape"), ("drop", "missing weights"),
-])
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ("missing", "codec.pth: missing"),
+        ("garbage", "not readable"),
+        ("shape", "has shape"),
+        ("drop", "missing weights"),
+    ],
+)
 def test_malformed_codec_files_fail_with_the_file_named(tmp_path, change, words):
     write_codec(tmp_path)
     pth = tmp_path / "codec.pth"

@@ -30,7 +30,14 @@ from fishvoice.fish.scheduler import FrameRequest  # noqa: E402
 from tests.fish_tiny import write_checkpoint, write_codec  # noqa: E402
 
 GREEDY = Sampling(top_k=1)
-TEXTS = ["Hello world.", "This is a tiny voice test.", "Hello.", "system user assistant", "Text Speech. Hello world.", "world"]
+TEXTS = [
+    "Hello world.",
+    "This is a tiny voice test.",
+    "Hello.",
+    "system user assistant",
+    "Text Speech. Hello world.",
+    "world",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +50,9 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def greedy_codes(engine: FishEngine) -> list[list[list[int]]]:
     """Six requests at once, joining together and leaving at different frames: their codes."""
-    requests = [FrameRequest(build_prompt(engine.tokenizer, 4, text), 20 + 7 * i, GREEDY) for i, text in enumerate(TEXTS)]
+    requests = [
+        FrameRequest(build_prompt(engine.tokenizer, 4, text), 20 + 7 * i, GREEDY) for i, text in enumerate(TEXTS)
+    ]
     results: list[list[list[int]]] = [[] for _ in requests]
 
     def run(index: int) -> None:
@@ -89,7 +98,9 @@ def test_nothing_recompiles_after_warm_up_and_sixteen_streams_run_at_once(checkp
         for thread in threads:
             thread.join(timeout=300)
         stats = engine.stats()
-        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == compiled  # every step replayed a captured graph
+        assert (
+            torch._dynamo.utils.counters["stats"]["unique_graphs"] == compiled
+        )  # every step replayed a captured graph
         assert stats["graph_replays"] == stats["steps"]
         assert all(chunks for chunks in audio), "a stream produced no audio"
         frames = sum(sum(len(c) for c in chunks) for chunks in audio) // 2048

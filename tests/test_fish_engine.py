@@ -36,11 +36,18 @@ def layout(request) -> str:
 def test_golden_forward_logits_and_fast_input_match_the_reference(name):
     t2s = load_text_to_semantic(GOLDEN / name)
     expected = golden(name)
-    assert (t2s.tokenizer.semantic_begin_id, t2s.tokenizer.semantic_end_id) == (expected["semantic_begin_id"], expected["semantic_end_id"])
+    assert (t2s.tokenizer.semantic_begin_id, t2s.tokenizer.semantic_end_id) == (
+        expected["semantic_begin_id"],
+        expected["semantic_end_id"],
+    )
     with torch.no_grad():
         logits, hidden = t2s.model.forward_slow(torch.tensor(expected["forward"]["input"])[None], last_only=False)
-    torch.testing.assert_close(logits[0].double(), torch.tensor(expected["forward"]["logits"], dtype=torch.float64), atol=1e-4, rtol=0)
-    torch.testing.assert_close(hidden[0].double(), torch.tensor(expected["forward"]["hidden"], dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        logits[0].double(), torch.tensor(expected["forward"]["logits"], dtype=torch.float64), atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        hidden[0].double(), torch.tensor(expected["forward"]["hidden"], dtype=torch.float64), atol=1e-4, rtol=0
+    )
 
 
 @pytest.mark.parametrize("name", LAYOUTS)
@@ -49,7 +56,9 @@ def test_golden_prompt_matrix_and_greedy_codes_match_the_reference(name):
     case = golden(name)["generate"]
     prompt = build_prompt(t2s.tokenizer, 4, case["text"], case["reference_text"], torch.tensor(case["reference_codes"]))
     assert prompt.tolist() == case["prompt"]
-    codes = generate_codes(t2s.model, prompt, t2s.tokenizer.im_end_id, case["max_new_tokens"], Sampling(top_k=case["top_k"]))
+    codes = generate_codes(
+        t2s.model, prompt, t2s.tokenizer.im_end_id, case["max_new_tokens"], Sampling(top_k=case["top_k"])
+    )
     assert [codes.tolist()] == case["codes"]
 
 
@@ -57,12 +66,21 @@ def test_prompt_without_reference_uses_the_plain_system_turn():
     t2s = load_text_to_semantic(GOLDEN / "s1-mini")
     prompt = build_prompt(t2s.tokenizer, 4, "Hello world.")
     assert prompt.shape[0] == 5 and not prompt[1:].any()
-    pieces = ["<|im_start|>system\n", "convert the provided text to speech", "<|im_end|>\n", "<|im_start|>user\n", "Hello world.",
-              "<|im_end|>\n", "<|im_start|>assistant\n<|voice|>"]
+    pieces = [
+        "<|im_start|>system\n",
+        "convert the provided text to speech",
+        "<|im_end|>\n",
+        "<|im_start|>user\n",
+        "Hello world.",
+        "<|im_end|>\n",
+        "<|im_start|>assistant\n<|voice|>",
+    ]
     assert prompt[0].tolist() == [token for piece in pieces for token in t2s.tokenizer.encode(piece)]
 
 
-@pytest.mark.parametrize(("name", "weights"), [("s1-mini", "pth"), ("s2-pro", "safetensors"), ("s2-pro", "sharded"), ("s2-pro", "pth")])
+@pytest.mark.parametrize(
+    ("name", "weights"), [("s1-mini", "pth"), ("s2-pro", "safetensors"), ("s2-pro", "sharded"), ("s2-pro", "pth")]
+)
 def test_tiny_checkpoints_load_through_the_user_loader(tmp_path, name, weights):
     written = write_checkpoint(tmp_path / name, name, seed=1, weights=weights)
     loaded = load_text_to_semantic(tmp_path / name).model
@@ -99,7 +117,9 @@ def test_a_fixed_seed_gives_the_same_codes(tmp_path, layout):
     prompt = build_prompt(t2s.tokenizer, 4, "Hello world.")
 
     def run(seed):
-        return generate_codes(t2s.model, prompt, t2s.tokenizer.im_end_id, 30, Sampling(temperature=0.9, top_p=0.95, top_k=30, seed=seed))
+        return generate_codes(
+            t2s.model, prompt, t2s.tokenizer.im_end_id, 30, Sampling(temperature=0.9, top_p=0.95, top_k=30, seed=seed)
+        )
 
     first, again, other = run(7), run(7), run(8)
     assert first.shape[0] == 4 and first.shape[1] > 0
@@ -124,14 +144,17 @@ def break_file(path: Path, name: str, content: bytes | None) -> None:
         target.write_bytes(content)
 
 
-@pytest.mark.parametrize(("name", "change", "words"), [
-    ("config.json", None, "config.json: missing"),
-    ("config.json", b"{not json", "not readable JSON"),
-    ("config.json", json.dumps({"model_type": "naive"}).encode(), "model_type 'naive' is not one we load"),
-    ("tokenizer.json", None, "tokenizer.json: missing"),
-    ("model.pth", None, "no weights; expected one of model.safetensors.index.json, model.safetensors, model.pth"),
-    ("model.pth", b"garbage", "weights not readable"),
-])
+@pytest.mark.parametrize(
+    ("name", "change", "words"),
+    [
+        ("config.json", None, "config.json: missing"),
+        ("config.json", b"{not json", "not readable JSON"),
+        ("config.json", json.dumps({"model_type": "naive"}).encode(), "model_type 'naive' is not one we load"),
+        ("tokenizer.json", None, "tokenizer.json: missing"),
+        ("model.pth", None, "no weights; expected one of model.safetensors.index.json, model.safetensors, model.pth"),
+        ("model.pth", b"garbage", "weights not readable"),
+    ],
+)
 def test_malformed_checkpoints_fail_with_the_file_named(tmp_path, name, change, words):
     write_checkpoint(tmp_path / "m", "s1-mini")
     break_file(tmp_path / "m", name, change)

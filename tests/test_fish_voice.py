@@ -62,13 +62,23 @@ def test_reference_voice_is_encoded_once_and_changes_the_prompt(fish_tts, speech
     again = synthesize(fish_tts, "Hello again.", voice)
     assert fish_tts.encodes == before + 1  # the second request hit the cache
     plain = synthesize(fish_tts, "Hello world.")
-    assert len(cloned.samples) and len(again.samples) and not np.array_equal(cloned.samples[:8192], plain.samples[:8192])
+    assert (
+        len(cloned.samples) and len(again.samples) and not np.array_equal(cloned.samples[:8192], plain.samples[:8192])
+    )
 
 
 async def test_assistant_end_to_end_with_the_fish_voice_and_a_reference(llm, store, fish_tts, speech):
     handler = make_handler(Assistant(llm, fish_tts, store, default_system_message=SYSTEM))
-    result = await run_job(handler, message="Say hello.", max_tokens=10, conversation_id="fish-1", audio_format="pcm16",
-                           sample_rate=24000, system_audio=speech_b64(speech, "flac"), reference_text="The quick brown fox")
+    result = await run_job(
+        handler,
+        message="Say hello.",
+        max_tokens=10,
+        conversation_id="fish-1",
+        audio_format="pcm16",
+        sample_rate=24000,
+        system_audio=speech_b64(speech, "flac"),
+        reference_text="The quick brown fox",
+    )
     assert "error" not in result, result
     assert result["voice"] == {"backend": "fish", "cloned": True} and not result["warnings"]
     assert len(pcm16_samples(result["audio"])) == pytest.approx(result["duration_s"] * 24000, abs=13)
@@ -86,7 +96,9 @@ def test_settings_build_the_fish_backend_and_explain_what_is_missing(checkpoint)
 def test_codec_that_does_not_fit_the_model_is_refused(tmp_path):
     write_checkpoint(tmp_path, "s1-mini")
     write_codec(tmp_path)
-    (tmp_path / "codec.json").write_text((tmp_path / "codec.json").read_text().replace('"n_codebooks": 3', '"n_codebooks": 2'))
+    (tmp_path / "codec.json").write_text(
+        (tmp_path / "codec.json").read_text().replace('"n_codebooks": 3', '"n_codebooks": 2')
+    )
     with pytest.raises(CheckpointError):
         FishEngine(tmp_path, device="cpu")
 

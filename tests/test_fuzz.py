@@ -17,21 +17,59 @@ from hypothesis import strategies as st
 from .conftest import speech_b64
 from .test_server import server
 
-CODES = {"invalid_input", "invalid_audio", "payload_too_large", "unauthorized", "not_found", "cancelled", "timeout",
-         "backend_unavailable", "internal"}
-REPLY_KEYS = {"text", "audio", "audio_format", "sample_rate", "duration_s", "history", "conversation_id", "voice", "usage",
-              "timings_ms", "warnings"}
-FIELDS = ["message", "system_message", "system_audio", "reference_text", "conversation_id", "temperature", "max_tokens",
-          "audio_format", "sample_rate", "speak", "user_audio", "voice_id"]
+CODES = {
+    "invalid_input",
+    "invalid_audio",
+    "payload_too_large",
+    "unauthorized",
+    "not_found",
+    "cancelled",
+    "timeout",
+    "backend_unavailable",
+    "internal",
+}
+REPLY_KEYS = {
+    "text",
+    "audio",
+    "audio_format",
+    "sample_rate",
+    "duration_s",
+    "history",
+    "conversation_id",
+    "voice",
+    "usage",
+    "timings_ms",
+    "warnings",
+}
+FIELDS = [
+    "message",
+    "system_message",
+    "system_audio",
+    "reference_text",
+    "conversation_id",
+    "temperature",
+    "max_tokens",
+    "audio_format",
+    "sample_rate",
+    "speak",
+    "user_audio",
+    "voice_id",
+]
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40),
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**12), 10**12)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=40),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12,
 )
-audio_values = (st.binary(max_size=3000).map(lambda b: base64.b64encode(b).decode())
-                | st.text(alphabet=string.ascii_letters + "+/=", max_size=200)
-                | st.just("data:audio/wav;base64,UklGRiQAAABXQVZF"))
+audio_values = (
+    st.binary(max_size=3000).map(lambda b: base64.b64encode(b).decode())
+    | st.text(alphabet=string.ascii_letters + "+/=", max_size=200)
+    | st.just("data:audio/wav;base64,UklGRiQAAABXQVZF")
+)
 plausible = {
     "message": st.text(max_size=60) | st.just("x" * 9000) | st.just("Say hi."),
     "max_tokens": st.integers(-5, 6) | st.just(5000),
@@ -44,9 +82,11 @@ plausible = {
 }
 job_inputs = st.one_of(
     json_values,
-    st.fixed_dictionaries({"message": plausible["message"], "max_tokens": plausible["max_tokens"]},
-                          optional={k: v for k, v in plausible.items() if k not in ("message", "max_tokens")}
-                          | {k: json_values for k in FIELDS if k not in plausible}),
+    st.fixed_dictionaries(
+        {"message": plausible["message"], "max_tokens": plausible["max_tokens"]},
+        optional={k: v for k, v in plausible.items() if k not in ("message", "max_tokens")}
+        | {k: json_values for k in FIELDS if k not in plausible},
+    ),
     st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=12), json_values, max_size=6),
 )
 
@@ -60,19 +100,29 @@ def check_result(result: dict) -> None:
         assert set(result) == REPLY_KEYS
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(job=job_inputs)
 def test_handler_answers_any_input_with_a_reply_or_a_documented_error(handler, job):
     result = asyncio.run(asyncio.wait_for(handler({"id": "fuzz", "input": job}), timeout=120))
     check_result(result)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(cut=st.integers(0, 4000), noise=st.binary(min_size=0, max_size=64), fmt=st.sampled_from(["wav", "flac", "mp3", "opus"]))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    cut=st.integers(0, 4000),
+    noise=st.binary(min_size=0, max_size=64),
+    fmt=st.sampled_from(["wav", "flac", "mp3", "opus"]),
+)
 def test_truncated_and_corrupted_reference_audio_is_refused_or_used(handler, speech, cut, noise, fmt):
     data = base64.b64decode(speech_b64(speech, fmt))
-    broken = base64.b64encode(data[:cut] + noise + data[cut + len(noise):][:cut]).decode()
-    result = asyncio.run(handler({"id": "fuzz", "input": {"message": "Hi", "max_tokens": 2, "speak": False, "system_audio": broken}}))
+    broken = base64.b64encode(data[:cut] + noise + data[cut + len(noise) :][:cut]).decode()
+    result = asyncio.run(
+        handler({"id": "fuzz", "input": {"message": "Hi", "max_tokens": 2, "speak": False, "system_audio": broken}})
+    )
     check_result(result)
     if "error" in result:
         assert result["field"] == "system_audio"
@@ -86,15 +136,32 @@ def fuzz_url(request, tmp_path_factory):
         yield base
 
 
-paths = st.sampled_from(["/run", "/runsync", "/status/{id}", "/stream/{id}", "/cancel/{id}", "/purge-queue", "/health",
-                         "/v2/ep/run", "/v2/ep/status/{id}", "/nope"])
+paths = st.sampled_from(
+    [
+        "/run",
+        "/runsync",
+        "/status/{id}",
+        "/stream/{id}",
+        "/cancel/{id}",
+        "/purge-queue",
+        "/health",
+        "/v2/ep/run",
+        "/v2/ep/status/{id}",
+        "/nope",
+    ]
+)
 job_ids = st.text(alphabet=string.ascii_letters + string.digits + "-._~%", max_size=40)
-bodies = st.one_of(st.binary(max_size=300), job_inputs.map(lambda j: json.dumps({"input": j}, allow_nan=True).encode()),
-                   json_values.map(lambda v: json.dumps(v, allow_nan=True).encode()))
+bodies = st.one_of(
+    st.binary(max_size=300),
+    job_inputs.map(lambda j: json.dumps({"input": j}, allow_nan=True).encode()),
+    json_values.map(lambda v: json.dumps(v, allow_nan=True).encode()),
+)
 auth = st.sampled_from([None, "Bearer fuzz-key", "Bearer wrong", "Basic abc", "Bearer", ""])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(path=paths, job_id=job_ids, body=bodies, method=st.sampled_from(["GET", "POST"]), key=auth)
 def test_every_route_answers_random_requests_without_a_500(fuzz_url, path, job_id, body, method, key):
     headers = {"Content-Type": "application/json"} | ({"Authorization": key} if key is not None else {})

@@ -14,8 +14,12 @@ import soundfile
 from .conftest import ROOT
 from .test_server import server
 
-RUNNERS = {"python": [sys.executable, "-c"], "python-stream": [sys.executable, "-c"], "javascript": ["node", "--input-type=module", "-e"],
-           "curl": ["bash", "-c"]}
+RUNNERS = {
+    "python": [sys.executable, "-c"],
+    "python-stream": [sys.executable, "-c"],
+    "javascript": ["node", "--input-type=module", "-e"],
+    "curl": ["bash", "-c"],
+}
 
 
 def readme_example(name: str) -> str:
@@ -34,8 +38,14 @@ def worker_url(tmp_path_factory):
 def test_readme_example_runs(worker_url, tmp_path, name):
     if name == "javascript" and shutil.which("node") is None:
         pytest.skip("node is not installed")
-    done = subprocess.run(RUNNERS[name] + [readme_example(name)], cwd=tmp_path, env={**os.environ, "FISHVOICE_URL": worker_url},
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        RUNNERS[name] + [readme_example(name)],
+        cwd=tmp_path,
+        env={**os.environ, "FISHVOICE_URL": worker_url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip()
     if name != "javascript":

@@ -16,8 +16,12 @@ import pytest
 
 from .conftest import free_port, stop, wait_for_http
 
-STORY = {"message": "Tell me a long story about a robot who learns to paint.", "max_tokens": 300, "temperature": 0.3,
-         "system_message": "You are a storyteller. Write many short sentences."}
+STORY = {
+    "message": "Tell me a long story about a robot who learns to paint.",
+    "max_tokens": 300,
+    "temperature": 0.3,
+    "system_message": "You are a storyteller. Write many short sentences.",
+}
 
 
 def start_server(tmp_path: Path, **settings: str) -> tuple[str, subprocess.Popen]:
@@ -26,10 +30,16 @@ def start_server(tmp_path: Path, **settings: str) -> tuple[str, subprocess.Popen
     port = free_port()
     if "jobs" in settings:
         settings = {"redis_prefix": f"test-{uuid.uuid4().hex[:12]}", **settings}
-    env = {**os.environ, "FISHVOICE_STORE": str(tmp_path / "db.sqlite3"), "FISHVOICE_PORT": str(port),
-           **{f"FISHVOICE_{name.upper()}": value for name, value in settings.items()}}
+    env = {
+        **os.environ,
+        "FISHVOICE_STORE": str(tmp_path / "db.sqlite3"),
+        "FISHVOICE_PORT": str(port),
+        **{f"FISHVOICE_{name.upper()}": value for name, value in settings.items()},
+    }
     with open(tmp_path / f"server-{port}.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "fishvoice", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fishvoice", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", process)
     except BaseException:
@@ -85,7 +95,9 @@ def wait_status(http: httpx.Client, job_id: str, status: str, timeout: float = 6
 
 
 def test_job_lifecycle_run_status_completed(http):
-    submitted = http.post("/run", json={"input": {"message": "Say hello.", "max_tokens": 16, "audio_format": "wav"}}).json()
+    submitted = http.post(
+        "/run", json={"input": {"message": "Say hello.", "max_tokens": 16, "audio_format": "wav"}}
+    ).json()
     assert submitted["status"] in ("IN_QUEUE", "IN_PROGRESS") and set(submitted) == {"id", "status"}
     job = wait_final(http, submitted["id"])
     assert job["status"] == "COMPLETED" and job["output"]["text"] and job["output"]["duration_s"] > 0.3
@@ -107,16 +119,23 @@ def test_runsync_past_its_wait_answers_in_progress_with_the_id(http):
 def test_invalid_input_fails_the_job_with_the_documented_error(http):
     job = http.post("/run", json={"input": {"message": "Hi", "max_new_tokens": 5}}).json()
     assert job["status"] == "FAILED"
-    assert job["output"] == {"error": "max_new_tokens: unknown field; did you mean max_tokens?", "error_code": "invalid_input",
-                             "field": "max_new_tokens"}
+    assert job["output"] == {
+        "error": "max_new_tokens: unknown field; did you mean max_tokens?",
+        "error_code": "invalid_input",
+        "field": "max_new_tokens",
+    }
     assert job["error"] == job["output"]["error"]
     assert http.get(f"/status/{job['id']}").json()["status"] == "FAILED"
 
 
-@pytest.mark.parametrize(("body", "status", "words"), [
-    (b"{not json", 400, "not valid JSON"), (b'{"message": "no input wrapper"}', 400, "input: required"),
-    (b"[1, 2]", 400, "input: required"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b'{"message": "no input wrapper"}', 400, "input: required"),
+        (b"[1, 2]", 400, "input: required"),
+    ],
+)
 def test_malformed_bodies_are_refused_clearly(http, body, status, words):
     reply = http.post("/run", content=body, headers={"Content-Type": "application/json"})
     assert reply.status_code == status and words in reply.json()["error"]
@@ -161,7 +180,9 @@ def test_cancel_a_running_job_stops_it_and_stores_nothing(http):
     assert http.get("/health").json()["jobs"]["inProgress"] == 0  # the generation stopped, nothing runs on
     job = http.get(f"/status/{job_id}").json()
     assert job["status"] == "CANCELLED" and job["output"]["error_code"] == "cancelled"
-    after = http.post("/runsync", json={"input": {"message": "Hi", "conversation_id": "cancel-run", "max_tokens": 5, "speak": False}})
+    after = http.post(
+        "/runsync", json={"input": {"message": "Hi", "conversation_id": "cancel-run", "max_tokens": 5, "speak": False}}
+    )
     assert len(after.json()["output"]["history"]) == 2  # only this turn: the cancelled one left no trace
 
 
@@ -173,8 +194,10 @@ def test_cancel_a_queued_job(http):
     assert wait_final(http, running)["status"] == "COMPLETED"
     time.sleep(0.3)
     assert http.get(f"/status/{queued}").json()["status"] == "CANCELLED"  # never started after all
-    history = http.post("/runsync", json={"input": {"message": "Hi", "conversation_id": "cancel-queued", "max_tokens": 5,
-                                                    "speak": False}}).json()["output"]["history"]
+    history = http.post(
+        "/runsync",
+        json={"input": {"message": "Hi", "conversation_id": "cancel-queued", "max_tokens": 5, "speak": False}},
+    ).json()["output"]["history"]
     assert len(history) == 2
 
 
@@ -184,7 +207,9 @@ def test_cancel_of_a_finished_job_changes_nothing(http):
 
 
 def test_routes_are_served_under_v2_endpoint_id(http):
-    job = http.post("/v2/my-endpoint/runsync", json={"input": {"message": "Hi", "max_tokens": 5, "speak": False}}).json()
+    job = http.post(
+        "/v2/my-endpoint/runsync", json={"input": {"message": "Hi", "max_tokens": 5, "speak": False}}
+    ).json()
     assert job["status"] == "COMPLETED"
     assert http.get(f"/v2/my-endpoint/status/{job['id']}").json()["status"] == "COMPLETED"
     assert http.get("/v2/my-endpoint/health").json()["status"] == "ok"
@@ -194,14 +219,25 @@ def test_health_reports_jobs_by_state_and_backends(http, job_table):
     http.post("/runsync", json={"input": {"message": "Hi", "max_tokens": 3, "speak": False}})
     http.post("/run", json={"input": {"message": ""}})
     health = http.get("/health").json()
-    assert health["backends"] == {"llm": "llama_cpp:SmolLM2-135M-Instruct.Q4_1", "voice": "piper", "store": "SQLiteStore",
-                                  "jobs": "RedisJobTable" if job_table else "MemoryJobTable"}
+    assert health["backends"] == {
+        "llm": "llama_cpp:SmolLM2-135M-Instruct.Q4_1",
+        "voice": "piper",
+        "store": "SQLiteStore",
+        "jobs": "RedisJobTable" if job_table else "MemoryJobTable",
+    }
     assert set(health["jobs"]) == {"inQueue", "inProgress", "completed", "failed", "cancelled", "timedOut"}
-    assert health["jobs"]["completed"] >= 1 and health["jobs"]["failed"] >= 1 and health["workers"]["idle"] + health["workers"]["running"] == 1
+    assert (
+        health["jobs"]["completed"] >= 1
+        and health["jobs"]["failed"] >= 1
+        and health["workers"]["idle"] + health["workers"]["running"] == 1
+    )
 
 
 def test_full_queue_answers_429_and_jobs_expire_and_time_out(tmp_path, job_table):
-    with server(tmp_path, concurrency="1", queue_size="1", job_ttl="2", job_timeout="3", **job_table) as base, httpx.Client(base_url=base) as http:
+    with (
+        server(tmp_path, concurrency="1", queue_size="1", job_ttl="2", job_timeout="3", **job_table) as base,
+        httpx.Client(base_url=base) as http,
+    ):
         long = {**STORY, "max_tokens": 2000, "system_message": "Write an endless story. Never stop."}
         running = http.post("/run", json={"input": long}).json()["id"]
         wait_status(http, running, "IN_PROGRESS")
@@ -220,12 +256,19 @@ def test_auth_on_needs_a_key_and_keeps_conversations_apart(tmp_path, job_table):
     with server(tmp_path, api_key="key-one,key-two", **job_table) as base:
         anonymous = httpx.post(f"{base}/runsync", json={"input": {"message": "Hi"}})
         assert anonymous.status_code == 401 and anonymous.json()["error_code"] == "unauthorized"
-        wrong = httpx.post(f"{base}/runsync", json={"input": {"message": "Hi"}}, headers={"Authorization": "Bearer nope"})
+        wrong = httpx.post(
+            f"{base}/runsync", json={"input": {"message": "Hi"}}, headers={"Authorization": "Bearer nope"}
+        )
         assert wrong.status_code == 401
         assert httpx.get(f"{base}/health").status_code == 200  # health stays open for probes
         one = httpx.Client(base_url=base, headers={"Authorization": "Bearer key-one"}, timeout=120)
         two = httpx.Client(base_url=base, headers={"Authorization": "Bearer key-two"}, timeout=120)
-        turn = {"message": "My secret word is pineapple.", "conversation_id": "shared-id", "max_tokens": 8, "speak": False}
+        turn = {
+            "message": "My secret word is pineapple.",
+            "conversation_id": "shared-id",
+            "max_tokens": 8,
+            "speak": False,
+        }
         job = one.post("/runsync", json={"input": turn}).json()
         assert job["status"] == "COMPLETED"
         assert two.get(f"/status/{job['id']}").status_code == 404  # another key's job is invisible
@@ -238,7 +281,10 @@ def test_auth_on_needs_a_key_and_keeps_conversations_apart(tmp_path, job_table):
 
 
 def test_auth_off_accepts_calls_without_a_key(http):
-    assert http.post("/runsync", json={"input": {"message": "Hi", "max_tokens": 3, "speak": False}}).json()["status"] == "COMPLETED"
+    assert (
+        http.post("/runsync", json={"input": {"message": "Hi", "max_tokens": 3, "speak": False}}).json()["status"]
+        == "COMPLETED"
+    )
 
 
 def test_official_runpod_sdk_runs_a_job_against_our_server(url):

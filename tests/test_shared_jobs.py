@@ -69,10 +69,14 @@ def test_either_server_answers_status_and_stream_for_any_job(pair):
         time.sleep(0.05)
     kinds = [event["type"] for event in events]
     assert "IN_PROGRESS" in statuses and kinds[-1] == "done" and kinds.count("audio") >= 2
-    assert [e["seq"] for e in events if e["type"] == "audio"] == list(range(kinds.count("audio")))  # each once, in order
+    assert [e["seq"] for e in events if e["type"] == "audio"] == list(
+        range(kinds.count("audio"))
+    )  # each once, in order
     assert a.get(f"/stream/{job_id}").json()["stream"] == [] == b.get(f"/stream/{job_id}").json()["stream"]
     assert a.get(f"/status/{job_id}").json() == b.get(f"/status/{job_id}").json()
-    assert b.get(f"/status/{job_id}").json()["output"]["text"] == "".join(e["text"] for e in events if e["type"] == "text")
+    assert b.get(f"/status/{job_id}").json()["output"]["text"] == "".join(
+        e["text"] for e in events if e["type"] == "text"
+    )
 
 
 def test_one_queue_serves_both_servers_and_runsync_waits_across_them(pair, redis_url):
@@ -85,8 +89,9 @@ def test_one_queue_serves_both_servers_and_runsync_waits_across_them(pair, redis
     assert b.get("/health").json()["jobs"]["inProgress"] == 2  # the shared table's count
     third = a.post("/runsync", json={"input": {**SHORT, "conversation_id": "queue-shared"}}).json()
     assert third["status"] == "COMPLETED" and third["output"]["text"]  # woken when it ended, wherever it ran
-    assert b.post("/runsync", json={"input": {**SHORT, "conversation_id": "queue-shared"}}).json()["output"]["history"][0] == \
-        {"role": "user", "content": "Say hello."}
+    assert b.post("/runsync", json={"input": {**SHORT, "conversation_id": "queue-shared"}}).json()["output"]["history"][
+        0
+    ] == {"role": "user", "content": "Say hello."}
     for job_id in (busy, second):
         assert wait_final(b, job_id)["status"] == "COMPLETED"
 

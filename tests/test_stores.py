@@ -59,7 +59,9 @@ async def test_latest_system_message_and_voice_are_kept(any_store):
 
 
 async def test_racing_appends_on_one_conversation_all_land(any_store):
-    await asyncio.gather(*(any_store.append_exchange("", "c", f"q{i}", f"a{i}", system_message=None, voice_hash=None) for i in range(20)))
+    await asyncio.gather(
+        *(any_store.append_exchange("", "c", f"q{i}", f"a{i}", system_message=None, voice_hash=None) for i in range(20))
+    )
     turns = (await any_store.load("", "c")).turns
     assert len(turns) == 40
     assert sorted(t["content"] for t in turns if t["role"] == "user") == sorted(f"q{i}" for i in range(20))
@@ -110,8 +112,13 @@ async def test_two_sqlite_stores_on_one_file_share_conversations_in_wal_mode(tmp
 async def test_two_redis_workers_share_conversations_and_voices(redis_url):
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     one, two = RedisStore(redis_url, prefix=prefix), RedisStore(redis_url, prefix=prefix)
-    await asyncio.gather(*(store.append_exchange("", "c", f"q{i}", f"a{i}", system_message=None, voice_hash=None)
-                           for i in range(10) for store in (one, two)))
+    await asyncio.gather(
+        *(
+            store.append_exchange("", "c", f"q{i}", f"a{i}", system_message=None, voice_hash=None)
+            for i in range(10)
+            for store in (one, two)
+        )
+    )
     assert len((await two.load("", "c")).turns) == 40
     await one.put_voice(VoiceReference("v", Audio(np.full(100, 0.25, np.float32), 44100), None))
     assert (await two.get_voice("v")) is not None

@@ -23,12 +23,18 @@ def test_sentences_are_emitted_as_soon_as_they_end():
 def test_abbreviations_initials_and_decimals_do_not_split():
     text = "Dr. Smith met J. R. Tolkien and paid $3.50 for tea, e.g. green tea. Then he left."
     # The first chunk may end at a clause (early first audio); no cut falls inside the sentence otherwise.
-    assert chunk_stream(text) == ["Dr. Smith met J. R. Tolkien and paid $3.50 for tea,", "e.g. green tea.", "Then he left."]
+    assert chunk_stream(text) == [
+        "Dr. Smith met J. R. Tolkien and paid $3.50 for tea,",
+        "e.g. green tea.",
+        "Then he left.",
+    ]
 
 
 def test_long_sentences_split_at_clauses_and_the_first_chunk_early():
-    text = ("Once upon a time, in a land far away, there lived a robot who loved to paint the sky every morning, "
-            "and every evening it painted the sea in colours nobody had ever seen before, which made people happy.")
+    text = (
+        "Once upon a time, in a land far away, there lived a robot who loved to paint the sky every morning, "
+        "and every evening it painted the sea in colours nobody had ever seen before, which made people happy."
+    )
     chunks = chunk_stream(text)
     assert chunks[0] == "Once upon a time,"
     assert len(chunks) >= 3 and " ".join(chunks) == text

@@ -53,8 +53,16 @@ class _Reply:
 class Assistant:
     """Answers requests with the LLM, speaks with the TTS, remembers in the store."""
 
-    def __init__(self, llm: LLM, tts: TTS, store: ConversationStore, *, default_system_message: str, debug: bool = False,
-                 backend_timeout_s: float = 120.0):
+    def __init__(
+        self,
+        llm: LLM,
+        tts: TTS,
+        store: ConversationStore,
+        *,
+        default_system_message: str,
+        debug: bool = False,
+        backend_timeout_s: float = 120.0,
+    ):
         self.llm = llm
         self.backend_timeout_s = backend_timeout_s  # longest silence of the LLM or the voice before the job fails
         self.tts = tts
@@ -74,7 +82,9 @@ class Assistant:
             log.exception("request failed unexpectedly")
             if is_out_of_memory(exc):
                 # Memory may stay fragmented or leaked: ask RunPod for a fresh worker after this job.
-                event = error_event(FishvoiceError("backend_unavailable", "out of GPU memory; the worker will be replaced"))
+                event = error_event(
+                    FishvoiceError("backend_unavailable", "out of GPU memory; the worker will be replaced")
+                )
                 event["refresh_worker"] = True
                 yield event
                 return
@@ -86,13 +96,21 @@ class Assistant:
     async def _respond(self, request: Request, namespace: str) -> AsyncIterator[dict[str, Any]]:
         reply = _Reply(started=time.perf_counter())
         warnings: list[str] = []
-        new_voice = await asyncio.to_thread(load_reference, request.system_audio, request.reference_text) if request.system_audio else None
-        conversation = await self.store.load(namespace, request.conversation_id) if request.conversation_id else Conversation()
+        new_voice = (
+            await asyncio.to_thread(load_reference, request.system_audio, request.reference_text)
+            if request.system_audio
+            else None
+        )
+        conversation = (
+            await self.store.load(namespace, request.conversation_id) if request.conversation_id else Conversation()
+        )
         voice = new_voice or await self._conversation_voice(conversation)
         if voice is not None and not self.tts.can_clone:
             warnings.append(f"voice cloning needs the fish voice backend; the default {self.tts.name} voice was used")
         system = request.system_message or conversation.system_message or self.default_system_message
-        messages, max_tokens = self._fit_context(system, conversation.turns, request.message, request.max_tokens, warnings)
+        messages, max_tokens = self._fit_context(
+            system, conversation.turns, request.message, request.max_tokens, warnings
+        )
 
         async for event in self._pipeline(request, messages, max_tokens, voice if self.tts.can_clone else None, reply):
             yield event
@@ -123,6 +141,7 @@ class Assistant:
         if needed + max_tokens > window:
             max_tokens = window - needed
             warnings.append(f"max_tokens lowered to {max_tokens} to fit the model's context")
+
         # Drop whole exchanges from the oldest; fewer turns never take more tokens, so bisect.
         def fits(start: int) -> bool:
             return self.llm.count_tokens(head + turns[start:] + tail) + max_tokens <= window
@@ -135,7 +154,12 @@ class Assistant:
         return head + turns[first:] + tail, max_tokens
 
     async def _pipeline(
-        self, request: Request, messages: list[ChatMessage], max_tokens: int, voice: VoiceReference | None, reply: _Reply
+        self,
+        request: Request,
+        messages: list[ChatMessage],
+        max_tokens: int,
+        voice: VoiceReference | None,
+        reply: _Reply,
     ) -> AsyncIterator[dict[str, Any]]:
         """Run the LLM and the voice side by side; yield their events as they come."""
         events: asyncio.Queue[Any] = asyncio.Queue()
@@ -199,7 +223,12 @@ class Assistant:
                 sentences.put_nowait(None)
 
     async def _speak(
-        self, request: Request, voice: VoiceReference | None, reply: _Reply, events: asyncio.Queue[Any], sentences: asyncio.Queue[str | None]
+        self,
+        request: Request,
+        voice: VoiceReference | None,
+        reply: _Reply,
+        events: asyncio.Queue[Any],
+        sentences: asyncio.Queue[str | None],
     ) -> None:
         chunk_format = "pcm16" if request.audio_format == "array" else request.audio_format
         seq = 0
@@ -219,8 +248,13 @@ class Assistant:
                 seq += 1
             reply.tts_s += time.perf_counter() - started
 
-    async def _remember(self, request: Request, namespace: str, text: str, new_voice: VoiceReference | None) -> list[ChatMessage]:
-        exchange: list[ChatMessage] = [{"role": "user", "content": request.message}, {"role": "assistant", "content": text}]
+    async def _remember(
+        self, request: Request, namespace: str, text: str, new_voice: VoiceReference | None
+    ) -> list[ChatMessage]:
+        exchange: list[ChatMessage] = [
+            {"role": "user", "content": request.message},
+            {"role": "assistant", "content": text},
+        ]
         if not request.conversation_id:
             return exchange
         if new_voice is not None:
@@ -235,7 +269,13 @@ class Assistant:
         )
 
     def _response(
-        self, request: Request, reply: _Reply, text: str, history: list[ChatMessage], voice: VoiceReference | None, warnings: list[str]
+        self,
+        request: Request,
+        reply: _Reply,
+        text: str,
+        history: list[ChatMessage],
+        voice: VoiceReference | None,
+        warnings: list[str],
     ) -> dict[str, Any]:
         audio = Audio(np.concatenate(reply.audio) if reply.audio else np.zeros(0, np.float32), request.sample_rate)
         encoded = encode_audio(audio, request.audio_format) if request.speak else None
@@ -244,8 +284,12 @@ class Assistant:
         total = time.perf_counter() - reply.started
         log.info(
             "reply: %d chars, %.2f s audio, %d+%d tokens, first audio %s ms, total %d ms",
-            len(text), audio.duration_s, reply.usage.prompt_tokens, reply.usage.completion_tokens,
-            reply.ms_since_start(reply.first_audio), round(total * 1000),
+            len(text),
+            audio.duration_s,
+            reply.usage.prompt_tokens,
+            reply.usage.completion_tokens,
+            reply.ms_since_start(reply.first_audio),
+            round(total * 1000),
         )
         return {
             "text": text,

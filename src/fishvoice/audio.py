@@ -97,7 +97,9 @@ def decode_audio(data: bytes, field: str, max_seconds: float) -> Audio:
     except FishvoiceError:
         raise
     except Exception as exc:  # FFmpeg raises many types for garbage input; all mean "not audio".
-        raise FishvoiceError("invalid_audio", f"{field}: not a readable audio file ({type(exc).__name__})", field) from None
+        raise FishvoiceError(
+            "invalid_audio", f"{field}: not a readable audio file ({type(exc).__name__})", field
+        ) from None
     samples = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
     if not np.all(np.isfinite(samples)):
         raise FishvoiceError("invalid_audio", f"{field}: the audio holds invalid samples", field)

@@ -29,7 +29,9 @@ def _write_audio(samples_b64: str, path: Path) -> None:
 def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
     fmt = _EXTENSIONS.get(args.output.suffix.lower())
     if fmt is None:
-        raise FishvoiceError("invalid_input", f"output: use one of {', '.join(_EXTENSIONS)} as the file extension", "output")
+        raise FishvoiceError(
+            "invalid_input", f"output: use one of {', '.join(_EXTENSIONS)} as the file extension", "output"
+        )
     text = args.text.strip()
     if not text:
         raise FishvoiceError("invalid_input", "text: must not be empty", "text")
@@ -48,7 +50,10 @@ async def _chat(args: argparse.Namespace, settings: Settings) -> int:
     assistant = build_assistant(settings)
     conversation_id = args.conversation_id or f"chat-{uuid.uuid4().hex[:12]}"
     system_audio = base64.b64encode(args.system_audio.read_bytes()).decode() if args.system_audio else None
-    print(f"conversation {conversation_id}; replies are written to {args.output_dir}/. Ctrl-D or /quit ends.", file=sys.stderr)
+    print(
+        f"conversation {conversation_id}; replies are written to {args.output_dir}/. Ctrl-D or /quit ends.",
+        file=sys.stderr,
+    )
     turn = 0
     while True:
         try:
@@ -59,7 +64,12 @@ async def _chat(args: argparse.Namespace, settings: Settings) -> int:
             break
         if not line:
             continue
-        raw = {"message": line, "conversation_id": conversation_id, "audio_format": "wav", "max_tokens": args.max_tokens}
+        raw = {
+            "message": line,
+            "conversation_id": conversation_id,
+            "audio_format": "wav",
+            "max_tokens": args.max_tokens,
+        }
         if args.system and turn == 0:
             raw["system_message"] = args.system
         if system_audio and turn == 0:
@@ -89,7 +99,11 @@ async def _chat(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from .server.app import serve
 
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "concurrency": args.concurrency}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {"host": args.host, "port": args.port, "concurrency": args.concurrency}.items()
+        if v is not None
+    }
     serve(settings.model_copy(update=overrides))
     return 0
 
@@ -112,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .client import add_arguments
 
-    client = commands.add_parser("client", help="send a job to fishvoice: our server (--url) or RunPod's cloud (--endpoint)")
+    client = commands.add_parser(
+        "client", help="send a job to fishvoice: our server (--url) or RunPod's cloud (--endpoint)"
+    )
     add_arguments(client)
     client.set_defaults(run=cmd_client)
 
@@ -122,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--sample-rate", type=int, choices=SAMPLE_RATES, default=44100)
     say.set_defaults(run=cmd_say)
 
-    chat = commands.add_parser("chat", help="talk with the assistant in the terminal; each reply's audio goes to a file")
+    chat = commands.add_parser(
+        "chat", help="talk with the assistant in the terminal; each reply's audio goes to a file"
+    )
     chat.add_argument("--system", help="system message for the conversation")
     chat.add_argument("--system-audio", type=Path, help="reference voice (audio file)")
     chat.add_argument("--conversation-id", help="continue a stored conversation")

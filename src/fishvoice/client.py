@@ -1,9 +1,9 @@
 """A client for RunPod's job API, against RunPod's cloud or our own server; and the `fishvoice client` CLI.
 
-    from fishvoice.client import Client
-    client = Client("http://127.0.0.1:8000")            # or Client.for_runpod(endpoint_id, api_key)
-    result = client.run_and_wait({"message": "Hello!", "audio_format": "wav"})
-    print(result["output"]["text"])
+from fishvoice.client import Client
+client = Client("http://127.0.0.1:8000")            # or Client.for_runpod(endpoint_id, api_key)
+result = client.run_and_wait({"message": "Hello!", "audio_format": "wav"})
+print(result["output"]["text"])
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+    def _call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
         try:
             response = self._http.request(method, path, json=body, timeout=timeout or httpx.USE_CLIENT_DEFAULT)
         except httpx.TransportError as exc:
@@ -61,7 +63,9 @@ class Client:
         try:
             payload = response.json()
         except ValueError:
-            raise ClientError(f"{method} {path}: HTTP {response.status_code}, not JSON: {response.text[:200]}") from None
+            raise ClientError(
+                f"{method} {path}: HTTP {response.status_code}, not JSON: {response.text[:200]}"
+            ) from None
         if response.status_code >= 400:
             raise ClientError(f"{method} {path}: HTTP {response.status_code}: {payload.get('error', payload)}")
         return payload
@@ -87,8 +91,14 @@ class Client:
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/health")
 
-    def wait(self, job_id: str, *, timeout: float = 300.0, interval: float = 0.5,
-             on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float = 300.0,
+        interval: float = 0.5,
+        on_poll: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         """Poll /status until the job ends; ClientError if it has not ended in `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while True:
@@ -121,6 +131,7 @@ class Client:
 
 # ---- the CLI ----------------------------------------------------------------------------------
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="our server, e.g. http://127.0.0.1:8000")
@@ -142,9 +153,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def job_input(args: argparse.Namespace) -> dict[str, Any]:
-    fields = {"message": args.message, "system_message": args.system, "reference_text": args.reference_text,
-              "conversation_id": args.conversation_id, "temperature": args.temperature, "max_tokens": args.max_tokens,
-              "audio_format": "pcm16" if args.stream else args.audio_format}
+    fields = {
+        "message": args.message,
+        "system_message": args.system,
+        "reference_text": args.reference_text,
+        "conversation_id": args.conversation_id,
+        "temperature": args.temperature,
+        "max_tokens": args.max_tokens,
+        "audio_format": "pcm16" if args.stream else args.audio_format,
+    }
     if args.system_audio:
         fields["system_audio"] = base64.b64encode(args.system_audio.read_bytes()).decode()
     return {k: v for k, v in fields.items() if v is not None}
@@ -170,7 +187,12 @@ def _progress(started: float) -> Callable[[dict[str, Any]], None]:
     spinner = itertools.cycle("|/-\\")
 
     def show(job: dict[str, Any]) -> None:
-        print(f"\r{next(spinner)} {job['status']:<12} {time.monotonic() - started:6.1f} s", end="", file=sys.stderr, flush=True)
+        print(
+            f"\r{next(spinner)} {job['status']:<12} {time.monotonic() - started:6.1f} s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
 
     return show
 
@@ -241,7 +263,9 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fishvoice client", description="Send a job to fishvoice (our server or RunPod's cloud).")
+    parser = argparse.ArgumentParser(
+        prog="fishvoice client", description="Send a job to fishvoice (our server or RunPod's cloud)."
+    )
     add_arguments(parser)
     return run_cli(parser.parse_args(argv))
 

@@ -8,7 +8,6 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
@@ -36,25 +35,41 @@ class Settings(BaseSettings):
     # Voice
     voice: Literal["piper", "fish"] = "piper"
     piper_model_path: str | None = Field(None, description="Piper .onnx voice; default: en_US-joe-medium")
-    fish_checkpoint: str | None = Field(None, description="Fish Speech checkpoint: a local directory or a model-hub repo id")
-    fish_cache_dir: str | None = Field(None, description="where hub checkpoints are downloaded (default: the hub's cache)")
+    fish_checkpoint: str | None = Field(
+        None, description="Fish Speech checkpoint: a local directory or a model-hub repo id"
+    )
+    fish_cache_dir: str | None = Field(
+        None, description="where hub checkpoints are downloaded (default: the hub's cache)"
+    )
     fish_device: Literal["auto", "cuda", "cpu"] = "auto"
     fish_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    fish_compile: bool = Field(False, description="compile the frame step with torch.compile before capturing it (GPU only)")
+    fish_compile: bool = Field(
+        False, description="compile the frame step with torch.compile before capturing it (GPU only)"
+    )
     fish_cuda_graphs: bool = Field(True, description="capture the frame step as CUDA graphs at start-up (GPU only)")
-    fish_compile_cache: str | None = Field(None, description="directory of the compiler's cache (a network volume: later workers start warm)")
-    fish_max_batch: int | None = Field(None, ge=1, le=256, description="requests the engine decodes at once; default 16 on a GPU, 4 on a CPU")
-    fish_max_len: int = Field(2048, ge=64, description="positions per request: prompt (with the reference voice) and speech")
+    fish_compile_cache: str | None = Field(
+        None, description="directory of the compiler's cache (a network volume: later workers start warm)"
+    )
+    fish_max_batch: int | None = Field(
+        None, ge=1, le=256, description="requests the engine decodes at once; default 16 on a GPU, 4 on a CPU"
+    )
+    fish_max_len: int = Field(
+        2048, ge=64, description="positions per request: prompt (with the reference voice) and speech"
+    )
     fish_temperature: float = Field(0.7, gt=0, lt=2)
     fish_top_p: float = Field(0.8, gt=0, le=1)
     fish_top_k: int = Field(30, ge=1, le=128)  # the engine's TOP_K_LIMIT: a static size of its compiled step
     fish_seed: int | None = Field(None, description="fixed sampling seed: the same text gives the same audio")
 
     # Conversations
-    store: str = Field(default_factory=_default_store, description="SQLite file path (or sqlite:///path), or redis://host:port/db")
+    store: str = Field(
+        default_factory=_default_store, description="SQLite file path (or sqlite:///path), or redis://host:port/db"
+    )
     conversation_ttl: int = Field(30 * 24 * 3600, ge=60, description="seconds an idle conversation is kept")
     default_system_message: str = "You are a helpful, friendly voice assistant. Answer in a few short sentences."
-    redis_prefix: str = Field("fishvoice", min_length=1, description="prefix of every Redis key (conversations, voices, jobs)")
+    redis_prefix: str = Field(
+        "fishvoice", min_length=1, description="prefix of every Redis key (conversations, voices, jobs)"
+    )
 
     # Self-hosted server (`fishvoice serve`)
     host: str = "127.0.0.1"
@@ -64,14 +79,21 @@ class Settings(BaseSettings):
     queue_size: int = Field(64, ge=1, description="jobs waiting at most; more answer 429")
     job_timeout: float = Field(300.0, gt=0, description="seconds a job may run before TIMED_OUT")
     job_ttl: float = Field(1800.0, gt=0, description="seconds a finished job's result is kept")
-    jobs: str = Field("memory", description="job table: memory (this process), or redis://host:port/db, shared by every server using it")
+    jobs: str = Field(
+        "memory",
+        description="job table: memory (this process), or redis://host:port/db, shared by every server using it",
+    )
     runsync_wait: float = Field(90.0, gt=0, description="seconds /runsync waits before answering IN_PROGRESS")
     max_body_mb: float = Field(25.0, gt=0, description="largest request body, MB")
 
     # Worker
-    backend_timeout: float = Field(120.0, gt=0, description="seconds the LLM or the voice may produce nothing before the job fails")
+    backend_timeout: float = Field(
+        120.0, gt=0, description="seconds the LLM or the voice may produce nothing before the job fails"
+    )
     streaming: bool = False
-    worker_concurrency: int | None = Field(None, ge=1, le=256, description="jobs one RunPod worker takes at once; default 1, or the fish engine's slots")
+    worker_concurrency: int | None = Field(
+        None, ge=1, le=256, description="jobs one RunPod worker takes at once; default 1, or the fish engine's slots"
+    )
     debug: bool = False
     log_level: str = "INFO"
 

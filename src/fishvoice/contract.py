@@ -154,7 +154,14 @@ def text_event(delta: str) -> dict[str, Any]:
 
 
 def audio_event(seq: int, data: str, audio_format: str, sample_rate: int, text: str) -> dict[str, Any]:
-    return {"type": "audio", "seq": seq, "audio": data, "audio_format": audio_format, "sample_rate": sample_rate, "text": text}
+    return {
+        "type": "audio",
+        "seq": seq,
+        "audio": data,
+        "audio_format": audio_format,
+        "sample_rate": sample_rate,
+        "text": text,
+    }
 
 
 def done_event(response: dict[str, Any]) -> dict[str, Any]:

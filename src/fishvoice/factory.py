@@ -32,7 +32,12 @@ def build_llm(settings: Settings) -> LLM:
         )
     from .llm.llama_cpp import LlamaCppLLM
 
-    return LlamaCppLLM(settings.llm_model_path, context=settings.llm_context, threads=settings.llm_threads, gpu_layers=settings.llm_gpu_layers)
+    return LlamaCppLLM(
+        settings.llm_model_path,
+        context=settings.llm_context,
+        threads=settings.llm_threads,
+        gpu_layers=settings.llm_gpu_layers,
+    )
 
 
 def build_tts(settings: Settings) -> TTS:
@@ -50,14 +55,29 @@ def build_fish_tts(settings: Settings) -> TTS:
         from .fish.generate import Sampling
         from .tts.fish import FishTTS
     except ImportError as exc:
-        raise FishvoiceError("backend_unavailable", f"FISHVOICE_VOICE=fish needs the fish extra (pip install 'fishvoice[fish]'): {exc}") from exc
+        raise FishvoiceError(
+            "backend_unavailable", f"FISHVOICE_VOICE=fish needs the fish extra (pip install 'fishvoice[fish]'): {exc}"
+        ) from exc
     if not settings.fish_checkpoint:
-        raise FishvoiceError("backend_unavailable", "FISHVOICE_VOICE=fish needs FISHVOICE_FISH_CHECKPOINT (a directory or a hub repo id)")
-    engine = FishEngine(locate_checkpoint(settings.fish_checkpoint, settings.fish_cache_dir), device=settings.fish_device,
-                        dtype=settings.fish_dtype, compile=settings.fish_compile, cuda_graphs=settings.fish_cuda_graphs,
-                        compile_cache=settings.fish_compile_cache, max_concurrency=settings.fish_max_batch,
-                        max_len=settings.fish_max_len)
-    sampling = Sampling(temperature=settings.fish_temperature, top_p=settings.fish_top_p, top_k=settings.fish_top_k, seed=settings.fish_seed)
+        raise FishvoiceError(
+            "backend_unavailable", "FISHVOICE_VOICE=fish needs FISHVOICE_FISH_CHECKPOINT (a directory or a hub repo id)"
+        )
+    engine = FishEngine(
+        locate_checkpoint(settings.fish_checkpoint, settings.fish_cache_dir),
+        device=settings.fish_device,
+        dtype=settings.fish_dtype,
+        compile=settings.fish_compile,
+        cuda_graphs=settings.fish_cuda_graphs,
+        compile_cache=settings.fish_compile_cache,
+        max_concurrency=settings.fish_max_batch,
+        max_len=settings.fish_max_len,
+    )
+    sampling = Sampling(
+        temperature=settings.fish_temperature,
+        top_p=settings.fish_top_p,
+        top_k=settings.fish_top_k,
+        seed=settings.fish_seed,
+    )
     return FishTTS(engine, sampling)
 
 
@@ -80,8 +100,12 @@ def build_store(settings: Settings) -> ConversationStore:
 def build_assistant(settings: Settings) -> Assistant:
     """Load every model once; the returned assistant serves all requests."""
     assistant = Assistant(
-        build_llm(settings), build_tts(settings), build_store(settings), default_system_message=settings.default_system_message,
-        debug=settings.debug, backend_timeout_s=settings.backend_timeout,
+        build_llm(settings),
+        build_tts(settings),
+        build_store(settings),
+        default_system_message=settings.default_system_message,
+        debug=settings.debug,
+        backend_timeout_s=settings.backend_timeout,
     )
     log.info("assistant ready: llm=%s voice=%s store=%s", assistant.llm.name, assistant.tts.name, settings.store)
     return assistant

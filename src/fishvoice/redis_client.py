@@ -8,8 +8,16 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+
 def connect(url: str, *, decode_responses: bool = False) -> redis.Redis:
     """A client that retries a restarting Redis for a few seconds before its callers see the error."""
     retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6)
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30, retry=retry,
-                                retry_on_error=[RedisConnectionError, RedisTimeoutError], decode_responses=decode_responses)
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        retry=retry,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        decode_responses=decode_responses,
+    )

@@ -9,7 +9,22 @@ import re
 _SENTENCE_END = re.compile(r"([.!?…]+[\"')\]]*)(\s+)")
 _CLAUSE_END = re.compile(r"([,;:—–])(\s+)")
 _ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "approx", "no", "mt", "fig",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "prof",
+    "sr",
+    "jr",
+    "st",
+    "vs",
+    "etc",
+    "e.g",
+    "i.e",
+    "approx",
+    "no",
+    "mt",
+    "fig",
 }
 _LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _MARKS = re.compile(r"\*\*|__|[*`#>]|^\s*[-+]\s+", re.MULTILINE)

@@ -40,7 +40,9 @@ def load_reference(value: str, reference_text: str | None = None, field: str = "
     audio = decode_audio(data, field, max_seconds=MAX_REFERENCE_S)
     seconds = audio.duration_s
     if seconds < MIN_REFERENCE_S:
-        raise FishvoiceError("invalid_audio", f"{field}: audio is {seconds:.2f} s long; at least {MIN_REFERENCE_S:g} s is needed", field)
+        raise FishvoiceError(
+            "invalid_audio", f"{field}: audio is {seconds:.2f} s long; at least {MIN_REFERENCE_S:g} s is needed", field
+        )
     if seconds > MAX_REFERENCE_S:
         raise FishvoiceError("invalid_audio", f"{field}: audio is longer than {MAX_REFERENCE_S:g} s", field)
     if float(np.max(np.abs(audio.samples))) < 1e-4:

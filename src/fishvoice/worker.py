@@ -72,7 +72,9 @@ def main() -> None:
     settings = Settings()
     prepare_process(settings)
     assistant = build_assistant(settings)
-    config: dict[str, Any] = {"concurrency_modifier": fixed_concurrency(jobs_at_once(settings.worker_concurrency, assistant.tts, 1))}
+    config: dict[str, Any] = {
+        "concurrency_modifier": fixed_concurrency(jobs_at_once(settings.worker_concurrency, assistant.tts, 1))
+    }
     if settings.streaming:
         config |= {"handler": make_stream_handler(assistant), "return_aggregate_stream": True}
     else:

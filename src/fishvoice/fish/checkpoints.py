@@ -36,13 +36,17 @@ def locate_checkpoint(name: str, cache_dir: str | None = None) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise CheckpointError(f"{name}: not a local directory, and huggingface_hub is not installed to download it") from None
+        raise CheckpointError(
+            f"{name}: not a local directory, and huggingface_hub is not installed to download it"
+        ) from None
     log.info("fetching checkpoint %s from the model hub (once; cached in %s)", name, cache_dir or "the hub cache")
     try:
         return Path(snapshot_download(repo_id=name, cache_dir=cache_dir))
     except Exception as exc:
-        raise CheckpointError(f"{name}: could not be downloaded from the model hub ({type(exc).__name__}); "
-                              "give a local directory where this machine has no network") from None
+        raise CheckpointError(
+            f"{name}: could not be downloaded from the model hub ({type(exc).__name__}); "
+            "give a local directory where this machine has no network"
+        ) from None
 
 
 @dataclass
@@ -54,16 +58,22 @@ class TextToSemantic:
     path: Path
 
 
-def load_text_to_semantic(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> TextToSemantic:
+def load_text_to_semantic(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> TextToSemantic:
     """Load and check a checkpoint directory; any missing or mismatched file raises CheckpointError naming it."""
     path = Path(path)
     if not path.is_dir():
-        raise CheckpointError(f"{path}: not a directory; expected a Fish Speech checkpoint (config.json, tokenizer, weights)")
+        raise CheckpointError(
+            f"{path}: not a directory; expected a Fish Speech checkpoint (config.json, tokenizer, weights)"
+        )
     config = DualARConfig.from_file(path / "config.json")
     tokenizer = FishTokenizer(path)
     config.semantic_begin_id, config.semantic_end_id = tokenizer.semantic_begin_id, tokenizer.semantic_end_id
     if config.semantic_end_id >= config.vocab_size:
-        raise CheckpointError(f"{path / 'tokenizer.json'}: semantic tokens reach id {config.semantic_end_id}, past vocab_size {config.vocab_size}")
+        raise CheckpointError(
+            f"{path / 'tokenizer.json'}: semantic tokens reach id {config.semantic_end_id}, past vocab_size {config.vocab_size}"
+        )
     weights, source = _read_weights(path)
     with torch.device("meta"):
         model = DualAR(config)
@@ -71,7 +81,14 @@ def load_text_to_semantic(path: str | Path, device: str | torch.device = "cpu", 
     model.load_state_dict(weights, strict=False, assign=True)
     model.make_rope()  # buffers were made on the meta device
     model = model.to(device=device, dtype=dtype).eval()
-    log.info("loaded %s checkpoint %s (%s, %d layers + %d fast)", config.layout, path, source.name, config.n_layer, config.n_fast_layer)
+    log.info(
+        "loaded %s checkpoint %s (%s, %d layers + %d fast)",
+        config.layout,
+        path,
+        source.name,
+        config.n_layer,
+        config.n_fast_layer,
+    )
     return TextToSemantic(model, tokenizer, path)
 
 
@@ -124,5 +141,7 @@ def _fuse_qkv(weights: dict[str, Tensor]) -> dict[str, Tensor]:
     """Checkpoints with separate wq/wk/wv get the fused wqkv our attention uses."""
     for key in [k for k in weights if k.endswith(".wq.weight")]:
         prefix = key.removesuffix("wq.weight")
-        weights[prefix + "wqkv.weight"] = torch.cat([weights.pop(prefix + name) for name in ("wq.weight", "wk.weight", "wv.weight")])
+        weights[prefix + "wqkv.weight"] = torch.cat(
+            [weights.pop(prefix + name) for name in ("wq.weight", "wk.weight", "wv.weight")]
+        )
     return weights

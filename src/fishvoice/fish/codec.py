@@ -89,17 +89,30 @@ class CodecConfig:
             module = quantizer.get("pre_and_post_module") or quantizer.get("post_module") or {}
             inner = module.get("config", {})
             return cls(
-                sample_rate=data["sample_rate"], encoder_dim=data["encoder_dim"], encoder_rates=list(data["encoder_rates"]),
-                decoder_dim=data["decoder_dim"], decoder_rates=list(data["decoder_rates"]),
+                sample_rate=data["sample_rate"],
+                encoder_dim=data["encoder_dim"],
+                encoder_rates=list(data["encoder_rates"]),
+                decoder_dim=data["decoder_dim"],
+                decoder_rates=list(data["decoder_rates"]),
                 encoder_transformer_layers=list(data["encoder_transformer_layers"]),
-                transformer_head_dim=general.get("head_dim", 64), transformer_rope_base=general.get("rope_base", 10000),
+                transformer_head_dim=general.get("head_dim", 64),
+                transformer_rope_base=general.get("rope_base", 10000),
                 transformer_norm_eps=general.get("norm_eps", 1e-5),
-                latent_dim=quantizer["input_dim"], n_codebooks=quantizer["n_codebooks"], codebook_size=quantizer["codebook_size"],
-                codebook_dim=quantizer["codebook_dim"], semantic_codebook_size=quantizer["semantic_codebook_size"],
-                downsample_factor=list(quantizer["downsample_factor"]), quantizer_window=module.get("window_size", 128),
+                latent_dim=quantizer["input_dim"],
+                n_codebooks=quantizer["n_codebooks"],
+                codebook_size=quantizer["codebook_size"],
+                codebook_dim=quantizer["codebook_dim"],
+                semantic_codebook_size=quantizer["semantic_codebook_size"],
+                downsample_factor=list(quantizer["downsample_factor"]),
+                quantizer_window=module.get("window_size", 128),
                 quantizer_transformer=TransformerConfig(
-                    n_layer=inner["n_layer"], n_head=inner["n_head"], dim=inner["dim"], intermediate_size=inner["intermediate_size"],
-                    head_dim=inner.get("head_dim", 64), rope_base=inner.get("rope_base", 10000), norm_eps=inner.get("norm_eps", 1e-5),
+                    n_layer=inner["n_layer"],
+                    n_head=inner["n_head"],
+                    dim=inner["dim"],
+                    intermediate_size=inner["intermediate_size"],
+                    head_dim=inner.get("head_dim", 64),
+                    rope_base=inner.get("rope_base", 10000),
+                    norm_eps=inner.get("norm_eps", 1e-5),
                 ),
             )
         except FileNotFoundError:
@@ -109,6 +122,7 @@ class CodecConfig:
 
 
 # -- streaming state ---------------------------------------------------------------------------
+
 
 @dataclass
 class DecodeState:
@@ -121,10 +135,16 @@ class DecodeState:
     @classmethod
     def stack(cls, states: list[DecodeState]) -> DecodeState:
         """One batch of several streams' states, in order."""
-        return cls(torch.cat([s.frames for s in states]), {m: torch.cat([s.tensors[m] for s in states]) for m in states[0].tensors})
+        return cls(
+            torch.cat([s.frames for s in states]),
+            {m: torch.cat([s.tensors[m] for s in states]) for m in states[0].tensors},
+        )
 
     def split(self) -> list[DecodeState]:
-        return [DecodeState(self.frames[i : i + 1], {m: t[i : i + 1] for m, t in self.tensors.items()}) for i in range(len(self.frames))]
+        return [
+            DecodeState(self.frames[i : i + 1], {m: t[i : i + 1] for m, t in self.tensors.items()})
+            for i in range(len(self.frames))
+        ]
 
 
 def stream(module: nn.Module, x: Tensor, state: DecodeState) -> Tensor:
@@ -152,6 +172,7 @@ class Streamable(nn.Module):
 
 
 # -- building blocks --------------------------------------------------------------------------
+
 
 class CausalConv(Streamable):
     """Conv1d padded on the left only (and on the right just enough to fill the last stride)."""
@@ -220,7 +241,9 @@ class Snake(nn.Module):
 class ResidualUnit(Streamable):
     def __init__(self, dim: int, dilation: int):
         super().__init__()
-        self.block = nn.Sequential(Snake(dim), CausalConv(dim, dim, 7, dilation=dilation), Snake(dim), CausalConv(dim, dim, 1))
+        self.block = nn.Sequential(
+            Snake(dim), CausalConv(dim, dim, 7, dilation=dilation), Snake(dim), CausalConv(dim, dim, 1)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.block(x)
@@ -251,6 +274,7 @@ class ConvNeXtBlock(Streamable):
 
 
 # -- the windowed transformer -----------------------------------------------------------------
+
 
 class LayerScale(nn.Module):
     def __init__(self, dim: int):
@@ -320,7 +344,9 @@ class WindowedTransformer(Streamable):
         """The next chunk: each row continues at its own position (state.frames), after the carried
         window of keys (positions before 0 are the stream's start, masked out)."""
         positions = state.frames[:, None] + torch.arange(x.shape[-1], device=x.device)
-        keys = torch.cat([positions[:, :1] - self.window + torch.arange(1, self.window, device=x.device), positions], dim=1)
+        keys = torch.cat(
+            [positions[:, :1] - self.window + torch.arange(1, self.window, device=x.device), positions], dim=1
+        )
         return self._run(x, positions, keys, state)
 
     def _run(self, x: Tensor, positions: Tensor, keys: Tensor, state: DecodeState | None) -> Tensor:
@@ -335,18 +361,34 @@ class WindowedTransformer(Streamable):
 
 # -- encoder, quantizer, decoder --------------------------------------------------------------
 
+
 class EncoderBlock(nn.Module):
     def __init__(self, dim: int, stride: int, n_layer: int, config: CodecConfig):
         super().__init__()
         half = dim // 2
-        layers: list[nn.Module] = [ResidualUnit(half, 1), ResidualUnit(half, 3), ResidualUnit(half, 9), Snake(half),
-                                   CausalConv(half, dim, 2 * stride, stride=stride)]
+        layers: list[nn.Module] = [
+            ResidualUnit(half, 1),
+            ResidualUnit(half, 3),
+            ResidualUnit(half, 9),
+            Snake(half),
+            CausalConv(half, dim, 2 * stride, stride=stride),
+        ]
         if n_layer:
-            layers.append(WindowedTransformer(
-                TransformerConfig(n_layer=n_layer, n_head=dim // 64 or 1, dim=dim, intermediate_size=3 * dim,
-                                  head_dim=config.transformer_head_dim, rope_base=config.transformer_rope_base,
-                                  norm_eps=config.transformer_norm_eps),
-                dim, config.encoder_window))
+            layers.append(
+                WindowedTransformer(
+                    TransformerConfig(
+                        n_layer=n_layer,
+                        n_head=dim // 64 or 1,
+                        dim=dim,
+                        intermediate_size=3 * dim,
+                        head_dim=config.transformer_head_dim,
+                        rope_base=config.transformer_rope_base,
+                        norm_eps=config.transformer_norm_eps,
+                    ),
+                    dim,
+                    config.encoder_window,
+                )
+            )
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -372,8 +414,13 @@ class DecoderBlock(Streamable):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         # The reference builds a transformer here too but never calls it; its weights are ignored.
-        self.block = nn.Sequential(Snake(cin), CausalConvTranspose(cin, cout, 2 * stride, stride),
-                                   ResidualUnit(cout, 1), ResidualUnit(cout, 3), ResidualUnit(cout, 9))
+        self.block = nn.Sequential(
+            Snake(cin),
+            CausalConvTranspose(cin, cout, 2 * stride, stride),
+            ResidualUnit(cout, 1),
+            ResidualUnit(cout, 3),
+            ResidualUnit(cout, 9),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.block(x)
@@ -410,7 +457,9 @@ class VectorQuantizer(nn.Module):
         latents = F.normalize(self.in_proj(z).transpose(1, 2), dim=-1)  # (B, T, d)
         codebook = F.normalize(self.codebook.weight, dim=-1)
         # Squared distance, expanded as the reference computes it so near-ties break the same way.
-        distance = latents.pow(2).sum(-1, keepdim=True) - 2 * latents @ codebook.t() + codebook.pow(2).sum(-1)[None, None]
+        distance = (
+            latents.pow(2).sum(-1, keepdim=True) - 2 * latents @ codebook.t() + codebook.pow(2).sum(-1)[None, None]
+        )
         return distance.neg().argmax(-1)
 
     def decode(self, codes: Tensor) -> Tensor:
@@ -444,10 +493,15 @@ class Quantizer(nn.Module):
         dim = config.latent_dim
         self.semantic_quantizer = ResidualQuantizer(dim, 1, config.semantic_codebook_size, config.codebook_dim)
         self.quantizer = ResidualQuantizer(dim, config.n_codebooks, config.codebook_size, config.codebook_dim)
-        self.downsample = nn.Sequential(*(nn.Sequential(CausalConv(dim, dim, f, stride=f), ConvNeXtBlock(dim))
-                                          for f in config.downsample_factor))
-        self.upsample = nn.Sequential(*(nn.Sequential(CausalConvTranspose(dim, dim, f, f), ConvNeXtBlock(dim))
-                                        for f in reversed(config.downsample_factor)))
+        self.downsample = nn.Sequential(
+            *(nn.Sequential(CausalConv(dim, dim, f, stride=f), ConvNeXtBlock(dim)) for f in config.downsample_factor)
+        )
+        self.upsample = nn.Sequential(
+            *(
+                nn.Sequential(CausalConvTranspose(dim, dim, f, f), ConvNeXtBlock(dim))
+                for f in reversed(config.downsample_factor)
+            )
+        )
         self.pre_module = WindowedTransformer(config.quantizer_transformer, dim, config.quantizer_window)
         self.post_module = WindowedTransformer(config.quantizer_transformer, dim, config.quantizer_window)
         self.semantic_size, self.residual_size = config.semantic_codebook_size, config.codebook_size
@@ -482,7 +536,10 @@ class Codec(nn.Module):
         """Codes of a (samples,) waveform; the audio is zero-padded to whole frames, as the reference does."""
         length = audio.shape[-1]
         frames = max(1, math.ceil(length / self.config.frame_length))
-        x = F.pad(audio.reshape(1, 1, -1).to(self.encoder.block[0].conv.weight), (0, frames * self.config.frame_length - length))
+        x = F.pad(
+            audio.reshape(1, 1, -1).to(self.encoder.block[0].conv.weight),
+            (0, frames * self.config.frame_length - length),
+        )
         return self.quantizer.encode(self.encoder(x))[0, :, :frames]
 
     @torch.inference_mode()
@@ -497,8 +554,12 @@ class Codec(nn.Module):
     def start_decoding(self, batch: int = 1) -> DecodeState:
         """The state of `batch` new streams: every decoder layer as if it had seen silence before."""
         like = self._weight
-        layers = [m for part in (self.quantizer.post_module, self.quantizer.upsample, self.decoder) for m in part.modules()]
-        tensors = {m: t for m in layers if isinstance(m, Streamable) and (t := m.initial_state(batch, like)) is not None}
+        layers = [
+            m for part in (self.quantizer.post_module, self.quantizer.upsample, self.decoder) for m in part.modules()
+        ]
+        tensors = {
+            m: t for m in layers if isinstance(m, Streamable) and (t := m.initial_state(batch, like)) is not None
+        }
         return DecodeState(torch.zeros(batch, dtype=torch.long, device=like.device), tensors)
 
     @torch.inference_mode()
@@ -512,6 +573,7 @@ class Codec(nn.Module):
 
 # -- loading ----------------------------------------------------------------------------------
 
+
 def fold_weight_norm(state: dict[str, Any]) -> dict[str, Tensor]:
     """Turn weight-normed pairs (g, v) into plain weights: w = g * v / |v| (norm over all but dim 0).
 
@@ -521,7 +583,10 @@ def fold_weight_norm(state: dict[str, Any]) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     pairs: dict[str, dict[str, Tensor]] = {}
     for key, value in state.items():
-        for g_name, v_name in (("weight_g", "weight_v"), ("parametrizations.weight.original0", "parametrizations.weight.original1")):
+        for g_name, v_name in (
+            ("weight_g", "weight_v"),
+            ("parametrizations.weight.original0", "parametrizations.weight.original1"),
+        ):
             if key.endswith(g_name) or key.endswith(v_name):
                 name = g_name if key.endswith(g_name) else v_name
                 pairs.setdefault(key.removesuffix(name), {})["g" if name == g_name else "v"] = value
@@ -537,8 +602,12 @@ def fold_weight_norm(state: dict[str, Any]) -> dict[str, Tensor]:
     return out
 
 
-def load_codec(path: str | Path, config: CodecConfig | None = None, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32) -> Codec:
+def load_codec(
+    path: str | Path,
+    config: CodecConfig | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Codec:
     """Load codec.pth (a plain state dict, or one under `state_dict` with a `generator.` prefix)."""
     path = Path(path)
     if not path.is_file():

@@ -78,9 +78,15 @@ class DualARConfig:
     def fast(self) -> DualARConfig:
         """The same config seen by a fast-transformer block."""
         return dataclasses.replace(
-            self, dim=self.fast_dim, n_head=self.fast_n_head, n_local_heads=self.fast_n_local_heads, head_dim=self.fast_head_dim,
-            intermediate_size=self.fast_intermediate_size, attention_qkv_bias=self.fast_attention_qkv_bias,
-            attention_qk_norm=self.fast_attention_qk_norm, attention_o_bias=self.fast_attention_o_bias,
+            self,
+            dim=self.fast_dim,
+            n_head=self.fast_n_head,
+            n_local_heads=self.fast_n_local_heads,
+            head_dim=self.fast_head_dim,
+            intermediate_size=self.fast_intermediate_size,
+            attention_qkv_bias=self.fast_attention_qkv_bias,
+            attention_qk_norm=self.fast_attention_qk_norm,
+            attention_o_bias=self.fast_attention_o_bias,
         )
 
     @classmethod
@@ -93,7 +99,9 @@ class DualARConfig:
             raise CheckpointError(f"{path}: not readable JSON ({exc})") from None
         kind = data.get("model_type") if isinstance(data, dict) else None
         if kind not in LAYOUTS:
-            raise CheckpointError(f"{path}: model_type {kind!r} is not one we load; expected one of {', '.join(LAYOUTS)}")
+            raise CheckpointError(
+                f"{path}: model_type {kind!r} is not one we load; expected one of {', '.join(LAYOUTS)}"
+            )
         try:
             return cls._from_s2_pro(data) if kind == "fish_qwen3_omni" else cls._known(data, layout="s1-mini")
         except (KeyError, TypeError, ValueError) as exc:
@@ -112,7 +120,18 @@ class DualARConfig:
             "codebook_size": audio["vocab_size"],
             "num_codebooks": audio["num_codebooks"],
             "n_fast_layer": audio["n_layer"],
-            **{f"fast_{k}": audio.get(k) for k in ("dim", "n_head", "n_local_heads", "head_dim", "intermediate_size",
-                                                  "attention_qkv_bias", "attention_qk_norm", "attention_o_bias")},
+            **{
+                f"fast_{k}": audio.get(k)
+                for k in (
+                    "dim",
+                    "n_head",
+                    "n_local_heads",
+                    "head_dim",
+                    "intermediate_size",
+                    "attention_qkv_bias",
+                    "attention_qk_norm",
+                    "attention_o_bias",
+                )
+            },
         }
         return cls._known(fields, layout="s2-pro", scale_codebook_embeddings=True, norm_fastlayer_input=True)

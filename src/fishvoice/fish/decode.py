@@ -26,7 +26,6 @@ from torch import Tensor
 from .model import CacheAccess, DualAR
 from .sampling import RAS_WINDOW, TOP_K_LIMIT, RowParams, Sampling, sample, sample_main
 
-
 CACHE_SPARE = 8  # cache positions past the last a request may use
 
 
@@ -35,7 +34,9 @@ class Slots:
 
     def __init__(self, count: int, num_codebooks: int, noise_width: int, device: torch.device):
         self.count = count
-        self.columns = torch.zeros(count, 1 + num_codebooks, dtype=torch.long, device=device)  # last column: the next input
+        self.columns = torch.zeros(
+            count, 1 + num_codebooks, dtype=torch.long, device=device
+        )  # last column: the next input
         self.positions = torch.zeros(count, dtype=torch.long, device=device)  # where that column goes
         self.active = torch.zeros(count, dtype=torch.long, device=device)  # 1 while a request owns the slot
         self.recent = torch.full((count, RAS_WINDOW), -1, dtype=torch.long, device=device)  # last main tokens, for RAS
@@ -128,8 +129,15 @@ class FrameDecoder:
         s, model = self.slots, self.model
         config = model.config
         uniform, params, vocab = s.uniform[rows], s.params.rows(rows), self.vocab
-        token = sample_main(logits, uniform[:, :vocab][:, self.candidate_ids], uniform[:, vocab : 2 * vocab][:, self.candidate_ids],
-                            params, s.recent[rows] if repetition_aware else None, self.candidate_ids, self.semantic_count)
+        token = sample_main(
+            logits,
+            uniform[:, :vocab][:, self.candidate_ids],
+            uniform[:, vocab : 2 * vocab][:, self.candidate_ids],
+            params,
+            s.recent[rows] if repetition_aware else None,
+            self.candidate_ids,
+            self.semantic_count,
+        )
         model.forward_fast(hidden, self.fast_positions[:1])  # position 0 holds the slow transformer's state
         code = (token - config.semantic_begin_id).clamp(0, config.codebook_size - 1)
         column = [token, code]
@@ -137,6 +145,13 @@ class FrameDecoder:
         for codebook in range(1, config.num_codebooks):
             fast_logits = model.forward_fast(model.fast_embeddings(code), self.fast_positions[codebook : codebook + 1])
             offset = 2 * vocab + (codebook - 1) * self.codebook_size
-            code = sample(fast_logits, uniform[:, offset : offset + self.codebook_size], params.temperature, params.top_p, params.top_k, k)
+            code = sample(
+                fast_logits,
+                uniform[:, offset : offset + self.codebook_size],
+                params.temperature,
+                params.top_p,
+                params.top_k,
+                k,
+            )
             column.append(code)
         return torch.stack(column, dim=1)

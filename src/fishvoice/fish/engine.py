@@ -62,34 +62,72 @@ class FishEngine:
     capture the step as CUDA graphs (without compile: the quick start). On a CPU the step runs eagerly.
     """
 
-    def __init__(self, checkpoint: str | Path, *, device: str = "auto", dtype: str = "auto", compile: bool = False,
-                 cuda_graphs: bool = True, compile_cache: str | None = None, max_concurrency: int | None = None,
-                 max_len: int | None = None, first_frames: int = 4, chunk_frames: int = 24):
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        compile: bool = False,
+        cuda_graphs: bool = True,
+        compile_cache: str | None = None,
+        max_concurrency: int | None = None,
+        max_len: int | None = None,
+        first_frames: int = 4,
+        chunk_frames: int = 24,
+    ):
         path = Path(checkpoint)
         resolved = resolve_device(device)
         precision = resolve_dtype(dtype, resolved)
         t2s = load_text_to_semantic(path, resolved, precision)
         codec_config = CodecConfig.from_json(path / "codec.json") if (path / "codec.json").is_file() else CodecConfig()
         # The codec stays in fp32 off the GPU: its output is the audio itself.
-        codec = load_codec(path / "codec.pth", codec_config, resolved, precision if resolved.type == "cuda" else torch.float32)
+        codec = load_codec(
+            path / "codec.pth", codec_config, resolved, precision if resolved.type == "cuda" else torch.float32
+        )
         if codec_config.num_codebooks != t2s.model.config.num_codebooks:
-            raise CheckpointError(f"{path / 'codec.pth'}: the codec has {codec_config.num_codebooks} codebooks; "
-                                  f"the model expects {t2s.model.config.num_codebooks}")
-        self._start(t2s.model, codec, t2s.tokenizer, t2s.tokenizer.im_end_id, compile=compile, cuda_graphs=cuda_graphs,
-                    compile_cache=compile_cache, max_concurrency=max_concurrency, max_len=max_len, first_frames=first_frames,
-                    chunk_frames=chunk_frames)
+            raise CheckpointError(
+                f"{path / 'codec.pth'}: the codec has {codec_config.num_codebooks} codebooks; "
+                f"the model expects {t2s.model.config.num_codebooks}"
+            )
+        self._start(
+            t2s.model,
+            codec,
+            t2s.tokenizer,
+            t2s.tokenizer.im_end_id,
+            compile=compile,
+            cuda_graphs=cuda_graphs,
+            compile_cache=compile_cache,
+            max_concurrency=max_concurrency,
+            max_len=max_len,
+            first_frames=first_frames,
+            chunk_frames=chunk_frames,
+        )
 
     @classmethod
-    def from_models(cls, model: DualAR, codec: Codec, im_end_id: int, tokenizer: FishTokenizer | None = None,
-                    **options: Any) -> FishEngine:
+    def from_models(
+        cls, model: DualAR, codec: Codec, im_end_id: int, tokenizer: FishTokenizer | None = None, **options: Any
+    ) -> FishEngine:
         """An engine over models already built (benchmarks with random weights at the published sizes)."""
         engine = cls.__new__(cls)
         engine._start(model, codec, tokenizer, im_end_id, **options)
         return engine
 
-    def _start(self, model: DualAR, codec: Codec, tokenizer: FishTokenizer | None, im_end_id: int, *, compile: bool = False,
-               cuda_graphs: bool = True, compile_cache: str | None = None, max_concurrency: int | None = None,
-               max_len: int | None = None, first_frames: int = 4, chunk_frames: int = 24) -> None:
+    def _start(
+        self,
+        model: DualAR,
+        codec: Codec,
+        tokenizer: FishTokenizer | None,
+        im_end_id: int,
+        *,
+        compile: bool = False,
+        cuda_graphs: bool = True,
+        compile_cache: str | None = None,
+        max_concurrency: int | None = None,
+        max_len: int | None = None,
+        first_frames: int = 4,
+        chunk_frames: int = 24,
+    ) -> None:
         started = time.perf_counter()
         self.model, self.codec, self.tokenizer = model.requires_grad_(False), codec.requires_grad_(False), tokenizer
         self.device = model.embeddings.weight.device
@@ -101,16 +139,24 @@ class FishEngine:
             log.info("fish: compiling is for GPUs; the frame step runs eagerly on %s", self.device)
         decoder = FrameDecoder(model, im_end_id, slots=self.max_concurrency, max_len=max_len or DEFAULT_CONTEXT)
         self.max_len = decoder.max_len
-        runner = (CapturedSteps(decoder, self.max_concurrency, compile=compile, compile_cache=compile_cache)
-                  if cuda and (cuda_graphs or compile) else EagerSteps(decoder))
+        runner = (
+            CapturedSteps(decoder, self.max_concurrency, compile=compile, compile_cache=compile_cache)
+            if cuda and (cuda_graphs or compile)
+            else EagerSteps(decoder)
+        )
         prefix_cache = PrefixCache(model, (4 if cuda else 1) * self.max_len)
         self.scheduler = Scheduler(decoder, runner, max_waiting=2 * self.max_concurrency, prefix_cache=prefix_cache)
         self.codec_worker = CodecWorker(codec)
         self._warm_up()
         self.warmup_s = time.perf_counter() - started
-        log.info("fish engine ready on %s: %d requests at once, %d positions each, %s, warm-up %.1f s", self.device,
-                 self.max_concurrency, self.max_len, "CUDA graphs" + (" (compiled)" if compile else "") if runner.captured else "eager",
-                 self.warmup_s)
+        log.info(
+            "fish engine ready on %s: %d requests at once, %d positions each, %s, warm-up %.1f s",
+            self.device,
+            self.max_concurrency,
+            self.max_len,
+            "CUDA graphs" + (" (compiled)" if compile else "") if runner.captured else "eager",
+            self.warmup_s,
+        )
 
     def _warm_up(self) -> None:
         """One short request through the whole path (prefill, steps, codec), so the first caller finds it warm."""
@@ -126,8 +172,9 @@ class FishEngine:
         audio = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
         return self.codec_worker.call(lambda: self.codec.encode(audio.to(self.device)).cpu()).result()  # type: ignore[return-value]
 
-    def stream(self, text: str, reference: tuple[Tensor, str] | None, sampling: Sampling,
-               stop: threading.Event | None = None) -> Iterator[np.ndarray]:
+    def stream(
+        self, text: str, reference: tuple[Tensor, str] | None, sampling: Sampling, stop: threading.Event | None = None
+    ) -> Iterator[np.ndarray]:
         """Speech for `text` in chunks (float32 at `sample_rate`): a short first chunk, then longer ones.
         Safe to call from many threads at once."""
         if self.tokenizer is None:
@@ -136,19 +183,33 @@ class FishEngine:
         num_codebooks = self.model.config.num_codebooks
         system = system_turn(self.tokenizer, num_codebooks, text_ref, codes_ref)
         prompt = torch.cat([system, speech_turns(self.tokenizer, num_codebooks, text)], dim=1)
-        yield from self.speak(prompt, frame_limit(text, prompt.shape[1], self.max_len), sampling, prefix=system.shape[1], stop=stop)
+        yield from self.speak(
+            prompt, frame_limit(text, prompt.shape[1], self.max_len), sampling, prefix=system.shape[1], stop=stop
+        )
 
-    def speak(self, prompt: Tensor, max_frames: int, sampling: Sampling, *, prefix: int = 0,
-              stop: threading.Event | None = None) -> Iterator[np.ndarray]:
+    def speak(
+        self,
+        prompt: Tensor,
+        max_frames: int,
+        sampling: Sampling,
+        *,
+        prefix: int = 0,
+        stop: threading.Event | None = None,
+    ) -> Iterator[np.ndarray]:
         """Speech for a prompt matrix (1 + num_codebooks, T): at most max_frames - 1 frames, decoded in chunks."""
         try:
             sampling.check()
         except ValueError as exc:
             raise FishvoiceError("invalid_input", f"fish sampling: {exc}") from None
         if prompt.shape[1] + 1 >= self.max_len:
-            raise FishvoiceError("invalid_input", f"the voice's prompt takes {prompt.shape[1]} positions; the engine holds "
-                                 f"{self.max_len} (FISHVOICE_FISH_MAX_LEN): use a shorter reference voice or sentence")
-        frames = self.scheduler.submit(FrameRequest(prompt, min(max_frames, self.max_len - prompt.shape[1]), sampling, prefix, stop))
+            raise FishvoiceError(
+                "invalid_input",
+                f"the voice's prompt takes {prompt.shape[1]} positions; the engine holds "
+                f"{self.max_len} (FISHVOICE_FISH_MAX_LEN): use a shorter reference voice or sentence",
+            )
+        frames = self.scheduler.submit(
+            FrameRequest(prompt, min(max_frames, self.max_len - prompt.shape[1]), sampling, prefix, stop)
+        )
         audio = AudioStream()
         try:
             for codes in chunked(frames, self.first_frames, self.chunk_frames):
@@ -168,11 +229,19 @@ class FishEngine:
         scheduler = self.scheduler
         running, waiting = scheduler.load()
         cache = scheduler.prefix_cache
-        return {"slots": self.max_concurrency, "running": running, "waiting": waiting, "steps": scheduler.steps_run,
-                "failed_steps": scheduler.steps_failed, "prefills": scheduler.prefills,
-                "prefix_hits": cache.hits if cache else 0, "prefix_misses": cache.misses if cache else 0,
-                "graph_replays": scheduler.runner.replays, "codec_batches": self.codec_worker.batches,
-                "warmup_s": self.warmup_s}
+        return {
+            "slots": self.max_concurrency,
+            "running": running,
+            "waiting": waiting,
+            "steps": scheduler.steps_run,
+            "failed_steps": scheduler.steps_failed,
+            "prefills": scheduler.prefills,
+            "prefix_hits": cache.hits if cache else 0,
+            "prefix_misses": cache.misses if cache else 0,
+            "graph_replays": scheduler.runner.replays,
+            "codec_batches": self.codec_worker.batches,
+            "warmup_s": self.warmup_s,
+        }
 
     def close(self) -> None:
         self.scheduler.close()

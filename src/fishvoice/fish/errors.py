@@ -28,7 +28,9 @@ def check_weights(module: nn.Module, weights: dict[str, Tensor], source: Path) -
         raise CheckpointError(f"{source}: missing weights {', '.join(missing[:3])}{more} for the configuration")
     for key, tensor in expected.items():
         if tuple(weights[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{source}: {key} has shape {tuple(weights[key].shape)}; the configuration expects {tuple(tensor.shape)}")
+            raise CheckpointError(
+                f"{source}: {key} has shape {tuple(weights[key].shape)}; the configuration expects {tuple(tensor.shape)}"
+            )
     unused = [k for k in weights if k not in expected]
     if unused:
         log.info("%s: %d weights not used (first: %s)", source, len(unused), unused[0])

@@ -28,7 +28,9 @@ def frame_limit(text: str, prompt_length: int, max_seq_len: int) -> int:
 
 
 @torch.inference_mode()
-def iterate_frames(model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames: int, sampling: Sampling = Sampling()) -> Iterator[Tensor]:
+def iterate_frames(
+    model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames: int, sampling: Sampling = Sampling()
+) -> Iterator[Tensor]:
     """Yield each frame's codes (num_codebooks,) as soon as it is known not to be the last column.
 
     Like the reference, the last decoded column is dropped whether or not it is <|im_end|>, so a
@@ -48,7 +50,9 @@ def iterate_frames(model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames
         column = following
 
 
-def generate_codes(model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames: int, sampling: Sampling = Sampling()) -> Tensor:
+def generate_codes(
+    model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames: int, sampling: Sampling = Sampling()
+) -> Tensor:
     """All frames at once: codes (num_codebooks, frames)."""
     frames = list(iterate_frames(model, prompt, im_end_id, max_new_frames, sampling))
     if not frames:

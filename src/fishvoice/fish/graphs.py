@@ -72,8 +72,14 @@ class CapturedSteps:
         step = _compiled(decoder.decode_step, compile_cache) if compile else decoder.decode_step
         self._capture(step)
         self.warmup_s = time.perf_counter() - started
-        log.info("fish: %d CUDA graphs captured (batches %s, lengths %s, %s) in %.1f s", len(self.graphs), self.batches,
-                 self.lengths, "compiled" if compile else "not compiled", self.warmup_s)
+        log.info(
+            "fish: %d CUDA graphs captured (batches %s, lengths %s, %s) in %.1f s",
+            len(self.graphs),
+            self.batches,
+            self.lengths,
+            "compiled" if compile else "not compiled",
+            self.warmup_s,
+        )
 
     def run(self, batch: int, length: int) -> None:
         self.graphs[(_fit(self.batches, batch), _fit(self.lengths, length))].replay()

@@ -68,7 +68,9 @@ def apply_rope(x: Tensor, table: Tensor) -> Tensor:
     """Rotate pairs of channels; x is (batch, seq, heads, head_dim), table (batch or 1, seq, head_dim/2, 2)."""
     pairs = x.float().reshape(*x.shape[:-1], -1, 2)
     cos, sin = table[:, :, None, :, 0], table[:, :, None, :, 1]
-    rotated = torch.stack([pairs[..., 0] * cos - pairs[..., 1] * sin, pairs[..., 1] * cos + pairs[..., 0] * sin], dim=-1)
+    rotated = torch.stack(
+        [pairs[..., 0] * cos - pairs[..., 1] * sin, pairs[..., 1] * cos + pairs[..., 0] * sin], dim=-1
+    )
     return rotated.flatten(3).type_as(x)
 
 
@@ -103,7 +105,9 @@ class Attention(nn.Module):
     def __init__(self, config: DualARConfig):
         super().__init__()
         self.n_head, self.n_local_heads, self.head_dim = config.n_head, config.n_local_heads, config.head_dim
-        self.wqkv = nn.Linear(config.dim, (config.n_head + 2 * config.n_local_heads) * config.head_dim, bias=config.attention_qkv_bias)
+        self.wqkv = nn.Linear(
+            config.dim, (config.n_head + 2 * config.n_local_heads) * config.head_dim, bias=config.attention_qkv_bias
+        )
         self.wo = nn.Linear(config.n_head * config.head_dim, config.dim, bias=config.attention_o_bias)
         self.qk_norm = config.attention_qk_norm
         if self.qk_norm:
@@ -183,8 +187,12 @@ class DualAR(nn.Module):
     def make_rope(self) -> None:
         """(Re)build the rotary tables; the loader calls it after building the model on the meta device."""
         config = self.config
-        self.register_buffer("rope", rope_table(config.max_seq_len, config.head_dim, config.rope_base), persistent=False)
-        self.register_buffer("fast_rope", rope_table(config.num_codebooks, config.fast().head_dim, config.rope_base), persistent=False)
+        self.register_buffer(
+            "rope", rope_table(config.max_seq_len, config.head_dim, config.rope_base), persistent=False
+        )
+        self.register_buffer(
+            "fast_rope", rope_table(config.num_codebooks, config.fast().head_dim, config.rope_base), persistent=False
+        )
 
     def head_weight(self) -> Tensor:
         """The output projection's rows, one per token."""
@@ -202,9 +210,13 @@ class DualAR(nn.Module):
         device = self.embeddings.weight.device
         fast = self.config.fast()
         for block in self.layers:
-            block.attention.kv_cache = KVCache(slots, max_len, self.config.n_local_heads, self.config.head_dim, dtype).to(device)
+            block.attention.kv_cache = KVCache(
+                slots, max_len, self.config.n_local_heads, self.config.head_dim, dtype
+            ).to(device)
         for block in self.fast_layers:
-            block.attention.kv_cache = KVCache(slots, self.config.num_codebooks, fast.n_local_heads, fast.head_dim, dtype).to(device)
+            block.attention.kv_cache = KVCache(
+                slots, self.config.num_codebooks, fast.n_local_heads, fast.head_dim, dtype
+            ).to(device)
         self.cache_slots, self.cache_len = slots, max_len
 
     # -- slow transformer ---------------------------------------------------------------------
@@ -221,8 +233,9 @@ class DualAR(nn.Module):
             x = torch.where(semantic[..., None], x / math.sqrt(config.num_codebooks + 1), x)
         return x
 
-    def forward_slow(self, inp: Tensor, cache: CacheAccess | None = None, last_only: bool = True,
-                     head: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward_slow(
+        self, inp: Tensor, cache: CacheAccess | None = None, last_only: bool = True, head: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Token logits and the hidden state handed to the fast transformer (already projected).
 
         With `cache`, the positions are written to the slots' KV caches and attend to all cached ones

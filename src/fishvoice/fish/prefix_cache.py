@@ -47,8 +47,13 @@ class PrefixCache:
         length = prefix.shape[1]
         if length > self.max_positions or (key := self._key(prefix)) in self._entries:
             return
-        self._entries[key] = [(block.attention.kv_cache.k_cache[slot, :, :length].clone(),
-                               block.attention.kv_cache.v_cache[slot, :, :length].clone()) for block in self.model.layers]
+        self._entries[key] = [
+            (
+                block.attention.kv_cache.k_cache[slot, :, :length].clone(),
+                block.attention.kv_cache.v_cache[slot, :, :length].clone(),
+            )
+            for block in self.model.layers
+        ]
         self._positions += length
         while self._positions > self.max_positions:
             _, evicted = self._entries.popitem(last=False)

@@ -23,22 +23,36 @@ from .tokenizer import IM_END, IM_START, VOICE_MODALITY, FishTokenizer
 _SPEAKER_TAG = re.compile(r"<\|speaker:\d+\|>")
 
 
-def build_prompt(tokenizer: FishTokenizer, num_codebooks: int, text: str, reference_text: str | None = None,
-                 reference_codes: Tensor | None = None) -> Tensor:
+def build_prompt(
+    tokenizer: FishTokenizer,
+    num_codebooks: int,
+    text: str,
+    reference_text: str | None = None,
+    reference_codes: Tensor | None = None,
+) -> Tensor:
     """The prompt for speaking `text`, in the voice of (reference_text, reference_codes) when given."""
     system = system_turn(tokenizer, num_codebooks, reference_text, reference_codes)
     return torch.cat([system, speech_turns(tokenizer, num_codebooks, text)], dim=1)
 
 
-def system_turn(tokenizer: FishTokenizer, num_codebooks: int, reference_text: str | None = None,
-                reference_codes: Tensor | None = None) -> Tensor:
+def system_turn(
+    tokenizer: FishTokenizer,
+    num_codebooks: int,
+    reference_text: str | None = None,
+    reference_codes: Tensor | None = None,
+) -> Tensor:
     """The prompt's first part, the same for every sentence in one voice (the engine caches its keys and values)."""
     pieces: list[str | Tensor] = [f"{IM_START}system\n"]
     if reference_codes is not None:
         ref = reference_text or ""
         if not _SPEAKER_TAG.search(ref):
             ref = f"<|speaker:0|>{ref}"
-        pieces += ["convert the provided text to speech reference to the following:\n\nText:\n", ref, "\n\nSpeech:\n", reference_codes]
+        pieces += [
+            "convert the provided text to speech reference to the following:\n\nText:\n",
+            ref,
+            "\n\nSpeech:\n",
+            reference_codes,
+        ]
     else:
         pieces.append("convert the provided text to speech")
     return _columns(tokenizer, num_codebooks, [*pieces, f"{IM_END}\n"])
@@ -46,7 +60,9 @@ def system_turn(tokenizer: FishTokenizer, num_codebooks: int, reference_text: st
 
 def speech_turns(tokenizer: FishTokenizer, num_codebooks: int, text: str) -> Tensor:
     """The prompt's second part: the user turn with `text`, and the assistant turn opened for speech."""
-    return _columns(tokenizer, num_codebooks, [f"{IM_START}user\n", text, f"{IM_END}\n", f"{IM_START}assistant\n{VOICE_MODALITY}"])
+    return _columns(
+        tokenizer, num_codebooks, [f"{IM_START}user\n", text, f"{IM_END}\n", f"{IM_START}assistant\n{VOICE_MODALITY}"]
+    )
 
 
 def _columns(tokenizer: FishTokenizer, num_codebooks: int, pieces: list[str | Tensor]) -> Tensor:

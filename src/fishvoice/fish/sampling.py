@@ -83,7 +83,11 @@ class RowParams:
 
     @classmethod
     def allocate(cls, rows: int, device: torch.device) -> RowParams:
-        return cls(torch.ones(rows, device=device), torch.ones(rows, device=device), torch.ones(rows, dtype=torch.long, device=device))
+        return cls(
+            torch.ones(rows, device=device),
+            torch.ones(rows, device=device),
+            torch.ones(rows, dtype=torch.long, device=device),
+        )
 
     def set(self, row: int, sampling: Sampling) -> None:
         self.temperature[row], self.top_p[row], self.top_k[row] = sampling.temperature, sampling.top_p, sampling.top_k
@@ -92,8 +96,15 @@ class RowParams:
         return RowParams(self.temperature[rows], self.top_p[rows], self.top_k[rows])
 
 
-def sample_main(logits: Tensor, uniform_normal: Tensor, uniform_high: Tensor, params: RowParams, recent: Tensor | None,
-                candidate_ids: Tensor, semantic_count: int) -> Tensor:
+def sample_main(
+    logits: Tensor,
+    uniform_normal: Tensor,
+    uniform_high: Tensor,
+    params: RowParams,
+    recent: Tensor | None,
+    candidate_ids: Tensor,
+    semantic_count: int,
+) -> Tensor:
     """The main token (a token id) of each row, from logits over the candidates (semantic tokens, then
     <|im_end|>); with `recent` (batch, RAS_WINDOW) token ids, repetition-aware."""
     k = min(TOP_K_LIMIT, logits.shape[-1])

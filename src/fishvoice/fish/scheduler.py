@@ -122,8 +122,14 @@ class _Launched:
 class Scheduler:
     """Owns the decoder (model, caches, slots) on its own thread; `submit` from any thread."""
 
-    def __init__(self, decoder: FrameDecoder, runner: EagerSteps | CapturedSteps, *, max_waiting: int,
-                 prefix_cache: PrefixCache | None = None):
+    def __init__(
+        self,
+        decoder: FrameDecoder,
+        runner: EagerSteps | CapturedSteps,
+        *,
+        max_waiting: int,
+        prefix_cache: PrefixCache | None = None,
+    ):
         self.decoder, self.runner, self.prefix_cache = decoder, runner, prefix_cache
         self.capacity, self.max_waiting = decoder.slots.count, max_waiting
         self.steps_run = self.steps_failed = self.prefills = 0
@@ -222,7 +228,9 @@ class Scheduler:
     def _prefill(self, slot: int, request: FrameRequest) -> Tensor:
         self.prefills += 1
         prefix = request.prompt[:, : request.prefix]
-        cached = request.prefix if request.prefix and self.prefix_cache and self.prefix_cache.restore(slot, prefix) else 0
+        cached = (
+            request.prefix if request.prefix and self.prefix_cache and self.prefix_cache.restore(slot, prefix) else 0
+        )
         column = self.decoder.start(slot, request.prompt, request.sampling, cached)
         if request.prefix and self.prefix_cache and not cached:
             self.prefix_cache.store(slot, prefix)
@@ -270,7 +278,9 @@ class Scheduler:
             log.error("fish %s ran out of memory; its requests fail, the engine goes on", where)
             if self.decoder.device.type == "cuda":
                 torch.cuda.empty_cache()
-            error = FishvoiceError("backend_unavailable", "the voice ran out of GPU memory for this request; send it again")
+            error = FishvoiceError(
+                "backend_unavailable", "the voice ran out of GPU memory for this request; send it again"
+            )
         else:
             log.exception("fish %s failed", where)
             error = FishvoiceError("backend_unavailable", f"the voice failed: {type(exc).__name__}: {exc}")

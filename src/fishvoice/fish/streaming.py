@@ -100,7 +100,7 @@ class CodecWorker:
         self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        with torch.inference_mode(), (torch.cuda.stream(self._cuda) if self._cuda is not None else nullcontext()):
+        with torch.inference_mode(), torch.cuda.stream(self._cuda) if self._cuda is not None else nullcontext():
             while True:
                 jobs = [self._jobs.get()]
                 while not self._jobs.empty():  # whatever else is waiting may share a batch

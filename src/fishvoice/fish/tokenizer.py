@@ -26,7 +26,9 @@ class FishTokenizer:
         except Exception as exc:
             raise CheckpointError(f"{file}: not a readable tokenizer ({exc})") from None
         vocab = self._tokenizer.get_vocab(with_added_tokens=True)
-        semantic = sorted((int(m.group(1)), token_id) for token, token_id in vocab.items() if (m := _SEMANTIC.match(token)))
+        semantic = sorted(
+            (int(m.group(1)), token_id) for token, token_id in vocab.items() if (m := _SEMANTIC.match(token))
+        )
         if not semantic:
             raise CheckpointError(f"{file}: holds no <|semantic:N|> tokens; expected a Fish Speech tokenizer")
         ids = [token_id for _, token_id in semantic]

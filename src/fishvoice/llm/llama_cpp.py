@@ -24,7 +24,14 @@ def default_model_path() -> Path:
 class LlamaCppLLM:
     """llama.cpp in process. One generation at a time per model; requests queue on a lock."""
 
-    def __init__(self, model_path: str | Path | None = None, *, context: int = 2048, threads: int | None = None, gpu_layers: int = 0):
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        context: int = 2048,
+        threads: int | None = None,
+        gpu_layers: int = 0,
+    ):
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -33,14 +40,19 @@ class LlamaCppLLM:
             raise FishvoiceError("backend_unavailable", f"LLM model file not found: {path}")
         # The prompt's threads too: left alone they take every core, and processes sharing a machine
         # then spin against each other (two servers on 2 cores ran 17x slower).
-        self._llama = Llama(str(path), n_ctx=context, n_threads=threads, n_threads_batch=threads, n_gpu_layers=gpu_layers,
-                            verbose=False)
+        self._llama = Llama(
+            str(path), n_ctx=context, n_threads=threads, n_threads_batch=threads, n_gpu_layers=gpu_layers, verbose=False
+        )
         self._lock = threading.Lock()
         self.name = f"llama_cpp:{path.stem}"
         self.context_window = self._llama.n_ctx()
         template = self._llama.metadata.get("tokenizer.chat_template")
         self._formatter = (
-            Jinja2ChatFormatter(template, eos_token=self._token_text(self._llama.token_eos()), bos_token=self._token_text(self._llama.token_bos()))
+            Jinja2ChatFormatter(
+                template,
+                eos_token=self._token_text(self._llama.token_eos()),
+                bos_token=self._token_text(self._llama.token_bos()),
+            )
             if template
             else None
         )
@@ -56,7 +68,9 @@ class LlamaCppLLM:
             text = self._formatter(messages=messages).prompt
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
-    async def stream(self, messages: list[ChatMessage], *, temperature: float, max_tokens: int) -> AsyncIterator[str | Usage]:
+    async def stream(
+        self, messages: list[ChatMessage], *, temperature: float, max_tokens: int
+    ) -> AsyncIterator[str | Usage]:
         pieces: list[str] = []
         async for delta in iterate_in_thread(lambda stop: self._generate(messages, temperature, max_tokens, stop)):
             pieces.append(delta)
@@ -64,10 +78,14 @@ class LlamaCppLLM:
         completion = len(self._llama.tokenize("".join(pieces).encode("utf-8"), add_bos=False)) if pieces else 0
         yield Usage(prompt_tokens=self.count_tokens(messages), completion_tokens=completion)
 
-    def _generate(self, messages: list[ChatMessage], temperature: float, max_tokens: int, stop: threading.Event) -> Iterator[str]:
+    def _generate(
+        self, messages: list[ChatMessage], temperature: float, max_tokens: int, stop: threading.Event
+    ) -> Iterator[str]:
         with self._lock:
             try:
-                chunks = self._llama.create_chat_completion(messages, stream=True, temperature=temperature, max_tokens=max_tokens)
+                chunks = self._llama.create_chat_completion(
+                    messages, stream=True, temperature=temperature, max_tokens=max_tokens
+                )
                 for chunk in chunks:
                     if stop.is_set():
                         chunks.close()

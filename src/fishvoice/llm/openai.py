@@ -21,8 +21,18 @@ _TOKENS_PER_MESSAGE = 6
 class OpenAICompatibleLLM:
     """Streams chat completions from an OpenAI-compatible server; retries are the SDK's."""
 
-    def __init__(self, base_url: str, *, api_key: str = "not-needed", model: str = "default", context: int = 8192, timeout: float = 120.0):
-        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=2)
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str = "not-needed",
+        model: str = "default",
+        context: int = 8192,
+        timeout: float = 120.0,
+    ):
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=2
+        )
         self._model = model
         self.name = f"openai:{model}"
         self.context_window = context
@@ -30,7 +40,9 @@ class OpenAICompatibleLLM:
     def count_tokens(self, messages: list[ChatMessage]) -> int:
         return sum(len(m["content"]) // _CHARS_PER_TOKEN + _TOKENS_PER_MESSAGE for m in messages)
 
-    async def stream(self, messages: list[ChatMessage], *, temperature: float, max_tokens: int) -> AsyncIterator[str | Usage]:
+    async def stream(
+        self, messages: list[ChatMessage], *, temperature: float, max_tokens: int
+    ) -> AsyncIterator[str | Usage]:
         usage: Usage | None = None
         deltas = 0
         try:

@@ -49,15 +49,26 @@ class RedisStore:
             turns=[json.loads(turn) for turn in turns],
         )
 
-    async def append_exchange(self, namespace: str, conversation_id: str, user: str, assistant: str, *,
-                              system_message: str | None, voice_hash: str | None) -> list[ChatMessage]:
+    async def append_exchange(
+        self,
+        namespace: str,
+        conversation_id: str,
+        user: str,
+        assistant: str,
+        *,
+        system_message: str | None,
+        voice_hash: str | None,
+    ) -> list[ChatMessage]:
         meta_key, turns_key = self._keys(namespace, conversation_id)
         fields = {"updated_at": str(time.time())}
         if system_message is not None:
             fields["system_message"] = system_message
         if voice_hash is not None:
             fields["voice_hash"] = voice_hash
-        exchange = [json.dumps({"role": "user", "content": user}), json.dumps({"role": "assistant", "content": assistant})]
+        exchange = [
+            json.dumps({"role": "user", "content": user}),
+            json.dumps({"role": "assistant", "content": assistant}),
+        ]
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(turns_key, *exchange).hset(meta_key, mapping=fields)

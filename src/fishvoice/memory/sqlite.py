@@ -81,19 +81,35 @@ class SQLiteStore:
         return [{"role": role, "content": content} for role, content in rows]
 
     async def append_exchange(
-        self, namespace: str, conversation_id: str, user: str, assistant: str, *, system_message: str | None, voice_hash: str | None
+        self,
+        namespace: str,
+        conversation_id: str,
+        user: str,
+        assistant: str,
+        *,
+        system_message: str | None,
+        voice_hash: str | None,
     ) -> list[ChatMessage]:
-        return await asyncio.to_thread(self._append, namespace, conversation_id, user, assistant, system_message, voice_hash)
+        return await asyncio.to_thread(
+            self._append, namespace, conversation_id, user, assistant, system_message, voice_hash
+        )
 
     def _append(
-        self, namespace: str, conversation_id: str, user: str, assistant: str, system_message: str | None, voice_hash: str | None
+        self,
+        namespace: str,
+        conversation_id: str,
+        user: str,
+        assistant: str,
+        system_message: str | None,
+        voice_hash: str | None,
     ) -> list[ChatMessage]:
         now = time.time()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")  # the write lock up front: racing appends queue, none is lost
             try:
                 expired = db.execute(
-                    "SELECT 1 FROM conversations WHERE namespace=? AND id=? AND updated_at<?", (namespace, conversation_id, self._cutoff())
+                    "SELECT 1 FROM conversations WHERE namespace=? AND id=? AND updated_at<?",
+                    (namespace, conversation_id, self._cutoff()),
                 ).fetchone()
                 if expired:
                     self._delete(db, namespace, conversation_id)
@@ -105,11 +121,15 @@ class SQLiteStore:
                     (namespace, conversation_id, system_message, voice_hash, now),
                 )
                 (last,) = db.execute(
-                    "SELECT coalesce(max(seq), 0) FROM turns WHERE namespace=? AND conversation_id=?", (namespace, conversation_id)
+                    "SELECT coalesce(max(seq), 0) FROM turns WHERE namespace=? AND conversation_id=?",
+                    (namespace, conversation_id),
                 ).fetchone()
                 db.executemany(
                     "INSERT INTO turns (namespace, conversation_id, seq, role, content) VALUES (?, ?, ?, ?, ?)",
-                    [(namespace, conversation_id, last + 1, "user", user), (namespace, conversation_id, last + 2, "assistant", assistant)],
+                    [
+                        (namespace, conversation_id, last + 1, "user", user),
+                        (namespace, conversation_id, last + 2, "assistant", assistant),
+                    ],
                 )
                 history = self._turns(db, namespace, conversation_id)
                 db.execute("COMMIT")

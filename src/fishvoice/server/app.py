@@ -23,8 +23,12 @@ log = logging.getLogger(__name__)
 
 
 def build_job_table(assistant: Assistant, settings: Settings) -> JobTable:
-    limits = {"concurrency": jobs_at_once(settings.concurrency, assistant.tts, 2), "queue_size": settings.queue_size, "timeout_s": settings.job_timeout,
-              "ttl_s": settings.job_ttl}
+    limits = {
+        "concurrency": jobs_at_once(settings.concurrency, assistant.tts, 2),
+        "queue_size": settings.queue_size,
+        "timeout_s": settings.job_timeout,
+        "ttl_s": settings.job_ttl,
+    }
     if settings.jobs == "memory":
         return MemoryJobTable(assistant, **limits)
     from .redis_jobs import RedisJobTable
@@ -46,10 +50,17 @@ def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
 
     app = FastAPI(title="fishvoice", version="0.1.0", lifespan=lifespan)
     app.state.jobs = jobs
-    backends = {"llm": assistant.llm.name, "voice": assistant.tts.name, "store": type(assistant.store).__name__,
-                "jobs": type(jobs).__name__}
+    backends = {
+        "llm": assistant.llm.name,
+        "voice": assistant.tts.name,
+        "store": type(assistant.store).__name__,
+        "jobs": type(jobs).__name__,
+    }
     router = build_router(
-        jobs, Auth(settings.api_keys()), runsync_wait_s=settings.runsync_wait, max_body_bytes=int(settings.max_body_mb * 2**20),
+        jobs,
+        Auth(settings.api_keys()),
+        runsync_wait_s=settings.runsync_wait,
+        max_body_bytes=int(settings.max_body_mb * 2**20),
         backends=backends,
     )
     app.include_router(router)
@@ -68,7 +79,9 @@ def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else "invalid_input"
-        return error_response(FishvoiceError(code, f"{request.method} {request.url.path}: {exc.detail}"), exc.status_code)
+        return error_response(
+            FishvoiceError(code, f"{request.method} {request.url.path}: {exc.detail}"), exc.status_code
+        )
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
@@ -90,5 +103,9 @@ def serve(settings: Settings) -> None:
     assistant = build_assistant(settings)
     app = create_app(assistant, settings)
     auth = f"bearer auth with {len(settings.api_keys())} key(s)" if settings.api_keys() else "no auth"
-    log.info("serving on http://%s:%d (%s, %d jobs at once)", settings.host, settings.port, auth, app.state.jobs.concurrency)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), timeout_graceful_shutdown=10)
+    log.info(
+        "serving on http://%s:%d (%s, %d jobs at once)", settings.host, settings.port, auth, app.state.jobs.concurrency
+    )
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), timeout_graceful_shutdown=10
+    )

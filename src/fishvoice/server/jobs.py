@@ -210,7 +210,9 @@ class JobTable(ABC):
                         if event["type"] in ("done", "error"):
                             outcome = Outcome.from_event(event)
         except TimeoutError:
-            outcome = Outcome.failure(TIMED_OUT, FishvoiceError("timeout", f"the job ran past its {self.timeout_s:g} s limit"))
+            outcome = Outcome.failure(
+                TIMED_OUT, FishvoiceError("timeout", f"the job ran past its {self.timeout_s:g} s limit")
+            )
         except asyncio.CancelledError:
             outcome = Outcome.failure(CANCELLED, FishvoiceError("cancelled", "the job was cancelled"))
             if self._stopping:
@@ -236,7 +238,12 @@ class Job(JobView):
     def end(self, outcome: Outcome) -> None:
         if self.is_final:
             return
-        self.status, self.output, self.error, self.finished_at = outcome.status, outcome.output, outcome.error, time.time()
+        self.status, self.output, self.error, self.finished_at = (
+            outcome.status,
+            outcome.output,
+            outcome.error,
+            time.time(),
+        )
         self.finished.set()
 
 

@@ -34,8 +34,20 @@ from ..contract import Request
 from ..errors import FishvoiceError
 from ..redis_client import connect
 from .jobs import (
-    CANCEL_WAIT_S, CANCELLED, FAILED, FINAL_STATES, IN_PROGRESS, IN_QUEUE, STATES, JobTable, JobView, Outcome, QueueFull,
-    new_job_id, not_found, validate,
+    CANCEL_WAIT_S,
+    CANCELLED,
+    FAILED,
+    FINAL_STATES,
+    IN_PROGRESS,
+    IN_QUEUE,
+    STATES,
+    JobTable,
+    JobView,
+    Outcome,
+    QueueFull,
+    new_job_id,
+    not_found,
+    validate,
 )
 
 log = logging.getLogger(__name__)
@@ -119,9 +131,16 @@ class RedisJobTable(JobTable):
         self._redis = connect(url, decode_responses=True)
         self._base = f"{prefix}:jobs:"
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{new_job_id()[:8]}"
-        self._scripts = {name: self._redis.register_script(body) for name, body in
-                         [("submit", SUBMIT), ("claim", CLAIM), ("finish", FINISH), ("take_stream", TAKE_STREAM),
-                          ("request_cancel", REQUEST_CANCEL)]}
+        self._scripts = {
+            name: self._redis.register_script(body)
+            for name, body in [
+                ("submit", SUBMIT),
+                ("claim", CLAIM),
+                ("finish", FINISH),
+                ("take_stream", TAKE_STREAM),
+                ("request_cancel", REQUEST_CANCEL),
+            ]
+        }
         self._waiters: dict[str, list[asyncio.Event]] = {}
 
     def _key(self, *parts: str) -> str:
@@ -164,8 +183,11 @@ class RedisJobTable(JobTable):
         _, invalid = validate(raw_input)
         if invalid is not None:
             return await self._store_failed(job, invalid)
-        added = await self._script("submit", [self._key("job", job.id), self._key("queue")],
-                                   [self.queue_size, job.id, namespace, json.dumps(raw_input), job.queued_at, self._keep_ms])
+        added = await self._script(
+            "submit",
+            [self._key("job", job.id), self._key("queue")],
+            [self.queue_size, job.id, namespace, json.dumps(raw_input), job.queued_at, self._keep_ms],
+        )
         if not added:
             raise QueueFull(self.queue_size)
         log.info("job %s queued", job.id)
@@ -177,9 +199,14 @@ class RedisJobTable(JobTable):
         if found["status"] is None or found["namespace"] != namespace:
             raise not_found(job_id)
         return JobView(
-            id=job_id, namespace=namespace, status=found["status"], queued_at=float(found["queued_at"] or 0),
-            started_at=_number(found["started_at"]), finished_at=_number(found["finished_at"]),
-            output=json.loads(found["output"]) if found["output"] else None, error=found["error"] or None,
+            id=job_id,
+            namespace=namespace,
+            status=found["status"],
+            queued_at=float(found["queued_at"] or 0),
+            started_at=_number(found["started_at"]),
+            finished_at=_number(found["finished_at"]),
+            output=json.loads(found["output"]) if found["output"] else None,
+            error=found["error"] or None,
         )
 
     async def wait(self, job_id: str, namespace: str, timeout_s: float) -> JobView:
@@ -206,8 +233,13 @@ class RedisJobTable(JobTable):
         return found[0], [json.loads(event) for event in found[1:]]
 
     async def cancel(self, job_id: str, namespace: str) -> str:
-        status = await self._end(job_id, Outcome.failure(CANCELLED, FishvoiceError("cancelled", "the job was cancelled")),
-                                 self._key("queue"), namespace=namespace, only_from=IN_QUEUE)
+        status = await self._end(
+            job_id,
+            Outcome.failure(CANCELLED, FishvoiceError("cancelled", "the job was cancelled")),
+            self._key("queue"),
+            namespace=namespace,
+            only_from=IN_QUEUE,
+        )
         if status == IN_PROGRESS:
             await self._script("request_cancel", [self._key("job", job_id)], [namespace, job_id, self._key("cancel")])
             if (task := self._running.get(job_id)) is not None:
@@ -220,7 +252,10 @@ class RedisJobTable(JobTable):
     async def purge_queue(self, namespace: str) -> int:
         purged = Outcome.failure(CANCELLED, FishvoiceError("cancelled", "the queue was purged"))
         queued = await self._call(lambda: self._redis.lrange(self._key("queue"), 0, -1))
-        ends = [await self._end(job_id, purged, self._key("queue"), namespace=namespace, only_from=IN_QUEUE) for job_id in queued]
+        ends = [
+            await self._end(job_id, purged, self._key("queue"), namespace=namespace, only_from=IN_QUEUE)
+            for job_id in queued
+        ]
         return ends.count(CANCELLED)
 
     async def counts(self) -> dict[str, int]:
@@ -239,8 +274,9 @@ class RedisJobTable(JobTable):
         job_id = await self._call(lambda: self._redis.blmove(self._key("queue"), claimed_key, BLOCK_S, "LEFT", "RIGHT"))
         if job_id is None:
             return None
-        found = await self._script("claim", [self._key("job", job_id), self._key("running"), claimed_key],
-                                   [job_id, self.worker, time.time()])
+        found = await self._script(
+            "claim", [self._key("job", job_id), self._key("running"), claimed_key], [job_id, self.worker, time.time()]
+        )
         if not found:
             return None
         namespace, raw_input = found
@@ -266,20 +302,45 @@ class RedisJobTable(JobTable):
                 await asyncio.sleep(min(0.25 * 2**attempt, 2.0))
         log.error("job %s: its end (%s) was never recorded", job_id, outcome.status)
 
-    async def _end(self, job_id: str, outcome: Outcome, holder: str, *, namespace: str = "*", only_from: str = "") -> str | None:
-        keys = [self._key("job", job_id), self._key("events", job_id), self._key("running"), self._key("done", outcome.status), holder]
-        args = [job_id, outcome.status, json.dumps(outcome.output) if outcome.output is not None else "", outcome.error or "",
-                time.time(), self._ttl_ms, self._key("finished"), namespace, only_from]
+    async def _end(
+        self, job_id: str, outcome: Outcome, holder: str, *, namespace: str = "*", only_from: str = ""
+    ) -> str | None:
+        keys = [
+            self._key("job", job_id),
+            self._key("events", job_id),
+            self._key("running"),
+            self._key("done", outcome.status),
+            holder,
+        ]
+        args = [
+            job_id,
+            outcome.status,
+            json.dumps(outcome.output) if outcome.output is not None else "",
+            outcome.error or "",
+            time.time(),
+            self._ttl_ms,
+            self._key("finished"),
+            namespace,
+            only_from,
+        ]
         return await self._script("finish", keys, args)
 
     async def _store_failed(self, job: JobView, outcome: Outcome) -> JobView:
         """Keep a job that failed at /run (invalid input), as RunPod's would be kept; return it as stored."""
         key = self._key("job", job.id)
         job.status, job.output, job.error, job.finished_at = outcome.status, outcome.output, outcome.error, time.time()
-        fields = {"namespace": job.namespace, "status": job.status, "queued_at": job.queued_at, "finished_at": job.finished_at,
-                  "output": json.dumps(job.output), "error": job.error or ""}
+        fields = {
+            "namespace": job.namespace,
+            "status": job.status,
+            "queued_at": job.queued_at,
+            "finished_at": job.finished_at,
+            "output": json.dumps(job.output),
+            "error": job.error or "",
+        }
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=fields).pexpire(key, self._ttl_ms).zadd(self._key("done", job.status), {job.id: job.finished_at})
+            pipe.hset(key, mapping=fields).pexpire(key, self._ttl_ms).zadd(
+                self._key("done", job.status), {job.id: job.finished_at}
+            )
             await self._call(pipe.execute)
         return job
 
@@ -355,14 +416,20 @@ class RedisJobTable(JobTable):
     async def _release(self, worker: str) -> None:
         """A gone server's jobs: those it had started fail, those it had only taken go back to the queue."""
         claimed_key = self._key("claimed", worker)
-        lost = Outcome.failure(FAILED, FishvoiceError("backend_unavailable", "the server running this job stopped before it "
-                                                                            "finished; send it again"))
+        lost = Outcome.failure(
+            FAILED,
+            FishvoiceError(
+                "backend_unavailable", "the server running this job stopped before it finished; send it again"
+            ),
+        )
         for job_id in await self._call(lambda: self._redis.lrange(claimed_key, 0, -1)):
             status = await self._end(job_id, lost, claimed_key, only_from=IN_PROGRESS)
             if status == IN_QUEUE:  # a second janitor doing the same is harmless: a job starts only from IN_QUEUE, once
                 await self._call(lambda: self._redis.lpush(self._key("queue"), job_id))
         async with self._redis.pipeline(transaction=True) as pipe:
-            await self._call(pipe.delete(claimed_key).srem(self._key("workers"), worker).delete(self._key("alive", worker)).execute)
+            await self._call(
+                pipe.delete(claimed_key).srem(self._key("workers"), worker).delete(self._key("alive", worker)).execute
+            )
 
     async def _forget_old_counts(self) -> None:
         cutoff = time.time() - self.ttl_s

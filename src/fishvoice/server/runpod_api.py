@@ -17,12 +17,27 @@ from fastapi.responses import JSONResponse
 from ..errors import FishvoiceError
 from .jobs import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, TIMED_OUT, JobTable
 
-_STATUS = {"invalid_input": 400, "invalid_audio": 400, "payload_too_large": 413, "unauthorized": 401, "not_found": 404,
-           "backend_unavailable": 503, "timeout": 504, "cancelled": 409, "internal": 500}
+_STATUS = {
+    "invalid_input": 400,
+    "invalid_audio": 400,
+    "payload_too_large": 413,
+    "unauthorized": 401,
+    "not_found": 404,
+    "backend_unavailable": 503,
+    "timeout": 504,
+    "cancelled": 409,
+    "internal": 500,
+}
 
 
-_HEALTH_NAMES = {IN_QUEUE: "inQueue", IN_PROGRESS: "inProgress", COMPLETED: "completed", FAILED: "failed",
-                 CANCELLED: "cancelled", TIMED_OUT: "timedOut"}
+_HEALTH_NAMES = {
+    IN_QUEUE: "inQueue",
+    IN_PROGRESS: "inProgress",
+    COMPLETED: "completed",
+    FAILED: "failed",
+    CANCELLED: "cancelled",
+    TIMED_OUT: "timedOut",
+}
 
 
 def error_response(error: FishvoiceError, status: int | None = None) -> JSONResponse:
@@ -71,7 +86,9 @@ async def read_input(request: Request, max_bytes: int) -> Any:
     return payload["input"]
 
 
-def build_router(jobs: JobTable, auth: Auth, *, runsync_wait_s: float, max_body_bytes: int, backends: dict[str, str]) -> APIRouter:
+def build_router(
+    jobs: JobTable, auth: Auth, *, runsync_wait_s: float, max_body_bytes: int, backends: dict[str, str]
+) -> APIRouter:
     router = APIRouter()
     caller = Depends(auth)
 
@@ -81,7 +98,9 @@ def build_router(jobs: JobTable, auth: Auth, *, runsync_wait_s: float, max_body_
         return JSONResponse(job.summary())
 
     @router.post("/runsync")
-    async def runsync(request: Request, namespace: str = caller, wait: int | None = Query(None, ge=1000, le=300_000)) -> JSONResponse:
+    async def runsync(
+        request: Request, namespace: str = caller, wait: int | None = Query(None, ge=1000, le=300_000)
+    ) -> JSONResponse:
         job = await jobs.submit(await read_input(request, max_body_bytes), namespace)
         job = await jobs.wait(job.id, namespace, wait / 1000 if wait else runsync_wait_s)
         return JSONResponse(job.summary())
@@ -106,11 +125,15 @@ def build_router(jobs: JobTable, auth: Auth, *, runsync_wait_s: float, max_body_
     @router.get("/health")
     async def health() -> JSONResponse:
         counts = await jobs.counts()  # every server's jobs where the table is shared; `workers` are this server's
-        return JSONResponse({
-            "status": "ok",
-            "jobs": {_HEALTH_NAMES[state]: n for state, n in counts.items()},  # RunPod's names, and ours for the rest
-            "workers": {"running": jobs.running_here, "idle": jobs.concurrency - jobs.running_here},
-            "backends": backends,
-        })
+        return JSONResponse(
+            {
+                "status": "ok",
+                "jobs": {
+                    _HEALTH_NAMES[state]: n for state, n in counts.items()
+                },  # RunPod's names, and ours for the rest
+                "workers": {"running": jobs.running_here, "idle": jobs.concurrency - jobs.running_here},
+                "backends": backends,
+            }
+        )
 
     return router

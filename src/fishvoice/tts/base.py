@@ -24,7 +24,9 @@ class TTS(Protocol):
     can_clone: bool
     capacity: int  # texts it speaks at once to good effect (jobs beyond that only wait)
 
-    def stream(self, text: str, voice: VoiceReference | None = None, stop: threading.Event | None = None) -> Iterator[Audio]: ...
+    def stream(
+        self, text: str, voice: VoiceReference | None = None, stop: threading.Event | None = None
+    ) -> Iterator[Audio]: ...
 
 
 def synthesize(tts: TTS, text: str, voice: VoiceReference | None = None) -> Audio:

@@ -30,7 +30,9 @@ class FishTTS:
         self._cache_lock = threading.Lock()
         self.encodes = 0  # references encoded so far (a cache miss each)
 
-    def stream(self, text: str, voice: VoiceReference | None = None, stop: threading.Event | None = None) -> Iterator[Audio]:
+    def stream(
+        self, text: str, voice: VoiceReference | None = None, stop: threading.Event | None = None
+    ) -> Iterator[Audio]:
         reference = (self._reference_codes(voice), voice.reference_text or "") if voice is not None else None
         try:
             for chunk in self.engine.stream(text, reference, self.sampling, stop):

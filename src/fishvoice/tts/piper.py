@@ -42,7 +42,9 @@ class PiperTTS:
         self.name = "piper"
         log.info("loaded Piper voice %s (%d Hz)", path.stem, self.sample_rate)
 
-    def stream(self, text: str, voice: VoiceReference | None = None, stop: threading.Event | None = None) -> Iterator[Audio]:
+    def stream(
+        self, text: str, voice: VoiceReference | None = None, stop: threading.Event | None = None
+    ) -> Iterator[Audio]:
         """One piece per sentence Piper finds in the text."""
         try:
             for chunk in self._voice.synthesize(text):
