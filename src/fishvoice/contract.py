@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -19,6 +19,15 @@ from .errors import FishvoiceError
 MAX_MESSAGE_CHARS = 8000
 MAX_REFERENCE_TEXT_CHARS = 2000
 CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class ChatMessage(TypedDict):
+    """One message of a conversation, as `history` shows it and as the LLM reads it."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
 PLANNED_FIELDS = {"user_audio": "speech input", "voice_id": "saved voices"}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..llm.base import ChatMessage
+from ..contract import ChatMessage
 from ..voices import VoiceReference
 
 

@@ -14,7 +14,7 @@ import time
 import redis.asyncio as redis
 
 from ..errors import FishvoiceError
-from ..llm.base import ChatMessage
+from ..contract import ChatMessage
 from ..redis_client import connect
 from ..voices import VoiceReference
 from .base import Conversation

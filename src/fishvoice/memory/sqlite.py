@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..llm.base import ChatMessage
+from ..contract import ChatMessage
 from ..voices import VoiceReference
 from .base import Conversation
 
