@@ -7,14 +7,14 @@ PORT ?= 8000
 # sandbox or another machine refuses, and the wheel is cached and reused by later installs.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: run test bench clean
+.PHONY: run test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch 2.13.0 here is the small CPU build this machine carries; an unpinned torch pulls CUDA's.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,fish]'
+	$(PY) -m pip install -q -e '.[test,fish,lint]'
 	touch $@
 
 ## The main job: `fishvoice serve` with the embedded models (RunPod's job API on HOST:PORT).
@@ -27,6 +27,12 @@ run: $(VENV)/.installed
 ## All tests, on the real embedded models.
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+## ruff (lint and format) and mypy (strict), as CI runs them.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed
 	$(PY) bench/pipeline.py

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from fishvoice.assistant import Assistant
-from fishvoice.contract import parse_request
+from fishvoice.contract import AudioEvent, DoneEvent, parse_request
 from fishvoice.llm.base import Usage
 from fishvoice.llm.llama_cpp import LlamaCppLLM
 from fishvoice.memory.sqlite import SQLiteStore
@@ -44,12 +44,11 @@ async def streaming(assistant: Assistant, prompt: str, max_tokens: int) -> tuple
     started = time.perf_counter()
     first = None
     async for event in assistant.respond(request):
-        if event["type"] == "audio" and first is None:
+        if isinstance(event, AudioEvent) and first is None:
             first = time.perf_counter() - started
-        if event["type"] == "done":
-            return first or 0.0, time.perf_counter() - started, event["duration_s"], event["text"]
-        if event["type"] == "error":
-            raise RuntimeError(event["error"])
+        if isinstance(event, DoneEvent):
+            reply = event.response
+            return first or 0.0, time.perf_counter() - started, reply.duration_s, reply.text
     raise RuntimeError("no reply")
 
 

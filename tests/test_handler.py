@@ -13,7 +13,7 @@ import soundfile
 
 from fishvoice.assistant import Assistant
 from fishvoice.audio import decode_audio
-from fishvoice.contract import parse_request
+from fishvoice.contract import AudioEvent, parse_request
 from fishvoice.llm.openai import OpenAICompatibleLLM
 from fishvoice.memory.sqlite import SQLiteStore
 from fishvoice.worker import make_handler, make_stream_handler
@@ -157,7 +157,7 @@ async def test_failed_request_leaves_history_unchanged(handler, store, tts):
 async def test_cancelled_reply_is_not_stored(assistant, store):
     events = assistant.respond(parse_request({**STORY, "conversation_id": "cut-1"}))
     async for event in events:
-        if event["type"] == "audio":
+        if isinstance(event, AudioEvent):
             break
     await events.aclose()
     assert (await store.load("", "cut-1")).turns == []
@@ -271,8 +271,10 @@ async def test_unexpected_failure_is_internal_and_carries_its_trace_only_in_debu
     store = SQLiteStore(path)
     path.write_bytes(b"this is no longer a database" * 200)  # a real fault below the assistant
     for debug in (False, True):
-        assistant = Assistant(llm, tts, store, default_system_message=SYSTEM, debug=debug)
-        result = await run_job(make_handler(assistant), message="Hi", conversation_id="broken", max_tokens=3)
+        assistant = Assistant(llm, tts, store, default_system_message=SYSTEM)
+        result = await run_job(
+            make_handler(assistant, debug=debug), message="Hi", conversation_id="broken", max_tokens=3
+        )
         assert result["error_code"] == "internal" and result["error"] == "internal error: DatabaseError"
         assert ("trace" in result) == debug
         if debug:

@@ -7,15 +7,17 @@ import asyncio
 import base64
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from .audio import SAMPLE_RATES, encode_audio, resample
 from .config import Settings
-from .contract import parse_request
+from .contract import DoneEvent, ErrorEvent, Response, TextEvent, guarded, parse_request
 from .errors import FishvoiceError
-from .factory import build_assistant, build_tts, prepare_process
+from .factory import build_assistant, build_tts
+from .process import prepare_process
 from .tts.base import synthesize
 
 _EXTENSIONS = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "opus", ".opus": "opus"}
@@ -80,20 +82,24 @@ async def _chat(args: argparse.Namespace, settings: Settings) -> int:
             print(f"error: {exc.message}", file=sys.stderr)
             continue
         print("assistant> ", end="", flush=True)
-        async for event in assistant.respond(request):
-            if event["type"] == "text":
-                print(event["text"], end="", flush=True)
-            elif event["type"] == "error":
-                print(f"\nerror: {event['error']}", file=sys.stderr)
-            elif event["type"] == "done":
+        async for event in guarded(assistant.respond(request), debug=settings.debug):
+            if isinstance(event, TextEvent):
+                print(event.text, end="", flush=True)
+            elif isinstance(event, ErrorEvent):
+                print(f"\nerror: {event.error.message}", file=sys.stderr)
+            elif isinstance(event, DoneEvent):
                 turn += 1
-                path = args.output_dir / f"reply-{turn:03d}.wav"
-                _write_audio(event["audio"], path)
-                print(f"\n[{path}: {event['duration_s']:.1f} s, first audio {event['timings_ms']['first_audio']} ms]")
-                for warning in event["warnings"]:
-                    print(f"[warning: {warning}]", file=sys.stderr)
+                _show_reply(event.response, args.output_dir / f"reply-{turn:03d}.wav")
     await assistant.llm.close()
     return 0
+
+
+def _show_reply(response: Response, path: Path) -> None:
+    if isinstance(response.audio, str):
+        _write_audio(response.audio, path)
+    print(f"\n[{path}: {response.duration_s:.1f} s, first audio {response.timings_ms.first_audio} ms]")
+    for warning in response.warnings:
+        print(f"[warning: {warning}]", file=sys.stderr)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -159,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: FISHVOICE_{str(error['loc'][0]).upper()}: {error['msg']}", file=sys.stderr)
         return 2
     prepare_process(settings)
+    run: Callable[[argparse.Namespace, Settings], int] = args.run
     try:
-        return args.run(args, settings)
+        return run(args, settings)
     except FishvoiceError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

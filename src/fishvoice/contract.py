@@ -1,4 +1,4 @@
-"""The API contract: the request model with its rules, and the events a reply is made of.
+"""The API contract: the request with its rules, the response, and the events a reply is made of.
 
 Validation runs before any model: every rule of DESIGN.md's table maps to one clear error that
 names the field. Types are strict (a boolean is not a number, 1.5 is not an integer).
@@ -7,14 +7,30 @@ names the field. Types are strict (a boolean is not a number, 1.5 is not an inte
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import re
+import traceback
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
-from .audio import AUDIO_FORMATS, MAX_AUDIO_BASE64_CHARS, MAX_AUDIO_BYTES, SAMPLE_RATES, AudioFormat
-from .errors import FishvoiceError
+from .audio import (
+    AUDIO_FORMATS,
+    MAX_AUDIO_BASE64_CHARS,
+    MAX_AUDIO_BYTES,
+    SAMPLE_RATES,
+    Audio,
+    AudioFormat,
+    encode_audio,
+)
+from .errors import FishvoiceError, is_out_of_memory
+
+log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 8000
 MAX_REFERENCE_TEXT_CHARS = 2000
@@ -136,7 +152,7 @@ def parse_request(raw: Any) -> Request:
     return request
 
 
-def _to_fishvoice_error(error: dict[str, Any]) -> FishvoiceError:
+def _to_fishvoice_error(error: ErrorDetails) -> FishvoiceError:
     field = ".".join(str(part) for part in error["loc"]) or "input"
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -154,28 +170,150 @@ def _to_fishvoice_error(error: dict[str, Any]) -> FishvoiceError:
     return FishvoiceError("invalid_input", f"{field}: {error['msg']}", field)
 
 
-# Events, in the order a reply produces them.
-EventType = Literal["text", "audio", "done", "error"]
+# The response: the job's output, and the events a reply is made of, serialised at the edge by `to_dict`.
 
 
-def text_event(delta: str) -> dict[str, Any]:
-    return {"type": "text", "text": delta}
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one reply (the LLM's stream ends with one)."""
+
+    prompt_tokens: int
+    completion_tokens: int
 
 
-def audio_event(seq: int, data: str, audio_format: str, sample_rate: int, text: str) -> dict[str, Any]:
-    return {
-        "type": "audio",
-        "seq": seq,
-        "audio": data,
-        "audio_format": audio_format,
-        "sample_rate": sample_rate,
-        "text": text,
-    }
+@dataclass(frozen=True)
+class VoiceInfo:
+    backend: str
+    cloned: bool
 
 
-def done_event(response: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "done", **response}
+@dataclass(frozen=True)
+class Timings:
+    """Milliseconds from the request's start: to the first audio (None without audio), in the LLM,
+    in the voice, and in all."""
+
+    first_audio: int | None
+    llm: int
+    tts: int
+    total: int
 
 
-def error_event(error: FishvoiceError) -> dict[str, Any]:
-    return {"type": "error", **error.to_dict()}
+@dataclass(frozen=True)
+class Response:
+    """A completed reply, as DESIGN.md's response table shows it."""
+
+    text: str
+    audio: str | list[float] | None
+    audio_format: AudioFormat
+    sample_rate: int
+    duration_s: float
+    history: list[ChatMessage]
+    conversation_id: str | None
+    voice: VoiceInfo
+    usage: Usage
+    timings_ms: Timings
+    warnings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TextEvent:
+    """A piece of the reply's text, as the LLM writes it."""
+
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "text", "text": self.text}
+
+
+@dataclass(frozen=True)
+class AudioEvent:
+    """A spoken piece of the reply (base64 in `audio_format`), with the text it speaks."""
+
+    seq: int
+    audio: str
+    audio_format: AudioFormat
+    sample_rate: int
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "audio", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    """The last event of a completed reply: the whole response."""
+
+    response: Response
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "done", **self.response.to_dict()}
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    """The last event of a failed reply. `refresh_worker` asks RunPod for a fresh worker after the job."""
+
+    error: FishvoiceError
+    trace: str | None = None
+    refresh_worker: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": "error", **self.error.to_dict()}
+        if self.trace is not None:
+            body["trace"] = self.trace
+        if self.refresh_worker:
+            body["refresh_worker"] = True
+        return body
+
+
+def encode_chunk(seq: int, audio: Audio, text: str, request: Request) -> AudioEvent:
+    """A spoken piece as an event, in the request's format (an `array` reply streams its pieces as pcm16)."""
+    audio_format: AudioFormat = "pcm16" if request.audio_format == "array" else request.audio_format
+    encoded = encode_audio(audio, audio_format)
+    return AudioEvent(seq, _base64(encoded.data), audio_format, encoded.sample_rate, text)
+
+
+def _base64(data: str | list[float]) -> str:
+    if not isinstance(data, str):
+        raise TypeError("a streamed piece is base64 text, never a float list")
+    return data
+
+
+def encode_reply_audio(audio: Audio, audio_format: AudioFormat) -> tuple[str | list[float], int]:
+    """The whole reply's audio as the response carries it, and its rate (opus decodes at 48 kHz)."""
+    encoded = encode_audio(audio, audio_format)
+    return encoded.data, encoded.sample_rate
+
+
+ReplyEvent = TextEvent | AudioEvent | DoneEvent
+Event = ReplyEvent | ErrorEvent
+
+
+def error_event(exc: BaseException, *, debug: bool = False) -> ErrorEvent:
+    """Any failure as the contract tells it: a FishvoiceError as it is; out of GPU memory as
+    `backend_unavailable` with a fresh worker asked for (memory may stay fragmented or leaked); anything
+    else as `internal`, with its stack trace where `debug` is on. Unexpected failures are logged whole."""
+    if isinstance(exc, FishvoiceError):
+        log.warning("request failed: %s (%s)", exc.message, exc.code)
+        return ErrorEvent(exc)
+    log.error("request failed unexpectedly", exc_info=exc)
+    if is_out_of_memory(exc):
+        return ErrorEvent(
+            FishvoiceError("backend_unavailable", "out of GPU memory; the worker will be replaced"), refresh_worker=True
+        )
+    trace = "".join(traceback.format_exception(exc)) if debug else None
+    return ErrorEvent(FishvoiceError("internal", f"internal error: {type(exc).__name__}"), trace)
+
+
+async def guarded(events: AsyncGenerator[ReplyEvent, None], *, debug: bool = False) -> AsyncGenerator[Event, None]:
+    """The reply's events, ending in an ErrorEvent instead of raising: what the edges send on.
+    Closing this closes the reply (which then stores nothing)."""
+    async with aclosing(events):
+        try:
+            async for event in events:
+                yield event
+        except Exception as exc:
+            yield error_event(exc, debug=debug)

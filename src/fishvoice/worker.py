@@ -1,6 +1,7 @@
 """The RunPod serverless worker: the handler around the assistant, and runpod.serverless.start.
 
-Models load once per worker, when the handler is built, not per job.
+Models load once per worker, when the handler is built, not per job. This is an edge: failures
+become the contract's error (with `refresh_worker` where RunPod should replace the worker).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from typing import Any
 
 from .assistant import Assistant
 from .config import Settings
-from .contract import Request, error_event, parse_request
+from .contract import DoneEvent, ErrorEvent, Event, Request, guarded, parse_request
 from .errors import FishvoiceError
-from .factory import build_assistant, jobs_at_once, prepare_process
+from .factory import build_assistant, jobs_at_once
+from .process import prepare_process
 
 log = logging.getLogger(__name__)
 
@@ -21,37 +23,39 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 StreamHandler = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]
 
 
-def _parse_job(job: dict[str, Any]) -> Request:
+def _parse_job(job: Any) -> Request:
     return parse_request(job.get("input") if isinstance(job, dict) else None)
 
 
-def make_handler(assistant: Assistant) -> Handler:
-    """The plain handler: the done event's response, or the error (RunPod fails a job whose result has `error`)."""
+async def _events(assistant: Assistant, job: Any, debug: bool) -> AsyncIterator[Event]:
+    """The job's events; a bad input is its only event, an error."""
+    try:
+        request = _parse_job(job)
+    except FishvoiceError as exc:
+        yield ErrorEvent(exc)
+        return
+    async for event in guarded(assistant.respond(request), debug=debug):
+        yield event
+
+
+def make_handler(assistant: Assistant, *, debug: bool = False) -> Handler:
+    """The plain handler: the response, or the error (RunPod fails a job whose result has `error`)."""
 
     async def handler(job: dict[str, Any]) -> dict[str, Any]:
-        try:
-            request = _parse_job(job)
-        except FishvoiceError as exc:
-            return exc.to_dict()
-        async for event in assistant.respond(request):
-            if event["type"] in ("done", "error"):
-                return {k: v for k, v in event.items() if k != "type"}
+        async for event in _events(assistant, job, debug):
+            if isinstance(event, DoneEvent | ErrorEvent):
+                return {k: v for k, v in event.to_dict().items() if k != "type"}
         return FishvoiceError("internal", "the reply ended without a result").to_dict()
 
     return handler
 
 
-def make_stream_handler(assistant: Assistant) -> StreamHandler:
+def make_stream_handler(assistant: Assistant, *, debug: bool = False) -> StreamHandler:
     """The generator handler: yields each event for RunPod's /stream."""
 
     async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        try:
-            request = _parse_job(job)
-        except FishvoiceError as exc:
-            yield error_event(exc)
-            return
-        async for event in assistant.respond(request):
-            yield event
+        async for event in _events(assistant, job, debug):
+            yield event.to_dict()
 
     return handler
 
@@ -76,7 +80,7 @@ def main() -> None:
         "concurrency_modifier": fixed_concurrency(jobs_at_once(settings.worker_concurrency, assistant.tts, 1))
     }
     if settings.streaming:
-        config |= {"handler": make_stream_handler(assistant), "return_aggregate_stream": True}
+        config |= {"handler": make_stream_handler(assistant, debug=settings.debug), "return_aggregate_stream": True}
     else:
-        config |= {"handler": make_handler(assistant)}
+        config |= {"handler": make_handler(assistant, debug=settings.debug)}
     runpod.serverless.start(config)

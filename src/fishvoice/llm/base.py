@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Protocol
 
-from ..contract import ChatMessage
-
-
-@dataclass
-class Usage:
-    """Token counts of one reply; the last item a stream yields."""
-
-    prompt_tokens: int
-    completion_tokens: int
+from ..contract import ChatMessage, Usage
 
 
 class LLM(Protocol):

@@ -13,8 +13,8 @@ import time
 
 import redis.asyncio as redis
 
-from ..errors import FishvoiceError
 from ..contract import ChatMessage
+from ..errors import FishvoiceError
 from ..redis_client import connect
 from ..voices import VoiceReference
 from .base import Conversation

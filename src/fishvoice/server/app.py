@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from .. import __version__
 from ..assistant import Assistant
 from ..config import Settings
 from ..errors import FishvoiceError
@@ -28,6 +29,7 @@ def build_job_table(assistant: Assistant, settings: Settings) -> JobTable:
         "queue_size": settings.queue_size,
         "timeout_s": settings.job_timeout,
         "ttl_s": settings.job_ttl,
+        "debug": settings.debug,
     }
     if settings.jobs == "memory":
         return MemoryJobTable(assistant, **limits)
@@ -48,7 +50,7 @@ def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
         finally:
             await jobs.stop()
 
-    app = FastAPI(title="fishvoice", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="fishvoice", version=__version__, lifespan=lifespan)
     app.state.jobs = jobs
     backends = {
         "llm": assistant.llm.name,

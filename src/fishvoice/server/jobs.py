@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..assistant import Assistant
-from ..contract import Request, parse_request
+from ..contract import DoneEvent, ErrorEvent, Request, guarded, parse_request
 from ..errors import FishvoiceError
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,18 @@ def validate(raw_input: Any) -> tuple[Request | None, Outcome | None]:
 class JobTable(ABC):
     """Runs `concurrency` jobs at once from a bounded queue; subclasses keep the jobs."""
 
-    def __init__(self, assistant: Assistant, *, concurrency: int, queue_size: int, timeout_s: float, ttl_s: float):
+    def __init__(
+        self,
+        assistant: Assistant,
+        *,
+        concurrency: int,
+        queue_size: int,
+        timeout_s: float,
+        ttl_s: float,
+        debug: bool = False,
+    ):
         self.assistant = assistant
+        self.debug = debug  # unexpected errors carry their stack trace to the caller
         self.concurrency = concurrency
         self.queue_size = queue_size
         self.timeout_s = timeout_s
@@ -204,11 +214,12 @@ class JobTable(ABC):
         outcome = Outcome.failure(FAILED, FishvoiceError("internal", "the reply ended without a result"))
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with aclosing(self.assistant.respond(request, namespace)) as events:
+                async with aclosing(guarded(self.assistant.respond(request, namespace), debug=self.debug)) as events:
                     async for event in events:
-                        await self._emit(job_id, event)
-                        if event["type"] in ("done", "error"):
-                            outcome = Outcome.from_event(event)
+                        wire = event.to_dict()
+                        await self._emit(job_id, wire)
+                        if isinstance(event, DoneEvent | ErrorEvent):
+                            outcome = Outcome.from_event(wire)
         except TimeoutError:
             outcome = Outcome.failure(
                 TIMED_OUT, FishvoiceError("timeout", f"the job ran past its {self.timeout_s:g} s limit")

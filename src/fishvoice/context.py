@@ -1,0 +1,64 @@
+"""Fitting a conversation into the LLM's context: the system message, the new message, and as many
+recent turns as fit beside the tokens the reply may take."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .contract import ChatMessage
+from .errors import FishvoiceError
+
+log = logging.getLogger(__name__)
+
+CONTEXT_MARGIN = 8  # tokens kept free for the template's closing marks
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    """The messages the LLM reads, the tokens its reply may take, and a warning where they were lowered."""
+
+    messages: list[ChatMessage]
+    max_tokens: int
+    warning: str | None = None
+
+
+def fit_context(
+    system: str,
+    turns: list[ChatMessage],
+    message: str,
+    max_tokens: int,
+    *,
+    count_tokens: Callable[[list[ChatMessage]], int],
+    context_window: int,
+) -> FittedPrompt:
+    """Keep the system message and the message whole, then whole exchanges from the newest back.
+    `max_tokens` is lowered (with a warning) where the two alone leave too little room; a message too
+    long for the context at all is refused, naming `message`."""
+    head: list[ChatMessage] = [{"role": "system", "content": system}]
+    tail: list[ChatMessage] = [{"role": "user", "content": message}]
+    window = context_window - CONTEXT_MARGIN
+    needed = count_tokens(head + tail)
+    if needed >= window:
+        raise FishvoiceError(
+            "invalid_input",
+            f"message: system message and message take {needed} tokens; the model's context holds {window}",
+            "message",
+        )
+    warning = None
+    if needed + max_tokens > window:
+        max_tokens = window - needed
+        warning = f"max_tokens lowered to {max_tokens} to fit the model's context"
+
+    # Fewer turns never take more tokens, so the first start that fits is found by bisection.
+    def fits(start: int) -> bool:
+        return count_tokens(head + turns[start:] + tail) + max_tokens <= window
+
+    if fits(0):
+        return FittedPrompt(head + turns + tail, max_tokens, warning)
+    starts = range(0, len(turns) + 1, 2)  # whole exchanges; the last start (no turns) fits, checked above
+    first = starts[bisect.bisect_left(starts, True, key=fits)]
+    log.info("context trimmed: %d of %d earlier turns kept", len(turns) - first, len(turns))
+    return FittedPrompt(head + turns[first:] + tail, max_tokens, warning)

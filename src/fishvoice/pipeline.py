@@ -1,0 +1,92 @@
+"""The speech pipeline: the LLM's words in, text and spoken pieces out, as soon as each is ready.
+
+Two tasks run side by side in one TaskGroup: one reads the LLM and cuts its words into speakable
+chunks (a sentence or clause); the other speaks each chunk as it comes, so the first sentence is
+heard while the LLM still writes. Pieces come out in the order they are produced; if either task
+fails, the other is cancelled and the failure is raised as itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+
+from .audio import Audio
+from .contract import Usage
+from .text import SpeechChunker, is_speakable, normalize_for_speech
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """A piece of speech: the audio, the chunk of the reply it speaks, and the voice's time on it."""
+
+    audio: Audio
+    text: str
+    seconds: float
+
+
+# What the pipeline yields: a text delta, the LLM's token counts (once, after its last delta), or speech.
+Piece = str | Usage | Spoken
+Speak = Callable[[str], AsyncIterator[Audio]]
+_END = None  # the last item on a queue
+
+
+async def speech_pipeline(words: AsyncIterator[str | Usage], speak: Speak | None) -> AsyncGenerator[Piece, None]:
+    """Yield the LLM's items as they come and, when `speak` is given, the speech of each chunk of them.
+
+    The tasks run in a TaskGroup inside a task of their own, so a failure cancels its sibling but never
+    the caller, whatever the caller is doing between two pieces; the failure is raised here once the
+    pieces before it are out. Closing the iterator early cancels both tasks."""
+    pieces: asyncio.Queue[Piece | None] = asyncio.Queue()
+    runner = asyncio.create_task(_run(words, speak, pieces))
+    try:
+        while (piece := await pieces.get()) is not _END:
+            yield piece
+        await runner
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def _run(words: AsyncIterator[str | Usage], speak: Speak | None, pieces: asyncio.Queue[Piece | None]) -> None:
+    try:
+        async with asyncio.TaskGroup() as group:
+            chunks: asyncio.Queue[str | None] | None = None
+            if speak is not None:
+                chunks = asyncio.Queue()
+                group.create_task(_speak_chunks(chunks, speak, pieces))
+            group.create_task(_read_words(words, pieces, chunks))
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    finally:
+        pieces.put_nowait(_END)
+
+
+async def _read_words(
+    words: AsyncIterator[str | Usage], pieces: asyncio.Queue[Piece | None], chunks: asyncio.Queue[str | None] | None
+) -> None:
+    chunker = SpeechChunker()
+    async for item in words:
+        pieces.put_nowait(item)
+        if chunks is not None and isinstance(item, str):
+            for chunk in chunker.feed(item):
+                chunks.put_nowait(chunk)
+    if chunks is not None:
+        for chunk in chunker.flush():
+            chunks.put_nowait(chunk)
+        chunks.put_nowait(_END)
+
+
+async def _speak_chunks(chunks: asyncio.Queue[str | None], speak: Speak, pieces: asyncio.Queue[Piece | None]) -> None:
+    while (chunk := await chunks.get()) is not _END:
+        spoken = normalize_for_speech(chunk)
+        if not is_speakable(spoken):
+            continue
+        started = time.perf_counter()
+        # A voice may yield a chunk in pieces (Fish decodes as frames arrive): each goes out as it comes.
+        async for audio in speak(spoken):
+            now = time.perf_counter()
+            pieces.put_nowait(Spoken(audio, chunk, now - started))
+            started = now

@@ -1,0 +1,128 @@
+"""The speech pipeline and context fitting, alone: ordering, overlap, failure and early close."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from fishvoice.audio import Audio
+from fishvoice.context import CONTEXT_MARGIN, fit_context
+from fishvoice.contract import ChatMessage, Usage
+from fishvoice.errors import FishvoiceError
+from fishvoice.pipeline import Spoken, speech_pipeline
+
+
+def tone(text: str) -> Audio:
+    return Audio(np.full(len(text), 0.1, np.float32), 16000)
+
+
+async def collect(pieces: AsyncIterator[object]) -> list[object]:
+    return [piece async for piece in pieces]
+
+
+async def test_each_sentence_is_spoken_while_the_words_still_come():
+    first_spoken = asyncio.Event()
+
+    async def words() -> AsyncIterator[str | Usage]:
+        yield "Hello there. "
+        await asyncio.wait_for(first_spoken.wait(), 5)  # the first sentence is heard before the LLM goes on
+        yield "How are you? Fine"
+        yield Usage(3, 4)
+
+    async def speak(text: str) -> AsyncIterator[Audio]:
+        yield tone(text)
+        first_spoken.set()
+
+    pieces = await collect(speech_pipeline(words(), speak))
+    spoken = [p for p in pieces if isinstance(p, Spoken)]
+    assert [s.text for s in spoken] == ["Hello there.", "How are you?", "Fine"]
+    assert pieces.index(spoken[0]) < pieces.index("How are you? Fine")
+    assert [p for p in pieces if isinstance(p, str)] == ["Hello there. ", "How are you? Fine"]
+    assert pieces.count(Usage(3, 4)) == 1 and all(s.seconds >= 0 for s in spoken)
+
+
+async def test_without_a_voice_only_the_words_come_out():
+    async def words() -> AsyncIterator[str | Usage]:
+        yield "One. Two."
+        yield Usage(1, 2)
+
+    assert await collect(speech_pipeline(words(), None)) == ["One. Two.", Usage(1, 2)]
+
+
+async def test_a_failing_voice_raises_its_own_error_and_stops_the_llm():
+    stopped = asyncio.Event()
+
+    async def words() -> AsyncIterator[str | Usage]:
+        try:
+            yield "First. "
+            await asyncio.sleep(30)
+            yield "never"
+        finally:
+            stopped.set()
+
+    async def speak(text: str) -> AsyncIterator[Audio]:
+        raise FishvoiceError("backend_unavailable", "the voice failed")
+        yield tone(text)  # an async generator that fails at once
+
+    with pytest.raises(FishvoiceError, match="the voice failed"):
+        await asyncio.wait_for(collect(speech_pipeline(words(), speak)), 5)
+    assert stopped.is_set()
+
+
+async def test_closing_early_stops_the_llm_and_the_voice():
+    llm_stopped, voice_stopped = asyncio.Event(), asyncio.Event()
+
+    async def words() -> AsyncIterator[str | Usage]:
+        try:
+            for n in range(1000):
+                yield f"Sentence {n}. "
+                await asyncio.sleep(0.01)
+        finally:
+            llm_stopped.set()
+
+    async def speak(text: str) -> AsyncIterator[Audio]:
+        try:
+            await asyncio.sleep(0.05)
+            yield tone(text)
+        finally:
+            voice_stopped.set()
+
+    pieces = speech_pipeline(words(), speak)
+    async for piece in pieces:
+        if isinstance(piece, Spoken):
+            break
+    await pieces.aclose()
+    assert llm_stopped.is_set() and voice_stopped.is_set()
+
+
+def words_in(messages: list[ChatMessage]) -> int:
+    return sum(len(m["content"].split()) + 2 for m in messages)  # a stand-in tokenizer: words plus a role mark
+
+
+TURNS: list[ChatMessage] = [
+    {"role": "user", "content": "one two three"},
+    {"role": "assistant", "content": "four five"},
+    {"role": "user", "content": "six seven eight nine"},
+    {"role": "assistant", "content": "ten"},
+]
+
+
+def test_context_keeps_whole_recent_exchanges_that_fit():
+    whole = fit_context("sys", TURNS, "hi there", 10, count_tokens=words_in, context_window=100)
+    assert whole.messages[1:-1] == TURNS and whole.max_tokens == 10 and whole.warning is None
+    # system 3 + message 4 + newest exchange 9 + max_tokens 10 = 26 fit; the older exchange (9 more) does not
+    newest = fit_context("sys", TURNS, "hi there", 10, count_tokens=words_in, context_window=26 + CONTEXT_MARGIN)
+    system, message = {"role": "system", "content": "sys"}, {"role": "user", "content": "hi there"}
+    assert newest.messages == [system, *TURNS[2:], message]
+
+
+def test_context_lowers_max_tokens_and_refuses_a_message_too_long():
+    lowered = fit_context("sys", TURNS, "hi there", 500, count_tokens=words_in, context_window=20 + CONTEXT_MARGIN)
+    assert lowered.max_tokens == 13 and lowered.messages[1:-1] == []
+    assert lowered.warning == "max_tokens lowered to 13 to fit the model's context"
+    with pytest.raises(FishvoiceError) as refused:
+        fit_context("sys", [], "word " * 50, 5, count_tokens=words_in, context_window=40)
+    assert refused.value.field == "message" and refused.value.code == "invalid_input"
