@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..contract import ChatMessage
+
+__all__ = ["LLM", "ChatMessage", "Usage"]
 
 
 @dataclass
@@ -27,7 +29,9 @@ class LLM(Protocol):
         """Tokens the prompt built from `messages` takes (exact where the backend can tell)."""
         ...
 
-    def stream(self, messages: list[ChatMessage], *, temperature: float, max_tokens: int) -> AsyncIterator[str | Usage]:
+    def stream(
+        self, messages: list[ChatMessage], *, temperature: float, max_tokens: int
+    ) -> AsyncGenerator[str | Usage, None]:
         """Yield the reply's text deltas as they come, then one Usage.
 
         Raises FishvoiceError("backend_unavailable") when the model cannot answer. Closing the
