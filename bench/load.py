@@ -57,10 +57,11 @@ class Round:
 
     def report(self, label: str) -> None:
         print(
-            f"{label}: {len(self.latencies)} jobs; jobs/s {self.jobs_per_s:.2f}  latency p50 {percentile(self.latencies, 0.5):.1f} s"
+            f"{label}: {len(self.latencies)} jobs; jobs/s {self.jobs_per_s:.2f}"
+            f"  latency p50 {percentile(self.latencies, 0.5):.1f} s"
             f"  p95 {percentile(self.latencies, 0.95):.1f} s; COMPLETED {len(self.latencies) - len(self.failures)}/"
-            f"{len(self.latencies)}; conversations holding exactly their turns in order {self.in_order}/{len(self.stored)}; "
-            f"server RSS MB {[round(m) for m in self.rss]}"
+            f"{len(self.latencies)}; conversations holding exactly their turns in order"
+            f" {self.in_order}/{len(self.stored)}; server RSS MB {[round(m) for m in self.rss]}"
         )
         for failure in self.failures[:5]:
             print("  FAILED", failure)
@@ -126,7 +127,7 @@ async def run_round(
         )
         elapsed = time.perf_counter() - started
         stored = {}
-        for name, expected in zip(names, results):
+        for name, expected in zip(names, results, strict=True):
             check = (
                 await http.post(
                     f"{urls[0]}/runsync",
@@ -193,8 +194,8 @@ def main() -> None:
     parser.add_argument("--shared-only", action="store_true", help="skip the round with each server's own table")
     args = parser.parse_args()
     print(
-        f"2 servers x 2 jobs at once, conversations in one Redis; {args.jobs} jobs a round from {args.clients} clients, "
-        "6 tokens each, text only"
+        f"2 servers x 2 jobs at once, conversations in one Redis; {args.jobs} jobs a round"
+        f" from {args.clients} clients, 6 tokens each, text only"
     )
     with tempfile.TemporaryDirectory() as tmp:
         redis_port = free_port()
@@ -224,7 +225,7 @@ def main() -> None:
             f"shared/own: jobs/s {first.jobs_per_s / own.jobs_per_s:.2f}, "
             f"p95 {percentile(first.latencies, 0.95) / percentile(own.latencies, 0.95):.2f}"
         )
-    growth = [round(after - before) for before, after in zip(shared[0].rss, shared[-1].rss)]
+    growth = [round(after - before) for before, after in zip(shared[0].rss, shared[-1].rss, strict=True)]
     print(f"shared: RSS growth from round 1 to round {len(shared)}: {growth} MB")
     if not ((own is None or own.passed) and all(result.passed for result in shared)):
         sys.exit(1)

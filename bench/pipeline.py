@@ -76,14 +76,15 @@ async def main() -> None:
         rows = []
         for _ in range(args.rounds):
             for prompt in PROMPTS:
-                seq_first, seq_audio, seq_text = await sequential(llm, tts, prompt, args.max_tokens)
+                seq_first, _, seq_text = await sequential(llm, tts, prompt, args.max_tokens)
                 first, total, audio_s, text = await streaming(assistant, prompt, args.max_tokens)
                 rows.append((prompt, sentences(text), first, seq_first, sentences(seq_text), total / audio_s, audio_s))
 
     print(f"{'prompt':44} {'sent':>4} {'stream':>8} {'seq':>8} {'ratio':>6} {'RTF':>5}")
     for prompt, n, first, seq_first, _, rtf, _ in rows:
         print(
-            f"{prompt[:44]:44} {n:4d} {first * 1000:7.0f}ms {seq_first * 1000:7.0f}ms {first / seq_first:6.3f} {rtf:5.3f}"
+            f"{prompt[:44]:44} {n:4d} {first * 1000:7.0f}ms {seq_first * 1000:7.0f}ms"
+            f" {first / seq_first:6.3f} {rtf:5.3f}"
         )
     long = [r for r in rows if r[1] >= 3 and r[4] >= 3]
     for label, subset in (("all replies", rows), ("replies of 3+ sentences", long)):
@@ -91,8 +92,9 @@ async def main() -> None:
             first = statistics.median(r[2] for r in subset)
             seq_first = statistics.median(r[3] for r in subset)
             print(
-                f"{label}: n={len(subset)} median first audio streaming {first * 1000:.0f} ms, sequential {seq_first * 1000:.0f} ms, "
-                f"ratio {first / seq_first:.3f} (goal < 0.333); median RTF {statistics.median(r[5] for r in subset):.3f}"
+                f"{label}: n={len(subset)} median first audio streaming {first * 1000:.0f} ms,"
+                f" sequential {seq_first * 1000:.0f} ms, ratio {first / seq_first:.3f} (goal < 0.333);"
+                f" median RTF {statistics.median(r[5] for r in subset):.3f}"
             )
 
 

@@ -70,8 +70,10 @@ async def load(url: str, clients: int, max_tokens: int) -> None:
     handler = [r["handler_ms"] for r in results]
     print(
         f"clients={clients:3d}  jobs/s={clients / elapsed:5.2f}  first audio p50={percentile(first, 0.5):6.0f} ms "
-        f"p95={percentile(first, 0.95):6.0f} ms  latency p95={percentile([r['latency'] * 1000 for r in results], 0.95):6.0f} ms  "
-        f"queue p50={percentile([r['queue_ms'] for r in results], 0.5):6.0f} ms  server overhead p50={statistics.median(overhead):.1f} ms "
+        f"p95={percentile(first, 0.95):6.0f} ms"
+        f"  latency p95={percentile([r['latency'] * 1000 for r in results], 0.95):6.0f} ms"
+        f"  queue p50={percentile([r['queue_ms'] for r in results], 0.5):6.0f} ms"
+        f"  server overhead p50={statistics.median(overhead):.1f} ms "
         f"p95={percentile(overhead, 0.95):.1f} ms  (handler p50 {statistics.median(handler):.0f} ms; overhead/handler "
         f"{statistics.median(overhead) / statistics.median(handler):.4f})"
     )
@@ -98,7 +100,8 @@ def main() -> None:
         try:
             wait_up(f"{url}/health")
             print(
-                f"fishvoice serve, {args.concurrency} jobs at once, max_tokens={args.max_tokens}, {os.cpu_count()} CPU cores"
+                f"fishvoice serve, {args.concurrency} jobs at once, max_tokens={args.max_tokens},"
+                f" {os.cpu_count()} CPU cores"
             )
             asyncio.run(load(url, 2, args.max_tokens))  # warm-up
             for clients in args.clients:

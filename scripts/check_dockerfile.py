@@ -74,7 +74,7 @@ def main() -> int:
                 print(f"- skipped {op} {args[:80]}", flush=True)
             elif op == "CMD":
                 # The image's own command, on a short job (test_input.json's story takes a while on a CPU).
-                command = json.loads(args) + ["--test_input", json.dumps(SMALL_JOB)]
+                command = [*json.loads(args), "--test_input", json.dumps(SMALL_JOB)]
                 env["FISHVOICE_STORE"] = str(Path(tmp) / "conversations.sqlite3")
                 print(f"+ {' '.join(command)}", flush=True)
                 done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)

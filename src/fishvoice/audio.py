@@ -12,10 +12,11 @@ import io
 import math
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import av
 import numpy as np
+import numpy.typing as npt
 import soxr
 
 from .errors import FishvoiceError
@@ -37,7 +38,7 @@ _WHITESPACE = re.compile(r"\s+")
 class Audio:
     """Mono float32 samples and their rate."""
 
-    samples: np.ndarray
+    samples: npt.NDArray[np.float32]
     sample_rate: int
 
     @property
@@ -78,7 +79,8 @@ def decode_audio(data: bytes, field: str, max_seconds: float) -> Audio:
     """
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
-            stream = next((s for s in container.streams if s.type == "audio"), None)
+            audio_streams = container.streams.audio
+            stream = audio_streams[0] if audio_streams else None
             if stream is None or not stream.rate:
                 raise FishvoiceError("invalid_audio", f"{field}: the file holds no audio stream", field)
             rate = int(stream.rate)
@@ -110,12 +112,12 @@ def resample(audio: Audio, rate: int) -> Audio:
     """The same audio at another sample rate (soxr, high quality)."""
     if audio.sample_rate == rate or audio.samples.size == 0:
         return Audio(audio.samples.astype(np.float32, copy=False), rate)
-    out = soxr.resample(audio.samples, audio.sample_rate, rate, quality="HQ")
+    out = cast(npt.NDArray[np.float32], soxr.resample(audio.samples, audio.sample_rate, rate, quality="HQ"))
     # Full-scale input rings slightly past 1.0 after band-limiting; keep the [-1, 1] promise.
     return Audio(np.clip(out, -1.0, 1.0).astype(np.float32, copy=False), rate)
 
 
-def to_pcm16(samples: np.ndarray) -> bytes:
+def to_pcm16(samples: npt.NDArray[np.float32]) -> bytes:
     """Little-endian signed 16-bit PCM, clipped to range."""
     return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
 
@@ -133,7 +135,8 @@ def encode_audio(audio: Audio, audio_format: str) -> EncodedAudio:
 
 
 # format -> (container, codec); each codec gets its frames in the sample format it asks for.
-_CONTAINERS = {
+_Codec = Literal["pcm_s16le", "flac", "libmp3lame", "libopus"]
+_CONTAINERS: dict[str, tuple[str, _Codec]] = {
     "wav": ("wav", "pcm_s16le"),
     "flac": ("flac", "flac"),
     "mp3": ("mp3", "libmp3lame"),

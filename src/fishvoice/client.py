@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import itertools
 import json
 import sys
@@ -61,7 +62,7 @@ class Client:
         if response.status_code == 401:
             raise ClientError("unauthorized: the API key was refused (check --api-key)")
         try:
-            payload = response.json()
+            payload: dict[str, Any] = response.json()  # the job API answers JSON objects
         except ValueError:
             raise ClientError(
                 f"{method} {path}: HTTP {response.status_code}, not JSON: {response.text[:200]}"
@@ -203,22 +204,19 @@ def _streamed(client: Client, job_id: str, args: argparse.Namespace) -> dict[str
     path = args.output_dir / "response.wav"
     writer: wave.Wave_write | None = None
     done: dict[str, Any] | None = None
-    try:
+    with contextlib.ExitStack() as stack:  # the file opens with the first audio event
         for event in client.events(job_id, timeout=args.timeout):
             if event["type"] == "text":
                 print(event["text"], end="", flush=True)
             elif event["type"] == "audio":
                 if writer is None:
-                    writer = wave.open(str(path), "wb")
+                    writer = stack.enter_context(wave.open(str(path), "wb"))
                     writer.setnchannels(1)
                     writer.setsampwidth(2)
                     writer.setframerate(event["sample_rate"])
                 writer.writeframes(base64.b64decode(event["audio"]))
             elif event["type"] in ("done", "error"):
                 done = event
-    finally:
-        if writer is not None:
-            writer.close()
     print()
     job = client.status(job_id)
     if done is not None and job["status"] == "COMPLETED":

@@ -7,7 +7,7 @@ import re
 # A sentence ends at . ! ? (or …) followed by space, unless the word before the stop is a common
 # abbreviation or a single letter (initials); "3.5" never splits since no space follows the dot.
 _SENTENCE_END = re.compile(r"([.!?…]+[\"')\]]*)(\s+)")
-_CLAUSE_END = re.compile(r"([,;:—–])(\s+)")
+_CLAUSE_END = re.compile(r"([,;:\u2014\u2013])(\s+)")  # \u2014 em dash, \u2013 en dash
 _ABBREVIATIONS = {
     "mr",
     "mrs",
@@ -80,8 +80,8 @@ class SpeechChunker:
         for match in _SENTENCE_END.finditer(self._buffer):
             if match.end(1) < self.min_chars and self._emitted > 0:  # merge a short sentence, but not the first
                 continue
-            word = self._buffer[: match.start(1)].rsplit(None, 1)[-1:] or [""]
-            word = word[0].lower().rstrip(".")
+            last_word = self._buffer[: match.start(1)].rsplit(None, 1)[-1:] or [""]
+            word = last_word[0].lower().rstrip(".")
             if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha() and match.group(1) == "."):
                 continue
             return match.end(1)

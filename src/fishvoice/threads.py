@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TypeVar
 
 from .errors import FishvoiceError
 
 T = TypeVar("T")
-_DONE = object()
 
 
-async def iterate_in_thread(make_iterator: Callable[[threading.Event], Iterator[T]]) -> AsyncIterator[T]:
+class _Done:
+    """The end of a worker thread's items."""
+
+
+_DONE = _Done()
+
+
+async def iterate_in_thread(make_iterator: Callable[[threading.Event], Iterator[T]]) -> AsyncGenerator[T, None]:
     """Drive a blocking iterator in a worker thread and yield its items on the event loop.
 
     `make_iterator` receives a stop event; when the consumer stops early (break, cancel, aclose)
@@ -21,10 +27,10 @@ async def iterate_in_thread(make_iterator: Callable[[threading.Event], Iterator[
     generation for real instead of running on in the background.
     """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[object] = asyncio.Queue()
+    queue: asyncio.Queue[T | BaseException | _Done] = asyncio.Queue()
     stop = threading.Event()
 
-    def put(item: object) -> None:
+    def put(item: T | BaseException | _Done) -> None:
         if stop.is_set():  # nobody is listening any more; the loop may even be closed
             return
         try:
@@ -48,15 +54,15 @@ async def iterate_in_thread(make_iterator: Callable[[threading.Event], Iterator[
     thread = threading.Thread(target=run, name="fishvoice-iter", daemon=True)
     thread.start()
     try:
-        while (item := await queue.get()) is not _DONE:
+        while not isinstance(item := await queue.get(), _Done):
             if isinstance(item, BaseException):
                 raise item
-            yield item  # type: ignore[misc]
+            yield item
     finally:
         stop.set()
 
 
-async def fail_on_stall(iterator: AsyncIterator[T], stall_s: float, what: str) -> AsyncIterator[T]:
+async def fail_on_stall(iterator: AsyncGenerator[T, None], stall_s: float, what: str) -> AsyncGenerator[T, None]:
     """Yield from `iterator`; when it produces nothing for `stall_s` seconds, stop it and fail with
     backend_unavailable, so a hung backend fails its own job instead of holding a worker forever."""
     try:
@@ -70,4 +76,4 @@ async def fail_on_stall(iterator: AsyncIterator[T], stall_s: float, what: str) -
                 raise FishvoiceError("backend_unavailable", f"{what} produced nothing for {stall_s:g} s") from None
             yield item
     finally:
-        await iterator.aclose()  # type: ignore[attr-defined]
+        await iterator.aclose()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from ..contract import ChatMessage, Usage
+
+__all__ = ["LLM", "ChatMessage", "Usage"]
 
 
 class LLM(Protocol):
@@ -18,7 +20,9 @@ class LLM(Protocol):
         """Tokens the prompt built from `messages` takes (exact where the backend can tell)."""
         ...
 
-    def stream(self, messages: list[ChatMessage], *, temperature: float, max_tokens: int) -> AsyncIterator[str | Usage]:
+    def stream(
+        self, messages: list[ChatMessage], *, temperature: float, max_tokens: int
+    ) -> AsyncGenerator[str | Usage, None]:
         """Yield the reply's text deltas as they come, then one Usage.
 
         Raises FishvoiceError("backend_unavailable") when the model cannot answer. Closing the

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Generator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import FishvoiceError
 from ..threads import iterate_in_thread
 from .base import ChatMessage, Usage
+
+if TYPE_CHECKING:  # llama_cpp itself loads when a model does
+    from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateChatCompletionStreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +69,12 @@ class LlamaCppLLM:
         if self._formatter is None:  # no template: a close estimate is enough for trimming
             text = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
         else:
-            text = self._formatter(messages=messages).prompt
+            text = self._formatter(messages=_llama_messages(messages)).prompt
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     async def stream(
         self, messages: list[ChatMessage], *, temperature: float, max_tokens: int
-    ) -> AsyncIterator[str | Usage]:
+    ) -> AsyncGenerator[str | Usage, None]:
         pieces: list[str] = []
         async for delta in iterate_in_thread(lambda stop: self._generate(messages, temperature, max_tokens, stop)):
             pieces.append(delta)
@@ -83,15 +87,18 @@ class LlamaCppLLM:
     ) -> Iterator[str]:
         with self._lock:
             try:
-                chunks = self._llama.create_chat_completion(
-                    messages, stream=True, temperature=temperature, max_tokens=max_tokens
+                reply = self._llama.create_chat_completion(
+                    _llama_messages(messages), stream=True, temperature=temperature, max_tokens=max_tokens
                 )
+                if not isinstance(reply, Generator):  # stream=True: always a generator of chunks
+                    raise FishvoiceError("backend_unavailable", "the LLM did not stream its reply")
+                chunks: Generator[CreateChatCompletionStreamResponse, None, None] = reply
                 for chunk in chunks:
                     if stop.is_set():
                         chunks.close()
                         return
-                    delta = chunk["choices"][0]["delta"].get("content")
-                    if delta:
+                    delta = chunk["choices"][0]["delta"].get("content")  # absent from a role-only chunk
+                    if isinstance(delta, str) and delta:
                         yield delta
             except FishvoiceError:
                 raise
@@ -100,3 +107,16 @@ class LlamaCppLLM:
 
     async def close(self) -> None:
         self._llama.close()
+
+
+def _llama_messages(messages: list[ChatMessage]) -> list[ChatCompletionRequestMessage]:
+    """The same messages, typed as llama.cpp's chat functions take them."""
+    converted: list[ChatCompletionRequestMessage] = []
+    for message in messages:
+        if message["role"] == "system":
+            converted.append({"role": "system", "content": message["content"]})
+        elif message["role"] == "user":
+            converted.append({"role": "user", "content": message["content"]})
+        else:
+            converted.append({"role": "assistant", "content": message["content"]})
+    return converted

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from ..errors import FishvoiceError
 from .base import ChatMessage, Usage
@@ -42,13 +43,13 @@ class OpenAICompatibleLLM:
 
     async def stream(
         self, messages: list[ChatMessage], *, temperature: float, max_tokens: int
-    ) -> AsyncIterator[str | Usage]:
+    ) -> AsyncGenerator[str | Usage, None]:
         usage: Usage | None = None
         deltas = 0
         try:
             chunks = await self._client.chat.completions.create(
                 model=self._model,
-                messages=messages,  # type: ignore[arg-type]
+                messages=_openai_messages(messages),
                 temperature=temperature,
                 max_tokens=max_tokens,
                 stream=True,
@@ -70,3 +71,16 @@ class OpenAICompatibleLLM:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _openai_messages(messages: list[ChatMessage]) -> list[ChatCompletionMessageParam]:
+    """The same messages, typed as the SDK's request takes them."""
+    converted: list[ChatCompletionMessageParam] = []
+    for message in messages:
+        if message["role"] == "system":
+            converted.append({"role": "system", "content": message["content"]})
+        elif message["role"] == "user":
+            converted.append({"role": "user", "content": message["content"]})
+        else:
+            converted.append({"role": "assistant", "content": message["content"]})
+    return converted

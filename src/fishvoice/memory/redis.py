@@ -12,6 +12,7 @@ import logging
 import time
 
 import redis.asyncio as redis
+from redis.typing import EncodableT, FieldT
 
 from ..contract import ChatMessage
 from ..errors import FishvoiceError
@@ -38,9 +39,13 @@ class RedisStore:
 
     async def load(self, namespace: str, conversation_id: str) -> Conversation:
         meta_key, turns_key = self._keys(namespace, conversation_id)
+        meta: dict[bytes, bytes]
+        turns: list[bytes]
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                meta, turns = await pipe.hgetall(meta_key).lrange(turns_key, 0, -1).execute()
+                pipe.hgetall(meta_key)
+                pipe.lrange(turns_key, 0, -1)
+                meta, turns = await pipe.execute()
         except redis.RedisError as exc:
             raise FishvoiceError("backend_unavailable", f"the conversation store failed: {exc}") from exc
         return Conversation(
@@ -60,7 +65,7 @@ class RedisStore:
         voice_hash: str | None,
     ) -> list[ChatMessage]:
         meta_key, turns_key = self._keys(namespace, conversation_id)
-        fields = {"updated_at": str(time.time())}
+        fields: dict[FieldT, EncodableT] = {"updated_at": str(time.time())}
         if system_message is not None:
             fields["system_message"] = system_message
         if voice_hash is not None:
@@ -71,8 +76,11 @@ class RedisStore:
         ]
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(turns_key, *exchange).hset(meta_key, mapping=fields)
-                pipe.expire(turns_key, self.ttl_s).expire(meta_key, self.ttl_s).lrange(turns_key, 0, -1)
+                pipe.rpush(turns_key, *exchange)
+                pipe.hset(meta_key, mapping=fields)
+                pipe.expire(turns_key, self.ttl_s)
+                pipe.expire(meta_key, self.ttl_s)
+                pipe.lrange(turns_key, 0, -1)
                 results = await pipe.execute()
         except redis.RedisError as exc:
             raise FishvoiceError("backend_unavailable", f"the conversation store failed: {exc}") from exc
@@ -80,20 +88,25 @@ class RedisStore:
 
     async def put_voice(self, voice: VoiceReference) -> None:
         key = self._voice_key(voice.hash)
-        fields = {"pcm16": voice.pcm16()}
+        fields: dict[FieldT, EncodableT] = {"pcm16": voice.pcm16()}
         if voice.reference_text:
             fields["reference_text"] = voice.reference_text
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                await pipe.hset(key, mapping=fields).expire(key, self.ttl_s).execute()
+                pipe.hset(key, mapping=fields)
+                pipe.expire(key, self.ttl_s)
+                await pipe.execute()
         except redis.RedisError as exc:
             raise FishvoiceError("backend_unavailable", f"the conversation store failed: {exc}") from exc
 
     async def get_voice(self, voice_hash: str) -> VoiceReference | None:
         key = self._voice_key(voice_hash)
+        found: dict[bytes, bytes]
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                found, _ = await pipe.hgetall(key).expire(key, self.ttl_s).execute()  # a voice in use stays
+                pipe.hgetall(key)
+                pipe.expire(key, self.ttl_s)  # a voice in use stays
+                found, _ = await pipe.execute()
         except redis.RedisError as exc:
             raise FishvoiceError("backend_unavailable", f"the conversation store failed: {exc}") from exc
         if not found:

@@ -114,7 +114,8 @@ class SQLiteStore:
                 if expired:
                     self._delete(db, namespace, conversation_id)
                 db.execute(
-                    """INSERT INTO conversations (namespace, id, system_message, voice_hash, updated_at) VALUES (?, ?, ?, ?, ?)
+                    """INSERT INTO conversations (namespace, id, system_message, voice_hash, updated_at)
+                       VALUES (?, ?, ?, ?, ?)
                        ON CONFLICT (namespace, id) DO UPDATE SET
                          system_message=coalesce(excluded.system_message, system_message),
                          voice_hash=coalesce(excluded.voice_hash, voice_hash), updated_at=excluded.updated_at""",
@@ -174,7 +175,8 @@ class SQLiteStore:
             for namespace, conversation_id in old:
                 self._delete(db, namespace, conversation_id)
             db.execute(
-                "DELETE FROM voices WHERE used_at<? AND hash NOT IN (SELECT voice_hash FROM conversations WHERE voice_hash IS NOT NULL)",
+                "DELETE FROM voices WHERE used_at<? AND hash NOT IN"
+                " (SELECT voice_hash FROM conversations WHERE voice_hash IS NOT NULL)",
                 (cutoff,),
             )
             db.execute("COMMIT")

