@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from fishvoice.assistant import Assistant
-from fishvoice.audio import Audio, encode_audio, resample
+from fishvoice.audio import Audio, encode_bytes, resample
 from fishvoice.llm.llama_cpp import LlamaCppLLM, default_model_path
 from fishvoice.memory.sqlite import SQLiteStore
 from fishvoice.tts.base import synthesize
@@ -58,9 +58,8 @@ def speech(tts: PiperTTS) -> Audio:
 
 
 def speech_b64(audio: Audio, fmt: str = "wav", rate: int | None = None) -> str:
-    encoded = encode_audio(resample(audio, rate or audio.sample_rate), fmt)
-    assert isinstance(encoded.data, str)
-    return encoded.data
+    data, _ = encode_bytes(resample(audio, rate or audio.sample_rate), fmt)
+    return base64.b64encode(data).decode("ascii")
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from fishvoice.audio import MAX_AUDIO_BYTES, Audio, b64decode_audio, decode_audio, encode_audio, resample
+from fishvoice.audio import MAX_AUDIO_BYTES, Audio, b64decode_audio, decode_audio, resample
+from fishvoice.contract import encode_reply_audio
 from fishvoice.errors import FishvoiceError
 from fishvoice.voices import VOICE_RATE, load_reference
 
@@ -68,17 +69,17 @@ def test_every_input_container_decodes_to_mono_at_its_rate(container, codec, rat
 @pytest.mark.parametrize("rate", [8000, 22050, 44100])
 def test_every_output_format_decodes_back_at_the_reported_rate_and_length(fmt, rate):
     audio = resample(tone(1.5, 44100), rate)
-    encoded = encode_audio(audio, fmt)
+    data, sample_rate = encode_reply_audio(audio, fmt)
     if fmt == "array":
-        back = Audio(np.asarray(encoded.data, dtype=np.float32), encoded.sample_rate)
+        back = Audio(np.asarray(data, dtype=np.float32), sample_rate)
     elif fmt == "pcm16":
-        back = Audio(np.frombuffer(base64.b64decode(encoded.data), "<i2") / 32767.0, encoded.sample_rate)
+        back = Audio(np.frombuffer(base64.b64decode(data), "<i2") / 32767.0, sample_rate)
     elif fmt in ("wav", "flac"):
-        samples, file_rate = soundfile.read(io.BytesIO(base64.b64decode(encoded.data)))
+        samples, file_rate = soundfile.read(io.BytesIO(base64.b64decode(data)))
         back = Audio(samples, file_rate)
     else:
-        back = decode_audio(base64.b64decode(encoded.data), "audio", max_seconds=60)
-    assert back.sample_rate == encoded.sample_rate == (48000 if fmt == "opus" else rate)
+        back = decode_audio(base64.b64decode(data), "audio", max_seconds=60)
+    assert back.sample_rate == sample_rate == (48000 if fmt == "opus" else rate)
     assert back.duration_s == pytest.approx(1.5, abs=0.03)
     assert np.abs(back.samples).max() == pytest.approx(0.4, abs=0.05)
 

@@ -293,7 +293,7 @@ async def test_next_turn_on_another_worker_continues_the_conversation_through_re
     )
     await run_job(first, message="My name is Zorblax.", conversation_id="shared-1", max_tokens=10, speak=False)
     result = await run_job(second, message="What is my name?", conversation_id="shared-1", max_tokens=10, speak=False)
-    assert [t["content"] for t in result["history"]][0] == "My name is Zorblax." and len(result["history"]) == 4
+    assert result["history"][0]["content"] == "My name is Zorblax." and len(result["history"]) == 4
 
 
 class _OutOfMemoryVoice:
@@ -358,7 +358,8 @@ async def test_a_hanging_llm_server_fails_only_that_job_and_the_next_one_succeed
 
 
 async def test_a_voice_that_raises_or_hangs_fails_only_that_job_and_the_next_one_succeeds(llm, tts, store, monkeypatch):
-    """Faults injected under our Piper adapter, into the real voice: onnxruntime raising, then a synthesis that never returns."""
+    """Faults injected under our Piper adapter, into the real voice: onnxruntime raising, then a synthesis
+    that never returns."""
     real = tts._voice.synthesize
     release = threading.Event()
 

@@ -127,13 +127,15 @@ class Assistant:
 
         async def speak(text: str) -> AsyncIterator[Audio]:
             pieces = iterate_in_thread(lambda stop: self.tts.stream(text, voice, stop))
-            async for piece in fail_on_stall(pieces, self.backend_timeout_s, f"the voice ({self.tts.name})"):
-                yield await asyncio.to_thread(resample, piece, sample_rate)
+            # Closed explicitly, so a cancelled reply stops the voice's thread at once, not when collected.
+            async with aclosing(fail_on_stall(pieces, self.backend_timeout_s, f"the voice ({self.tts.name})")) as audio:
+                async for piece in audio:
+                    yield await asyncio.to_thread(resample, piece, sample_rate)
 
         return speak
 
     async def _reply_events(
-        self, request: Request, words: AsyncIterator[str | Usage], speak: Speak | None, reply: _Reply
+        self, request: Request, words: AsyncGenerator[str | Usage, None], speak: Speak | None, reply: _Reply
     ) -> AsyncGenerator[TextEvent | AudioEvent, None]:
         """The pipeline's pieces as events, each audio piece encoded as the request asks."""
         watched = fail_on_stall(words, self.backend_timeout_s, f"the LLM ({self.llm.name})")

@@ -22,6 +22,7 @@ import soxr
 from .errors import FishvoiceError
 
 AudioFormat = Literal["array", "wav", "flac", "mp3", "opus", "pcm16"]
+ByteFormat = Literal["wav", "flac", "mp3", "opus", "pcm16"]  # the formats that are bytes (all but `array`)
 AUDIO_FORMATS: tuple[str, ...] = ("array", "wav", "flac", "mp3", "opus", "pcm16")
 SAMPLE_RATES: tuple[int, ...] = (8000, 16000, 22050, 24000, 44100, 48000)
 
@@ -44,15 +45,6 @@ class Audio:
     @property
     def duration_s(self) -> float:
         return len(self.samples) / self.sample_rate
-
-
-@dataclass(frozen=True)
-class EncodedAudio:
-    """Audio as the response carries it: base64 text, or a float list for `array`."""
-
-    data: str | list[float]
-    audio_format: str
-    sample_rate: int
 
 
 def b64decode_audio(value: str, field: str) -> bytes:
@@ -122,16 +114,20 @@ def to_pcm16(samples: npt.NDArray[np.float32]) -> bytes:
     return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
 
 
-def encode_audio(audio: Audio, audio_format: str) -> EncodedAudio:
-    """Encode audio in one of the response formats, at its own rate (opus: at 48 kHz)."""
-    if audio_format == "array":
-        return EncodedAudio(np.round(audio.samples.astype(np.float64), 5).tolist(), "array", audio.sample_rate)
+def encode_bytes(audio: Audio, audio_format: ByteFormat) -> tuple[bytes, int]:
+    """The audio as a file in `audio_format` (or bare little-endian pcm16), and its rate: its own, but
+    48 kHz for opus."""
     if audio_format == "pcm16":
-        return EncodedAudio(base64.b64encode(to_pcm16(audio.samples)).decode("ascii"), "pcm16", audio.sample_rate)
+        return to_pcm16(audio.samples), audio.sample_rate
     if audio_format == "opus":
         audio = resample(audio, OPUS_RATE)
-    data = _encode_file(audio, audio_format)
-    return EncodedAudio(base64.b64encode(data).decode("ascii"), audio_format, audio.sample_rate)
+    return _encode_file(audio, audio_format), audio.sample_rate
+
+
+def to_array(audio: Audio) -> list[float]:
+    """The samples as the `array` format carries them: floats rounded to 5 places."""
+    rounded: list[float] = np.round(audio.samples.astype(np.float64), 5).tolist()
+    return rounded
 
 
 # format -> (container, codec); each codec gets its frames in the sample format it asks for.

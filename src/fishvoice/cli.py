@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .audio import SAMPLE_RATES, encode_audio, resample
+from .audio import SAMPLE_RATES, ByteFormat, encode_bytes, resample
 from .config import Settings
 from .contract import DoneEvent, ErrorEvent, Response, TextEvent, guarded, parse_request
 from .errors import FishvoiceError
@@ -20,7 +20,7 @@ from .factory import build_assistant, build_tts
 from .process import prepare_process
 from .tts.base import synthesize
 
-_EXTENSIONS = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "opus", ".opus": "opus"}
+_EXTENSIONS: dict[str, ByteFormat] = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "opus", ".opus": "opus"}
 
 
 def _write_audio(samples_b64: str, path: Path) -> None:
@@ -39,7 +39,8 @@ def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
         raise FishvoiceError("invalid_input", "text: must not be empty", "text")
     tts = build_tts(settings)
     audio = resample(synthesize(tts, text), args.sample_rate)
-    _write_audio(encode_audio(audio, fmt).data, args.output)  # type: ignore[arg-type]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_bytes(encode_bytes(audio, fmt)[0])
     print(f"{args.output}: {audio.duration_s:.2f} s at {audio.sample_rate} Hz ({tts.name})")
     return 0
 

@@ -6,6 +6,7 @@ names the field. Types are strict (a boolean is not a number, 1.5 is not an inte
 
 from __future__ import annotations
 
+import base64
 import difflib
 import logging
 import math
@@ -26,7 +27,9 @@ from .audio import (
     SAMPLE_RATES,
     Audio,
     AudioFormat,
-    encode_audio,
+    ByteFormat,
+    encode_bytes,
+    to_array,
 )
 from .errors import FishvoiceError, is_out_of_memory
 
@@ -271,21 +274,17 @@ class ErrorEvent:
 
 def encode_chunk(seq: int, audio: Audio, text: str, request: Request) -> AudioEvent:
     """A spoken piece as an event, in the request's format (an `array` reply streams its pieces as pcm16)."""
-    audio_format: AudioFormat = "pcm16" if request.audio_format == "array" else request.audio_format
-    encoded = encode_audio(audio, audio_format)
-    return AudioEvent(seq, _base64(encoded.data), audio_format, encoded.sample_rate, text)
-
-
-def _base64(data: str | list[float]) -> str:
-    if not isinstance(data, str):
-        raise TypeError("a streamed piece is base64 text, never a float list")
-    return data
+    audio_format: ByteFormat = "pcm16" if request.audio_format == "array" else request.audio_format
+    data, sample_rate = encode_bytes(audio, audio_format)
+    return AudioEvent(seq, base64.b64encode(data).decode("ascii"), audio_format, sample_rate, text)
 
 
 def encode_reply_audio(audio: Audio, audio_format: AudioFormat) -> tuple[str | list[float], int]:
-    """The whole reply's audio as the response carries it, and its rate (opus decodes at 48 kHz)."""
-    encoded = encode_audio(audio, audio_format)
-    return encoded.data, encoded.sample_rate
+    """The whole reply's audio as the response carries it (base64, or floats for `array`), and its rate."""
+    if audio_format == "array":
+        return to_array(audio), audio.sample_rate
+    data, sample_rate = encode_bytes(audio, audio_format)
+    return base64.b64encode(data).decode("ascii"), sample_rate
 
 
 ReplyEvent = TextEvent | AudioEvent | DoneEvent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import AsyncGenerator, Generator, Iterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,9 +77,11 @@ class LlamaCppLLM:
         self, messages: list[ChatMessage], *, temperature: float, max_tokens: int
     ) -> AsyncGenerator[str | Usage, None]:
         pieces: list[str] = []
-        async for delta in iterate_in_thread(lambda stop: self._generate(messages, temperature, max_tokens, stop)):
-            pieces.append(delta)
-            yield delta
+        generation = iterate_in_thread(lambda stop: self._generate(messages, temperature, max_tokens, stop))
+        async with aclosing(generation) as deltas:  # closed at once when the reply is, stopping the generation
+            async for delta in deltas:
+                pieces.append(delta)
+                yield delta
         completion = len(self._llama.tokenize("".join(pieces).encode("utf-8"), add_bos=False)) if pieces else 0
         yield Usage(prompt_tokens=self.count_tokens(messages), completion_tokens=completion)
 
