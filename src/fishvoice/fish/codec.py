@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import CheckpointError, check_weights
+from .checkpoints import check_weights
+from .errors import CheckpointError
 from .model import FeedForward, RMSNorm, apply_rope, rope_at
 
 
