@@ -11,15 +11,16 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the Fish engine needs the `fish` extra (torch)")
 
-from fishvoice.errors import FishvoiceError  # noqa: E402
 from fishvoice.fish.checkpoints import TextToSemantic, load_text_to_semantic  # noqa: E402
 from fishvoice.fish.decode import FrameDecoder  # noqa: E402
+from fishvoice.fish.errors import StepFailedError  # noqa: E402
 from fishvoice.fish.generate import Sampling, generate_codes  # noqa: E402
 from fishvoice.fish.graphs import EagerSteps, step_batches  # noqa: E402
 from fishvoice.fish.prefix_cache import PrefixCache  # noqa: E402
 from fishvoice.fish.prompt import build_prompt, system_turn  # noqa: E402
 from fishvoice.fish.sampling import draw, top_k_top_p  # noqa: E402
 from fishvoice.fish.scheduler import FrameRequest, FrameStream, Scheduler  # noqa: E402
+from fishvoice.tts.fish import engine_error  # noqa: E402
 
 from .fish_tiny import write_checkpoint  # noqa: E402
 
@@ -300,9 +301,10 @@ def test_a_failing_step_fails_its_requests_and_the_next_ones_go_on(t2s):
     try:
         failed = [engine.submit(FrameRequest(prompt_of(t2s, text), 40, GREEDY)) for text in TEXTS[:2]]
         for stream in failed:
-            with pytest.raises(FishvoiceError) as caught:
+            with pytest.raises(StepFailedError) as caught:
                 collect(stream)
-            assert caught.value.code == "backend_unavailable" and "out of GPU memory" in caught.value.message
+            error = engine_error(caught.value)  # as the voice backend hands it on
+            assert error.code == "backend_unavailable" and "out of GPU memory" in error.message
         assert collect(engine.submit(later)) == solo(t2s, later)
         assert engine.steps_failed == 1
     finally:

@@ -16,6 +16,7 @@ from fishvoice.fish.errors import CheckpointError  # noqa: E402
 from fishvoice.fish.generate import Sampling, generate_codes  # noqa: E402
 from fishvoice.fish.model import CacheAccess  # noqa: E402
 from fishvoice.fish.prompt import build_prompt  # noqa: E402
+from fishvoice.tts.fish import engine_error  # noqa: E402
 
 from .fish_tiny import write_checkpoint  # noqa: E402
 
@@ -160,7 +161,8 @@ def test_malformed_checkpoints_fail_with_the_file_named(tmp_path, name, change, 
     break_file(tmp_path / "m", name, change)
     with pytest.raises(CheckpointError) as caught:
         load_text_to_semantic(tmp_path / "m")
-    assert words in caught.value.message and caught.value.code == "backend_unavailable"
+    error = engine_error(caught.value)  # as the user sees it
+    assert words in error.message and error.code == "backend_unavailable"
 
 
 def test_wrong_shape_and_missing_weight_and_missing_shard_are_named(tmp_path):

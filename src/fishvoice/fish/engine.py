@@ -21,11 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import FishvoiceError
 from .checkpoints import load_text_to_semantic
 from .codec import Codec, CodecConfig, load_codec
 from .decode import FrameDecoder
-from .errors import CheckpointError
+from .errors import CheckpointError, InvalidRequestError
 from .generate import Sampling, frame_limit
 from .graphs import CapturedSteps, EagerSteps
 from .model import DualAR
@@ -200,10 +199,9 @@ class FishEngine:
         try:
             sampling.check()
         except ValueError as exc:
-            raise FishvoiceError("invalid_input", f"fish sampling: {exc}") from None
+            raise InvalidRequestError(f"fish sampling: {exc}") from None
         if prompt.shape[1] + 1 >= self.max_len:
-            raise FishvoiceError(
-                "invalid_input",
+            raise InvalidRequestError(
                 f"the voice's prompt takes {prompt.shape[1]} positions; the engine holds "
                 f"{self.max_len} (FISHVOICE_FISH_MAX_LEN): use a shorter reference voice or sentence",
             )

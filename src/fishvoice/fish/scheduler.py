@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import FishvoiceError, is_out_of_memory
 from .decode import FrameDecoder
+from .errors import EngineClosedError, StepFailedError
 from .graphs import CapturedSteps, EagerSteps
 from .prefix_cache import PrefixCache
 from .sampling import Sampling
@@ -150,7 +150,7 @@ class Scheduler:
             while len(self._waiting) >= self.max_waiting and not self._closed and not stream.stopped:
                 self._cond.wait(timeout=0.1)
             if self._closed:
-                raise FishvoiceError("backend_unavailable", "the fish engine is shut down")
+                raise EngineClosedError("the fish engine is shut down")
             self._waiting.append(stream)
             self._cond.notify_all()
         return stream
@@ -187,7 +187,7 @@ class Scheduler:
                 except Exception as exc:
                     pending = None
                     self._fail_running(exc)
-        closed = FishvoiceError("backend_unavailable", "the fish engine is shut down")
+        closed = EngineClosedError("the fish engine is shut down")
         for stream in [*self._running.values(), *self._waiting]:
             stream.finish(closed)
 
@@ -273,16 +273,19 @@ class Scheduler:
         for slot in list(self._running):
             self._release(slot, error)
 
-    def _failure(self, exc: Exception, where: str) -> FishvoiceError:
-        if is_out_of_memory(exc):
+    def _failure(self, exc: Exception, where: str) -> StepFailedError:
+        if _out_of_memory(exc):
             log.error("fish %s ran out of memory; its requests fail, the engine goes on", where)
             if self.decoder.device.type == "cuda":
                 torch.cuda.empty_cache()
-            error = FishvoiceError(
-                "backend_unavailable", "the voice ran out of GPU memory for this request; send it again"
-            )
+            error = StepFailedError("the voice ran out of GPU memory for this request; send it again")
         else:
             log.exception("fish %s failed", where)
-            error = FishvoiceError("backend_unavailable", f"the voice failed: {type(exc).__name__}: {exc}")
+            error = StepFailedError(f"the voice failed: {type(exc).__name__}: {exc}")
         error.__cause__ = exc
         return error
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A GPU (or allocator) out-of-memory error: torch's OutOfMemoryError, or a message that says so."""
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
