@@ -35,14 +35,16 @@ def layout(request) -> str:
 
 @pytest.mark.parametrize("name", LAYOUTS)
 def test_golden_forward_logits_and_fast_input_match_the_reference(name):
-    t2s = load_text_to_semantic(GOLDEN / name)
+    text_to_semantic = load_text_to_semantic(GOLDEN / name)
     expected = golden(name)
-    assert (t2s.tokenizer.semantic_begin_id, t2s.tokenizer.semantic_end_id) == (
+    assert (text_to_semantic.tokenizer.semantic_begin_id, text_to_semantic.tokenizer.semantic_end_id) == (
         expected["semantic_begin_id"],
         expected["semantic_end_id"],
     )
     with torch.no_grad():
-        logits, hidden = t2s.model.forward_slow(torch.tensor(expected["forward"]["input"])[None], last_only=False)
+        logits, hidden = text_to_semantic.model.forward_slow(
+            torch.tensor(expected["forward"]["input"])[None], last_only=False
+        )
     torch.testing.assert_close(
         logits[0].double(), torch.tensor(expected["forward"]["logits"], dtype=torch.float64), atol=1e-4, rtol=0
     )
@@ -53,19 +55,25 @@ def test_golden_forward_logits_and_fast_input_match_the_reference(name):
 
 @pytest.mark.parametrize("name", LAYOUTS)
 def test_golden_prompt_matrix_and_greedy_codes_match_the_reference(name):
-    t2s = load_text_to_semantic(GOLDEN / name)
+    text_to_semantic = load_text_to_semantic(GOLDEN / name)
     case = golden(name)["generate"]
-    prompt = build_prompt(t2s.tokenizer, 4, case["text"], case["reference_text"], torch.tensor(case["reference_codes"]))
+    prompt = build_prompt(
+        text_to_semantic.tokenizer, 4, case["text"], case["reference_text"], torch.tensor(case["reference_codes"])
+    )
     assert prompt.tolist() == case["prompt"]
     codes = generate_codes(
-        t2s.model, prompt, t2s.tokenizer.im_end_id, case["max_new_tokens"], Sampling(top_k=case["top_k"])
+        text_to_semantic.model,
+        prompt,
+        text_to_semantic.tokenizer.im_end_id,
+        case["max_new_tokens"],
+        Sampling(top_k=case["top_k"]),
     )
     assert [codes.tolist()] == case["codes"]
 
 
 def test_prompt_without_reference_uses_the_plain_system_turn():
-    t2s = load_text_to_semantic(GOLDEN / "s1-mini")
-    prompt = build_prompt(t2s.tokenizer, 4, "Hello world.")
+    text_to_semantic = load_text_to_semantic(GOLDEN / "s1-mini")
+    prompt = build_prompt(text_to_semantic.tokenizer, 4, "Hello world.")
     assert prompt.shape[0] == 5 and not prompt[1:].any()
     pieces = [
         "<|im_start|>system\n",
@@ -76,7 +84,7 @@ def test_prompt_without_reference_uses_the_plain_system_turn():
         "<|im_end|>\n",
         "<|im_start|>assistant\n<|voice|>",
     ]
-    assert prompt[0].tolist() == [token for piece in pieces for token in t2s.tokenizer.encode(piece)]
+    assert prompt[0].tolist() == [token for piece in pieces for token in text_to_semantic.tokenizer.encode(piece)]
 
 
 @pytest.mark.parametrize(
@@ -114,12 +122,16 @@ def test_kv_cache_decode_gives_the_logits_of_a_full_recomputation(tmp_path, layo
 
 def test_a_fixed_seed_gives_the_same_codes(tmp_path, layout):
     write_checkpoint(tmp_path / layout, layout, seed=3)
-    t2s = load_text_to_semantic(tmp_path / layout)
-    prompt = build_prompt(t2s.tokenizer, 4, "Hello world.")
+    text_to_semantic = load_text_to_semantic(tmp_path / layout)
+    prompt = build_prompt(text_to_semantic.tokenizer, 4, "Hello world.")
 
     def run(seed):
         return generate_codes(
-            t2s.model, prompt, t2s.tokenizer.im_end_id, 30, Sampling(temperature=0.9, top_p=0.95, top_k=30, seed=seed)
+            text_to_semantic.model,
+            prompt,
+            text_to_semantic.tokenizer.im_end_id,
+            30,
+            Sampling(temperature=0.9, top_p=0.95, top_k=30, seed=seed),
         )
 
     first, again, other = run(7), run(7), run(8)
@@ -131,9 +143,9 @@ def test_a_fixed_seed_gives_the_same_codes(tmp_path, layout):
 
 def test_generation_stops_at_the_frame_limit(tmp_path):
     write_checkpoint(tmp_path / "m", "s1-mini", seed=4)
-    t2s = load_text_to_semantic(tmp_path / "m")
-    prompt = build_prompt(t2s.tokenizer, 4, "Hello.")
-    codes = generate_codes(t2s.model, prompt, t2s.tokenizer.im_end_id, 6, Sampling(top_k=1))
+    text_to_semantic = load_text_to_semantic(tmp_path / "m")
+    prompt = build_prompt(text_to_semantic.tokenizer, 4, "Hello.")
+    codes = generate_codes(text_to_semantic.model, prompt, text_to_semantic.tokenizer.im_end_id, 6, Sampling(top_k=1))
     assert codes.shape[1] <= 5
 
 

@@ -78,22 +78,22 @@ class FishEngine:
         path = Path(checkpoint)
         resolved = resolve_device(device)
         precision = resolve_dtype(dtype, resolved)
-        t2s = load_text_to_semantic(path, resolved, precision)
+        text_to_semantic = load_text_to_semantic(path, resolved, precision)
         codec_config = CodecConfig.from_json(path / "codec.json") if (path / "codec.json").is_file() else CodecConfig()
         # The codec stays in fp32 off the GPU: its output is the audio itself.
         codec = load_codec(
             path / "codec.pth", codec_config, resolved, precision if resolved.type == "cuda" else torch.float32
         )
-        if codec_config.num_codebooks != t2s.model.config.num_codebooks:
+        if codec_config.num_codebooks != text_to_semantic.model.config.num_codebooks:
             raise CheckpointError(
                 f"{path / 'codec.pth'}: the codec has {codec_config.num_codebooks} codebooks; "
-                f"the model expects {t2s.model.config.num_codebooks}"
+                f"the model expects {text_to_semantic.model.config.num_codebooks}"
             )
         self._start(
-            t2s.model,
+            text_to_semantic.model,
             codec,
-            t2s.tokenizer,
-            t2s.tokenizer.im_end_id,
+            text_to_semantic.tokenizer,
+            text_to_semantic.tokenizer.im_end_id,
             compile=compile,
             cuda_graphs=cuda_graphs,
             compile_cache=compile_cache,
