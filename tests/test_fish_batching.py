@@ -164,7 +164,7 @@ def reference_codes(
     bias[im_end] = 0.0
     sequence = prompt.clone()
 
-    def frame(window: torch.Tensor | None) -> torch.Tensor:
+    def next_frame(window: torch.Tensor | None) -> torch.Tensor:
         logits, hidden = model.forward_slow(sequence[None])
         biased = logits[0, -1] + bias
         main = reference_draw(biased, sampling.temperature, sampling.top_p, sampling.top_k, generator)
@@ -173,26 +173,26 @@ def reference_codes(
             main = fallback
         model.forward_fast(hidden[:, -1], torch.tensor([0]))
         code = (main - config.semantic_begin_id).clamp(0, config.codebook_size - 1)
-        column = [main, code]
+        frame = [main, code]
         for codebook in range(1, config.num_codebooks):
             fast = model.forward_fast(model.fast_embeddings(code[None]), torch.tensor([codebook]))
             code = reference_draw(fast[0], sampling.temperature, sampling.top_p, sampling.top_k, generator)
-            column.append(code)
-        return torch.stack(column)
+            frame.append(code)
+        return torch.stack(frame)
 
-    first = frame(None)
-    columns, sequence = [first], torch.cat([sequence, first[:, None]], dim=1)
+    first = next_frame(None)
+    frames, sequence = [first], torch.cat([sequence, first[:, None]], dim=1)
     window = torch.zeros(10, dtype=torch.long)
     if window_takes_the_prefill_token:
         window = torch.cat([window[1:], first[:1]])
     for _ in range(max_frames - 1):
-        column = frame(window)
-        window = torch.cat([window[1:], column[:1]])
-        columns.append(column)
-        sequence = torch.cat([sequence, column[:, None]], dim=1)
-        if column[0] == im_end:
+        frame = next_frame(window)
+        window = torch.cat([window[1:], frame[:1]])
+        frames.append(frame)
+        sequence = torch.cat([sequence, frame[:, None]], dim=1)
+        if frame[0] == im_end:
             break
-    return torch.stack(columns, dim=1)[1:, :-1].T.tolist()
+    return torch.stack(frames, dim=1)[1:, :-1].T.tolist()
 
 
 def test_seeded_sampling_matches_the_reference_draw_for_draw(text_to_semantic):
@@ -357,14 +357,14 @@ def test_the_frame_step_is_traced_whole_once_for_every_batch_and_length(text_to_
     with torch.inference_mode():
         for slot in range(3):
             decoder.start(slot, prompt, Sampling(seed=slot))
-        saved = [t.clone() for t in (decoder.slots.columns, decoder.slots.positions, decoder.slots.recent)]
+        saved = [t.clone() for t in (decoder.slots.frames, decoder.slots.positions, decoder.slots.recent)]
         decoder.draw_noise(range(3))
         decoder.decode_step(3, 64)
-        eager = decoder.slots.columns.clone()
-        for buffer, value in zip((decoder.slots.columns, decoder.slots.positions, decoder.slots.recent), saved):
+        eager = decoder.slots.frames.clone()
+        for buffer, value in zip((decoder.slots.frames, decoder.slots.positions, decoder.slots.recent), saved):
             buffer.copy_(value)
         compiled(3, 64)  # the same frame (its keys and values rewritten at the same positions)
-        assert torch.equal(decoder.slots.columns, eager)
+        assert torch.equal(decoder.slots.frames, eager)
         graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         for batch, length in [(4, 128), (2, 96), (3, 200), (2, 256), (4, 256)]:
             compiled(batch, length)
