@@ -112,8 +112,8 @@ class FrameDecoder:
         """The next frame of slots [0, batch), attending over the first `length` cached positions
         (more than every active slot's position). Updates the slots' buffers in place."""
         # Bounds the compiler can use, so a slice to `batch` or `length` stays one graph for every size.
-        torch._check(1 <= batch <= self.slots.count)
-        torch._check(1 <= length <= self.max_len)
+        torch._check_with(RuntimeError, 1 <= batch <= self.slots.count, lambda: "batch out of range")
+        torch._check_with(RuntimeError, 1 <= length <= self.max_len, lambda: "length out of range")
         s, rows = self.slots, slice(0, batch)
         cache = CacheAccess(0, s.positions[rows, None], length)
         logits, hidden = self.model.forward_slow(s.frames[rows, :, None], cache, head=self.head)

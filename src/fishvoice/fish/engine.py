@@ -169,7 +169,7 @@ class FishEngine:
     def encode_reference(self, samples: np.ndarray) -> Tensor:
         """Prompt codes of a reference voice: mono float samples at the codec's rate."""
         audio = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-        return self.codec_worker.call(lambda: self.codec.encode(audio.to(self.device)).cpu()).result()  # type: ignore[return-value]
+        return self.codec_worker.call(lambda: self.codec.encode(audio.to(self.device)).cpu()).result()
 
     def stream(
         self, text: str, reference: tuple[Tensor, str] | None, sampling: Sampling, stop: threading.Event | None = None

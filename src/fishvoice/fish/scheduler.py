@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from queue import SimpleQueue
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .cuda import new_event
 from .decode import FrameDecoder
 from .errors import EngineClosedError, StepFailedError
 from .graphs import CapturedSteps, EagerSteps
@@ -28,8 +30,6 @@ from .prefix_cache import PrefixCache
 from .sampling import Sampling
 
 log = logging.getLogger(__name__)
-
-_END = object()
 
 
 @dataclass
@@ -51,15 +51,15 @@ class FrameStream:
 
     def __init__(self, request: FrameRequest, im_end_id: int, scheduler: Scheduler):
         self.request, self.im_end_id, self._scheduler = request, im_end_id, scheduler
-        self._items: SimpleQueue[object] = SimpleQueue()
+        self._items: SimpleQueue[np.ndarray | BaseException | None] = SimpleQueue()  # None: the end
         self._cancelled = threading.Event()
         self.decoded = 0  # frames seen, the prefill's included
         self.done = False
         self.stopped_at_step: int | None = None  # the scheduler's step count when the caller stopped it
         self.ended_at_step: int | None = None
 
-    def __iter__(self):
-        while (item := self._items.get()) is not _END:
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while (item := self._items.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
             yield item
@@ -94,7 +94,7 @@ class FrameStream:
         self.done, self.ended_at_step = True, self._scheduler.steps_run
         if error is not None:
             self._items.put(error)
-        self._items.put(_END)
+        self._items.put(None)
 
 
 class HostCopy:
@@ -104,7 +104,7 @@ class HostCopy:
         cuda = source.device.type == "cuda"
         self.host = into if into is not None else torch.empty(source.shape, dtype=source.dtype, pin_memory=cuda)
         self.host.copy_(source, non_blocking=cuda)
-        self.event = torch.cuda.Event() if cuda else None
+        self.event = new_event() if cuda else None
         if self.event is not None:
             self.event.record()
 
