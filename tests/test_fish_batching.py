@@ -126,7 +126,7 @@ def test_restricted_sampling_gives_the_reference_distribution_and_draws():
     vocab, candidates = 1000, torch.cat([torch.arange(300, 364), torch.tensor([7])])
     settings = [(t, p, k) for t in (0.3, 0.7, 1.0, 1.6) for p in (0.5, 0.8, 1.0) for k in (1, 5, 30, 65)]
     logits = torch.randn(len(settings), vocab) * 3
-    temperature, top_p, top_k = (torch.tensor(column) for column in zip(*settings))
+    temperature, top_p, top_k = (torch.tensor(column) for column in zip(*settings, strict=True))
     probs, index = top_k_top_p(logits[:, candidates], temperature, top_p, top_k, k=len(candidates))
     bias = torch.full((vocab,), float("-inf"))
     bias[candidates] = 0.0
@@ -361,7 +361,9 @@ def test_the_frame_step_is_traced_whole_once_for_every_batch_and_length(text_to_
         decoder.draw_noise(range(3))
         decoder.decode_step(3, 64)
         eager = decoder.slots.frames.clone()
-        for buffer, value in zip((decoder.slots.frames, decoder.slots.positions, decoder.slots.recent), saved):
+        for buffer, value in zip(
+            (decoder.slots.frames, decoder.slots.positions, decoder.slots.recent), saved, strict=True
+        ):
             buffer.copy_(value)
         compiled(3, 64)  # the same frame (its keys and values rewritten at the same positions)
         assert torch.equal(decoder.slots.frames, eager)

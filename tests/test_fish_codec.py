@@ -70,7 +70,7 @@ def test_streaming_decode_matches_one_shot_decode(tmp_path, layers, window):
     codes = torch.randint(0, 32, (4, 70))
     whole = codec.decode(codes)
     chunks = list(decode_streaming(codec, codes, first_frames=5, chunk_frames=12))
-    assert [len(c) for c in chunks][0] == 5 * 2048 and len(chunks) == 1 + math.ceil(65 / 12)
+    assert len(chunks[0]) == 5 * 2048 and len(chunks) == 1 + math.ceil(65 / 12)
     joined = torch.cat(chunks)
     assert joined.shape == whole.shape
     torch.testing.assert_close(joined, whole, atol=1e-4, rtol=0)  # every sample within 1e-4 of the one-shot decode

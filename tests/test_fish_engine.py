@@ -98,7 +98,9 @@ def test_tiny_checkpoints_load_through_the_user_loader(tmp_path, name, weights):
     inp[0, 0] = torch.tensor([2, 50, 60, 13, 14, 15, 3, 70, 12])
     inp[0, 1:, 3:6] = torch.randint(0, 32, (4, 3))
     with torch.no_grad():
-        for a, b in zip(written.forward_slow(inp, last_only=False), loaded.forward_slow(inp, last_only=False)):
+        for a, b in zip(
+            written.forward_slow(inp, last_only=False), loaded.forward_slow(inp, last_only=False), strict=True
+        ):
             torch.testing.assert_close(a, b)
 
 
@@ -186,11 +188,11 @@ def test_wrong_shape_and_missing_weight_and_missing_shard_are_named(tmp_path):
         load_text_to_semantic(tmp_path / "shape")
     del state["norm.weight"]
     torch.save(state, tmp_path / "shape" / "model.pth")
-    with pytest.raises(CheckpointError, match="missing weights norm.weight"):
+    with pytest.raises(CheckpointError, match=r"missing weights norm\.weight"):
         load_text_to_semantic(tmp_path / "shape")
     write_checkpoint(tmp_path / "shards", "s2-pro", weights="sharded")
     (tmp_path / "shards" / "model-00002-of-00002.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="model-00002-of-00002.safetensors: missing"):
+    with pytest.raises(CheckpointError, match=r"model-00002-of-00002\.safetensors: missing"):
         load_text_to_semantic(tmp_path / "shards")
     with pytest.raises(CheckpointError, match="not a directory"):
         load_text_to_semantic(tmp_path / "nowhere")

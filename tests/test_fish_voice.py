@@ -157,7 +157,7 @@ def test_concurrent_callers_get_the_speech_they_would_get_alone(checkpoint):
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    for mine, reference in zip(together, alone):
+    for mine, reference in zip(together, alone, strict=True):
         assert mine is not None and mine.shape == reference.shape
         np.testing.assert_allclose(mine, reference, atol=1e-5)  # the same codes; the codec decoded them in batches
     assert engine.stats()["codec_batches"] - decodes < sum(chunks)  # chunks of several callers were decoded together

@@ -90,7 +90,8 @@ def load_text_to_semantic(
     config.semantic_begin_id, config.semantic_end_id = tokenizer.semantic_begin_id, tokenizer.semantic_end_id
     if config.semantic_end_id >= config.vocab_size:
         raise CheckpointError(
-            f"{path / 'tokenizer.json'}: semantic tokens reach id {config.semantic_end_id}, past vocab_size {config.vocab_size}"
+            f"{path / 'tokenizer.json'}: semantic tokens reach id {config.semantic_end_id}, "
+            f"past vocab_size {config.vocab_size}"
         )
     weights, source = _read_weights(path)
     with torch.device("meta"):

@@ -410,7 +410,8 @@ class Encoder(nn.Module):
         super().__init__()
         dim = config.encoder_dim
         layers: list[nn.Module] = [CausalConv(1, dim, 7)]
-        for stride, n_layer in zip(config.encoder_rates, config.encoder_transformer_layers):
+        # Not strict: the pairing as it was (a longer list's extra entries are ignored).
+        for stride, n_layer in zip(config.encoder_rates, config.encoder_transformer_layers, strict=False):
             dim *= 2
             layers.append(EncoderBlock(dim, stride, n_layer, config))
         layers += [Snake(dim), CausalConv(dim, config.latent_dim, 3)]

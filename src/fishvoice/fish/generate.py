@@ -29,13 +29,14 @@ def frame_limit(text: str, prompt_length: int, max_seq_len: int) -> int:
 
 @torch.inference_mode()
 def iterate_frames(
-    model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames: int, sampling: Sampling = Sampling()
+    model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames: int, sampling: Sampling | None = None
 ) -> Iterator[Tensor]:
     """Yield each frame's codes (num_codebooks,) as soon as it is known not to be the last frame.
 
     Like the reference, the last decoded frame is dropped whether or not it is <|im_end|>, so a
-    frame is released only once the next one exists.
+    frame is released only once the next one exists. Without `sampling`, Sampling()'s defaults.
     """
+    sampling = sampling if sampling is not None else Sampling()
     length = prompt.shape[1]
     max_new_frames = max(1, min(max_new_frames, model.config.max_seq_len - length))
     decoder = FrameDecoder(model, im_end_id, slots=1, max_len=length + max_new_frames)
@@ -51,7 +52,7 @@ def iterate_frames(
 
 
 def generate_codes(
-    model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames: int, sampling: Sampling = Sampling()
+    model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames: int, sampling: Sampling | None = None
 ) -> Tensor:
     """All frames at once: codes (num_codebooks, frames)."""
     frames = list(iterate_frames(model, prompt, im_end_id, max_new_frames, sampling))
