@@ -84,7 +84,8 @@ def random_model(layout: str, device: torch.device, dtype: torch.dtype) -> DualA
     with torch.device(device):
         model = DualAR(config).to(dtype)
     with torch.no_grad():
-        # Random logits spread over ~sqrt(dim): a zero row for <|im_end|> never makes the top 30, so no stream ends early.
+        # Random logits spread over ~sqrt(dim): a zero row for <|im_end|> never makes the top 30,
+        # so no stream ends early.
         model.embeddings.weight[IM_END] = 0
     return model.eval()
 
@@ -156,19 +157,22 @@ def many_streams(engine: FishEngine, args: argparse.Namespace, count: int, audio
 def report(engine: FishEngine, args: argparse.Namespace) -> None:
     single = one_stream(engine, args, audio=True)
     print(
-        f"  1 stream, with audio: {single['fps']:.1f} frames/s, RTF {single['rtf']:.3f}, first audio {single['first'] * 1000:.0f} ms"
+        f"  1 stream, with audio: {single['fps']:.1f} frames/s, RTF {single['rtf']:.3f}, "
+        f"first audio {single['first'] * 1000:.0f} ms"
     )
     for audio in (False, True):
         rows = [many_streams(engine, args, n, audio) for n in args.streams]
         print(f"  {'with audio (engine.speak)' if audio else 'frames only (scheduler)'}:")
         for row in rows:
             print(
-                f"    {row['streams']:3d} streams: aggregate {row['aggregate']:8.1f} frames/s, slowest stream {row['slowest']:6.1f} "
-                f"frames/s ({row['slowest'] / FRAME_RATE:.2f}x real time), first {'audio' if audio else 'frame'} p50 "
+                f"    {row['streams']:3d} streams: aggregate {row['aggregate']:8.1f} frames/s, "
+                f"slowest stream {row['slowest']:6.1f} frames/s ({row['slowest'] / FRAME_RATE:.2f}x real time), "
+                f"first {'audio' if audio else 'frame'} p50 "
                 f"{row['first_p50'] * 1000:.0f} ms"
             )
         print(
-            f"    ratio: {rows[-1]['streams']} streams' aggregate / {rows[0]['streams']}'s = {rows[-1]['aggregate'] / rows[0]['aggregate']:.2f}"
+            f"    ratio: {rows[-1]['streams']} streams' aggregate / {rows[0]['streams']}'s = "
+            f"{rows[-1]['aggregate'] / rows[0]['aggregate']:.2f}"
         )
 
 

@@ -11,15 +11,16 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the Fish engine needs the `fish` extra (torch)")
 
-from fishvoice.errors import FishvoiceError  # noqa: E402
 from fishvoice.fish.checkpoints import TextToSemantic, load_text_to_semantic  # noqa: E402
 from fishvoice.fish.decode import FrameDecoder  # noqa: E402
+from fishvoice.fish.errors import StepFailedError  # noqa: E402
 from fishvoice.fish.generate import Sampling, generate_codes  # noqa: E402
 from fishvoice.fish.graphs import EagerSteps, step_batches  # noqa: E402
 from fishvoice.fish.prefix_cache import PrefixCache  # noqa: E402
 from fishvoice.fish.prompt import build_prompt, system_turn  # noqa: E402
 from fishvoice.fish.sampling import draw, top_k_top_p  # noqa: E402
 from fishvoice.fish.scheduler import FrameRequest, FrameStream, Scheduler  # noqa: E402
+from fishvoice.tts.fish import engine_error  # noqa: E402
 
 from .fish_tiny import write_checkpoint  # noqa: E402
 
@@ -37,25 +38,33 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module", params=["s1-mini", "s2-pro"])
-def t2s(request, tmp_path_factory) -> TextToSemantic:
+def text_to_semantic(request, tmp_path_factory) -> TextToSemantic:
     path = tmp_path_factory.mktemp("batch") / request.param
     write_checkpoint(path, request.param, seed=7, talkative=True)
     return load_text_to_semantic(path)
 
 
-def prompt_of(t2s: TextToSemantic, text: str) -> torch.Tensor:
-    return build_prompt(t2s.tokenizer, 4, text)
+def prompt_of(text_to_semantic: TextToSemantic, text: str) -> torch.Tensor:
+    return build_prompt(text_to_semantic.tokenizer, 4, text)
 
 
-def solo(t2s: TextToSemantic, request: FrameRequest) -> list[list[int]]:
+def solo(text_to_semantic: TextToSemantic, request: FrameRequest) -> list[list[int]]:
     """The request's frames through the single-request path."""
-    codes = generate_codes(t2s.model, request.prompt, t2s.tokenizer.im_end_id, request.max_frames, request.sampling)
+    codes = generate_codes(
+        text_to_semantic.model,
+        request.prompt,
+        text_to_semantic.tokenizer.im_end_id,
+        request.max_frames,
+        request.sampling,
+    )
     return codes.T.tolist()
 
 
-def scheduler(t2s: TextToSemantic, slots: int, max_waiting: int = 16, prefix_positions: int = 0) -> Scheduler:
-    decoder = FrameDecoder(t2s.model, t2s.tokenizer.im_end_id, slots=slots, max_len=256)
-    cache = PrefixCache(t2s.model, prefix_positions) if prefix_positions else None
+def scheduler(
+    text_to_semantic: TextToSemantic, slots: int, max_waiting: int = 16, prefix_positions: int = 0
+) -> Scheduler:
+    decoder = FrameDecoder(text_to_semantic.model, text_to_semantic.tokenizer.im_end_id, slots=slots, max_len=256)
+    cache = PrefixCache(text_to_semantic.model, prefix_positions) if prefix_positions else None
     return Scheduler(decoder, EagerSteps(decoder), max_waiting=max_waiting, prefix_cache=cache)
 
 
@@ -117,7 +126,7 @@ def test_restricted_sampling_gives_the_reference_distribution_and_draws():
     vocab, candidates = 1000, torch.cat([torch.arange(300, 364), torch.tensor([7])])
     settings = [(t, p, k) for t in (0.3, 0.7, 1.0, 1.6) for p in (0.5, 0.8, 1.0) for k in (1, 5, 30, 65)]
     logits = torch.randn(len(settings), vocab) * 3
-    temperature, top_p, top_k = (torch.tensor(column) for column in zip(*settings))
+    temperature, top_p, top_k = (torch.tensor(column) for column in zip(*settings, strict=True))
     probs, index = top_k_top_p(logits[:, candidates], temperature, top_p, top_k, k=len(candidates))
     bias = torch.full((vocab,), float("-inf"))
     bias[candidates] = 0.0
@@ -138,7 +147,7 @@ def test_restricted_sampling_gives_the_reference_distribution_and_draws():
 
 @torch.inference_mode()
 def reference_codes(
-    t2s: TextToSemantic,
+    text_to_semantic: TextToSemantic,
     prompt: torch.Tensor,
     max_frames: int,
     sampling: Sampling,
@@ -147,7 +156,7 @@ def reference_codes(
     """fish-speech's generate, sampling for sampling: one generator, uniforms over the whole vocabulary
     (main, repetition-aware fallback) then per codebook; the RAS window starts empty (zeros) and takes
     only the tokens decoded after the prefill. The model is computed without a cache."""
-    model, im_end = t2s.model, t2s.tokenizer.im_end_id
+    model, im_end = text_to_semantic.model, text_to_semantic.tokenizer.im_end_id
     config = model.config
     generator = torch.Generator().manual_seed(sampling.seed)
     bias = torch.full((config.vocab_size,), float("-inf"))
@@ -155,7 +164,7 @@ def reference_codes(
     bias[im_end] = 0.0
     sequence = prompt.clone()
 
-    def frame(window: torch.Tensor | None) -> torch.Tensor:
+    def next_frame(window: torch.Tensor | None) -> torch.Tensor:
         logits, hidden = model.forward_slow(sequence[None])
         biased = logits[0, -1] + bias
         main = reference_draw(biased, sampling.temperature, sampling.top_p, sampling.top_k, generator)
@@ -164,60 +173,62 @@ def reference_codes(
             main = fallback
         model.forward_fast(hidden[:, -1], torch.tensor([0]))
         code = (main - config.semantic_begin_id).clamp(0, config.codebook_size - 1)
-        column = [main, code]
+        frame = [main, code]
         for codebook in range(1, config.num_codebooks):
             fast = model.forward_fast(model.fast_embeddings(code[None]), torch.tensor([codebook]))
             code = reference_draw(fast[0], sampling.temperature, sampling.top_p, sampling.top_k, generator)
-            column.append(code)
-        return torch.stack(column)
+            frame.append(code)
+        return torch.stack(frame)
 
-    first = frame(None)
-    columns, sequence = [first], torch.cat([sequence, first[:, None]], dim=1)
+    first = next_frame(None)
+    frames, sequence = [first], torch.cat([sequence, first[:, None]], dim=1)
     window = torch.zeros(10, dtype=torch.long)
     if window_takes_the_prefill_token:
         window = torch.cat([window[1:], first[:1]])
     for _ in range(max_frames - 1):
-        column = frame(window)
-        window = torch.cat([window[1:], column[:1]])
-        columns.append(column)
-        sequence = torch.cat([sequence, column[:, None]], dim=1)
-        if column[0] == im_end:
+        frame = next_frame(window)
+        window = torch.cat([window[1:], frame[:1]])
+        frames.append(frame)
+        sequence = torch.cat([sequence, frame[:, None]], dim=1)
+        if frame[0] == im_end:
             break
-    return torch.stack(columns, dim=1)[1:, :-1].T.tolist()
+    return torch.stack(frames, dim=1)[1:, :-1].T.tolist()
 
 
-def test_seeded_sampling_matches_the_reference_draw_for_draw(t2s):
+def test_seeded_sampling_matches_the_reference_draw_for_draw(text_to_semantic):
     # Flatter logits and a low temperature: the main token tends to repeat, so repetition-aware
     # resampling decides many frames, the first one after the prefill included.
-    original = t2s.model.norm.weight.clone()
+    original = text_to_semantic.model.norm.weight.clone()
     with torch.no_grad():
-        t2s.model.norm.weight.mul_(0.2)
+        text_to_semantic.model.norm.weight.mul_(0.2)
     try:
-        prompt = prompt_of(t2s, "Hello world.")
+        prompt = prompt_of(text_to_semantic, "Hello world.")
         departures = 0
         for seed in range(6):
             sampling = Sampling(temperature=0.3, top_p=0.9, top_k=30, seed=seed)
-            ours = solo(t2s, FrameRequest(prompt, 30, sampling))
-            assert ours == reference_codes(t2s, prompt, 30, sampling), f"seed {seed}"
-            departures += ours != reference_codes(t2s, prompt, 30, sampling, window_takes_the_prefill_token=True)
+            ours = solo(text_to_semantic, FrameRequest(prompt, 30, sampling))
+            assert ours == reference_codes(text_to_semantic, prompt, 30, sampling), f"seed {seed}"
+            departures += ours != reference_codes(
+                text_to_semantic, prompt, 30, sampling, window_takes_the_prefill_token=True
+            )
         assert departures, "no seed tells a window that takes the prefill's token from the reference's"
     finally:
         with torch.no_grad():
-            t2s.model.norm.weight.copy_(original)
+            text_to_semantic.model.norm.weight.copy_(original)
 
 
 # -- the scheduler against the single-request path ------------------------------------------------
 
 
 @pytest.mark.parametrize("others", [1, 3, 7])
-def test_greedy_codes_are_the_same_alone_and_beside_others_that_join_and_leave(t2s, others):
-    target = FrameRequest(prompt_of(t2s, TEXTS[0]), 60, GREEDY)
+def test_greedy_codes_are_the_same_alone_and_beside_others_that_join_and_leave(text_to_semantic, others):
+    target = FrameRequest(prompt_of(text_to_semantic, TEXTS[0]), 60, GREEDY)
     company = [
-        FrameRequest(prompt_of(t2s, TEXTS[1 + i]), 12 + 9 * i, GREEDY) for i in range(others)
+        FrameRequest(prompt_of(text_to_semantic, TEXTS[1 + i]), 12 + 9 * i, GREEDY) for i in range(others)
     ]  # each leaves mid-way
     early, late = company[: (others + 1) // 2], company[(others + 1) // 2 :]
-    expected = [solo(t2s, r) for r in [target, *early, *late]]
-    engine = scheduler(t2s, slots=8)
+    expected = [solo(text_to_semantic, r) for r in [target, *early, *late]]
+    engine = scheduler(text_to_semantic, slots=8)
     try:
         got = run_together(engine, [target, *early], late)
     finally:
@@ -226,11 +237,13 @@ def test_greedy_codes_are_the_same_alone_and_beside_others_that_join_and_leave(t
     assert got[1:] == expected[1:]
 
 
-def test_a_seed_gives_the_same_codes_again_and_in_company(t2s):
+def test_a_seed_gives_the_same_codes_again_and_in_company(text_to_semantic):
     sampling = Sampling(temperature=0.9, top_p=0.95, top_k=30, seed=11)
-    request = FrameRequest(prompt_of(t2s, TEXTS[1]), 40, sampling)
-    company = [FrameRequest(prompt_of(t2s, text), 30, Sampling(seed=i)) for i, text in enumerate(TEXTS[2:5])]
-    engine = scheduler(t2s, slots=4)
+    request = FrameRequest(prompt_of(text_to_semantic, TEXTS[1]), 40, sampling)
+    company = [
+        FrameRequest(prompt_of(text_to_semantic, text), 30, Sampling(seed=i)) for i, text in enumerate(TEXTS[2:5])
+    ]
+    engine = scheduler(text_to_semantic, slots=4)
     try:
         alone = collect(engine.submit(request))
         again = collect(engine.submit(request))
@@ -240,19 +253,19 @@ def test_a_seed_gives_the_same_codes_again_and_in_company(t2s):
         )
     finally:
         engine.close()
-    assert alone == again == beside == solo(t2s, request)
+    assert alone == again == beside == solo(text_to_semantic, request)
     assert other_seed != alone
 
 
-def test_a_stopped_or_cancelled_request_frees_its_slot_within_a_frame_and_the_others_go_on(t2s):
+def test_a_stopped_or_cancelled_request_frees_its_slot_within_a_frame_and_the_others_go_on(text_to_semantic):
     keep, waiting = (
-        FrameRequest(prompt_of(t2s, TEXTS[1]), 50, GREEDY),
-        FrameRequest(prompt_of(t2s, TEXTS[2]), 20, GREEDY),
+        FrameRequest(prompt_of(text_to_semantic, TEXTS[1]), 50, GREEDY),
+        FrameRequest(prompt_of(text_to_semantic, TEXTS[2]), 20, GREEDY),
     )
     stop = threading.Event()
-    stopped = FrameRequest(prompt_of(t2s, TEXTS[0]), 200, GREEDY, stop=stop)
-    expected_keep, expected_waiting = solo(t2s, keep), solo(t2s, waiting)
-    engine = scheduler(t2s, slots=2)
+    stopped = FrameRequest(prompt_of(text_to_semantic, TEXTS[0]), 200, GREEDY, stop=stop)
+    expected_keep, expected_waiting = solo(text_to_semantic, keep), solo(text_to_semantic, waiting)
+    engine = scheduler(text_to_semantic, slots=2)
     try:
         for how in ("stop", "cancel"):
             stop.clear()
@@ -273,10 +286,10 @@ def test_a_stopped_or_cancelled_request_frees_its_slot_within_a_frame_and_the_ot
         engine.close()
 
 
-def test_a_full_engine_queues_requests_and_never_drops_one(t2s):
-    requests = [FrameRequest(prompt_of(t2s, text), 10 + 3 * i, GREEDY) for i, text in enumerate(TEXTS)]
-    expected = [solo(t2s, r) for r in requests]
-    engine = scheduler(t2s, slots=2, max_waiting=2)  # 8 requests for 2 slots and 2 places in the queue
+def test_a_full_engine_queues_requests_and_never_drops_one(text_to_semantic):
+    requests = [FrameRequest(prompt_of(text_to_semantic, text), 10 + 3 * i, GREEDY) for i, text in enumerate(TEXTS)]
+    expected = [solo(text_to_semantic, r) for r in requests]
+    engine = scheduler(text_to_semantic, slots=2, max_waiting=2)  # 8 requests for 2 slots and 2 places in the queue
     try:
         got = run_together(engine, requests, [])
     finally:
@@ -285,8 +298,8 @@ def test_a_full_engine_queues_requests_and_never_drops_one(t2s):
     assert engine.prefills == len(requests)
 
 
-def test_a_failing_step_fails_its_requests_and_the_next_ones_go_on(t2s):
-    engine = scheduler(t2s, slots=4)
+def test_a_failing_step_fails_its_requests_and_the_next_ones_go_on(text_to_semantic):
+    engine = scheduler(text_to_semantic, slots=4)
     step, calls = engine.decoder.decode_step, []
 
     def out_of_memory_once(batch: int, length: int) -> None:
@@ -296,31 +309,35 @@ def test_a_failing_step_fails_its_requests_and_the_next_ones_go_on(t2s):
         step(batch, length)
 
     engine.decoder.decode_step = out_of_memory_once  # type: ignore[method-assign]
-    later = FrameRequest(prompt_of(t2s, TEXTS[3]), 15, GREEDY)
+    later = FrameRequest(prompt_of(text_to_semantic, TEXTS[3]), 15, GREEDY)
     try:
-        failed = [engine.submit(FrameRequest(prompt_of(t2s, text), 40, GREEDY)) for text in TEXTS[:2]]
+        failed = [engine.submit(FrameRequest(prompt_of(text_to_semantic, text), 40, GREEDY)) for text in TEXTS[:2]]
         for stream in failed:
-            with pytest.raises(FishvoiceError) as caught:
+            with pytest.raises(StepFailedError) as caught:
                 collect(stream)
-            assert caught.value.code == "backend_unavailable" and "out of GPU memory" in caught.value.message
-        assert collect(engine.submit(later)) == solo(t2s, later)
+            error = engine_error(caught.value)  # as the voice backend hands it on
+            assert error.code == "backend_unavailable" and "out of GPU memory" in error.message
+        assert collect(engine.submit(later)) == solo(text_to_semantic, later)
         assert engine.steps_failed == 1
     finally:
         engine.close()
 
 
-def test_a_voice_prefix_is_prefilled_once_and_gives_the_same_codes(t2s):
+def test_a_voice_prefix_is_prefilled_once_and_gives_the_same_codes(text_to_semantic):
     torch.manual_seed(3)
     voice = torch.randint(0, 32, (4, 40))
-    system = system_turn(t2s.tokenizer, 4, "The quick brown fox", voice)
+    system = system_turn(text_to_semantic.tokenizer, 4, "The quick brown fox", voice)
     requests = [
         FrameRequest(
-            build_prompt(t2s.tokenizer, 4, text, "The quick brown fox", voice), 25, GREEDY, prefix=system.shape[1]
+            build_prompt(text_to_semantic.tokenizer, 4, text, "The quick brown fox", voice),
+            25,
+            GREEDY,
+            prefix=system.shape[1],
         )
         for text in TEXTS[:3]
     ]
-    expected = [solo(t2s, r) for r in requests]
-    engine = scheduler(t2s, slots=2, prefix_positions=512)
+    expected = [solo(text_to_semantic, r) for r in requests]
+    engine = scheduler(text_to_semantic, slots=2, prefix_positions=512)
     try:
         got = [collect(engine.submit(r)) for r in requests]
     finally:
@@ -329,25 +346,27 @@ def test_a_voice_prefix_is_prefilled_once_and_gives_the_same_codes(t2s):
     assert (engine.prefix_cache.misses, engine.prefix_cache.hits) == (1, 2)
 
 
-def test_the_frame_step_is_traced_whole_once_for_every_batch_and_length(t2s):
+def test_the_frame_step_is_traced_whole_once_for_every_batch_and_length(text_to_semantic):
     # What CUDA graphs capture on a GPU: one graph (fullgraph=True fails on any break), whatever the sizes.
     import torch._dynamo
 
-    decoder = FrameDecoder(t2s.model, t2s.tokenizer.im_end_id, slots=4, max_len=256)
-    prompt = prompt_of(t2s, TEXTS[0])
+    decoder = FrameDecoder(text_to_semantic.model, text_to_semantic.tokenizer.im_end_id, slots=4, max_len=256)
+    prompt = prompt_of(text_to_semantic, TEXTS[0])
     torch._dynamo.reset()
     compiled = torch.compile(decoder.decode_step, fullgraph=True, backend="eager", dynamic=True)
     with torch.inference_mode():
         for slot in range(3):
             decoder.start(slot, prompt, Sampling(seed=slot))
-        saved = [t.clone() for t in (decoder.slots.columns, decoder.slots.positions, decoder.slots.recent)]
+        saved = [t.clone() for t in (decoder.slots.frames, decoder.slots.positions, decoder.slots.recent)]
         decoder.draw_noise(range(3))
         decoder.decode_step(3, 64)
-        eager = decoder.slots.columns.clone()
-        for buffer, value in zip((decoder.slots.columns, decoder.slots.positions, decoder.slots.recent), saved):
+        eager = decoder.slots.frames.clone()
+        for buffer, value in zip(
+            (decoder.slots.frames, decoder.slots.positions, decoder.slots.recent), saved, strict=True
+        ):
             buffer.copy_(value)
         compiled(3, 64)  # the same frame (its keys and values rewritten at the same positions)
-        assert torch.equal(decoder.slots.columns, eager)
+        assert torch.equal(decoder.slots.frames, eager)
         graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         for batch, length in [(4, 128), (2, 96), (3, 200), (2, 256), (4, 256)]:
             compiled(batch, length)
@@ -360,14 +379,18 @@ def test_the_frame_step_is_traced_whole_once_for_every_batch_and_length(t2s):
     assert step_batches(16, compiled=False) == [1, 2, 4, 8, 16]
 
 
-def test_a_prompt_longer_than_the_context_is_refused_clearly(t2s):
-    decoder = FrameDecoder(t2s.model, t2s.tokenizer.im_end_id, slots=1, max_len=64)
+def test_a_prompt_longer_than_the_context_is_refused_clearly(text_to_semantic):
+    decoder = FrameDecoder(text_to_semantic.model, text_to_semantic.tokenizer.im_end_id, slots=1, max_len=64)
     with pytest.raises(ValueError, match="the engine's context holds 64"):
         decoder.start(0, torch.zeros(5, 80, dtype=torch.long), GREEDY)
 
 
-def test_generated_codes_stay_in_range(t2s):
+def test_generated_codes_stay_in_range(text_to_semantic):
     codes = generate_codes(
-        t2s.model, prompt_of(t2s, TEXTS[1]), t2s.tokenizer.im_end_id, 30, Sampling(temperature=1.5, top_p=1.0, seed=1)
+        text_to_semantic.model,
+        prompt_of(text_to_semantic, TEXTS[1]),
+        text_to_semantic.tokenizer.im_end_id,
+        30,
+        Sampling(temperature=1.5, top_p=1.0, seed=1),
     )
     assert int(codes.min()) >= 0 and int(codes.max()) < 32

@@ -16,6 +16,7 @@ from fishvoice.fish.errors import CheckpointError  # noqa: E402
 from fishvoice.fish.generate import Sampling, generate_codes  # noqa: E402
 from fishvoice.fish.model import CacheAccess  # noqa: E402
 from fishvoice.fish.prompt import build_prompt  # noqa: E402
+from fishvoice.tts.fish import engine_error  # noqa: E402
 
 from .fish_tiny import write_checkpoint  # noqa: E402
 
@@ -34,14 +35,16 @@ def layout(request) -> str:
 
 @pytest.mark.parametrize("name", LAYOUTS)
 def test_golden_forward_logits_and_fast_input_match_the_reference(name):
-    t2s = load_text_to_semantic(GOLDEN / name)
+    text_to_semantic = load_text_to_semantic(GOLDEN / name)
     expected = golden(name)
-    assert (t2s.tokenizer.semantic_begin_id, t2s.tokenizer.semantic_end_id) == (
+    assert (text_to_semantic.tokenizer.semantic_begin_id, text_to_semantic.tokenizer.semantic_end_id) == (
         expected["semantic_begin_id"],
         expected["semantic_end_id"],
     )
     with torch.no_grad():
-        logits, hidden = t2s.model.forward_slow(torch.tensor(expected["forward"]["input"])[None], last_only=False)
+        logits, hidden = text_to_semantic.model.forward_slow(
+            torch.tensor(expected["forward"]["input"])[None], last_only=False
+        )
     torch.testing.assert_close(
         logits[0].double(), torch.tensor(expected["forward"]["logits"], dtype=torch.float64), atol=1e-4, rtol=0
     )
@@ -52,19 +55,25 @@ def test_golden_forward_logits_and_fast_input_match_the_reference(name):
 
 @pytest.mark.parametrize("name", LAYOUTS)
 def test_golden_prompt_matrix_and_greedy_codes_match_the_reference(name):
-    t2s = load_text_to_semantic(GOLDEN / name)
+    text_to_semantic = load_text_to_semantic(GOLDEN / name)
     case = golden(name)["generate"]
-    prompt = build_prompt(t2s.tokenizer, 4, case["text"], case["reference_text"], torch.tensor(case["reference_codes"]))
+    prompt = build_prompt(
+        text_to_semantic.tokenizer, 4, case["text"], case["reference_text"], torch.tensor(case["reference_codes"])
+    )
     assert prompt.tolist() == case["prompt"]
     codes = generate_codes(
-        t2s.model, prompt, t2s.tokenizer.im_end_id, case["max_new_tokens"], Sampling(top_k=case["top_k"])
+        text_to_semantic.model,
+        prompt,
+        text_to_semantic.tokenizer.im_end_id,
+        case["max_new_tokens"],
+        Sampling(top_k=case["top_k"]),
     )
     assert [codes.tolist()] == case["codes"]
 
 
 def test_prompt_without_reference_uses_the_plain_system_turn():
-    t2s = load_text_to_semantic(GOLDEN / "s1-mini")
-    prompt = build_prompt(t2s.tokenizer, 4, "Hello world.")
+    text_to_semantic = load_text_to_semantic(GOLDEN / "s1-mini")
+    prompt = build_prompt(text_to_semantic.tokenizer, 4, "Hello world.")
     assert prompt.shape[0] == 5 and not prompt[1:].any()
     pieces = [
         "<|im_start|>system\n",
@@ -75,7 +84,7 @@ def test_prompt_without_reference_uses_the_plain_system_turn():
         "<|im_end|>\n",
         "<|im_start|>assistant\n<|voice|>",
     ]
-    assert prompt[0].tolist() == [token for piece in pieces for token in t2s.tokenizer.encode(piece)]
+    assert prompt[0].tolist() == [token for piece in pieces for token in text_to_semantic.tokenizer.encode(piece)]
 
 
 @pytest.mark.parametrize(
@@ -89,7 +98,9 @@ def test_tiny_checkpoints_load_through_the_user_loader(tmp_path, name, weights):
     inp[0, 0] = torch.tensor([2, 50, 60, 13, 14, 15, 3, 70, 12])
     inp[0, 1:, 3:6] = torch.randint(0, 32, (4, 3))
     with torch.no_grad():
-        for a, b in zip(written.forward_slow(inp, last_only=False), loaded.forward_slow(inp, last_only=False)):
+        for a, b in zip(
+            written.forward_slow(inp, last_only=False), loaded.forward_slow(inp, last_only=False), strict=True
+        ):
             torch.testing.assert_close(a, b)
 
 
@@ -113,12 +124,16 @@ def test_kv_cache_decode_gives_the_logits_of_a_full_recomputation(tmp_path, layo
 
 def test_a_fixed_seed_gives_the_same_codes(tmp_path, layout):
     write_checkpoint(tmp_path / layout, layout, seed=3)
-    t2s = load_text_to_semantic(tmp_path / layout)
-    prompt = build_prompt(t2s.tokenizer, 4, "Hello world.")
+    text_to_semantic = load_text_to_semantic(tmp_path / layout)
+    prompt = build_prompt(text_to_semantic.tokenizer, 4, "Hello world.")
 
     def run(seed):
         return generate_codes(
-            t2s.model, prompt, t2s.tokenizer.im_end_id, 30, Sampling(temperature=0.9, top_p=0.95, top_k=30, seed=seed)
+            text_to_semantic.model,
+            prompt,
+            text_to_semantic.tokenizer.im_end_id,
+            30,
+            Sampling(temperature=0.9, top_p=0.95, top_k=30, seed=seed),
         )
 
     first, again, other = run(7), run(7), run(8)
@@ -130,9 +145,9 @@ def test_a_fixed_seed_gives_the_same_codes(tmp_path, layout):
 
 def test_generation_stops_at_the_frame_limit(tmp_path):
     write_checkpoint(tmp_path / "m", "s1-mini", seed=4)
-    t2s = load_text_to_semantic(tmp_path / "m")
-    prompt = build_prompt(t2s.tokenizer, 4, "Hello.")
-    codes = generate_codes(t2s.model, prompt, t2s.tokenizer.im_end_id, 6, Sampling(top_k=1))
+    text_to_semantic = load_text_to_semantic(tmp_path / "m")
+    prompt = build_prompt(text_to_semantic.tokenizer, 4, "Hello.")
+    codes = generate_codes(text_to_semantic.model, prompt, text_to_semantic.tokenizer.im_end_id, 6, Sampling(top_k=1))
     assert codes.shape[1] <= 5
 
 
@@ -160,7 +175,8 @@ def test_malformed_checkpoints_fail_with_the_file_named(tmp_path, name, change, 
     break_file(tmp_path / "m", name, change)
     with pytest.raises(CheckpointError) as caught:
         load_text_to_semantic(tmp_path / "m")
-    assert words in caught.value.message and caught.value.code == "backend_unavailable"
+    error = engine_error(caught.value)  # as the user sees it
+    assert words in error.message and error.code == "backend_unavailable"
 
 
 def test_wrong_shape_and_missing_weight_and_missing_shard_are_named(tmp_path):
@@ -172,11 +188,11 @@ def test_wrong_shape_and_missing_weight_and_missing_shard_are_named(tmp_path):
         load_text_to_semantic(tmp_path / "shape")
     del state["norm.weight"]
     torch.save(state, tmp_path / "shape" / "model.pth")
-    with pytest.raises(CheckpointError, match="missing weights norm.weight"):
+    with pytest.raises(CheckpointError, match=r"missing weights norm\.weight"):
         load_text_to_semantic(tmp_path / "shape")
     write_checkpoint(tmp_path / "shards", "s2-pro", weights="sharded")
     (tmp_path / "shards" / "model-00002-of-00002.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="model-00002-of-00002.safetensors: missing"):
+    with pytest.raises(CheckpointError, match=r"model-00002-of-00002\.safetensors: missing"):
         load_text_to_semantic(tmp_path / "shards")
     with pytest.raises(CheckpointError, match="not a directory"):
         load_text_to_semantic(tmp_path / "nowhere")

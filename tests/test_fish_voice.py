@@ -16,10 +16,10 @@ from fishvoice.errors import FishvoiceError  # noqa: E402
 from fishvoice.factory import build_tts  # noqa: E402
 from fishvoice.fish.checkpoints import locate_checkpoint  # noqa: E402
 from fishvoice.fish.engine import FishEngine  # noqa: E402
-from fishvoice.fish.errors import CheckpointError  # noqa: E402
+from fishvoice.fish.errors import CheckpointError, EngineClosedError, StepFailedError  # noqa: E402
 from fishvoice.fish.generate import Sampling  # noqa: E402
 from fishvoice.tts.base import synthesize  # noqa: E402
-from fishvoice.tts.fish import FishTTS  # noqa: E402
+from fishvoice.tts.fish import FishTTS, engine_error  # noqa: E402
 from fishvoice.voices import load_reference  # noqa: E402
 from fishvoice.worker import make_handler  # noqa: E402
 
@@ -93,6 +93,24 @@ def test_settings_build_the_fish_backend_and_explain_what_is_missing(checkpoint)
         build_tts(Settings(voice="fish"))
 
 
+def test_engine_errors_reach_the_caller_with_the_api_codes_and_messages(fish_tts, tmp_path):
+    with pytest.raises(FishvoiceError) as refused:
+        list(FishTTS(fish_tts.engine, Sampling(temperature=5.0)).stream("Hello."))
+    assert (refused.value.code, refused.value.message) == (
+        "invalid_input",
+        "fish sampling: temperature must be in (0, 2); got 5.0",
+    )
+    with pytest.raises(FishvoiceError) as too_long:
+        list(fish_tts.stream("Hello world. " * 1000))
+    assert too_long.value.code == "invalid_input" and "(FISHVOICE_FISH_MAX_LEN)" in too_long.value.message
+    with pytest.raises(FishvoiceError) as unloadable:  # CheckpointError at start-up
+        build_tts(Settings(voice="fish", fish_checkpoint=str(tmp_path), fish_device="cpu"))
+    assert unloadable.value.code == "backend_unavailable"
+    assert unloadable.value.message == f"{tmp_path / 'config.json'}: missing; expected the model's config.json"
+    for error in (EngineClosedError("the fish engine is shut down"), StepFailedError("the voice failed: X: y")):
+        assert (engine_error(error).code, engine_error(error).message) == ("backend_unavailable", str(error))
+
+
 def test_codec_that_does_not_fit_the_model_is_refused(tmp_path):
     write_checkpoint(tmp_path, "s1-mini")
     write_codec(tmp_path)
@@ -139,7 +157,7 @@ def test_concurrent_callers_get_the_speech_they_would_get_alone(checkpoint):
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    for mine, reference in zip(together, alone):
+    for mine, reference in zip(together, alone, strict=True):
         assert mine is not None and mine.shape == reference.shape
         np.testing.assert_allclose(mine, reference, atol=1e-5)  # the same codes; the codec decoded them in batches
     assert engine.stats()["codec_batches"] - decodes < sum(chunks)  # chunks of several callers were decoded together

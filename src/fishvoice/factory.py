@@ -47,8 +47,9 @@ def build_fish_tts(settings: Settings) -> TTS:
     try:
         from .fish.checkpoints import locate_checkpoint
         from .fish.engine import FishEngine
+        from .fish.errors import FishEngineError
         from .fish.generate import Sampling
-        from .tts.fish import FishTTS
+        from .tts.fish import FishTTS, engine_error
     except ImportError as exc:
         raise FishvoiceError(
             "backend_unavailable", f"FISHVOICE_VOICE=fish needs the fish extra (pip install 'fishvoice[fish]'): {exc}"
@@ -57,16 +58,19 @@ def build_fish_tts(settings: Settings) -> TTS:
         raise FishvoiceError(
             "backend_unavailable", "FISHVOICE_VOICE=fish needs FISHVOICE_FISH_CHECKPOINT (a directory or a hub repo id)"
         )
-    engine = FishEngine(
-        locate_checkpoint(settings.fish_checkpoint, settings.fish_cache_dir),
-        device=settings.fish_device,
-        dtype=settings.fish_dtype,
-        compile=settings.fish_compile,
-        cuda_graphs=settings.fish_cuda_graphs,
-        compile_cache=settings.fish_compile_cache,
-        max_concurrency=settings.fish_max_batch,
-        max_len=settings.fish_max_len,
-    )
+    try:
+        engine = FishEngine(
+            locate_checkpoint(settings.fish_checkpoint, settings.fish_cache_dir),
+            device=settings.fish_device,
+            dtype=settings.fish_dtype,
+            compile=settings.fish_compile,
+            cuda_graphs=settings.fish_cuda_graphs,
+            compile_cache=settings.fish_compile_cache,
+            max_concurrency=settings.fish_max_batch,
+            max_len=settings.fish_max_len,
+        )
+    except FishEngineError as exc:  # a checkpoint that does not load (CheckpointError), a failed warm-up
+        raise engine_error(exc) from exc
     sampling = Sampling(
         temperature=settings.fish_temperature,
         top_p=settings.fish_top_p,

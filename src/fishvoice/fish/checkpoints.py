@@ -13,16 +13,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .config import DualARConfig
-from .errors import CheckpointError, check_weights
+from .errors import CheckpointError
 from .model import DualAR
 from .tokenizer import FishTokenizer
 
 log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "model.pth")
+
+
+def check_weights(module: nn.Module, weights: dict[str, Tensor], source: Path) -> None:
+    """Every weight the module needs is there with its shape; else CheckpointError naming the file."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in weights]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise CheckpointError(f"{source}: missing weights {', '.join(missing[:3])}{more} for the configuration")
+    for key, tensor in expected.items():
+        if tuple(weights[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{source}: {key} has shape {tuple(weights[key].shape)}; "
+                f"the configuration expects {tuple(tensor.shape)}"
+            )
+    unused = [k for k in weights if k not in expected]
+    if unused:
+        log.info("%s: %d weights not used (first: %s)", source, len(unused), unused[0])
 
 
 def locate_checkpoint(name: str, cache_dir: str | None = None) -> Path:
@@ -72,7 +90,8 @@ def load_text_to_semantic(
     config.semantic_begin_id, config.semantic_end_id = tokenizer.semantic_begin_id, tokenizer.semantic_end_id
     if config.semantic_end_id >= config.vocab_size:
         raise CheckpointError(
-            f"{path / 'tokenizer.json'}: semantic tokens reach id {config.semantic_end_id}, past vocab_size {config.vocab_size}"
+            f"{path / 'tokenizer.json'}: semantic tokens reach id {config.semantic_end_id}, "
+            f"past vocab_size {config.vocab_size}"
         )
     weights, source = _read_weights(path)
     with torch.device("meta"):

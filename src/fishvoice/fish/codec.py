@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import CheckpointError, check_weights
-from .model import FeedForward, RMSNorm, apply_rope, rope_at
+from .checkpoints import check_weights
+from .errors import CheckpointError
+from .model import FeedForward, RMSNorm, apply_rope, layers_of, rope_at
 
 
 @dataclass
@@ -130,7 +131,7 @@ class DecodeState:
     carried tensor (batch first), keyed by the layer."""
 
     frames: Tensor
-    tensors: dict[nn.Module, Tensor]
+    tensors: dict[Streamable, Tensor]
 
     @classmethod
     def stack(cls, states: list[DecodeState]) -> DecodeState:
@@ -157,7 +158,8 @@ def stream(module: nn.Module, x: Tensor, state: DecodeState) -> Tensor:
         return x
     if next(module.children(), None) is not None:
         raise TypeError(f"{type(module).__name__} has layers but no stream(): its state would be lost between chunks")
-    return module(x)  # stateless: one time step at a time (Snake, Tanh, 1x1 convolutions)
+    out: Tensor = module(x)  # stateless: one time step at a time (Snake, Tanh, 1x1 convolutions)
+    return out
 
 
 class Streamable(nn.Module):
@@ -187,7 +189,8 @@ class CausalConv(Streamable):
         left = self.span - self.stride
         frames = math.ceil((x.shape[-1] - self.span + left) / self.stride + 1)
         right = (frames - 1) * self.stride + self.span - left - x.shape[-1]
-        return self.conv(F.pad(x, (left, right)))
+        out: Tensor = self.conv(F.pad(x, (left, right)))
+        return out
 
     def initial_state(self, batch: int, like: Tensor) -> Tensor:
         return like.new_zeros(batch, self.conv.in_channels, self.span - 1)  # the zeros of the left padding
@@ -196,7 +199,8 @@ class CausalConv(Streamable):
         assert self.stride == 1, "streamed convolutions are the decoder's, all of stride 1"
         full = torch.cat([state.tensors[self], x], dim=-1)
         state.tensors[self] = full[..., x.shape[-1] :]
-        return self.conv(full)
+        out: Tensor = self.conv(full)
+        return out
 
 
 class CausalConvTranspose(Streamable):
@@ -208,7 +212,7 @@ class CausalConvTranspose(Streamable):
         self.trim = kernel - stride
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x)
+        y: Tensor = self.conv(x)
         return y[..., : y.shape[-1] - self.trim]
 
     @property
@@ -224,7 +228,8 @@ class CausalConvTranspose(Streamable):
         stride, carried = self.conv.stride[0], self.carried
         full = torch.cat([state.tensors[self], x], dim=-1)
         state.tensors[self] = full[..., full.shape[-1] - carried :]
-        return self.conv(full)[..., carried * stride : (carried + x.shape[-1]) * stride]
+        y: Tensor = self.conv(full)
+        return y[..., carried * stride : (carried + x.shape[-1]) * stride]
 
 
 class Snake(nn.Module):
@@ -246,7 +251,8 @@ class ResidualUnit(Streamable):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.block(x)
+        out: Tensor = x + self.block(x)
+        return out
 
     def stream(self, x: Tensor, state: DecodeState) -> Tensor:
         return x + stream(self.block, x, state)
@@ -268,7 +274,7 @@ class ConvNeXtBlock(Streamable):
         return self._pointwise(x, self.dwconv.stream(x, state))
 
     def _pointwise(self, x: Tensor, mixed: Tensor) -> Tensor:
-        y = self.norm(mixed.transpose(1, 2))
+        y: Tensor = self.norm(mixed.transpose(1, 2))
         y = self.gamma * self.pwconv2(F.gelu(self.pwconv1(y)))
         return x + y.transpose(1, 2)
 
@@ -304,7 +310,8 @@ class CodecAttention(Streamable):
             k, v = torch.cat([carried[:, 0], k], dim=2), torch.cat([carried[:, 1], v], dim=2)
             state.tensors[self] = torch.stack([k, v], dim=1)[:, :, :, k.shape[2] - (self.window - 1) :]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.wo(y.transpose(1, 2).reshape(batch, seq, -1))
+        out: Tensor = self.wo(y.transpose(1, 2).reshape(batch, seq, -1))
+        return out
 
     def initial_state(self, batch: int, like: Tensor) -> Tensor:
         return like.new_zeros(batch, 2, self.n_head, self.window - 1, self.head_dim)
@@ -321,8 +328,9 @@ class CodecBlock(nn.Module):
         self.ffn_layer_scale = LayerScale(config.dim)
 
     def forward(self, x: Tensor, rope: Tensor, mask: Tensor, state: DecodeState | None = None) -> Tensor:
-        h = x + self.attention_layer_scale(self.attention(self.attention_norm(x), rope, mask, state))
-        return h + self.ffn_layer_scale(self.feed_forward(self.ffn_norm(h)))
+        h: Tensor = x + self.attention_layer_scale(self.attention(self.attention_norm(x), rope, mask, state))
+        out: Tensor = h + self.ffn_layer_scale(self.feed_forward(self.ffn_norm(h)))
+        return out
 
 
 class WindowedTransformer(Streamable):
@@ -356,7 +364,8 @@ class WindowedTransformer(Streamable):
         rope = rope_at(positions, self.config.head_dim, self.config.rope_base)
         for layer in self.layers:
             x = layer(x, rope, mask[:, None], state)
-        return self.output_proj(self.norm(x)).transpose(1, 2)
+        out: Tensor = self.output_proj(self.norm(x))
+        return out.transpose(1, 2)
 
 
 # -- encoder, quantizer, decoder --------------------------------------------------------------
@@ -392,7 +401,8 @@ class EncoderBlock(nn.Module):
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.block(x)
+        out: Tensor = self.block(x)
+        return out
 
 
 class Encoder(nn.Module):
@@ -400,14 +410,16 @@ class Encoder(nn.Module):
         super().__init__()
         dim = config.encoder_dim
         layers: list[nn.Module] = [CausalConv(1, dim, 7)]
-        for stride, n_layer in zip(config.encoder_rates, config.encoder_transformer_layers):
+        # Not strict: the pairing as it was (a longer list's extra entries are ignored).
+        for stride, n_layer in zip(config.encoder_rates, config.encoder_transformer_layers, strict=False):
             dim *= 2
             layers.append(EncoderBlock(dim, stride, n_layer, config))
         layers += [Snake(dim), CausalConv(dim, config.latent_dim, 3)]
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.block(x)
+        out: Tensor = self.block(x)
+        return out
 
 
 class DecoderBlock(Streamable):
@@ -423,7 +435,8 @@ class DecoderBlock(Streamable):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.block(x)
+        out: Tensor = self.block(x)
+        return out
 
     def stream(self, x: Tensor, state: DecodeState) -> Tensor:
         return stream(self.block, x, state)
@@ -441,7 +454,8 @@ class Decoder(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+        out: Tensor = self.model(x)
+        return out
 
 
 class VectorQuantizer(nn.Module):
@@ -463,7 +477,8 @@ class VectorQuantizer(nn.Module):
         return distance.neg().argmax(-1)
 
     def decode(self, codes: Tensor) -> Tensor:
-        return self.out_proj(self.codebook(codes).transpose(1, 2))
+        out: Tensor = self.out_proj(self.codebook(codes).transpose(1, 2))
+        return out
 
 
 class ResidualQuantizer(nn.Module):
@@ -474,7 +489,7 @@ class ResidualQuantizer(nn.Module):
     def encode(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Codes (B, n, T) and the quantized sum."""
         residual, total, codes = z, torch.zeros_like(z), []
-        for quantizer in self.quantizers:
+        for quantizer in layers_of(self.quantizers, VectorQuantizer):
             code = quantizer.encode(residual)
             quantized = quantizer.decode(code)
             total, residual = total + quantized, residual - quantized
@@ -482,7 +497,11 @@ class ResidualQuantizer(nn.Module):
         return torch.stack(codes, dim=1), total
 
     def decode(self, codes: Tensor) -> Tensor:
-        return sum(q.decode(codes[:, i]) for i, q in enumerate(self.quantizers))  # type: ignore[return-value]
+        parts = [q.decode(codes[:, i]) for i, q in enumerate(layers_of(self.quantizers, VectorQuantizer))]
+        total = parts[0]
+        for part in parts[1:]:  # one at a time, in order: the rounding of a plain sum
+            total = total + part
+        return total
 
 
 class Quantizer(nn.Module):
@@ -517,7 +536,8 @@ class Quantizer(nn.Module):
         residual = codes[:, 1:].clamp(max=self.residual_size - 1)
         z = self.semantic_quantizer.decode(semantic) + self.quantizer.decode(residual)
         if state is None:
-            return self.upsample(self.post_module(z))
+            out: Tensor = self.upsample(self.post_module(z))
+            return out
         return stream(self.upsample, self.post_module.stream(z, state), state)
 
 
@@ -537,7 +557,7 @@ class Codec(nn.Module):
         length = audio.shape[-1]
         frames = max(1, math.ceil(length / self.config.frame_length))
         x = F.pad(
-            audio.reshape(1, 1, -1).to(self.encoder.block[0].conv.weight),
+            audio.reshape(1, 1, -1).to(self._weight),
             (0, frames * self.config.frame_length - length),
         )
         return self.quantizer.encode(self.encoder(x))[0, :, :frames]
@@ -545,11 +565,15 @@ class Codec(nn.Module):
     @torch.inference_mode()
     def decode(self, codes: Tensor) -> Tensor:
         """The (samples,) waveform of codes (num_codebooks, frames): frame_length samples a frame."""
-        return self.decoder(self.quantizer.decode(codes[None].to(self._weight.device).long()))[0, 0]
+        audio: Tensor = self.decoder(self.quantizer.decode(codes[None].to(self._weight.device).long()))
+        return audio[0, 0]
 
     @property
     def _weight(self) -> Tensor:
-        return self.encoder.block[0].conv.weight
+        """The first convolution's weight: where (and in what precision) the codec runs."""
+        first = self.encoder.block[0]
+        assert isinstance(first, CausalConv)
+        return first.conv.weight
 
     def start_decoding(self, batch: int = 1) -> DecodeState:
         """The state of `batch` new streams: every decoder layer as if it had seen silence before."""

@@ -17,6 +17,10 @@ def _round_up(n: int, k: int) -> int:
     return n if n % k == 0 else n + k - n % k
 
 
+def _fast_or_slow(fast: bool | None, slow: bool) -> bool:
+    return slow if fast is None else fast
+
+
 @dataclass
 class DualARConfig:
     """The slow (text/semantic) transformer, the fast (codebook) transformer, and the codebooks."""
@@ -25,10 +29,10 @@ class DualARConfig:
     vocab_size: int = 32000
     n_layer: int = 32
     n_head: int = 32
-    n_local_heads: int = -1
-    head_dim: int | None = 64
+    n_local_heads: int = -1  # -1: n_head
+    head_dim: int = 64  # 0: dim // n_head
     dim: int = 4096
-    intermediate_size: int | None = None
+    intermediate_size: int = 0  # 0: 8/3 of dim (SwiGLU), rounded up to 256
     rope_base: float = 10000
     norm_eps: float = 1e-5
     max_seq_len: int = 2048
@@ -41,11 +45,12 @@ class DualARConfig:
     num_codebooks: int = 4
 
     n_fast_layer: int = 4
-    fast_dim: int | None = None
-    fast_n_head: int | None = None
-    fast_n_local_heads: int | None = None
-    fast_head_dim: int | None = None
-    fast_intermediate_size: int | None = None
+    # The fast transformer's sizes and flags; 0 or None: the slow transformer's.
+    fast_dim: int = 0
+    fast_n_head: int = 0
+    fast_n_local_heads: int = 0
+    fast_head_dim: int = 0
+    fast_intermediate_size: int = 0
     fast_attention_qkv_bias: bool | None = None
     fast_attention_qk_norm: bool | None = None
     fast_attention_o_bias: bool | None = None
@@ -62,9 +67,9 @@ class DualARConfig:
     def __post_init__(self) -> None:
         if self.n_local_heads == -1:
             self.n_local_heads = self.n_head
-        if self.intermediate_size is None:
+        if not self.intermediate_size:
             self.intermediate_size = _round_up(int(2 * 4 * self.dim / 3), 256)
-        if self.head_dim is None:
+        if not self.head_dim:
             self.head_dim = self.dim // self.n_head
         self.fast_dim = self.fast_dim or self.dim
         self.fast_n_head = self.fast_n_head or self.n_head
@@ -84,9 +89,9 @@ class DualARConfig:
             n_local_heads=self.fast_n_local_heads,
             head_dim=self.fast_head_dim,
             intermediate_size=self.fast_intermediate_size,
-            attention_qkv_bias=self.fast_attention_qkv_bias,
-            attention_qk_norm=self.fast_attention_qk_norm,
-            attention_o_bias=self.fast_attention_o_bias,
+            attention_qkv_bias=_fast_or_slow(self.fast_attention_qkv_bias, self.attention_qkv_bias),
+            attention_qk_norm=_fast_or_slow(self.fast_attention_qk_norm, self.attention_qk_norm),
+            attention_o_bias=_fast_or_slow(self.fast_attention_o_bias, self.attention_o_bias),
         )
 
     @classmethod

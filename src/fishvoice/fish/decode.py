@@ -2,10 +2,10 @@
 requests at once.
 
 Every request in flight owns a slot: a row of the model's KV caches and of the static buffers in
-`Slots` (its last column, its position, its sampling settings, its repetition window and its noise).
+`Slots` (its last frame, its position, its sampling settings, its repetition window and its noise).
 `FrameDecoder.start` prefills one request's prompt into a free slot and samples its first frame;
 `FrameDecoder.decode_step` then produces the next frame of every slot in rows [0, batch) at once: the
-slow transformer over the last column, the main token (restricted to the semantic tokens and
+slow transformer over the last frame, the main token (restricted to the semantic tokens and
 <|im_end|>, repetition-aware), then each codebook from the fast transformer, sampled in turn. Its
 shapes depend only on (batch, length), it reads and writes only the static buffers, and it never
 syncs with the host, so on a GPU it is compiled and captured as a CUDA graph per bucket (graphs.py).
@@ -34,10 +34,9 @@ class Slots:
 
     def __init__(self, count: int, num_codebooks: int, noise_width: int, device: torch.device):
         self.count = count
-        self.columns = torch.zeros(
-            count, 1 + num_codebooks, dtype=torch.long, device=device
-        )  # last column: the next input
-        self.positions = torch.zeros(count, dtype=torch.long, device=device)  # where that column goes
+        # (count, 1 + num_codebooks): each slot's last frame, its main token then one code per codebook; the next input
+        self.frames = torch.zeros(count, 1 + num_codebooks, dtype=torch.long, device=device)
+        self.positions = torch.zeros(count, dtype=torch.long, device=device)  # where that frame goes
         self.active = torch.zeros(count, dtype=torch.long, device=device)  # 1 while a request owns the slot
         self.recent = torch.full((count, RAS_WINDOW), -1, dtype=torch.long, device=device)  # last main tokens, for RAS
         self.params = RowParams.allocate(count, device)
@@ -75,7 +74,7 @@ class FrameDecoder:
 
     def start(self, slot: int, prompt: Tensor, sampling: Sampling, cached: int = 0) -> Tensor:
         """Prefill `prompt` (1 + num_codebooks, T) into `slot` and sample its first frame; returns that
-        column (1, 1 + num_codebooks) on the device. The first `cached` positions are already in the
+        frame (1, 1 + num_codebooks) on the device. The first `cached` positions are already in the
         slot's cache (a prefix restored from the prefix cache) and are not computed again."""
         length = prompt.shape[1]
         if length >= self.max_len:
@@ -89,17 +88,17 @@ class FrameDecoder:
         positions = torch.arange(cached, length, device=self.device)[None]
         inp = prompt[None, :, cached:].to(self.device)
         logits, hidden = self.model.forward_slow(inp, CacheAccess(slot, positions, length), head=self.head)
-        column = self.sample_frame(logits[:, -1], hidden[:, -1], rows, repetition_aware=False)
-        s.columns[slot] = column[0]
+        frame = self.sample_frame(logits[:, -1], hidden[:, -1], rows, repetition_aware=False)
+        s.frames[slot] = frame[0]
         s.positions[slot] = length
         s.active[slot] = 1
-        return column
+        return frame
 
     def reset(self) -> None:
         """Every slot free and empty."""
         self.slots.active.zero_()
         self.slots.positions.zero_()
-        self.slots.columns.zero_()
+        self.slots.frames.zero_()
         self.slots.recent.fill_(-1)
 
     def free(self, slot: int) -> None:
@@ -113,18 +112,18 @@ class FrameDecoder:
         """The next frame of slots [0, batch), attending over the first `length` cached positions
         (more than every active slot's position). Updates the slots' buffers in place."""
         # Bounds the compiler can use, so a slice to `batch` or `length` stays one graph for every size.
-        torch._check(1 <= batch <= self.slots.count)
-        torch._check(1 <= length <= self.max_len)
+        torch._check_with(RuntimeError, 1 <= batch <= self.slots.count, lambda: "batch out of range")
+        torch._check_with(RuntimeError, 1 <= length <= self.max_len, lambda: "length out of range")
         s, rows = self.slots, slice(0, batch)
         cache = CacheAccess(0, s.positions[rows, None], length)
-        logits, hidden = self.model.forward_slow(s.columns[rows, :, None], cache, head=self.head)
-        column = self.sample_frame(logits[:, -1], hidden[:, -1], rows, repetition_aware=True)
-        s.recent[rows] = torch.cat([s.recent[rows, 1:], column[:, :1]], dim=1)
-        s.columns[rows] = column
+        logits, hidden = self.model.forward_slow(s.frames[rows, :, None], cache, head=self.head)
+        frame = self.sample_frame(logits[:, -1], hidden[:, -1], rows, repetition_aware=True)
+        s.recent[rows] = torch.cat([s.recent[rows, 1:], frame[:, :1]], dim=1)
+        s.frames[rows] = frame
         s.positions[rows] += s.active[rows]
 
     def sample_frame(self, logits: Tensor, hidden: Tensor, rows: slice, repetition_aware: bool) -> Tensor:
-        """One column per row (batch, 1 + num_codebooks): the main token from the slow transformer's
+        """One frame per row (batch, 1 + num_codebooks): the main token from the slow transformer's
         candidate logits, then each codebook from the fast transformer."""
         s, model = self.slots, self.model
         config = model.config
@@ -140,7 +139,7 @@ class FrameDecoder:
         )
         model.forward_fast(hidden, self.fast_positions[:1])  # position 0 holds the slow transformer's state
         code = (token - config.semantic_begin_id).clamp(0, config.codebook_size - 1)
-        column = [token, code]
+        frame = [token, code]
         k = min(TOP_K_LIMIT, self.codebook_size)
         for codebook in range(1, config.num_codebooks):
             fast_logits = model.forward_fast(model.fast_embeddings(code), self.fast_positions[codebook : codebook + 1])
@@ -153,5 +152,5 @@ class FrameDecoder:
                 params.top_k,
                 k,
             )
-            column.append(code)
-        return torch.stack(column, dim=1)
+            frame.append(code)
+        return torch.stack(frame, dim=1)

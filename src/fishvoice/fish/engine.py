@@ -21,11 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import FishvoiceError
 from .checkpoints import load_text_to_semantic
 from .codec import Codec, CodecConfig, load_codec
 from .decode import FrameDecoder
-from .errors import CheckpointError
+from .errors import CheckpointError, InvalidRequestError
 from .generate import Sampling, frame_limit
 from .graphs import CapturedSteps, EagerSteps
 from .model import DualAR
@@ -79,22 +78,22 @@ class FishEngine:
         path = Path(checkpoint)
         resolved = resolve_device(device)
         precision = resolve_dtype(dtype, resolved)
-        t2s = load_text_to_semantic(path, resolved, precision)
+        text_to_semantic = load_text_to_semantic(path, resolved, precision)
         codec_config = CodecConfig.from_json(path / "codec.json") if (path / "codec.json").is_file() else CodecConfig()
         # The codec stays in fp32 off the GPU: its output is the audio itself.
         codec = load_codec(
             path / "codec.pth", codec_config, resolved, precision if resolved.type == "cuda" else torch.float32
         )
-        if codec_config.num_codebooks != t2s.model.config.num_codebooks:
+        if codec_config.num_codebooks != text_to_semantic.model.config.num_codebooks:
             raise CheckpointError(
                 f"{path / 'codec.pth'}: the codec has {codec_config.num_codebooks} codebooks; "
-                f"the model expects {t2s.model.config.num_codebooks}"
+                f"the model expects {text_to_semantic.model.config.num_codebooks}"
             )
         self._start(
-            t2s.model,
+            text_to_semantic.model,
             codec,
-            t2s.tokenizer,
-            t2s.tokenizer.im_end_id,
+            text_to_semantic.tokenizer,
+            text_to_semantic.tokenizer.im_end_id,
             compile=compile,
             cuda_graphs=cuda_graphs,
             compile_cache=compile_cache,
@@ -170,7 +169,7 @@ class FishEngine:
     def encode_reference(self, samples: np.ndarray) -> Tensor:
         """Prompt codes of a reference voice: mono float samples at the codec's rate."""
         audio = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-        return self.codec_worker.call(lambda: self.codec.encode(audio.to(self.device)).cpu()).result()  # type: ignore[return-value]
+        return self.codec_worker.call(lambda: self.codec.encode(audio.to(self.device)).cpu()).result()
 
     def stream(
         self, text: str, reference: tuple[Tensor, str] | None, sampling: Sampling, stop: threading.Event | None = None
@@ -200,10 +199,9 @@ class FishEngine:
         try:
             sampling.check()
         except ValueError as exc:
-            raise FishvoiceError("invalid_input", f"fish sampling: {exc}") from None
+            raise InvalidRequestError(f"fish sampling: {exc}") from None
         if prompt.shape[1] + 1 >= self.max_len:
-            raise FishvoiceError(
-                "invalid_input",
+            raise InvalidRequestError(
                 f"the voice's prompt takes {prompt.shape[1]} positions; the engine holds "
                 f"{self.max_len} (FISHVOICE_FISH_MAX_LEN): use a shorter reference voice or sentence",
             )

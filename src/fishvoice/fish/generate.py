@@ -29,29 +29,30 @@ def frame_limit(text: str, prompt_length: int, max_seq_len: int) -> int:
 
 @torch.inference_mode()
 def iterate_frames(
-    model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames: int, sampling: Sampling = Sampling()
+    model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames: int, sampling: Sampling | None = None
 ) -> Iterator[Tensor]:
-    """Yield each frame's codes (num_codebooks,) as soon as it is known not to be the last column.
+    """Yield each frame's codes (num_codebooks,) as soon as it is known not to be the last frame.
 
-    Like the reference, the last decoded column is dropped whether or not it is <|im_end|>, so a
-    frame is released only once the next one exists.
+    Like the reference, the last decoded frame is dropped whether or not it is <|im_end|>, so a
+    frame is released only once the next one exists. Without `sampling`, Sampling()'s defaults.
     """
+    sampling = sampling if sampling is not None else Sampling()
     length = prompt.shape[1]
     max_new_frames = max(1, min(max_new_frames, model.config.max_seq_len - length))
     decoder = FrameDecoder(model, im_end_id, slots=1, max_len=length + max_new_frames)
-    column = decoder.start(0, prompt, sampling)[0]
+    frame = decoder.start(0, prompt, sampling)[0]  # (1 + num_codebooks,): the main token, then the codes
     for step in range(1, max_new_frames):
-        if column[0] == im_end_id:
+        if frame[0] == im_end_id:
             return
         decoder.draw_noise([0])
         decoder.decode_step(1, length + step)
-        following = decoder.slots.columns[0].clone()
-        yield column[1:]
-        column = following
+        following = decoder.slots.frames[0].clone()
+        yield frame[1:]
+        frame = following
 
 
 def generate_codes(
-    model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames: int, sampling: Sampling = Sampling()
+    model: DualAR, prompt: Tensor, im_end_id: int, max_new_frames: int, sampling: Sampling | None = None
 ) -> Tensor:
     """All frames at once: codes (num_codebooks, frames)."""
     frames = list(iterate_frames(model, prompt, im_end_id, max_new_frames, sampling))

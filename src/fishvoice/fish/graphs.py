@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .cuda import new_stream
 from .decode import FrameDecoder
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class CapturedSteps:
     @torch.inference_mode()
     def _capture(self, step: Callable[[int, int], None]) -> None:
         shapes = [(b, n) for b in reversed(self.batches) for n in reversed(self.lengths)]
-        side = torch.cuda.Stream()
+        side = new_stream(None)
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # compile, autotune and allocate before any capture
             for shape in shapes:

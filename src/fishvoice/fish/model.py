@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +20,14 @@ from torch import Tensor, nn
 
 from .config import DualARConfig
 
+M = TypeVar("M", bound=nn.Module)
+
 
 class KVCache(nn.Module):
     """Keys and values of every position so far, for each slot: (slots, kv_heads, max_len, head_dim)."""
+
+    k_cache: Tensor  # buffers, declared for the type checker
+    v_cache: Tensor
 
     def __init__(self, slots: int, max_len: int, n_heads: int, head_dim: int, dtype: torch.dtype):
         super().__init__()
@@ -47,6 +53,14 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         xf = x.float()
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def layers_of(layers: nn.ModuleList, kind: type[M]) -> list[M]:
+    """The modules of a ModuleList as what they are (it hands them out typed as plain modules)."""
+    typed = [layer for layer in layers if isinstance(layer, kind)]
+    if len(typed) != len(layers):
+        raise TypeError(f"expected only {kind.__name__} layers")
+    return typed
 
 
 def rope_at(positions: Tensor, head_dim: int, base: float) -> Tensor:
@@ -130,7 +144,8 @@ class Attention(nn.Module):
             k, v = self.kv_cache.update(cache.first, cache.input_pos, k, v)
             k, v = k[:, :, : cache.length].to(q.dtype), v[:, :, : cache.length].to(q.dtype)
         y = grouped_attention(q, k, v, mask)
-        return self.wo(y.transpose(1, 2).reshape(batch, seq, q_size))
+        out: Tensor = self.wo(y.transpose(1, 2).reshape(batch, seq, q_size))
+        return out
 
 
 class FeedForward(nn.Module):
@@ -143,7 +158,8 @@ class FeedForward(nn.Module):
         self.w2 = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        out: Tensor = self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return out
 
 
 class Block(nn.Module):
@@ -155,8 +171,9 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
 
     def forward(self, x: Tensor, rope: Tensor, mask: Tensor, cache: CacheAccess | None = None) -> Tensor:
-        h = x + self.attention(self.attention_norm(x), rope, mask, cache)
-        return h + self.feed_forward(self.ffn_norm(h))
+        h: Tensor = x + self.attention(self.attention_norm(x), rope, mask, cache)
+        out: Tensor = h + self.feed_forward(self.ffn_norm(h))
+        return out
 
 
 class DualAR(nn.Module):
@@ -165,6 +182,9 @@ class DualAR(nn.Module):
     Input is a (batch, 1 + num_codebooks, seq) matrix: row 0 token ids, rows 1.. the codes of each
     semantic position (ignored elsewhere).
     """
+
+    rope: Tensor  # buffers (make_rope), declared for the type checker
+    fast_rope: Tensor
 
     def __init__(self, config: DualARConfig):
         super().__init__()
@@ -209,15 +229,24 @@ class DualAR(nn.Module):
         dtype = dtype or self.embeddings.weight.dtype
         device = self.embeddings.weight.device
         fast = self.config.fast()
-        for block in self.layers:
+        for block in layers_of(self.layers, Block):
             block.attention.kv_cache = KVCache(
                 slots, max_len, self.config.n_local_heads, self.config.head_dim, dtype
             ).to(device)
-        for block in self.fast_layers:
+        for block in layers_of(self.fast_layers, Block):
             block.attention.kv_cache = KVCache(
                 slots, self.config.num_codebooks, fast.n_local_heads, fast.head_dim, dtype
             ).to(device)
         self.cache_slots, self.cache_len = slots, max_len
+
+    def kv_caches(self) -> list[KVCache]:
+        """The slow transformer's KV caches, one per layer (setup_caches makes them)."""
+        caches: list[KVCache] = []
+        for block in layers_of(self.layers, Block):
+            if block.attention.kv_cache is None:
+                raise RuntimeError("the model has no KV caches yet: setup_caches() makes them")
+            caches.append(block.attention.kv_cache)
+        return caches
 
     # -- slow transformer ---------------------------------------------------------------------
 
@@ -228,7 +257,7 @@ class DualAR(nn.Module):
         codes = self.codebook_embeddings(inp[:, 1:] + offsets).sum(dim=1)
         tokens = inp[:, 0]
         semantic = (tokens >= config.semantic_begin_id) & (tokens <= config.semantic_end_id)
-        x = self.embeddings(tokens) + codes * semantic[..., None]
+        x: Tensor = self.embeddings(tokens) + codes * semantic[..., None]
         if config.scale_codebook_embeddings:
             x = torch.where(semantic[..., None], x / math.sqrt(config.num_codebooks + 1), x)
         return x
@@ -273,4 +302,5 @@ class DualAR(nn.Module):
         x = x.view(batch, 1, -1)
         for block in self.fast_layers:
             x = block(x, rope, mask, cache)
-        return self.fast_output(self.fast_norm(x))[:, 0]
+        logits: Tensor = self.fast_output(self.fast_norm(x))[:, 0]
+        return logits

@@ -35,8 +35,7 @@ class PrefixCache:
             return False
         self._entries.move_to_end(key)
         length = prefix.shape[1]
-        for block, (k, v) in zip(self.model.layers, entry):
-            cache = block.attention.kv_cache
+        for cache, (k, v) in zip(self.model.kv_caches(), entry, strict=True):
             cache.k_cache[slot, :, :length] = k
             cache.v_cache[slot, :, :length] = v
         self.hits += 1
@@ -48,11 +47,8 @@ class PrefixCache:
         if length > self.max_positions or (key := self._key(prefix)) in self._entries:
             return
         self._entries[key] = [
-            (
-                block.attention.kv_cache.k_cache[slot, :, :length].clone(),
-                block.attention.kv_cache.v_cache[slot, :, :length].clone(),
-            )
-            for block in self.model.layers
+            (cache.k_cache[slot, :, :length].clone(), cache.v_cache[slot, :, :length].clone())
+            for cache in self.model.kv_caches()
         ]
         self._positions += length
         while self._positions > self.max_positions:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from queue import SimpleQueue
 
@@ -21,22 +22,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import FishvoiceError, is_out_of_memory
+from .cuda import new_event
 from .decode import FrameDecoder
+from .errors import EngineClosedError, StepFailedError
 from .graphs import CapturedSteps, EagerSteps
 from .prefix_cache import PrefixCache
 from .sampling import Sampling
 
 log = logging.getLogger(__name__)
 
-_END = object()
-
 
 @dataclass
 class FrameRequest:
-    """One utterance to generate. `max_frames` counts the columns decoded (the reference's
-    max_new_tokens): at most max_frames - 1 frames come out, the last column is dropped as the
-    reference drops it. The first `prefix` prompt columns are shared by requests in the same voice."""
+    """One utterance to generate. `max_frames` counts the frames decoded (the reference's
+    max_new_tokens): at most max_frames - 1 come out, the last one decoded is dropped as the
+    reference drops it. The first `prefix` prompt positions are shared by requests in the same voice."""
 
     prompt: Tensor  # (1 + num_codebooks, T), on the CPU
     max_frames: int
@@ -46,20 +46,20 @@ class FrameRequest:
 
 
 class FrameStream:
-    """A submitted request, seen from both sides: its caller iterates the frames (num_codebooks,) as
-    they are generated; the scheduler feeds it and ends it."""
+    """A submitted request, seen from both sides: its caller iterates the codes of each frame
+    (num_codebooks,) as they are generated; the scheduler feeds it and ends it."""
 
     def __init__(self, request: FrameRequest, im_end_id: int, scheduler: Scheduler):
         self.request, self.im_end_id, self._scheduler = request, im_end_id, scheduler
-        self._items: SimpleQueue[object] = SimpleQueue()
+        self._items: SimpleQueue[np.ndarray | BaseException | None] = SimpleQueue()  # None: the end
         self._cancelled = threading.Event()
-        self.decoded = 0  # columns seen, the prefill's included
+        self.decoded = 0  # frames seen, the prefill's included
         self.done = False
         self.stopped_at_step: int | None = None  # the scheduler's step count when the caller stopped it
         self.ended_at_step: int | None = None
 
-    def __iter__(self):
-        while (item := self._items.get()) is not _END:
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while (item := self._items.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
             yield item
@@ -79,13 +79,14 @@ class FrameStream:
 
     # -- the scheduler's side -----------------------------------------------------------------
 
-    def accept(self, column: np.ndarray) -> bool:
-        """Take the next decoded column; True when the request has ended (<|im_end|>, or the frame limit)."""
+    def accept(self, frame: np.ndarray) -> bool:
+        """Take the next decoded frame (1 + num_codebooks,) and hand its codes on; True when the request
+        has ended (<|im_end|>, or the frame limit)."""
         index, self.decoded = self.decoded, self.decoded + 1
-        if column[0] == self.im_end_id or index >= self.request.max_frames - 1:
+        if frame[0] == self.im_end_id or index >= self.request.max_frames - 1:
             return True
-        self._items.put(column[1:].copy())
-        return index + 1 >= self.request.max_frames - 1  # the next column would be the dropped last one
+        self._items.put(frame[1:].copy())
+        return index + 1 >= self.request.max_frames - 1  # the next frame would be the dropped last one
 
     def finish(self, error: BaseException | None = None) -> None:
         if self.done:
@@ -93,7 +94,7 @@ class FrameStream:
         self.done, self.ended_at_step = True, self._scheduler.steps_run
         if error is not None:
             self._items.put(error)
-        self._items.put(_END)
+        self._items.put(None)
 
 
 class HostCopy:
@@ -103,7 +104,7 @@ class HostCopy:
         cuda = source.device.type == "cuda"
         self.host = into if into is not None else torch.empty(source.shape, dtype=source.dtype, pin_memory=cuda)
         self.host.copy_(source, non_blocking=cuda)
-        self.event = torch.cuda.Event() if cuda else None
+        self.event = new_event() if cuda else None
         if self.event is not None:
             self.event.record()
 
@@ -116,7 +117,7 @@ class HostCopy:
 @dataclass
 class _Launched:
     owners: dict[int, FrameStream]  # slot -> request, as they were when the step was launched
-    columns: HostCopy
+    frames: HostCopy
 
 
 class Scheduler:
@@ -139,7 +140,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._closed = False
         cuda = decoder.device.type == "cuda"
-        self._host = [torch.empty(decoder.slots.columns.shape, dtype=torch.long, pin_memory=cuda) for _ in range(2)]
+        self._host = [torch.empty(decoder.slots.frames.shape, dtype=torch.long, pin_memory=cuda) for _ in range(2)]
         self._thread = threading.Thread(target=self._loop, name="fish-scheduler", daemon=True)
         self._thread.start()
 
@@ -150,7 +151,7 @@ class Scheduler:
             while len(self._waiting) >= self.max_waiting and not self._closed and not stream.stopped:
                 self._cond.wait(timeout=0.1)
             if self._closed:
-                raise FishvoiceError("backend_unavailable", "the fish engine is shut down")
+                raise EngineClosedError("the fish engine is shut down")
             self._waiting.append(stream)
             self._cond.notify_all()
         return stream
@@ -187,7 +188,7 @@ class Scheduler:
                 except Exception as exc:
                     pending = None
                     self._fail_running(exc)
-        closed = FishvoiceError("backend_unavailable", "the fish engine is shut down")
+        closed = EngineClosedError("the fish engine is shut down")
         for stream in [*self._running.values(), *self._waiting]:
             stream.finish(closed)
 
@@ -202,7 +203,7 @@ class Scheduler:
             self._cond.notify_all()
 
     def _admit(self) -> list[tuple[int, FrameStream, HostCopy]]:
-        """Prefill waiting requests into free slots; their first columns, on their way to the host."""
+        """Prefill waiting requests into free slots; their first frames, on their way to the host."""
         fresh = []
         while len(self._running) < self.capacity:
             with self._cond:
@@ -215,14 +216,14 @@ class Scheduler:
                 continue
             slot = min(set(range(self.capacity)) - set(self._running))
             try:
-                column = self._prefill(slot, stream.request)
+                frame = self._prefill(slot, stream.request)
             except Exception as exc:
                 self.decoder.free(slot)
                 stream.finish(self._failure(exc, "prefill"))
                 continue
             self._running[slot] = stream
             self._positions[slot] = stream.request.prompt.shape[1]
-            fresh.append((slot, stream, HostCopy(column[0])))
+            fresh.append((slot, stream, HostCopy(frame[0])))
         return fresh
 
     def _prefill(self, slot: int, request: FrameRequest) -> Tensor:
@@ -231,13 +232,13 @@ class Scheduler:
         cached = (
             request.prefix if request.prefix and self.prefix_cache and self.prefix_cache.restore(slot, prefix) else 0
         )
-        column = self.decoder.start(slot, request.prompt, request.sampling, cached)
+        frame = self.decoder.start(slot, request.prompt, request.sampling, cached)
         if request.prefix and self.prefix_cache and not cached:
             self.prefix_cache.store(slot, prefix)
-        return column
+        return frame
 
     def _launch(self) -> _Launched:
-        """One step over every occupied slot; its columns start their copy to the host."""
+        """One step over every occupied slot; its frames start their copy to the host."""
         owners = dict(self._running)
         batch = max(owners) + 1
         length = min(self.decoder.max_len, max(self._positions[slot] for slot in owners) + 1)
@@ -247,17 +248,17 @@ class Scheduler:
         for slot in owners:
             self._positions[slot] += 1
         host = self._host[self.steps_run % 2]  # the other buffer may still be read: it holds the previous step
-        return _Launched(owners, HostCopy(self.decoder.slots.columns[:batch], host[:batch]))
+        return _Launched(owners, HostCopy(self.decoder.slots.frames[:batch], host[:batch]))
 
     def _deliver(self, launched: _Launched) -> None:
-        columns = launched.columns.numpy()
+        frames = launched.frames.numpy()
         for slot, stream in launched.owners.items():
-            if self._running.get(slot) is stream and stream.accept(columns[slot]):
+            if self._running.get(slot) is stream and stream.accept(frames[slot]):
                 self._release(slot)
 
     def _deliver_first(self, fresh: list[tuple[int, FrameStream, HostCopy]]) -> None:
-        for slot, stream, column in fresh:
-            if self._running.get(slot) is stream and stream.accept(column.numpy()):
+        for slot, stream, frame in fresh:
+            if self._running.get(slot) is stream and stream.accept(frame.numpy()):
                 self._release(slot)
 
     def _release(self, slot: int, error: BaseException | None = None) -> None:
@@ -273,16 +274,19 @@ class Scheduler:
         for slot in list(self._running):
             self._release(slot, error)
 
-    def _failure(self, exc: Exception, where: str) -> FishvoiceError:
-        if is_out_of_memory(exc):
+    def _failure(self, exc: Exception, where: str) -> StepFailedError:
+        if _out_of_memory(exc):
             log.error("fish %s ran out of memory; its requests fail, the engine goes on", where)
             if self.decoder.device.type == "cuda":
                 torch.cuda.empty_cache()
-            error = FishvoiceError(
-                "backend_unavailable", "the voice ran out of GPU memory for this request; send it again"
-            )
+            error = StepFailedError("the voice ran out of GPU memory for this request; send it again")
         else:
             log.exception("fish %s failed", where)
-            error = FishvoiceError("backend_unavailable", f"the voice failed: {type(exc).__name__}: {exc}")
+            error = StepFailedError(f"the voice failed: {type(exc).__name__}: {exc}")
         error.__cause__ = exc
         return error
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A GPU (or allocator) out-of-memory error: torch's OutOfMemoryError, or a message that says so."""
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()

@@ -16,14 +16,18 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .codec import Codec, DecodeState
+from .cuda import new_stream
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def decode_streaming(codec: Codec, codes: Tensor, first_frames: int = 4, chunk_frames: int = 24) -> Iterator[Tensor]:
@@ -66,8 +70,7 @@ class _Decode:
 
 @dataclass
 class _Call:
-    work: Callable[[], object]
-    result: Future[object] = field(default_factory=Future)
+    run: Callable[[], None]  # the work, settling its future
 
 
 class CodecWorker:
@@ -77,7 +80,7 @@ class CodecWorker:
     def __init__(self, codec: Codec):
         self.codec = codec
         device = next(codec.parameters()).device
-        self._cuda = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._cuda = new_stream(device) if device.type == "cuda" else None
         self._jobs: queue.SimpleQueue[_Decode | _Call | None] = queue.SimpleQueue()
         self.batches = 0  # decode calls made, for the stats: fewer than chunks when requests share one
         self._thread = threading.Thread(target=self._loop, name="fish-codec", daemon=True)
@@ -89,11 +92,18 @@ class CodecWorker:
         self._jobs.put(job)
         return job.result
 
-    def call(self, work: Callable[[], object]) -> Future[object]:
+    def call(self, work: Callable[[], T]) -> Future[T]:
         """Run `work` on the codec's thread (and CUDA stream)."""
-        job = _Call(work)
-        self._jobs.put(job)
-        return job.result
+        result: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                result.set_result(work())
+            except Exception as exc:
+                result.set_exception(exc)
+
+        self._jobs.put(_Call(run))
+        return result
 
     def close(self) -> None:
         self._jobs.put(None)
@@ -113,7 +123,7 @@ class CodecWorker:
         decodes: dict[int, list[_Decode]] = {}
         for job in jobs:
             if isinstance(job, _Call):
-                self._settle(job.result, job.work)
+                job.run()
             else:
                 decodes.setdefault(job.codes.shape[1], []).append(job)
         for group in decodes.values():
@@ -121,12 +131,10 @@ class CodecWorker:
 
     def _decode(self, group: list[_Decode]) -> None:
         try:
-            for job in group:
-                job.stream.state = job.stream.state or self.codec.start_decoding()
-            state = DecodeState.stack([job.stream.state for job in group])  # type: ignore[misc]
+            state = DecodeState.stack([job.stream.state or self.codec.start_decoding() for job in group])
             audio = self.codec.decode_next(torch.from_numpy(np.stack([job.codes for job in group])), state)
             self.batches += 1
-            for job, row, part in zip(group, audio.float().cpu().numpy(), state.split()):
+            for job, row, part in zip(group, audio.float().cpu().numpy(), state.split(), strict=True):
                 job.stream.state = part
                 job.result.set_result(row)
         except Exception as exc:
@@ -134,10 +142,3 @@ class CodecWorker:
             for job in group:
                 if not job.result.done():
                     job.result.set_exception(exc)
-
-    @staticmethod
-    def _settle(result: Future, work: Callable[[], object]) -> None:
-        try:
-            result.set_result(work())
-        except Exception as exc:
-            result.set_exception(exc)

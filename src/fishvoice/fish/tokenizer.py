@@ -36,10 +36,14 @@ class FishTokenizer:
             # The engine maps code -> token as an offset, as the reference does; that needs one contiguous run.
             raise CheckpointError(f"{file}: the semantic tokens are not one contiguous run of ids")
         self.semantic_begin_id, self.semantic_end_id = ids[0], ids[-1]
-        for token in (IM_START, IM_END, VOICE_MODALITY):
-            if self._tokenizer.token_to_id(token) is None:
-                raise CheckpointError(f"{file}: lacks the special token {token}")
-        self.im_end_id = self._tokenizer.token_to_id(IM_END)
+        # All three must be there; the engine itself needs <|im_end|>'s id.
+        _, self.im_end_id, _ = (self._special_id(file, token) for token in (IM_START, IM_END, VOICE_MODALITY))
+
+    def _special_id(self, file: Path, token: str) -> int:
+        token_id = self._tokenizer.token_to_id(token)
+        if token_id is None:
+            raise CheckpointError(f"{file}: lacks the special token {token}")
+        return token_id
 
     def encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=False).ids

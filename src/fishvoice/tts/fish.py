@@ -1,4 +1,6 @@
-"""The `fish` voice backend: Fish Speech through our own engine; clones a reference voice."""
+"""The `fish` voice backend: Fish Speech through our own engine; clones a reference voice.
+
+The engine raises its own errors (fish/errors.py); here they become the API's, code and message."""
 
 from __future__ import annotations
 
@@ -6,12 +8,27 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from ..audio import Audio, resample
-from ..errors import FishvoiceError, is_out_of_memory
+from ..errors import ErrorCode, FishvoiceError, is_out_of_memory
+from ..fish.errors import FishEngineError, InvalidRequestError
 from ..voices import VoiceReference
 
+if TYPE_CHECKING:  # annotations only: importing this module needs no torch
+    from torch import Tensor
+
+    from ..fish.engine import FishEngine
+    from ..fish.sampling import Sampling
+
 log = logging.getLogger(__name__)
+
+
+def engine_error(exc: FishEngineError) -> FishvoiceError:
+    """The API's error for an engine's: a refused request is the caller's to fix; anything else (a
+    checkpoint that does not load, an engine shut down, a failed step) means the voice is unavailable."""
+    code: ErrorCode = "invalid_input" if isinstance(exc, InvalidRequestError) else "backend_unavailable"
+    return FishvoiceError(code, str(exc))
 
 
 class FishTTS:
@@ -20,12 +37,12 @@ class FishTTS:
     name = "fish"
     can_clone = True
 
-    def __init__(self, engine, sampling, cache_size: int = 64):  # engine: fish.engine.FishEngine
+    def __init__(self, engine: FishEngine, sampling: Sampling, cache_size: int = 64):
         self.engine = engine
         self.sampling = sampling
         self.sample_rate = engine.sample_rate
         self.capacity = engine.max_concurrency  # requests the engine decodes together
-        self._cache: OrderedDict[str, object] = OrderedDict()
+        self._cache: OrderedDict[str, Tensor] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self.encodes = 0  # references encoded so far (a cache miss each)
@@ -37,8 +54,8 @@ class FishTTS:
         try:
             for chunk in self.engine.stream(text, reference, self.sampling, stop):
                 yield Audio(chunk, self.sample_rate)
-        except FishvoiceError:
-            raise
+        except FishEngineError as exc:
+            raise engine_error(exc) from exc
         except Exception as exc:
             if is_out_of_memory(exc):  # outside a frame step (the engine fails those requests itself)
                 self.engine.release_memory()
@@ -46,7 +63,7 @@ class FishTTS:
             log.exception("fish voice failed")
             raise FishvoiceError("backend_unavailable", f"the voice failed: {type(exc).__name__}: {exc}") from exc
 
-    def _reference_codes(self, voice: VoiceReference):
+    def _reference_codes(self, voice: VoiceReference) -> Tensor:
         with self._cache_lock:
             if voice.hash in self._cache:
                 self._cache.move_to_end(voice.hash)
