@@ -48,7 +48,25 @@ _PUBLIC = {
     "ErrorCode": "errors",
     "FishvoiceError": "errors",
 }
-__all__ = ["__version__", *_PUBLIC]
+__all__ = [
+    "AudioEvent",
+    "ChatMessage",
+    "Client",
+    "ClientError",
+    "DoneEvent",
+    "ErrorCode",
+    "ErrorEvent",
+    "Event",
+    "FishvoiceError",
+    "Request",
+    "Response",
+    "TextEvent",
+    "Timings",
+    "Usage",
+    "VoiceInfo",
+    "__version__",
+    "parse_request",
+]
 
 
 def __getattr__(name: str) -> Any:
