@@ -30,6 +30,8 @@ STATES = (IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT)
 FINAL_STATES = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
 CANCEL_WAIT_S = 10.0  # how long /cancel waits for a running job to stop
 
+Event = dict[str, Any]  # one event of a reply, JSON-ready, as /stream hands it out
+
 
 class QueueFull(FishvoiceError):
     """The queue holds as many jobs as it may; the server answers 429."""
@@ -63,6 +65,11 @@ class JobView:
     def is_final(self) -> bool:
         return self.status in FINAL_STATES
 
+    def end(self, outcome: Outcome) -> None:
+        """Take on the outcome, now. Whether the job may still end is the store's to decide (`may_end`)."""
+        self.status, self.output, self.error = outcome.status, outcome.output, outcome.error
+        self.finished_at = time.time()
+
     def summary(self) -> dict[str, Any]:
         """The job as RunPod's `/status` shows it; times in ms."""
         body: dict[str, Any] = {"id": self.id, "status": self.status}
@@ -88,6 +95,10 @@ class Outcome:
     @classmethod
     def failure(cls, status: str, error: FishvoiceError) -> Outcome:
         return cls(status, error.to_dict(), error.message)
+
+    @classmethod
+    def cancelled(cls, why: str) -> Outcome:
+        return cls.failure(CANCELLED, FishvoiceError("cancelled", why))
 
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> Outcome:
