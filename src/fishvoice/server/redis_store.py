@@ -157,7 +157,7 @@ class RedisJobStore:
         ]
         with suppress(TimeoutError):  # /runsync wakes on messages: subscribe before the first job
             await asyncio.wait_for(self._listening.wait(), LISTEN_WAIT_S)
-        log.info("job table in Redis (%s), shared; this server is %s", self._base.rstrip(":"), self.worker)
+        log.info("jobs kept in Redis (%s), shared; this server is %s", self._base.rstrip(":"), self.worker)
 
     async def close(self) -> None:
         for task in self._chores:
@@ -378,7 +378,7 @@ class RedisJobStore:
                 await self.release_dead()
                 await self.expire()
             except FishvoiceError as exc:
-                log.warning("job table upkeep failed: %s", exc.message)
+                log.warning("job store upkeep failed: %s", exc.message)
 
     async def _heartbeat(self) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
