@@ -273,7 +273,7 @@ def test_auth_on_needs_a_key_and_keeps_conversations_apart(tmp_path, job_table):
         assert job["status"] == "COMPLETED"
         assert two.get(f"/status/{job['id']}").status_code == 404  # another key's job is invisible
         other = two.post("/runsync", json={"input": {**turn, "message": "What is my secret word?"}}).json()["output"]
-        assert [t["content"] for t in other["history"]][0] == "What is my secret word?"  # key two started its own
+        assert other["history"][0]["content"] == "What is my secret word?"  # key two started its own
         again = one.post("/runsync", json={"input": {**turn, "message": "Again?"}}).json()["output"]
         assert len(again["history"]) == 4 and again["history"][0]["content"] == "My secret word is pineapple."
         one.close()

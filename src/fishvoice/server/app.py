@@ -15,32 +15,39 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..assistant import Assistant
 from ..config import Settings
-from ..errors import FishvoiceError
+from ..errors import ErrorCode, FishvoiceError
 from ..factory import jobs_at_once
-from .jobs import JobTable, MemoryJobTable, QueueFull
+from .jobs import QueueFull
+from .memory_store import MemoryJobStore
+from .runner import JobLimits, JobRunner
 from .runpod_api import Auth, build_router, error_response
+from .store import JobStore
 
 log = logging.getLogger(__name__)
 
 
-def build_job_table(assistant: Assistant, settings: Settings) -> JobTable:
-    limits = {
-        "concurrency": jobs_at_once(settings.concurrency, assistant.tts, 2),
-        "queue_size": settings.queue_size,
-        "timeout_s": settings.job_timeout,
-        "ttl_s": settings.job_ttl,
-        "debug": settings.debug,
-    }
+def build_job_store(settings: Settings, limits: JobLimits) -> JobStore:
+    """Jobs in this process (`FISHVOICE_JOBS=memory`), or in the Redis the setting names."""
     if settings.jobs == "memory":
-        return MemoryJobTable(assistant, **limits)
-    from .redis_jobs import RedisJobTable
+        return MemoryJobStore(ttl_s=limits.ttl_s)
+    from .redis_store import RedisJobStore
 
-    return RedisJobTable(assistant, settings.jobs, prefix=settings.redis_prefix, **limits)
+    return RedisJobStore(settings.jobs, prefix=settings.redis_prefix, ttl_s=limits.ttl_s, timeout_s=limits.timeout_s)
+
+
+def build_job_runner(assistant: Assistant, settings: Settings) -> JobRunner:
+    limits = JobLimits(
+        concurrency=jobs_at_once(settings.concurrency, assistant.tts, 2),
+        queue_size=settings.queue_size,
+        timeout_s=settings.job_timeout,
+        ttl_s=settings.job_ttl,
+    )
+    return JobRunner(assistant, build_job_store(settings, limits), limits, debug=settings.debug)
 
 
 def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
     """The RunPod-compatible API over an assistant whose models are already loaded."""
-    jobs = build_job_table(assistant, settings)
+    jobs = build_job_runner(assistant, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,7 +63,7 @@ def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
         "llm": assistant.llm.name,
         "voice": assistant.tts.name,
         "store": type(assistant.store).__name__,
-        "jobs": type(jobs).__name__,
+        "jobs": jobs.store.name,
     }
     router = build_router(
         jobs,
@@ -80,7 +87,7 @@ def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        code = "not_found" if exc.status_code == 404 else "invalid_input"
+        code: ErrorCode = "not_found" if exc.status_code == 404 else "invalid_input"
         return error_response(
             FishvoiceError(code, f"{request.method} {request.url.path}: {exc.detail}"), exc.status_code
         )
@@ -106,7 +113,11 @@ def serve(settings: Settings) -> None:
     app = create_app(assistant, settings)
     auth = f"bearer auth with {len(settings.api_keys())} key(s)" if settings.api_keys() else "no auth"
     log.info(
-        "serving on http://%s:%d (%s, %d jobs at once)", settings.host, settings.port, auth, app.state.jobs.concurrency
+        "serving on http://%s:%d (%s, %d jobs at once)",
+        settings.host,
+        settings.port,
+        auth,
+        app.state.jobs.limits.concurrency,
     )
     uvicorn.run(
         app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), timeout_graceful_shutdown=10

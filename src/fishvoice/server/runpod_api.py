@@ -1,4 +1,4 @@
-"""RunPod's job API over the job table: /run, /runsync, /status, /stream, /cancel, /purge-queue, /health.
+"""RunPod's job API over the job runner: /run, /runsync, /status, /stream, /cancel, /purge-queue, /health.
 
 The same router is mounted at the root and under /v2/{endpoint_id}, so a RunPod client works by
 changing only its base URL.
@@ -15,7 +15,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from ..errors import FishvoiceError
-from .jobs import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, TIMED_OUT, JobTable
+from .jobs import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, TIMED_OUT
+from .runner import JobRunner
 
 _STATUS = {
     "invalid_input": 400,
@@ -87,7 +88,7 @@ async def read_input(request: Request, max_bytes: int) -> Any:
 
 
 def build_router(
-    jobs: JobTable, auth: Auth, *, runsync_wait_s: float, max_body_bytes: int, backends: dict[str, str]
+    jobs: JobRunner, auth: Auth, *, runsync_wait_s: float, max_body_bytes: int, backends: dict[str, str]
 ) -> APIRouter:
     router = APIRouter()
     caller = Depends(auth)
@@ -131,7 +132,7 @@ def build_router(
                 "jobs": {
                     _HEALTH_NAMES[state]: n for state, n in counts.items()
                 },  # RunPod's names, and ours for the rest
-                "workers": {"running": jobs.running_here, "idle": jobs.concurrency - jobs.running_here},
+                "workers": {"running": jobs.running_here, "idle": jobs.limits.concurrency - jobs.running_here},
                 "backends": backends,
             }
         )
