@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .conftest import speech_b64
+from .test_handler import RESPONSE_KEYS as REPLY_KEYS
 from .test_server import server
 
 CODES = {
@@ -27,19 +28,6 @@ CODES = {
     "timeout",
     "backend_unavailable",
     "internal",
-}
-REPLY_KEYS = {
-    "text",
-    "audio",
-    "audio_format",
-    "sample_rate",
-    "duration_s",
-    "history",
-    "conversation_id",
-    "voice",
-    "usage",
-    "timings_ms",
-    "warnings",
 }
 FIELDS = [
     "message",

@@ -24,6 +24,7 @@ def job(conversation_id: str = "short", *, long: bool = False) -> dict[str, Any]
             "message": "Begin.",
             "system_message": ENDLESS,
             "max_tokens": 2000,
+            "temperature": 0.1,  # near-greedy: this prompt then runs to max_tokens (sampled, it may end early)
             "speak": False,
             "conversation_id": conversation_id,
         }

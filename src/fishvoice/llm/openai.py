@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator
+from typing import cast
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
@@ -74,13 +75,6 @@ class OpenAICompatibleLLM:
 
 
 def _openai_messages(messages: list[ChatMessage]) -> list[ChatCompletionMessageParam]:
-    """The same messages, typed as the SDK's request takes them."""
-    converted: list[ChatCompletionMessageParam] = []
-    for message in messages:
-        if message["role"] == "system":
-            converted.append({"role": "system", "content": message["content"]})
-        elif message["role"] == "user":
-            converted.append({"role": "user", "content": message["content"]})
-        else:
-            converted.append({"role": "assistant", "content": message["content"]})
-    return converted
+    """The same messages, typed as the SDK's request takes them: a system, user or assistant message with text
+    content is the same dict there."""
+    return cast("list[ChatCompletionMessageParam]", messages)
