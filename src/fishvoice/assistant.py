@@ -4,6 +4,8 @@ It composes the pieces: the reference voice (voices.py), the conversation (memor
 that fits (context.py), the speech pipeline (pipeline.py: the LLM's words and their speech as each is
 ready) and the contract's response. Failures are raised, not reported: the edges (worker.py,
 server/) map them to the contract, so a failed or cancelled reply stores nothing.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Decoding and encoding go through PyAV (FFmpeg), resampling through soxr. Everything inside
 fishvoice is mono float32 in [-1, 1] with its sample rate beside it.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 """
 
 from __future__ import annotations

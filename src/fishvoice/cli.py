@@ -1,4 +1,7 @@
-"""The `fishvoice` command: `say` (voice only) and `chat` (a terminal conversation)."""
+"""The `fishvoice` command: `say` (voice only) and `chat` (a terminal conversation).
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
 
 from __future__ import annotations
 

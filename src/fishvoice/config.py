@@ -1,4 +1,7 @@
-"""Settings from the environment (FISHVOICE_*), read once at the edge and passed down."""
+"""Settings from the environment (FISHVOICE_*), read once at the edge and passed down.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
 
 from __future__ import annotations
 

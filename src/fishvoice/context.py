@@ -1,5 +1,8 @@
 """Fitting a conversation into the LLM's context: the system message, the new message, and as many
-recent turns as fit beside the tokens the reply may take."""
+recent turns as fit beside the tokens the reply may take.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
 
 from __future__ import annotations
 

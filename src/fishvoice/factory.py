@@ -1,4 +1,7 @@
-"""Builds the backends and the assistant from settings: the one place the edge calls."""
+"""Builds the backends and the assistant from settings: the one place the edge calls.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
 
 from __future__ import annotations
 

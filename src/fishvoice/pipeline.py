@@ -4,6 +4,8 @@ Two tasks run side by side in one TaskGroup: one reads the LLM and cuts its word
 chunks (a sentence or clause); the other speaks each chunk as it comes, so the first sentence is
 heard while the LLM still writes. Pieces come out in the order they are produced; if either task
 fails, the other is cancelled and the failure is raised as itself.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 """
 
 from __future__ import annotations

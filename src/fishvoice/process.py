@@ -1,4 +1,7 @@
-"""What a long-running fishvoice process (`serve`, the RunPod worker, the CLI) sets up before anything else."""
+"""What a long-running fishvoice process (`serve`, the RunPod worker, the CLI) sets up before anything else.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
 
 from __future__ import annotations
 

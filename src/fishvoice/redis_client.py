@@ -1,4 +1,7 @@
-"""One way to reach Redis for everything that shares state through it (conversations, voices, jobs)."""
+"""One way to reach Redis for everything that shares state through it (conversations, voices, jobs).
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Text for speech: split a streamed reply into speakable chunks, and clean text before TTS."""
+"""Text for speech: split a streamed reply into speakable chunks, and clean text before TTS.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Run blocking iterators (llama.cpp, ONNX) off the event loop, stoppable from the async side."""
+"""Run blocking iterators (llama.cpp, ONNX) off the event loop, stoppable from the async side.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
 
 from __future__ import annotations
 

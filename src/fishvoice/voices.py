@@ -1,5 +1,8 @@
 """Reference voices: decode, validate, hash. A voice is kept by content hash, so a conversation
-stores it once and a cloning backend encodes it once."""
+stores it once and a cloning backend encodes it once.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 Models load once per worker, when the handler is built, not per job. This is an edge: failures
 become the contract's error (with `refresh_worker` where RunPod should replace the worker).
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 """
 
 from __future__ import annotations

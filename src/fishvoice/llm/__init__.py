@@ -1,4 +1,7 @@
-"""Language-model backends: the protocol, llama.cpp in process, and any OpenAI-compatible server."""
+"""Language-model backends: the protocol, llama.cpp in process, and any OpenAI-compatible server.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
 
 from .base import LLM, ChatMessage, Usage
 

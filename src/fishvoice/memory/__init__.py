@@ -1,4 +1,7 @@
-"""Conversation stores: the protocol and SQLite (one machine). Redis comes for many workers."""
+"""Conversation stores: the protocol and SQLite (one machine). Redis comes for many workers.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
 
 from .base import Conversation, ConversationStore
 
