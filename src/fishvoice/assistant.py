@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio import Audio, resample
+from .audio import Audio
 from .context import fit_context
 from .contract import (
     AudioEvent,
@@ -37,8 +37,8 @@ from .contract import (
 )
 from .llm.base import LLM
 from .memory.base import Conversation, ConversationStore
-from .pipeline import Speak, speech_pipeline
-from .threads import fail_on_stall, iterate_in_thread
+from .pipeline import Speak, speech_pipeline, voice_speaker
+from .threads import fail_on_stall
 from .tts.base import TTS
 from .voices import VoiceReference, load_reference
 
@@ -100,7 +100,8 @@ class Assistant:
         warnings += [prompt.warning] if prompt.warning else []
 
         words = self.llm.stream(prompt.messages, temperature=request.temperature, max_tokens=prompt.max_tokens)
-        speak = self._speaker(voice if self.tts.can_clone else None, request.sample_rate) if request.speak else None
+        cloned = voice if self.tts.can_clone else None
+        speak = voice_speaker(self.tts, cloned, request.sample_rate, self.backend_timeout_s) if request.speak else None
         async with aclosing(self._reply_events(request, words, speak, reply)) as events:
             async for event in events:
                 yield event
@@ -123,18 +124,6 @@ class Assistant:
 
     async def _stored_voice(self, conversation: Conversation) -> VoiceReference | None:
         return await self.store.get_voice(conversation.voice_hash) if conversation.voice_hash else None
-
-    def _speaker(self, voice: VoiceReference | None, sample_rate: int) -> Speak:
-        """Speech of a chunk of text, piece by piece at the reply's rate (the voice runs in a thread)."""
-
-        async def speak(text: str) -> AsyncIterator[Audio]:
-            pieces = iterate_in_thread(lambda stop: self.tts.stream(text, voice, stop))
-            # Closed explicitly, so a cancelled reply stops the voice's thread at once, not when collected.
-            async with aclosing(fail_on_stall(pieces, self.backend_timeout_s, f"the voice ({self.tts.name})")) as audio:
-                async for piece in audio:
-                    yield await asyncio.to_thread(resample, piece, sample_rate)
-
-        return speak
 
     async def _reply_events(
         self, request: Request, words: AsyncGenerator[str | Usage, None], speak: Speak | None, reply: _Reply

@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 
-from .audio import Audio
+from .audio import Audio, resample
 from .contract import Usage
 from .text import SpeechChunker, is_speakable, normalize_for_speech
+from .threads import fail_on_stall, iterate_in_thread
+from .tts.base import TTS
+from .voices import VoiceReference
 
 
 @dataclass(frozen=True)
@@ -92,3 +96,29 @@ async def _speak_chunks(chunks: asyncio.Queue[str | None], speak: Speak, pieces:
             now = time.perf_counter()
             pieces.put_nowait(Spoken(audio, chunk, now - started))
             started = now
+
+
+def voice_speaker(tts: TTS, voice: VoiceReference | None, sample_rate: int, stall_s: float) -> Speak:
+    """Speech of a chunk of text with `tts`, piece by piece at `sample_rate`; the voice runs in a thread,
+    and one that yields nothing for `stall_s` seconds fails with backend_unavailable."""
+
+    async def speak(text: str) -> AsyncIterator[Audio]:
+        pieces = iterate_in_thread(lambda stop: tts.stream(text, voice, stop))
+        # Closed explicitly, so a cancelled reply stops the voice's thread at once, not when collected.
+        async with aclosing(fail_on_stall(pieces, stall_s, f"the voice ({tts.name})")) as audio:
+            async for piece in audio:
+                yield await asyncio.to_thread(resample, piece, sample_rate)
+
+    return speak
+
+
+async def speak_text(text: str, speak: Speak) -> AsyncGenerator[Spoken, None]:
+    """The speech of a whole text, chunk by chunk as each is ready (what the TTS-only routes serve)."""
+
+    async def words() -> AsyncGenerator[str | Usage, None]:
+        yield text
+
+    async with aclosing(speech_pipeline(words(), speak)) as pieces:
+        async for piece in pieces:
+            if isinstance(piece, Spoken):
+                yield piece
