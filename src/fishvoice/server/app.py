@@ -17,10 +17,11 @@ from ..assistant import Assistant
 from ..config import Settings
 from ..errors import ErrorCode, FishvoiceError
 from ..factory import jobs_at_once
+from .errors import error_response
 from .jobs import QueueFull
 from .memory_store import MemoryJobStore
 from .runner import JobLimits, JobRunner
-from .runpod_api import Auth, build_router, error_response
+from .runpod_api import Auth, build_router
 from .store import JobStore
 
 log = logging.getLogger(__name__)
@@ -77,28 +78,26 @@ def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
 
     @app.exception_handler(FishvoiceError)
     async def fishvoice_error(request: Request, exc: FishvoiceError) -> JSONResponse:
-        return error_response(exc, 429 if isinstance(exc, QueueFull) else None)
+        return error_response(request.url.path, exc, 429 if isinstance(exc, QueueFull) else None)
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameters(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         field = str(first["loc"][-1])
-        return error_response(FishvoiceError("invalid_input", f"{field}: {first['msg']}", field))
+        return error_response(request.url.path, FishvoiceError("invalid_input", f"{field}: {first['msg']}", field))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code: ErrorCode = "not_found" if exc.status_code == 404 else "invalid_input"
-        return error_response(
-            FishvoiceError(code, f"{request.method} {request.url.path}: {exc.detail}"), exc.status_code
-        )
+        error = FishvoiceError(code, f"{request.method} {request.url.path}: {exc.detail}")
+        return error_response(request.url.path, error, exc.status_code)
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
-        body = FishvoiceError("internal", f"internal error: {type(exc).__name__}").to_dict()
-        if settings.debug:
-            body["trace"] = "".join(traceback.format_exception(exc))
-        return JSONResponse(body, status_code=500)
+        error = FishvoiceError("internal", f"internal error: {type(exc).__name__}")
+        trace = {"trace": "".join(traceback.format_exception(exc))} if settings.debug else {}
+        return error_response(request.url.path, error, 500, **trace)
 
     return app
 

@@ -18,19 +18,6 @@ from ..errors import FishvoiceError
 from .jobs import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, TIMED_OUT
 from .runner import JobRunner
 
-_STATUS = {
-    "invalid_input": 400,
-    "invalid_audio": 400,
-    "payload_too_large": 413,
-    "unauthorized": 401,
-    "not_found": 404,
-    "backend_unavailable": 503,
-    "timeout": 504,
-    "cancelled": 409,
-    "internal": 500,
-}
-
-
 _HEALTH_NAMES = {
     IN_QUEUE: "inQueue",
     IN_PROGRESS: "inProgress",
@@ -39,10 +26,6 @@ _HEALTH_NAMES = {
     CANCELLED: "cancelled",
     TIMED_OUT: "timedOut",
 }
-
-
-def error_response(error: FishvoiceError, status: int | None = None) -> JSONResponse:
-    return JSONResponse(error.to_dict(), status_code=status or _STATUS.get(error.code, 500))
 
 
 def key_namespace(key: str) -> str:
