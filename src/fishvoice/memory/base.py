@@ -18,6 +18,15 @@ class Conversation:
     turns: list[ChatMessage] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class SavedVoice:
+    """A voice saved under a name (`/v1/references/add`), as its list shows it."""
+
+    id: str
+    reference_text: str | None
+    hash: str
+
+
 class ConversationStore(Protocol):
     """Conversations are keyed by (namespace, conversation_id); a namespace keeps API keys apart.
 
@@ -51,3 +60,18 @@ class ConversationStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    # Saved voices: named per namespace (another key cannot see, use or delete them).
+    async def add_saved_voice(self, namespace: str, voice_id: str, voice: VoiceReference) -> bool:
+        """Save `voice` as `voice_id`; False (nothing changed) when the namespace has that id already."""
+        ...
+
+    async def saved_voice(self, namespace: str, voice_id: str) -> VoiceReference | None: ...
+
+    async def list_saved_voices(self, namespace: str) -> list[SavedVoice]: ...
+
+    async def rename_saved_voice(self, namespace: str, voice_id: str, new_id: str) -> bool:
+        """False when `voice_id` is unknown or `new_id` is taken."""
+        ...
+
+    async def delete_saved_voice(self, namespace: str, voice_id: str) -> bool: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from .jobs import QueueFull
 from .memory_store import MemoryJobStore
 from .runner import JobLimits, JobRunner
 from .runpod_api import Auth, build_router
+from .speech import SpeechService
 from .store import JobStore
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,10 @@ def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
 
     app = FastAPI(title="fishvoice", version=__version__, lifespan=lifespan)
     app.state.jobs = jobs
+    speech = SpeechService(
+        assistant.tts, assistant.store, asyncio.Semaphore(jobs.limits.concurrency), assistant.backend_timeout_s
+    )
+    app.state.speech = speech
     backends = {
         "llm": assistant.llm.name,
         "voice": assistant.tts.name,

@@ -1,0 +1,41 @@
+"""What the TTS-only routes (Fish's /v1/tts, OpenAI's /v1/audio/speech) share: the voice, the saved
+voices of the caller's key, and a limit on texts spoken at once (the job API's concurrency).
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+from ..audio import Audio
+from ..errors import FishvoiceError
+from ..memory.base import ConversationStore
+from ..pipeline import speak_text, voice_speaker
+from ..tts.base import TTS
+from ..voices import VoiceReference
+
+
+@dataclass
+class SpeechService:
+    tts: TTS
+    store: ConversationStore
+    slots: asyncio.Semaphore  # texts spoken at once, beside the job runner's own jobs
+    stall_s: float  # longest silence of the voice before the request fails
+
+    async def saved_voice(self, namespace: str, voice_id: str, field: str) -> VoiceReference:
+        """The caller's saved voice `voice_id`; not_found (naming `field`) when this key has none by that id."""
+        voice = await self.store.saved_voice(namespace, voice_id)
+        if voice is None:
+            raise FishvoiceError("not_found", f"{field}: no saved voice {voice_id!r}", field)
+        return voice
+
+    async def stream(self, text: str, voice: VoiceReference | None, sample_rate: int) -> AsyncGenerator[Audio, None]:
+        """The speech of `text` at `sample_rate`, sentence by sentence as each is ready, in `voice` where
+        the backend clones (else its own voice)."""
+        cloned = voice if self.tts.can_clone else None
+        async with self.slots:
+            async for spoken in speak_text(text, voice_speaker(self.tts, cloned, sample_rate, self.stall_s)):
+                yield spoken.audio
