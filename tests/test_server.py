@@ -235,7 +235,7 @@ def test_health_reports_jobs_by_state_and_backends(http, job_table):
 
 def test_full_queue_answers_429_and_jobs_expire_and_time_out(tmp_path, job_table):
     with (
-        server(tmp_path, concurrency="1", queue_size="1", job_ttl="2", job_timeout="3", **job_table) as base,
+        server(tmp_path, concurrency="1", queue_size="1", job_ttl="2", job_timeout="5", **job_table) as base,
         httpx.Client(base_url=base) as http,
     ):
         long = {**STORY, "max_tokens": 2000, "system_message": "Write an endless story. Never stop."}
