@@ -144,3 +144,28 @@ def test_reference_keeps_its_first_30_s_at_44_1_khz_and_hashes_by_content():
     voice = load_reference(long, "a tone")
     assert voice.audio.sample_rate == VOICE_RATE and voice.audio.duration_s == pytest.approx(30.0, abs=0.01)
     assert load_reference(long).hash == voice.hash != load_reference(speech_b64(tone(40.0, 16000, 300.0), "flac")).hash
+
+
+@pytest.mark.parametrize(("fmt", "rate"), [("wav", 44100), ("pcm16", 24000), ("mp3", 44100), ("opus", 48000)])
+def test_stream_encoder_pieces_join_into_one_file_that_decodes_whole(fmt, rate):
+    from fishvoice.audio import StreamEncoder
+
+    encoder = StreamEncoder(fmt, rate, bit_rate=64000 if fmt in ("mp3", "opus") else None)
+    pieces = [encoder.encode(tone(0.7, rate, freq)) for freq in (300.0, 440.0, 550.0)]
+    data = b"".join(pieces) + encoder.close()
+    assert all(pieces)  # every piece gives bytes at once: nothing waits for the end
+    if fmt == "pcm16":
+        assert len(data) == 2 * int(0.7 * rate) * 3
+        return
+    decoded = decode_audio(data, "audio", max_seconds=60)
+    assert decoded.sample_rate == rate and decoded.duration_s == pytest.approx(2.1, abs=0.06)
+    if fmt == "wav":  # a header of unknown length, as a live stream sends it: libsndfile reads it too
+        samples, sample_rate = soundfile.read(io.BytesIO(data))
+        assert sample_rate == rate and len(samples) == 3 * int(0.7 * rate)
+
+
+def test_stream_encoder_refuses_a_piece_at_another_rate():
+    from fishvoice.audio import StreamEncoder
+
+    with pytest.raises(ValueError, match="24000 Hz"):
+        StreamEncoder("wav", 24000).encode(tone(0.1, 44100))

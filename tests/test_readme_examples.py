@@ -19,7 +19,10 @@ RUNNERS = {
     "python-stream": [sys.executable, "-c"],
     "javascript": ["node", "--input-type=module", "-e"],
     "curl": ["bash", "-c"],
+    "fish-python": [sys.executable, "-c"],
+    "fish-curl": ["bash", "-c"],
 }
+REPLY_FILES = {"fish-curl": "reply.mp3"}
 
 
 def readme_example(name: str) -> str:
@@ -49,13 +52,17 @@ def test_readme_example_runs(worker_url, tmp_path, name):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip()
     if name != "javascript":
-        assert soundfile.info(tmp_path / "reply.wav").duration > 0.5
+        assert soundfile.info(tmp_path / REPLY_FILES.get(name, "reply.wav")).duration > 0.5
     if name == "python":
         assert "4 turns in the conversation" in done.stdout
     if name == "python-stream":
         assert "sentence 0:" in done.stdout and soundfile.info(tmp_path / "reply.wav").samplerate == 24000
     if name == "javascript":
         assert "mp3" in done.stdout
+    if name == "fish-python":
+        assert done.stdout.startswith("audio/wav []") and soundfile.info(tmp_path / "reply.wav").samplerate == 44100
+    if name == "fish-curl":
+        assert done.stdout.strip() == "200 audio/mpeg"
 
 
 def test_every_setting_is_in_the_readme():

@@ -13,6 +13,7 @@ import binascii
 import io
 import math
 import re
+import struct
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -158,3 +159,93 @@ def _encode_file(audio: Audio, audio_format: str) -> bytes:
             container.mux(stream.encode(chunk))
         container.mux(stream.encode(None))
     return buffer.getvalue()
+
+
+class StreamEncoder:
+    """One audio file written piece by piece, for answers that stream as the speech is made.
+
+    `encode` takes the next piece (mono, at the encoder's rate) and returns the bytes of the file that
+    are ready so far; `close` returns the rest. The bytes joined are one file that decodes whole:
+    `pcm16` is bare samples, `wav` a header of unknown length then samples (as a live stream has it),
+    `mp3` and `opus` (Ogg) one encoder and container kept open across pieces, so no piece restarts the
+    stream. `bit_rate` (bits per second) applies to mp3 and opus; opus needs a rate Opus encodes at
+    (48000 is the usual). Not thread-safe: one caller feeds it in order.
+    """
+
+    def __init__(
+        self, audio_format: Literal["pcm16", "wav", "mp3", "opus"], sample_rate: int, bit_rate: int | None = None
+    ):
+        self.audio_format = audio_format
+        self.sample_rate = sample_rate
+        self._header = _wav_stream_header(sample_rate) if audio_format == "wav" else b""
+        self._container: av.container.OutputContainer | None = None
+        if audio_format in ("mp3", "opus"):
+            self._sink = _Sink()
+            container_name, codec = _CONTAINERS[audio_format]
+            # Small IO buffer and Ogg pages of 20 ms: bytes leave with each piece instead of once a second.
+            options = {"page_duration": "20000"} if container_name == "ogg" else {}
+            self._container = av.open(self._sink, mode="w", format=container_name, buffer_size=4096, options=options)
+            self._stream = self._container.add_stream(codec, rate=sample_rate, layout="mono")
+            if bit_rate is not None:
+                self._stream.codec_context.bit_rate = bit_rate
+            ctx = self._stream.codec_context
+            self._resampler = av.AudioResampler(
+                format=ctx.format.name, layout="mono", rate=sample_rate, frame_size=ctx.frame_size or None
+            )
+
+    def encode(self, audio: Audio) -> bytes:
+        if audio.sample_rate != self.sample_rate:
+            raise ValueError(f"the encoder runs at {self.sample_rate} Hz; got a piece at {audio.sample_rate} Hz")
+        header, self._header = self._header, b""
+        if self._container is None:
+            return header + to_pcm16(audio.samples)
+        if audio.samples.size:
+            pcm = np.frombuffer(to_pcm16(audio.samples), dtype=np.int16).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+            frame.sample_rate = self.sample_rate
+            for chunk in self._resampler.resample(frame):
+                self._container.mux(self._stream.encode(chunk))
+        return self._sink.take()
+
+    def close(self) -> bytes:
+        """The end of the file: what the encoder still held, and the container's trailer."""
+        header, self._header = self._header, b""
+        if self._container is None:
+            return header
+        for chunk in self._resampler.resample(None):
+            self._container.mux(self._stream.encode(chunk))
+        self._container.mux(self._stream.encode(None))
+        self._container.close()
+        self._container = None
+        return self._sink.take()
+
+
+class _Sink:
+    """A write-only, unseekable file for FFmpeg: what it writes is taken out piece by piece."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+def _wav_stream_header(sample_rate: int) -> bytes:
+    """A 16-bit mono WAV header whose sizes say 'unknown' (0xFFFFFFFF): readers read to the end."""
+    unknown = 0xFFFFFFFF
+    fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)
+    return (
+        b"RIFF"
+        + struct.pack("<I", unknown)
+        + b"WAVEfmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"data"
+        + struct.pack("<I", unknown)
+    )

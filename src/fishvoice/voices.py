@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import Audio, b64decode_audio, decode_audio, resample, to_pcm16
+from .audio import MAX_AUDIO_BYTES, Audio, b64decode_audio, decode_audio, resample, to_pcm16
 from .errors import FishvoiceError
 
 VOICE_RATE = 44100  # Fish Speech's codec rate; references are kept at it.
@@ -39,7 +39,16 @@ class VoiceReference:
 
 def load_reference(value: str, reference_text: str | None = None, field: str = "system_audio") -> VoiceReference:
     """Decode and check a base64 reference voice; errors name `field`."""
-    data = b64decode_audio(value, field)
+    return reference_from_bytes(b64decode_audio(value, field), reference_text, field)
+
+
+def reference_from_bytes(data: bytes, reference_text: str | None = None, field: str = "system_audio") -> VoiceReference:
+    """Decode and check a reference voice sent as the file's bytes (MessagePack carries them so); errors
+    name `field`."""
+    if len(data) > MAX_AUDIO_BYTES:
+        raise FishvoiceError("payload_too_large", f"{field}: audio is larger than {MAX_AUDIO_BYTES // 2**20} MB", field)
+    if not data:
+        raise FishvoiceError("invalid_audio", f"{field}: empty audio", field)
     audio = decode_audio(data, field, max_seconds=MAX_REFERENCE_S)
     seconds = audio.duration_s
     if seconds < MIN_REFERENCE_S:
@@ -54,3 +63,14 @@ def load_reference(value: str, reference_text: str | None = None, field: str = "
     voice_audio = resample(used, VOICE_RATE)
     digest = hashlib.sha256(to_pcm16(voice_audio.samples)).hexdigest()
     return VoiceReference(digest, voice_audio, reference_text)
+
+
+def join_references(voices: list[VoiceReference]) -> VoiceReference:
+    """Several references as one voice, one after another (as Fish Speech prompts with each in turn):
+    the audio joined and cut to the first 30 s, the texts joined."""
+    if len(voices) == 1:
+        return voices[0]
+    samples = np.concatenate([voice.audio.samples for voice in voices])[: int(USED_REFERENCE_S * VOICE_RATE)]
+    texts = [voice.reference_text for voice in voices if voice.reference_text]
+    digest = hashlib.sha256(to_pcm16(samples)).hexdigest()
+    return VoiceReference(digest, Audio(samples, VOICE_RATE), " ".join(texts) or None)

@@ -19,6 +19,7 @@ from ..config import Settings
 from ..errors import ErrorCode, FishvoiceError
 from ..factory import jobs_at_once
 from .errors import error_response
+from .fish_api import build_fish_router
 from .jobs import QueueFull
 from .memory_store import MemoryJobStore
 from .runner import JobLimits, JobRunner
@@ -72,15 +73,18 @@ def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
         "store": type(assistant.store).__name__,
         "jobs": jobs.store.name,
     }
+    auth = Auth(settings.api_keys())
+    max_body_bytes = int(settings.max_body_mb * 2**20)
     router = build_router(
         jobs,
-        Auth(settings.api_keys()),
+        auth,
         runsync_wait_s=settings.runsync_wait,
-        max_body_bytes=int(settings.max_body_mb * 2**20),
+        max_body_bytes=max_body_bytes,
         backends=backends,
     )
     app.include_router(router)
     app.include_router(router, prefix="/v2/{endpoint_id}")
+    app.include_router(build_fish_router(speech, auth, max_body_bytes))
 
     @app.exception_handler(FishvoiceError)
     async def fishvoice_error(request: Request, exc: FishvoiceError) -> JSONResponse:

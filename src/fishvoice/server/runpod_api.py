@@ -51,16 +51,23 @@ class Auth:
         return key_namespace(given.strip())
 
 
-async def read_input(request: Request, max_bytes: int) -> Any:
-    """The job's `input` from a JSON body, refusing bodies over the limit before reading them whole."""
+async def read_body(request: Request, max_bytes: int, field: str) -> bytes:
+    """The request's body, refused (naming `field`) once it is over the limit, before it is read whole."""
     declared = request.headers.get("content-length")
+    too_large = FishvoiceError("payload_too_large", f"request body is larger than {max_bytes / 2**20:g} MB", field)
     if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise FishvoiceError("payload_too_large", f"request body is larger than {max_bytes // 2**20} MB", "input")
+        raise too_large
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > max_bytes:
-            raise FishvoiceError("payload_too_large", f"request body is larger than {max_bytes // 2**20} MB", "input")
+            raise too_large
+    return bytes(body)
+
+
+async def read_input(request: Request, max_bytes: int) -> Any:
+    """The job's `input` from a JSON body, refusing bodies over the limit before reading them whole."""
+    body = await read_body(request, max_bytes, "input")
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -32,10 +32,14 @@ class SpeechService:
             raise FishvoiceError("not_found", f"{field}: no saved voice {voice_id!r}", field)
         return voice
 
-    async def stream(self, text: str, voice: VoiceReference | None, sample_rate: int) -> AsyncGenerator[Audio, None]:
+    async def stream(
+        self, text: str, voice: VoiceReference | None, sample_rate: int, *, tts: TTS | None = None
+    ) -> AsyncGenerator[Audio, None]:
         """The speech of `text` at `sample_rate`, sentence by sentence as each is ready, in `voice` where
-        the backend clones (else its own voice)."""
-        cloned = voice if self.tts.can_clone else None
+        the backend clones (else its own voice). `tts` is the service's voice tuned for one request
+        (FishTTS.tuned); the service's own by default."""
+        tts = tts or self.tts
+        cloned = voice if tts.can_clone else None
         async with self.slots:
-            async for spoken in speak_text(text, voice_speaker(self.tts, cloned, sample_rate, self.stall_s)):
+            async for spoken in speak_text(text, voice_speaker(tts, cloned, sample_rate, self.stall_s)):
                 yield spoken.audio

@@ -4,6 +4,8 @@ The engine raises its own errors (fish/errors.py); here they become the API's, c
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import threading
 from collections import OrderedDict
@@ -46,6 +48,20 @@ class FishTTS:
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self.encodes = 0  # references encoded so far (a cache miss each)
+
+    def tuned(
+        self, *, temperature: float | None = None, top_p: float | None = None, seed: int | None = None
+    ) -> FishTTS:
+        """This voice with some sampling settings of one request (the rest as configured): same engine,
+        same reference cache."""
+        tuned = copy.copy(self)
+        tuned.sampling = dataclasses.replace(
+            self.sampling,
+            temperature=self.sampling.temperature if temperature is None else temperature,
+            top_p=self.sampling.top_p if top_p is None else top_p,
+            seed=self.sampling.seed if seed is None else seed,
+        )
+        return tuned
 
     def stream(
         self, text: str, voice: VoiceReference | None = None, stop: threading.Event | None = None
