@@ -32,10 +32,13 @@ class SpeechService:
             raise FishvoiceError("not_found", f"{field}: no saved voice {voice_id!r}", field)
         return voice
 
-    async def stream(self, text: str, voice: VoiceReference | None, sample_rate: int) -> AsyncGenerator[Audio, None]:
+    async def stream(
+        self, text: str, voice: VoiceReference | None, sample_rate: int, speed: float = 1.0
+    ) -> AsyncGenerator[Audio, None]:
         """The speech of `text` at `sample_rate`, sentence by sentence as each is ready, in `voice` where
-        the backend clones (else its own voice)."""
+        the backend clones (else its own voice), `speed` times as fast (pitch kept)."""
         cloned = voice if self.tts.can_clone else None
         async with self.slots:
-            async for spoken in speak_text(text, voice_speaker(self.tts, cloned, sample_rate, self.stall_s)):
+            speak = voice_speaker(self.tts, cloned, sample_rate, self.stall_s, speed)
+            async for spoken in speak_text(text, speak):
                 yield spoken.audio
