@@ -21,6 +21,7 @@ from ..factory import jobs_at_once
 from .errors import error_response
 from .jobs import QueueFull
 from .memory_store import MemoryJobStore
+from .openai_api import build_openai_router
 from .runner import JobLimits, JobRunner
 from .runpod_api import Auth, build_router
 from .speech import SpeechService
@@ -49,7 +50,7 @@ def build_job_runner(assistant: Assistant, settings: Settings) -> JobRunner:
 
 
 def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
-    """The RunPod-compatible API over an assistant whose models are already loaded."""
+    """The RunPod-compatible job API, and OpenAI's speech API, over an assistant whose models are already loaded."""
     jobs = build_job_runner(assistant, settings)
 
     @asynccontextmanager
@@ -72,15 +73,17 @@ def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
         "store": type(assistant.store).__name__,
         "jobs": jobs.store.name,
     }
+    auth = Auth(settings.api_keys())
     router = build_router(
         jobs,
-        Auth(settings.api_keys()),
+        auth,
         runsync_wait_s=settings.runsync_wait,
         max_body_bytes=int(settings.max_body_mb * 2**20),
         backends=backends,
     )
     app.include_router(router)
     app.include_router(router, prefix="/v2/{endpoint_id}")
+    app.include_router(build_openai_router(speech, auth))
 
     @app.exception_handler(FishvoiceError)
     async def fishvoice_error(request: Request, exc: FishvoiceError) -> JSONResponse:
