@@ -11,6 +11,8 @@ import sys
 import pytest
 import soundfile
 
+from fishvoice.audio import decode_audio
+
 from .conftest import ROOT
 from .test_server import server
 
@@ -19,6 +21,8 @@ RUNNERS = {
     "python-stream": [sys.executable, "-c"],
     "javascript": ["node", "--input-type=module", "-e"],
     "curl": ["bash", "-c"],
+    "openai": [sys.executable, "-c"],
+    "curl-openai": ["bash", "-c"],
 }
 
 
@@ -48,7 +52,10 @@ def test_readme_example_runs(worker_url, tmp_path, name):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip()
-    if name != "javascript":
+    if name == "curl-openai":
+        assert decode_audio((tmp_path / "reply.mp3").read_bytes(), "reply", 60).duration_s > 0.5
+        assert '"id":"fishvoice"' in done.stdout.replace(" ", "")
+    elif name != "javascript":
         assert soundfile.info(tmp_path / "reply.wav").duration > 0.5
     if name == "python":
         assert "4 turns in the conversation" in done.stdout
@@ -56,6 +63,8 @@ def test_readme_example_runs(worker_url, tmp_path, name):
         assert "sentence 0:" in done.stdout and soundfile.info(tmp_path / "reply.wav").samplerate == 24000
     if name == "javascript":
         assert "mp3" in done.stdout
+    if name == "openai":
+        assert "'fishvoice'" in done.stdout and soundfile.info(tmp_path / "reply.wav").samplerate == 24000
 
 
 def test_every_setting_is_in_the_readme():
