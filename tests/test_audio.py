@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 import soundfile
 
-from fishvoice.audio import MAX_AUDIO_BYTES, Audio, b64decode_audio, decode_audio, resample
+from fishvoice.audio import (
+    MAX_AUDIO_BYTES,
+    Audio,
+    StreamEncoder,
+    TimeStretch,
+    b64decode_audio,
+    decode_audio,
+    resample,
+    time_stretch,
+)
 from fishvoice.contract import encode_reply_audio
 from fishvoice.errors import FishvoiceError
 from fishvoice.voices import VOICE_RATE, load_reference
@@ -152,7 +161,7 @@ def test_stream_encoder_pieces_join_into_one_file_that_decodes_whole(fmt, rate):
 
     encoder = StreamEncoder(fmt, rate, bit_rate=64000 if fmt in ("mp3", "opus") else None)
     pieces = [encoder.encode(tone(0.7, rate, freq)) for freq in (300.0, 440.0, 550.0)]
-    data = b"".join(pieces) + encoder.close()
+    data = b"".join(pieces) + encoder.finish()
     assert all(pieces)  # every piece gives bytes at once: nothing waits for the end
     if fmt == "pcm16":
         assert len(data) == 2 * int(0.7 * rate) * 3
@@ -169,3 +178,64 @@ def test_stream_encoder_refuses_a_piece_at_another_rate():
 
     with pytest.raises(ValueError, match="24000 Hz"):
         StreamEncoder("wav", 24000).encode(tone(0.1, 44100))
+
+
+def dominant_frequency(audio: Audio) -> float:
+    spectrum = np.abs(np.fft.rfft(audio.samples * np.hanning(len(audio.samples))))
+    return float(np.argmax(spectrum) * audio.sample_rate / len(audio.samples))
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "opus", "aac", "pcm16"])
+def test_a_stream_of_pieces_encodes_to_one_file_that_decodes_whole(fmt):
+    """Three sentences encoded as they come: the parts, joined, are one valid file of their total length,
+    and every piece but the codec's last frame leaves as soon as it is encoded."""
+    encoder = StreamEncoder(fmt, 24000)
+    parts = [encoder.encode(tone(1.0, 24000, freq)) for freq in (300.0, 400.0, 500.0)]
+    parts.append(encoder.finish())
+    assert all(parts[:3])  # each piece gave bytes at once: nothing waits for the end
+    data = b"".join(parts)
+    if fmt == "pcm16":
+        back = Audio(np.frombuffer(data, "<i2") / 32767.0, 24000)
+    else:
+        back = decode_audio(data, "audio", max_seconds=60)
+    assert back.sample_rate == encoder.sample_rate == (48000 if fmt == "opus" else 24000)
+    # mp3 and aac carry their encoder's priming samples (no header says to trim them in a stream).
+    assert back.duration_s == pytest.approx(3.0, abs=0.1)
+    rms = float(np.sqrt(np.mean(np.square(back.samples, dtype=np.float64))))
+    assert rms == pytest.approx(0.4 / np.sqrt(2), abs=0.03)  # a tone of 0.4 throughout: no gaps, no blasts
+    last = Audio(back.samples[-int(0.7 * back.sample_rate) : -int(0.2 * back.sample_rate)], back.sample_rate)
+    assert dominant_frequency(last) == pytest.approx(500.0, abs=15)
+
+
+def test_streamed_wav_says_its_length_is_unknown_and_reads_to_the_end():
+    encoder = StreamEncoder("wav", 16000)
+    data = encoder.encode(tone(0.5, 16000)) + encoder.encode(tone(0.25, 16000)) + encoder.finish()
+    assert data[4:8] == data[40:44] == b"\xff\xff\xff\xff"
+    samples, rate = soundfile.read(io.BytesIO(data))
+    assert rate == 16000 and len(samples) == 12000
+
+
+@pytest.mark.parametrize("speed", [0.25, 0.5, 2.0, 4.0])
+def test_time_stretch_changes_length_by_speed_and_keeps_pitch(speed):
+    audio = tone(2.0, 24000, freq=440.0)
+    fast = time_stretch(audio, speed)
+    assert fast.sample_rate == 24000
+    assert fast.duration_s == pytest.approx(2.0 / speed, rel=0.05)
+    assert dominant_frequency(fast) == pytest.approx(440.0, abs=5)
+
+
+def test_time_stretch_fed_in_pieces_matches_the_whole():
+    audio = tone(2.0, 22050, freq=330.0)
+    stretch = TimeStretch(1.5, 22050)
+    pieces = [stretch.feed(Audio(part, 22050)) for part in np.array_split(audio.samples, 7)]
+    joined = np.concatenate([*(p.samples for p in pieces), stretch.flush().samples])
+    assert len(joined) == pytest.approx(len(time_stretch(audio, 1.5).samples), abs=64)
+    assert dominant_frequency(Audio(joined, 22050)) == pytest.approx(330.0, abs=5)
+
+
+def test_time_stretch_at_speed_one_is_the_audio_itself_and_refuses_speeds_out_of_range():
+    audio = tone(0.5, 16000)
+    assert time_stretch(audio, 1.0) is audio
+    for speed in (0.2, 4.5):
+        with pytest.raises(ValueError, match=r"between 0\.25 and 4\.0"):
+            TimeStretch(speed, 16000)

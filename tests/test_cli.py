@@ -40,8 +40,23 @@ def test_say_writes_mp3(tmp_path):
     assert decode_audio(out.read_bytes(), "file", 60).duration_s > 0.3
 
 
+def test_say_speed_two_halves_the_length(tmp_path):
+    text = "The quick brown fox jumps over the lazy dog."
+    normal, fast = tmp_path / "normal.wav", tmp_path / "fast.wav"
+    assert fishvoice("say", text, "-o", str(normal)).returncode == 0
+    done = fishvoice("say", text, "-o", str(fast), "--speed", "2")
+    assert done.returncode == 0, done.stderr
+    ratio = soundfile.info(fast).duration / soundfile.info(normal).duration
+    assert 0.45 < ratio < 0.56
+
+
 @pytest.mark.parametrize(
-    ("args", "words"), [(["say", "hi", "-o", "x.txt"], "extension"), (["say", "  ", "-o", "x.wav"], "empty")]
+    ("args", "words"),
+    [
+        (["say", "hi", "-o", "x.txt"], "extension"),
+        (["say", "  ", "-o", "x.wav"], "empty"),
+        (["say", "hi", "--speed", "5"], "between 0.25 and 4.0"),
+    ],
 )
 def test_say_refuses_bad_arguments_with_exit_status_2(tmp_path, args, words):
     done = fishvoice(*args, cwd=tmp_path)

@@ -21,13 +21,14 @@ def refused(raw) -> FishvoiceError:
 def test_minimal_request_takes_the_documented_defaults():
     request = parse_request({"message": "  Hello  "})
     assert request.message == "Hello"
-    assert (request.temperature, request.max_tokens, request.audio_format, request.sample_rate, request.speak) == (
-        0.7,
-        512,
-        "array",
-        44100,
-        True,
-    )
+    assert (
+        request.temperature,
+        request.max_tokens,
+        request.audio_format,
+        request.sample_rate,
+        request.speak,
+        request.speed,
+    ) == (0.7, 512, "array", 44100, True, 1.0)
 
 
 def test_full_request_is_accepted():
@@ -43,9 +44,10 @@ def test_full_request_is_accepted():
             "speak": False,
             "system_audio": "UklGRg==",
             "reference_text": "hello",
+            "speed": 2,
         }
     )
-    assert request.temperature == 1.0 and request.conversation_id == "story-42:a_b.c"
+    assert request.temperature == 1.0 and request.conversation_id == "story-42:a_b.c" and request.speed == 2.0
 
 
 @pytest.mark.parametrize(
@@ -73,6 +75,10 @@ def test_full_request_is_accepted():
         ({**OK, "audio_format": "ogg"}, "audio_format", "invalid_input", "one of array, wav"),
         ({**OK, "sample_rate": 11025}, "sample_rate", "invalid_input", "one of 8000"),
         ({**OK, "sample_rate": 44100.0}, "sample_rate", "invalid_input", "integer"),
+        ({**OK, "speed": 0.2}, "speed", "invalid_input", "between 0.25 and 4.0"),
+        ({**OK, "speed": 4.5}, "speed", "invalid_input", "between 0.25 and 4.0"),
+        ({**OK, "speed": True}, "speed", "invalid_input", "number"),
+        ({**OK, "speed": "2"}, "speed", "invalid_input", "number"),
         ({**OK, "speak": "yes"}, "speak", "invalid_input", "boolean"),
         ({**OK, "speak": 1}, "speak", "invalid_input", "boolean"),
         ({**OK, "reference_text": "hello"}, "reference_text", "invalid_input", "without system_audio"),

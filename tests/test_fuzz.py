@@ -40,6 +40,7 @@ FIELDS = [
     "audio_format",
     "sample_rate",
     "speak",
+    "speed",
     "user_audio",
     "voice_id",
 ]
@@ -62,6 +63,7 @@ plausible = {
     "message": st.text(max_size=60) | st.just("x" * 9000) | st.just("Say hi."),
     "max_tokens": st.integers(-5, 6) | st.just(5000),
     "speak": st.booleans(),
+    "speed": st.floats(0, 5) | st.sampled_from([0.25, 4.0, 1]),
     "temperature": st.floats(0, 2) | st.integers(0, 2),
     "audio_format": st.sampled_from(["array", "wav", "flac", "mp3", "opus", "pcm16", "ogg", ""]),
     "sample_rate": st.sampled_from([8000, 16000, 22050, 24000, 44100, 48000, 11025, 0]),

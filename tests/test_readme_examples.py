@@ -11,6 +11,8 @@ import sys
 import pytest
 import soundfile
 
+from fishvoice.audio import decode_audio
+
 from .conftest import ROOT
 from .test_server import server
 
@@ -21,6 +23,8 @@ RUNNERS = {
     "curl": ["bash", "-c"],
     "fish-python": [sys.executable, "-c"],
     "fish-curl": ["bash", "-c"],
+    "openai": [sys.executable, "-c"],
+    "curl-openai": ["bash", "-c"],
 }
 REPLY_FILES = {"fish-curl": "reply.mp3"}
 
@@ -51,7 +55,10 @@ def test_readme_example_runs(worker_url, tmp_path, name):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip()
-    if name != "javascript":
+    if name == "curl-openai":
+        assert decode_audio((tmp_path / "reply.mp3").read_bytes(), "reply", 60).duration_s > 0.5
+        assert '"id":"fishvoice"' in done.stdout.replace(" ", "")
+    elif name != "javascript":
         assert soundfile.info(tmp_path / REPLY_FILES.get(name, "reply.wav")).duration > 0.5
     if name == "python":
         assert "4 turns in the conversation" in done.stdout
@@ -63,6 +70,8 @@ def test_readme_example_runs(worker_url, tmp_path, name):
         assert done.stdout.startswith("audio/wav []") and soundfile.info(tmp_path / "reply.wav").samplerate == 44100
     if name == "fish-curl":
         assert done.stdout.strip() == "200 audio/mpeg"
+    if name == "openai":
+        assert "'fishvoice'" in done.stdout and soundfile.info(tmp_path / "reply.wav").samplerate == 24000
 
 
 def test_every_setting_is_in_the_readme():

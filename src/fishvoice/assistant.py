@@ -101,7 +101,11 @@ class Assistant:
 
         words = self.llm.stream(prompt.messages, temperature=request.temperature, max_tokens=prompt.max_tokens)
         cloned = voice if self.tts.can_clone else None
-        speak = voice_speaker(self.tts, cloned, request.sample_rate, self.backend_timeout_s) if request.speak else None
+        speak = (
+            voice_speaker(self.tts, cloned, request.sample_rate, self.backend_timeout_s, request.speed)
+            if request.speak
+            else None
+        )
         async with aclosing(self._reply_events(request, words, speak, reply)) as events:
             async for event in events:
                 yield event

@@ -1,7 +1,8 @@
 """Audio in and out: decode any input file, resample, encode the output formats, base64.
 
-Decoding and encoding go through PyAV (FFmpeg), resampling through soxr. Everything inside
-fishvoice is mono float32 in [-1, 1] with its sample rate beside it.
+Decoding and encoding go through PyAV (FFmpeg), resampling through soxr, time stretching through
+FFmpeg's `atempo` filter. Everything inside fishvoice is mono float32 in [-1, 1] with its sample rate
+beside it.
 
 Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 """
@@ -26,6 +27,7 @@ from .errors import FishvoiceError
 
 AudioFormat = Literal["array", "wav", "flac", "mp3", "opus", "pcm16"]
 ByteFormat = Literal["wav", "flac", "mp3", "opus", "pcm16"]  # the formats that are bytes (all but `array`)
+StreamFormat = Literal["wav", "flac", "mp3", "opus", "aac", "pcm16"]  # what StreamEncoder writes
 AUDIO_FORMATS: tuple[str, ...] = ("array", "wav", "flac", "mp3", "opus", "pcm16")
 SAMPLE_RATES: tuple[int, ...] = (8000, 16000, 22050, 24000, 44100, 48000)
 
@@ -134,12 +136,13 @@ def to_array(audio: Audio) -> list[float]:
 
 
 # format -> (container, codec); each codec gets its frames in the sample format it asks for.
-_Codec = Literal["pcm_s16le", "flac", "libmp3lame", "libopus"]
+_Codec = Literal["pcm_s16le", "flac", "libmp3lame", "libopus", "aac"]
 _CONTAINERS: dict[str, tuple[str, _Codec]] = {
     "wav": ("wav", "pcm_s16le"),
     "flac": ("flac", "flac"),
     "mp3": ("mp3", "libmp3lame"),
     "opus": ("ogg", "libopus"),
+    "aac": ("adts", "aac"),  # AAC-LC in ADTS frames: each frame carries its own header, so a stream can be cut
 }
 
 
@@ -161,83 +164,33 @@ def _encode_file(audio: Audio, audio_format: str) -> bytes:
     return buffer.getvalue()
 
 
-class StreamEncoder:
-    """One audio file written piece by piece, for answers that stream as the speech is made.
-
-    `encode` takes the next piece (mono, at the encoder's rate) and returns the bytes of the file that
-    are ready so far; `close` returns the rest. The bytes joined are one file that decodes whole:
-    `pcm16` is bare samples, `wav` a header of unknown length then samples (as a live stream has it),
-    `mp3` and `opus` (Ogg) one encoder and container kept open across pieces, so no piece restarts the
-    stream. `bit_rate` (bits per second) applies to mp3 and opus; opus needs a rate Opus encodes at
-    (48000 is the usual). Not thread-safe: one caller feeds it in order.
-    """
-
-    def __init__(
-        self, audio_format: Literal["pcm16", "wav", "mp3", "opus"], sample_rate: int, bit_rate: int | None = None
-    ):
-        self.audio_format = audio_format
-        self.sample_rate = sample_rate
-        self._header = _wav_stream_header(sample_rate) if audio_format == "wav" else b""
-        self._container: av.container.OutputContainer | None = None
-        if audio_format in ("mp3", "opus"):
-            self._sink = _Sink()
-            container_name, codec = _CONTAINERS[audio_format]
-            # Small IO buffer and Ogg pages of 20 ms: bytes leave with each piece instead of once a second.
-            options = {"page_duration": "20000"} if container_name == "ogg" else {}
-            self._container = av.open(self._sink, mode="w", format=container_name, buffer_size=4096, options=options)
-            self._stream = self._container.add_stream(codec, rate=sample_rate, layout="mono")
-            if bit_rate is not None:
-                self._stream.codec_context.bit_rate = bit_rate
-            ctx = self._stream.codec_context
-            self._resampler = av.AudioResampler(
-                format=ctx.format.name, layout="mono", rate=sample_rate, frame_size=ctx.frame_size or None
-            )
-
-    def encode(self, audio: Audio) -> bytes:
-        if audio.sample_rate != self.sample_rate:
-            raise ValueError(f"the encoder runs at {self.sample_rate} Hz; got a piece at {audio.sample_rate} Hz")
-        header, self._header = self._header, b""
-        if self._container is None:
-            return header + to_pcm16(audio.samples)
-        if audio.samples.size:
-            pcm = np.frombuffer(to_pcm16(audio.samples), dtype=np.int16).reshape(1, -1)
-            frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-            frame.sample_rate = self.sample_rate
-            for chunk in self._resampler.resample(frame):
-                self._container.mux(self._stream.encode(chunk))
-        return self._sink.take()
-
-    def close(self) -> bytes:
-        """The end of the file: what the encoder still held, and the container's trailer."""
-        header, self._header = self._header, b""
-        if self._container is None:
-            return header
-        for chunk in self._resampler.resample(None):
-            self._container.mux(self._stream.encode(chunk))
-        self._container.mux(self._stream.encode(None))
-        self._container.close()
-        self._container = None
-        return self._sink.take()
+def _pcm16_frame(audio: Audio) -> av.AudioFrame:
+    pcm = np.frombuffer(to_pcm16(audio.samples), dtype=np.int16).reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+    frame.sample_rate = audio.sample_rate
+    return frame
 
 
 class _Sink:
-    """A write-only, unseekable file for FFmpeg: what it writes is taken out piece by piece."""
+    """A write-only file for PyAV: not seekable, so a muxer writes its header once, up front, and never
+    goes back to fill in lengths (what lets the bytes leave as they are written)."""
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = []
+        self._data = bytearray()
 
     def write(self, data: bytes) -> int:
-        self._parts.append(bytes(data))
+        self._data += data
         return len(data)
 
     def take(self) -> bytes:
-        data = b"".join(self._parts)
-        self._parts.clear()
+        data = bytes(self._data)
+        self._data.clear()
         return data
 
 
-def _wav_stream_header(sample_rate: int) -> bytes:
-    """A 16-bit mono WAV header whose sizes say 'unknown' (0xFFFFFFFF): readers read to the end."""
+def streaming_wav_header(sample_rate: int) -> bytes:
+    """A 16-bit mono WAV header whose lengths say "unknown" (0xFFFFFFFF), for audio whose end is not yet
+    known: readers take the data up to the end of the stream."""
     unknown = 0xFFFFFFFF
     fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)
     return (
@@ -249,3 +202,140 @@ def _wav_stream_header(sample_rate: int) -> bytes:
         + b"data"
         + struct.pack("<I", unknown)
     )
+
+
+class StreamEncoder:
+    """One audio file written piece by piece: `encode` each piece as it comes and send what it returns,
+    then send what `finish` returns; the parts joined are one valid file.
+
+    One encoder stays open across the pieces, so there are no gaps or repeated headers where pieces meet.
+    The muxer writes to a stream it cannot seek back in, so lengths in headers stay "unknown": FLAC's
+    STREAMINFO has no sample count, MP3 has no Xing header, WAV says 0xFFFFFFFF (players read on to the
+    end). `pcm16` is bare little-endian samples. Opus is at 48 kHz (Ogg Opus always decodes at 48 kHz);
+    every other format at `sample_rate`, the rate of the pieces. `bit_rate` (bits/s) sets a lossy codec's."""
+
+    def __init__(self, audio_format: StreamFormat, sample_rate: int, bit_rate: int | None = None) -> None:
+        self.audio_format = audio_format
+        self.input_rate = sample_rate
+        self.sample_rate = OPUS_RATE if audio_format == "opus" else sample_rate
+        self._header = streaming_wav_header(sample_rate) if audio_format == "wav" else b""
+        self._container: av.container.OutputContainer | None = None
+        if audio_format in ("wav", "pcm16"):
+            return
+        container_name, codec = _CONTAINERS[audio_format]
+        self._sink = _Sink()
+        # Pages of Ogg go out every 20 ms of audio rather than every second, so each piece leaves whole.
+        options = {"page_duration": "20000"} if audio_format == "opus" else {}
+        # A small IO buffer: the bytes of each piece leave with it, not once 32 KB have gathered.
+        self._container = av.open(self._sink, mode="w", format=container_name, buffer_size=4096, options=options)
+        self._stream = self._container.add_stream(codec, rate=self.sample_rate, layout="mono")
+        if bit_rate is not None:  # bits per second, for the lossy codecs; their own default otherwise
+            self._stream.codec_context.bit_rate = bit_rate
+        ctx = self._stream.codec_context
+        self._resampler = av.AudioResampler(
+            format=ctx.format.name, layout="mono", rate=self.sample_rate, frame_size=ctx.frame_size or None
+        )
+
+    def encode(self, audio: Audio) -> bytes:
+        """The bytes of the file that `audio` completes (some may wait for the next piece: a codec frame)."""
+        if audio.sample_rate != self.input_rate:
+            raise ValueError(f"pieces must be at {self.input_rate} Hz (got {audio.sample_rate})")
+        header, self._header = self._header, b""
+        if self._container is None:
+            return header + to_pcm16(audio.samples)
+        if audio.samples.size:
+            for frame in self._resampler.resample(_pcm16_frame(audio)):
+                self._container.mux(self._stream.encode(frame))
+        return self._sink.take()
+
+    def finish(self) -> bytes:
+        """The file's last bytes: what the codec still held, and the container's trailer."""
+        header, self._header = self._header, b""
+        if self._container is None:
+            return header
+        for frame in self._resampler.resample(None):
+            self._container.mux(self._stream.encode(frame))
+        self._container.mux(self._stream.encode(None))
+        self._container.close()
+        self._container = None
+        return self._sink.take()
+
+    def close(self) -> None:
+        """Drop an unfinished file (a client that went away); a no-op after `finish`."""
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+_ATEMPO_RANGE = (0.5, 2.0)  # one atempo filter's best range; farther speeds chain two or more
+
+
+class TimeStretch:
+    """Audio made faster or slower by `speed` with its pitch kept (FFmpeg's `atempo`, WSOLA-like), fed
+    piece by piece: each `feed` returns what is ready, `flush` the rest. One instance per stretch of
+    continuous audio (a sentence), so the joins inside it are seamless."""
+
+    def __init__(self, speed: float, sample_rate: int) -> None:
+        if not MIN_SPEED <= speed <= MAX_SPEED:
+            raise ValueError(f"speed must be between {MIN_SPEED} and {MAX_SPEED} (got {speed})")
+        self.sample_rate = sample_rate
+        self._graph = av.filter.Graph()
+        node = self._graph.add_abuffer(format="flt", sample_rate=sample_rate, layout="mono")
+        for tempo in _atempo_steps(speed):
+            step = self._graph.add("atempo", f"{tempo:.6f}")
+            node.link_to(step)
+            node = step
+        sink = self._graph.add("abuffersink")
+        node.link_to(sink)
+        self._graph.configure()
+        self._pts = 0
+
+    def feed(self, audio: Audio) -> Audio:
+        if audio.sample_rate != self.sample_rate:
+            raise ValueError(f"pieces must be at {self.sample_rate} Hz (got {audio.sample_rate})")
+        if audio.samples.size:
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(audio.samples, dtype=np.float32).reshape(1, -1), format="flt", layout="mono"
+            )
+            frame.sample_rate = self.sample_rate
+            frame.pts = self._pts
+            self._pts += audio.samples.size
+            self._graph.push(frame)
+        return self._pull()
+
+    def flush(self) -> Audio:
+        self._graph.push(None)
+        return self._pull()
+
+    def _pull(self) -> Audio:
+        parts: list[npt.NDArray[np.float32]] = []
+        while True:
+            try:
+                frame = self._graph.pull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                break
+            parts.append(frame.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+        samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        return Audio(np.clip(samples, -1.0, 1.0), self.sample_rate)
+
+
+def _atempo_steps(speed: float) -> list[float]:
+    low, high = _ATEMPO_RANGE
+    steps: list[float] = []
+    while speed < low:
+        steps.append(low)
+        speed /= low
+    while speed > high:
+        steps.append(high)
+        speed /= high
+    return [*steps, speed]
+
+
+def time_stretch(audio: Audio, speed: float) -> Audio:
+    """`audio` played `speed` times as fast, pitch kept (`speed` 1 returns it as it is)."""
+    if speed == 1.0 or audio.samples.size == 0:
+        return audio
+    stretch = TimeStretch(speed, audio.sample_rate)
+    head, tail = stretch.feed(audio), stretch.flush()
+    return Audio(np.concatenate([head.samples, tail.samples]), audio.sample_rate)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .audio import SAMPLE_RATES, ByteFormat, encode_bytes, resample
+from .audio import MAX_SPEED, MIN_SPEED, SAMPLE_RATES, ByteFormat, encode_bytes, resample, time_stretch
 from .config import Settings
 from .contract import DoneEvent, ErrorEvent, Response, TextEvent, guarded, parse_request
 from .errors import FishvoiceError
@@ -41,11 +41,22 @@ def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
     if not text:
         raise FishvoiceError("invalid_input", "text: must not be empty", "text")
     tts = build_tts(settings)
-    audio = resample(synthesize(tts, text), args.sample_rate)
+    audio = time_stretch(resample(synthesize(tts, text), args.sample_rate), args.speed)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(encode_bytes(audio, fmt)[0])
     print(f"{args.output}: {audio.duration_s:.2f} s at {audio.sample_rate} Hz ({tts.name})")
     return 0
+
+
+def _speed(value: str) -> float:
+    """`--speed`: a number from 0.25 to 4.0 (argparse reports the error)."""
+    try:
+        speed = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not MIN_SPEED <= speed <= MAX_SPEED:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_SPEED} and {MAX_SPEED} (got {value})")
+    return speed
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
@@ -146,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("text")
     say.add_argument("-o", "--output", type=Path, default=Path("out.wav"), help="file to write (.wav .flac .mp3 .ogg)")
     say.add_argument("--sample-rate", type=int, choices=SAMPLE_RATES, default=44100)
+    say.add_argument("--speed", type=_speed, default=1.0, help="speaking rate, 0.25 to 4.0 (pitch kept; default 1)")
     say.set_defaults(run=cmd_say)
 
     chat = commands.add_parser(

@@ -24,6 +24,8 @@ from .audio import (
     AUDIO_FORMATS,
     MAX_AUDIO_BASE64_CHARS,
     MAX_AUDIO_BYTES,
+    MAX_SPEED,
+    MIN_SPEED,
     SAMPLE_RATES,
     Audio,
     AudioFormat,
@@ -65,6 +67,7 @@ class Request(BaseModel):
     audio_format: AudioFormat = "array"
     sample_rate: int = 44100
     speak: bool = True
+    speed: float = 1.0
 
     @field_validator("message")
     @classmethod
@@ -120,6 +123,13 @@ class Request(BaseModel):
     def _max_tokens(cls, value: int) -> int:
         if not 1 <= value <= 4096:
             raise ValueError(f"must be between 1 and 4096 (got {value})")
+        return value
+
+    @field_validator("speed")
+    @classmethod
+    def _speed(cls, value: float) -> float:
+        if not (math.isfinite(value) and MIN_SPEED <= value <= MAX_SPEED):
+            raise ValueError(f"must be between {MIN_SPEED} and {MAX_SPEED} (got {value})")
         return value
 
     @field_validator("sample_rate")

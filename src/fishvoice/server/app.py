@@ -22,6 +22,7 @@ from .errors import error_response
 from .fish_api import build_fish_router
 from .jobs import QueueFull
 from .memory_store import MemoryJobStore
+from .openai_api import build_openai_router
 from .runner import JobLimits, JobRunner
 from .runpod_api import Auth, build_router
 from .speech import SpeechService
@@ -50,7 +51,7 @@ def build_job_runner(assistant: Assistant, settings: Settings) -> JobRunner:
 
 
 def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
-    """The RunPod-compatible API over an assistant whose models are already loaded."""
+    """The RunPod-compatible job API, and OpenAI's speech API, over an assistant whose models are already loaded."""
     jobs = build_job_runner(assistant, settings)
 
     @asynccontextmanager
@@ -85,6 +86,7 @@ def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
     app.include_router(router)
     app.include_router(router, prefix="/v2/{endpoint_id}")
     app.include_router(build_fish_router(speech, auth, max_body_bytes))
+    app.include_router(build_openai_router(speech, auth))
 
     @app.exception_handler(FishvoiceError)
     async def fishvoice_error(request: Request, exc: FishvoiceError) -> JSONResponse:

@@ -4,12 +4,11 @@
 Fields and defaults are theirs. What each does here:
 - applied: `text`, `format`, `sample_rate`, `mp3_bitrate`, `opus_bitrate`, `references` (inline voices;
   several are joined into one), `reference_id` (a voice saved with /v1/references/add), `streaming`,
-  `prosody.volume`; and with the fish voice `temperature`, `top_p` and `seed` (unset: the server's
-  FISHVOICE_FISH_* settings).
+  `prosody.volume` and `prosody.speed` (pitch kept); and with the fish voice `temperature`, `top_p` and
+  `seed` (unset: the server's FISHVOICE_FISH_* settings).
 - ignored, with an `X-Fishvoice-Warning` header: sampling fields the voice has no use for (all of them
-  with Piper; `repetition_penalty` with fish, whose engine avoids repeats its own way), `prosody.speed`
-  other than 1, and inline voices where the voice cannot clone (the default voice speaks, as the job
-  API does).
+  with Piper; `repetition_penalty` with fish, whose engine avoids repeats its own way), and inline voices
+  where the voice cannot clone (the default voice speaks, as the job API does).
 - accepted and checked, with no effect: how fish-speech batches, chunks and normalises its work
   (`chunk_length`, `min_chunk_length`, `latency`, `normalize`, `use_memory_cache`, `max_new_tokens`,
   `stream_tokens`, `stream_chunk_size`, `condition_on_previous_chunks`, `early_stop_threshold`,
@@ -237,8 +236,6 @@ def _tune(request: FishTTSRequest, tts: TTS, warnings: list[str]) -> TTS:
         ignored.append("repetition_penalty")
     if ignored:
         warnings.append(f"{', '.join(ignored)}: the {tts.name} voice does not use this; ignored")
-    if request.prosody is not None and request.prosody.speed != 1.0:
-        warnings.append("prosody.speed: not supported on this route yet; spoken at speed 1.0")
     return tts
 
 
@@ -283,7 +280,8 @@ def build_fish_router(speech: SpeechService, auth: Auth, max_body_bytes: int) ->
             warnings.append(f"voice cloning needs the fish voice backend; the default {speech.tts.name} voice was used")
         voice_tts = _tune(fields, speech.tts, warnings)
         gain = _gain(fields)
-        pieces = speech.stream(fields.text, voice, fields.rate, tts=voice_tts)
+        speed = fields.prosody.speed if fields.prosody is not None else 1.0
+        pieces = speech.stream(fields.text, voice, fields.rate, speed, tts=voice_tts)
         headers = {"Content-Disposition": f"attachment; filename=audio.{fields.format}"}
         media_type = MEDIA_TYPES[fields.format]
         if fields.streaming:
@@ -311,7 +309,7 @@ def _encode_whole(request: FishTTSRequest, pieces: list[Audio]) -> bytes:
     if request.format == "wav":  # a file with its length in the header
         return encode_bytes(audio, "wav")[0]
     encoder = _encoder(request)
-    return encoder.encode(audio) + encoder.close()
+    return encoder.encode(audio) + encoder.finish()
 
 
 async def _stream(
@@ -328,6 +326,6 @@ async def _stream(
                 yield await asyncio.to_thread(encoder.encode, _louder(piece, gain))
         except BaseException:
             with suppress(Exception):
-                encoder.close()  # frees the encoder now; its bytes have nowhere to go
+                encoder.close()  # drops the unfinished file now; its bytes have nowhere to go
             raise
-        yield await asyncio.to_thread(encoder.close)
+        yield await asyncio.to_thread(encoder.finish)

@@ -33,13 +33,20 @@ class SpeechService:
         return voice
 
     async def stream(
-        self, text: str, voice: VoiceReference | None, sample_rate: int, *, tts: TTS | None = None
+        self,
+        text: str,
+        voice: VoiceReference | None,
+        sample_rate: int,
+        speed: float = 1.0,
+        *,
+        tts: TTS | None = None,
     ) -> AsyncGenerator[Audio, None]:
         """The speech of `text` at `sample_rate`, sentence by sentence as each is ready, in `voice` where
-        the backend clones (else its own voice). `tts` is the service's voice tuned for one request
-        (FishTTS.tuned); the service's own by default."""
+        the backend clones (else its own voice), `speed` times as fast (pitch kept). `tts` is the service's
+        voice tuned for one request (FishTTS.tuned); the service's own by default."""
         tts = tts or self.tts
         cloned = voice if tts.can_clone else None
         async with self.slots:
-            async for spoken in speak_text(text, voice_speaker(tts, cloned, sample_rate, self.stall_s)):
+            speak = voice_speaker(tts, cloned, sample_rate, self.stall_s, speed)
+            async for spoken in speak_text(text, speak):
                 yield spoken.audio
