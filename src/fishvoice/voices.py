@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import Audio, b64decode_audio, decode_audio, resample, to_pcm16
+from .audio import MAX_AUDIO_BYTES, Audio, b64decode_audio, decode_audio, resample, to_pcm16
 from .errors import FishvoiceError
 
 VOICE_RATE = 44100  # Fish Speech's codec rate; references are kept at it.
@@ -39,7 +39,16 @@ class VoiceReference:
 
 def load_reference(value: str, reference_text: str | None = None, field: str = "system_audio") -> VoiceReference:
     """Decode and check a base64 reference voice; errors name `field`."""
-    data = b64decode_audio(value, field)
+    return reference_from_bytes(b64decode_audio(value, field), reference_text, field)
+
+
+def reference_from_bytes(data: bytes, reference_text: str | None = None, field: str = "audio") -> VoiceReference:
+    """Decode and check a reference voice from an audio file's bytes (an upload); errors name `field`.
+    The same limits as the base64 path: size, format, length, silence."""
+    if len(data) > MAX_AUDIO_BYTES:
+        raise FishvoiceError("payload_too_large", f"{field}: audio is larger than {MAX_AUDIO_BYTES // 2**20} MB", field)
+    if not data:
+        raise FishvoiceError("invalid_audio", f"{field}: empty audio", field)
     audio = decode_audio(data, field, max_seconds=MAX_REFERENCE_S)
     seconds = audio.duration_s
     if seconds < MIN_REFERENCE_S:
