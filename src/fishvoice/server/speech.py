@@ -14,7 +14,7 @@ from ..audio import Audio
 from ..errors import FishvoiceError
 from ..memory.base import ConversationStore
 from ..pipeline import speak_text, voice_speaker
-from ..tts.base import TTS
+from ..tts.base import TTS, prepare_voice
 from ..voices import VoiceReference
 
 
@@ -37,5 +37,6 @@ class SpeechService:
         the backend clones (else its own voice)."""
         cloned = voice if self.tts.can_clone else None
         async with self.slots:
+            await prepare_voice(self.tts, cloned)
             async for spoken in speak_text(text, voice_speaker(self.tts, cloned, sample_rate, self.stall_s)):
                 yield spoken.audio
