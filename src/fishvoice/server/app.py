@@ -21,6 +21,7 @@ from ..factory import jobs_at_once
 from .errors import error_response
 from .jobs import QueueFull
 from .memory_store import MemoryJobStore
+from .references import build_references_router
 from .runner import JobLimits, JobRunner
 from .runpod_api import Auth, build_router
 from .speech import SpeechService
@@ -72,15 +73,14 @@ def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
         "store": type(assistant.store).__name__,
         "jobs": jobs.store.name,
     }
+    auth = Auth(settings.api_keys())
+    max_body_bytes = int(settings.max_body_mb * 2**20)
     router = build_router(
-        jobs,
-        Auth(settings.api_keys()),
-        runsync_wait_s=settings.runsync_wait,
-        max_body_bytes=int(settings.max_body_mb * 2**20),
-        backends=backends,
+        jobs, auth, runsync_wait_s=settings.runsync_wait, max_body_bytes=max_body_bytes, backends=backends
     )
     app.include_router(router)
     app.include_router(router, prefix="/v2/{endpoint_id}")
+    app.include_router(build_references_router(speech, auth, max_body_bytes))
 
     @app.exception_handler(FishvoiceError)
     async def fishvoice_error(request: Request, exc: FishvoiceError) -> JSONResponse:
