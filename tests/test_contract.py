@@ -87,13 +87,22 @@ def test_full_request_is_accepted():
         ({**OK, "system_audio": "  "}, "system_audio", "invalid_audio", "empty"),
         ({**OK, "system_audio": "A" * (21 * 2**20)}, "system_audio", "payload_too_large", "15 MB"),
         ({**OK, "user_audio": "UklGRg=="}, "user_audio", "invalid_input", "not supported yet"),
-        ({**OK, "voice_id": "v1"}, "voice_id", "invalid_input", "not supported yet"),
+        ({**OK, "voice_id": "v1"}, "voice_id", "invalid_input", "unknown field"),
+        ({**OK, "reference_id": ""}, "reference_id", "invalid_input", "1 to 128"),
+        ({**OK, "reference_id": "a/b"}, "reference_id", "invalid_input", "1 to 128"),
+        ({**OK, "reference_id": 5}, "reference_id", "invalid_input", "string"),
+        ({**OK, "reference_id": "v1", "system_audio": "UklGRg=="}, "reference_id", "invalid_input", "system_audio"),
+        ({**OK, "reference_id": "v1", "reference_text": "hi"}, "reference_id", "invalid_input", "reference_text"),
     ],
 )
 def test_each_rule_is_refused_with_code_and_field(raw, field, code, words):
     error = refused(raw)
     assert (error.field, error.code) == (field, code)
     assert words in error.message and error.message.startswith(field)
+
+
+def test_a_saved_voice_is_named_by_reference_id():
+    assert parse_request({**OK, "reference_id": "narrator.v2:en"}).reference_id == "narrator.v2:en"
 
 
 @pytest.mark.parametrize("raw", [None, [], "hello", 3])

@@ -188,3 +188,50 @@ def test_jobs_at_once_follow_the_fish_engine_unless_set(checkpoint, tts):
     assert jobs_at_once(None, fish, 2) == 3 and jobs_at_once(None, fish, 1) == 3  # server, RunPod worker
     assert jobs_at_once(5, fish, 2) == 5
     assert jobs_at_once(None, tts, 2) == 2 and jobs_at_once(None, tts, 1) == 1  # Piper speaks one at a time
+
+
+async def test_two_workers_sharing_a_store_encode_a_saved_voice_once(fish_tts, store, speech):
+    """Two FishTTS instances (two workers) over one store: the first encodes the voice and stores its codes,
+    the second loads them and speaks just the same."""
+    voice = load_reference(speech_b64(speech), "The quick brown fox")
+    await store.add_saved_voice("key-a", "fox", voice)
+    saved = await store.saved_voice("key-a", "fox")
+    assert saved is not None
+    one = FishTTS(fish_tts.engine, Sampling(seed=2), codes=store, codec_id="fish:tiny")
+    two = FishTTS(fish_tts.engine, Sampling(seed=2), codes=store, codec_id="fish:tiny")
+    await one.prepare(saved)
+    await one.prepare(saved)  # this process's cache
+    await two.prepare(saved)  # the store's
+    assert (one.encodes, two.encodes) == (1, 0)
+    assert await store.voice_codes(f"fish:tiny:{saved.hash}") is not None
+    first, second = synthesize(one, "Hello world.", saved), synthesize(two, "Hello world.", saved)
+    assert np.array_equal(first.samples, second.samples)
+    assert two.encodes == 0  # speaking used the loaded codes
+    other_codec = FishTTS(fish_tts.engine, Sampling(seed=2), codes=store, codec_id="fish:other")
+    await other_codec.prepare(saved)
+    assert other_codec.encodes == 1  # another codec's codes are never taken for its own
+
+
+async def test_unreadable_stored_codes_are_encoded_again(fish_tts, store, speech):
+    voice = load_reference(speech_b64(speech))
+    await store.put_voice_codes(f"fish:tiny:{voice.hash}", b"not numpy")
+    tts = FishTTS(fish_tts.engine, Sampling(seed=2), codes=store, codec_id="fish:tiny")
+    await tts.prepare(voice)
+    assert tts.encodes == 1 and len(synthesize(tts, "Hi.", voice).samples)
+
+
+async def test_a_job_with_a_saved_voice_clones_it_and_keeps_it_with_the_conversation(llm, store, speech, checkpoint):
+    engine = FishEngine(checkpoint, device="cpu", first_frames=4, chunk_frames=16)
+    tts = FishTTS(engine, Sampling(seed=1), codes=store, codec_id="fish:tiny")
+    handler = make_handler(Assistant(llm, tts, store, default_system_message=SYSTEM))
+    voice = load_reference(speech_b64(speech), "The quick brown fox")
+    await store.add_saved_voice("", "fox", voice)
+    result = await run_job(
+        handler, message="Say hello.", max_tokens=6, conversation_id="saved-1", reference_id="fox", audio_format="wav"
+    )
+    assert "error" not in result, result
+    assert result["voice"] == {"backend": "fish", "cloned": True} and tts.encodes == 1
+    assert (await store.load("", "saved-1")).voice_hash == voice.hash
+    later = await run_job(handler, message="Again.", max_tokens=4, conversation_id="saved-1", speak=False)
+    assert later["voice"]["cloned"] is True and tts.encodes == 1
+    engine.close()

@@ -24,6 +24,7 @@ CODES = {
     "payload_too_large",
     "unauthorized",
     "not_found",
+    "conflict",
     "cancelled",
     "timeout",
     "backend_unavailable",
@@ -43,6 +44,7 @@ FIELDS = [
     "speed",
     "user_audio",
     "voice_id",
+    "reference_id",
 ]
 
 json_values = st.recursive(
@@ -165,3 +167,53 @@ def test_every_route_answers_random_requests_without_a_500(fuzz_url, path, job_i
         assert payload["error_code"] in CODES and payload["error"]
     elif payload.get("status") == "FAILED":
         assert payload["output"]["error_code"] in CODES
+
+
+reference_ids = st.text(max_size=30) | st.sampled_from(["fuzz-voice", "a b", "x" * 129, ""])
+form_values = st.text(max_size=40) | reference_ids | st.binary(max_size=2000)
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    route=st.sampled_from(
+        [
+            ("POST", "/v1/references/add"),
+            ("GET", "/v1/references/list"),
+            ("POST", "/v1/references/update"),
+            ("DELETE", "/v1/references/delete"),
+        ]
+    ),
+    fields=st.dictionaries(
+        st.sampled_from(["id", "text", "audio", "reference_id", "old_reference_id", "new_reference_id"])
+        | st.text(max_size=8),
+        form_values,
+        max_size=5,
+    ),
+    shape=st.sampled_from(["multipart", "form", "json", "raw"]),
+    raw=st.binary(max_size=300),
+    key=auth,
+)
+def test_reference_routes_answer_random_forms_without_a_500(fuzz_url, speech, route, fields, shape, raw, key):
+    method, path = route
+    headers = {"Authorization": key} if key is not None else {}
+    texts = {k: v for k, v in fields.items() if isinstance(v, str)}
+    files = {k: ("f.wav", v) for k, v in fields.items() if isinstance(v, bytes)}
+    if shape == "multipart":
+        request = {"data": texts, "files": files or {"audio": ("f.wav", base64.b64decode(speech_b64(speech)))}}
+    elif shape == "form":
+        request = {"data": texts}
+    elif shape == "json":
+        request = {"json": {k: v if isinstance(v, str) else v.hex() for k, v in fields.items()}}
+    else:
+        request = {"content": raw, "headers": {"Content-Type": "multipart/form-data; boundary=b"} | headers}
+    with httpx.Client(headers=headers, timeout=60) as http:
+        reply = http.request(method, fuzz_url + path, **request)
+    assert reply.status_code < 500, (reply.status_code, reply.text[:300])
+    payload = reply.json()
+    if reply.status_code >= 400:
+        error = payload["error"]
+        assert error["code"] in CODES and error["message"] and set(error) == {"message", "type", "param", "code"}
+    else:
+        assert payload["success"] is True

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fishvoice.audio import Audio
+from fishvoice.memory.base import SavedVoice
 from fishvoice.memory.redis import RedisStore
 from fishvoice.memory.sqlite import SQLiteStore, sqlite_path
 from fishvoice.voices import VoiceReference
@@ -92,6 +93,84 @@ async def test_voices_round_trip_by_hash(any_store):
     assert back is not None and back.reference_text == "what it says"
     assert np.allclose(back.audio.samples, samples, atol=1 / 32767)
     assert await any_store.get_voice("missing") is None
+
+
+def a_voice(seed: int = 0, text: str | None = "what it says") -> VoiceReference:
+    samples = (0.5 * np.sin(np.arange(44100) / (10 + seed))).astype(np.float32)
+    return VoiceReference(f"hash-{seed}", Audio(samples, 44100), text)
+
+
+async def test_a_saved_voice_round_trips_and_lists(any_store):
+    voice = a_voice()
+    assert await any_store.add_saved_voice("k", "alice", voice) is True
+    assert await any_store.add_saved_voice("k", "bob", a_voice(1, None)) is True
+    back = await any_store.saved_voice("k", "alice")
+    assert back is not None and (back.hash, back.reference_text) == ("hash-0", "what it says")
+    assert np.allclose(back.audio.samples, voice.audio.samples, atol=1 / 32767)
+    assert await any_store.list_saved_voices("k") == [
+        SavedVoice("alice", "what it says", "hash-0"),
+        SavedVoice("bob", None, "hash-1"),
+    ]
+    assert await any_store.get_voice("hash-0") is not None  # stored by content hash, as conversations store voices
+
+
+async def test_adding_a_taken_id_changes_nothing(any_store):
+    assert await any_store.add_saved_voice("k", "alice", a_voice(0, "first")) is True
+    assert await any_store.add_saved_voice("k", "alice", a_voice(1, "second")) is False
+    back = await any_store.saved_voice("k", "alice")
+    assert back is not None and (back.hash, back.reference_text) == ("hash-0", "first")
+
+
+async def test_racing_adds_of_one_id_let_exactly_one_win(any_store):
+    results = await asyncio.gather(*(any_store.add_saved_voice("k", "same", a_voice(i)) for i in range(8)))
+    assert sorted(results) == [False] * 7 + [True]
+    assert len(await any_store.list_saved_voices("k")) == 1
+
+
+async def test_saved_voices_are_per_namespace(any_store):
+    await any_store.add_saved_voice("key-a", "alice", a_voice())
+    assert await any_store.saved_voice("key-b", "alice") is None
+    assert await any_store.list_saved_voices("key-b") == []
+    assert await any_store.rename_saved_voice("key-b", "alice", "mine") is False
+    assert await any_store.delete_saved_voice("key-b", "alice") is False
+    assert await any_store.add_saved_voice("key-b", "alice", a_voice(1)) is True  # the same id, another key's
+    assert [v.id for v in await any_store.list_saved_voices("key-a")] == ["alice"]
+
+
+async def test_rename_moves_a_voice_and_refuses_a_taken_or_unknown_id(any_store):
+    await any_store.add_saved_voice("k", "alice", a_voice(0))
+    await any_store.add_saved_voice("k", "bob", a_voice(1))
+    assert await any_store.rename_saved_voice("k", "alice", "bob") is False  # taken
+    assert await any_store.rename_saved_voice("k", "nobody", "carol") is False  # unknown
+    assert await any_store.rename_saved_voice("k", "alice", "carol") is True
+    assert await any_store.saved_voice("k", "alice") is None
+    moved = await any_store.saved_voice("k", "carol")
+    assert moved is not None and moved.hash == "hash-0" and moved.reference_text == "what it says"
+    assert [v.id for v in await any_store.list_saved_voices("k")] == ["bob", "carol"]
+
+
+async def test_delete_forgets_a_saved_voice(any_store):
+    await any_store.add_saved_voice("k", "alice", a_voice())
+    assert await any_store.delete_saved_voice("k", "alice") is True
+    assert await any_store.delete_saved_voice("k", "alice") is False
+    assert await any_store.saved_voice("k", "alice") is None and await any_store.list_saved_voices("k") == []
+    assert await any_store.add_saved_voice("k", "alice", a_voice()) is True  # the id is free again
+
+
+async def test_a_saved_voice_outlives_the_conversation_ttl(make_store):
+    store = make_store(ttl_s=1)
+    await store.put_voice(a_voice())  # a conversation's use first, then saved: it must not expire
+    await store.add_saved_voice("k", "alice", a_voice())
+    await store.put_voice(a_voice())  # and a later conversation's use must not give it a TTL again
+    await asyncio.sleep(1.3)
+    await store.purge_expired()
+    assert await store.saved_voice("k", "alice") is not None
+
+
+async def test_voice_codes_round_trip_by_key(any_store):
+    assert await any_store.voice_codes("fish:x:abc") is None
+    await any_store.put_voice_codes("fish:x:abc", b"\x00\x01codes")
+    assert await any_store.voice_codes("fish:x:abc") == b"\x00\x01codes"
 
 
 async def test_sqlite_purges_what_expired(tmp_path):

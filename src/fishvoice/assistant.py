@@ -35,11 +35,12 @@ from .contract import (
     encode_chunk,
     encode_reply_audio,
 )
+from .errors import FishvoiceError
 from .llm.base import LLM
 from .memory.base import Conversation, ConversationStore
 from .pipeline import Speak, speech_pipeline, voice_speaker
 from .threads import fail_on_stall
-from .tts.base import TTS
+from .tts.base import TTS, prepare_voice
 from .voices import VoiceReference, load_reference
 
 log = logging.getLogger(__name__)
@@ -83,11 +84,13 @@ class Assistant:
         """Yield text and audio events as they come, then the done event; raise on failure."""
         reply = _Reply(started=time.perf_counter())
         warnings: list[str] = []
-        new_voice = await self._new_voice(request)
+        new_voice = await self._new_voice(request, namespace)
         conversation = await self._conversation(request, namespace)
         voice = new_voice or await self._stored_voice(conversation)
         if voice is not None and not self.tts.can_clone:
             warnings.append(f"voice cloning needs the fish voice backend; the default {self.tts.name} voice was used")
+        if request.speak:
+            await prepare_voice(self.tts, voice)  # encoded once, or its stored encoding loaded, before the LLM starts
         system = request.system_message or conversation.system_message or self.default_system_message
         prompt = fit_context(
             system,
@@ -116,7 +119,15 @@ class Assistant:
         history = await self._remember(request, namespace, text, new_voice)
         yield DoneEvent(await self._response(request, reply, text, history, voice, warnings))
 
-    async def _new_voice(self, request: Request) -> VoiceReference | None:
+    async def _new_voice(self, request: Request, namespace: str) -> VoiceReference | None:
+        """The voice this request brings: a saved voice of the caller's (`reference_id`), or `system_audio`."""
+        if request.reference_id is not None:
+            saved = await self.store.saved_voice(namespace, request.reference_id)
+            if saved is None:
+                raise FishvoiceError(
+                    "not_found", f"reference_id: no saved voice {request.reference_id!r}", "reference_id"
+                )
+            return saved
         if not request.system_audio:
             return None
         return await asyncio.to_thread(load_reference, request.system_audio, request.reference_text)

@@ -49,7 +49,7 @@ class ChatMessage(TypedDict):
     content: str
 
 
-PLANNED_FIELDS = {"user_audio": "speech input", "voice_id": "saved voices"}
+PLANNED_FIELDS = {"user_audio": "speech input"}
 
 
 class Request(BaseModel):
@@ -61,6 +61,7 @@ class Request(BaseModel):
     system_message: str | None = None
     system_audio: str | None = None
     reference_text: str | None = None
+    reference_id: str | None = None
     conversation_id: str | None = None
     temperature: float = 0.7
     max_tokens: int = 512
@@ -104,7 +105,7 @@ class Request(BaseModel):
             raise ValueError(f"must be at most {MAX_REFERENCE_TEXT_CHARS} characters (got {len(value)})")
         return value.strip() or None if value is not None else None
 
-    @field_validator("conversation_id")
+    @field_validator("conversation_id", "reference_id")
     @classmethod
     def _conversation_id(cls, value: str | None) -> str | None:
         if value is not None and not CONVERSATION_ID.match(value):
@@ -160,6 +161,15 @@ def parse_request(raw: Any) -> Request:
         request = Request.model_validate(raw)
     except ValidationError as exc:
         raise _to_fishvoice_error(exc.errors()[0]) from None
+    if request.reference_id is not None:
+        for other in ("system_audio", "reference_text"):
+            if getattr(request, other) is not None:
+                raise FishvoiceError(
+                    "invalid_input",
+                    f"reference_id, {other}: give a saved voice (reference_id) or system_audio with its"
+                    " reference_text, not both",
+                    "reference_id",
+                )
     if request.reference_text and not request.system_audio:
         raise FishvoiceError("invalid_input", "reference_text: given without system_audio", "reference_text")
     return request

@@ -10,6 +10,7 @@ ErrorCode = Literal[
     "payload_too_large",
     "unauthorized",
     "not_found",
+    "conflict",
     "cancelled",
     "timeout",
     "backend_unavailable",

@@ -6,13 +6,14 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from .assistant import Assistant
 from .config import REDIS_SCHEMES, Settings
 from .errors import FishvoiceError
 from .llm.base import LLM
 from .memory.base import ConversationStore
-from .tts.base import TTS
+from .tts.base import TTS, VoiceCodeStore
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +39,16 @@ def build_llm(settings: Settings) -> LLM:
     )
 
 
-def build_tts(settings: Settings) -> TTS:
+def build_tts(settings: Settings, codes: VoiceCodeStore | None = None) -> TTS:
+    """The voice the settings name; a cloning voice keeps its encoded references in `codes` (the store)."""
     if settings.voice == "fish":
-        return build_fish_tts(settings)
+        return build_fish_tts(settings, codes)
     from .tts.piper import PiperTTS
 
     return PiperTTS(settings.piper_model_path)
 
 
-def build_fish_tts(settings: Settings) -> TTS:
+def build_fish_tts(settings: Settings, codes: VoiceCodeStore | None = None) -> TTS:
     try:
         from .fish.checkpoints import locate_checkpoint
         from .fish.engine import FishEngine
@@ -62,8 +64,9 @@ def build_fish_tts(settings: Settings) -> TTS:
             "backend_unavailable", "FISHVOICE_VOICE=fish needs FISHVOICE_FISH_CHECKPOINT (a directory or a hub repo id)"
         )
     try:
+        checkpoint = locate_checkpoint(settings.fish_checkpoint, settings.fish_cache_dir)
         engine = FishEngine(
-            locate_checkpoint(settings.fish_checkpoint, settings.fish_cache_dir),
+            checkpoint,
             device=settings.fish_device,
             dtype=settings.fish_dtype,
             compile=settings.fish_compile,
@@ -80,7 +83,14 @@ def build_fish_tts(settings: Settings) -> TTS:
         top_k=settings.fish_top_k,
         seed=settings.fish_seed,
     )
-    return FishTTS(engine, sampling)
+    return FishTTS(engine, sampling, codes=codes, codec_id=codec_id(checkpoint))
+
+
+def codec_id(checkpoint: Path) -> str:
+    """What names a checkpoint's codec in the keys of stored voice codes: workers with the same codec
+    share them; another codec's codes are never taken for its own."""
+    codec = checkpoint / "codec.pth"
+    return f"fish:{checkpoint.name}:{codec.stat().st_size if codec.is_file() else 0}"
 
 
 def jobs_at_once(configured: int | None, tts: TTS, default: int) -> int:
@@ -101,10 +111,11 @@ def build_store(settings: Settings) -> ConversationStore:
 
 def build_assistant(settings: Settings) -> Assistant:
     """Load every model once; the returned assistant serves all requests."""
+    store = build_store(settings)
     assistant = Assistant(
         build_llm(settings),
-        build_tts(settings),
-        build_store(settings),
+        build_tts(settings, codes=store),
+        store,
         default_system_message=settings.default_system_message,
         backend_timeout_s=settings.backend_timeout,
     )

@@ -42,9 +42,9 @@ def load_reference(value: str, reference_text: str | None = None, field: str = "
     return reference_from_bytes(b64decode_audio(value, field), reference_text, field)
 
 
-def reference_from_bytes(data: bytes, reference_text: str | None = None, field: str = "system_audio") -> VoiceReference:
-    """Decode and check a reference voice sent as the file's bytes (MessagePack carries them so); errors
-    name `field`."""
+def reference_from_bytes(data: bytes, reference_text: str | None = None, field: str = "audio") -> VoiceReference:
+    """Decode and check a reference voice from an audio file's bytes (an upload); errors name `field`.
+    The same limits as the base64 path: size, format, length, silence."""
     if len(data) > MAX_AUDIO_BYTES:
         raise FishvoiceError("payload_too_large", f"{field}: audio is larger than {MAX_AUDIO_BYTES // 2**20} MB", field)
     if not data:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..contract import ChatMessage
 from ..voices import VoiceReference
-from .base import Conversation
+from .base import Conversation, SavedVoice
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,10 @@ CREATE TABLE IF NOT EXISTS turns (
     role TEXT NOT NULL, content TEXT NOT NULL, PRIMARY KEY (namespace, conversation_id, seq));
 CREATE TABLE IF NOT EXISTS voices (
     hash TEXT PRIMARY KEY, pcm16 BLOB NOT NULL, reference_text TEXT, used_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS saved_voices (
+    namespace TEXT NOT NULL, id TEXT NOT NULL, voice_hash TEXT NOT NULL, reference_text TEXT,
+    created_at REAL NOT NULL, PRIMARY KEY (namespace, id));
+CREATE TABLE IF NOT EXISTS voice_codes (key TEXT PRIMARY KEY, data BLOB NOT NULL, used_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS conversations_updated ON conversations (updated_at);
 """
 
@@ -149,12 +153,16 @@ class SQLiteStore:
 
     def _put_voice(self, voice: VoiceReference) -> None:
         with self._connect() as db:
-            db.execute(
-                """INSERT INTO voices (hash, pcm16, reference_text, used_at) VALUES (?, ?, ?, ?)
-                   ON CONFLICT (hash) DO UPDATE SET used_at=excluded.used_at,
-                     reference_text=coalesce(excluded.reference_text, reference_text)""",
-                (voice.hash, voice.pcm16(), voice.reference_text, time.time()),
-            )
+            self._insert_voice(db, voice)
+
+    @staticmethod
+    def _insert_voice(db: sqlite3.Connection, voice: VoiceReference) -> None:
+        db.execute(
+            """INSERT INTO voices (hash, pcm16, reference_text, used_at) VALUES (?, ?, ?, ?)
+               ON CONFLICT (hash) DO UPDATE SET used_at=excluded.used_at,
+                 reference_text=coalesce(excluded.reference_text, reference_text)""",
+            (voice.hash, voice.pcm16(), voice.reference_text, time.time()),
+        )
 
     async def get_voice(self, voice_hash: str) -> VoiceReference | None:
         return await asyncio.to_thread(self._get_voice, voice_hash)
@@ -176,9 +184,11 @@ class SQLiteStore:
                 self._delete(db, namespace, conversation_id)
             db.execute(
                 "DELETE FROM voices WHERE used_at<? AND hash NOT IN"
-                " (SELECT voice_hash FROM conversations WHERE voice_hash IS NOT NULL)",
+                " (SELECT voice_hash FROM conversations WHERE voice_hash IS NOT NULL)"
+                " AND hash NOT IN (SELECT voice_hash FROM saved_voices)",  # a saved voice stays until deleted
                 (cutoff,),
             )
+            db.execute("DELETE FROM voice_codes WHERE used_at<?", (cutoff,))  # re-encoded if wanted again
             db.execute("COMMIT")
         if old:
             log.info("forgot %d expired conversations", len(old))
@@ -186,3 +196,91 @@ class SQLiteStore:
 
     async def close(self) -> None:
         return None
+
+    # Saved voices: a row per (namespace, id) naming a voice by hash; the audio is in `voices`, shared.
+
+    async def add_saved_voice(self, namespace: str, voice_id: str, voice: VoiceReference) -> bool:
+        return await asyncio.to_thread(self._add_saved_voice, namespace, voice_id, voice)
+
+    def _add_saved_voice(self, namespace: str, voice_id: str, voice: VoiceReference) -> bool:
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                added = db.execute(
+                    """INSERT INTO saved_voices (namespace, id, voice_hash, reference_text, created_at)
+                       VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, id) DO NOTHING""",
+                    (namespace, voice_id, voice.hash, voice.reference_text, time.time()),
+                ).rowcount
+                if added:
+                    self._insert_voice(db, voice)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return bool(added)
+
+    async def saved_voice(self, namespace: str, voice_id: str) -> VoiceReference | None:
+        return await asyncio.to_thread(self._saved_voice, namespace, voice_id)
+
+    def _saved_voice(self, namespace: str, voice_id: str) -> VoiceReference | None:
+        with self._connect() as db:
+            row = db.execute(
+                """SELECT s.voice_hash, v.pcm16, s.reference_text FROM saved_voices s
+                   JOIN voices v ON v.hash = s.voice_hash WHERE s.namespace=? AND s.id=?""",
+                (namespace, voice_id),
+            ).fetchone()
+            if row is not None:
+                db.execute("UPDATE voices SET used_at=? WHERE hash=?", (time.time(), row[0]))
+        return VoiceReference.from_pcm16(row[0], row[1], row[2]) if row else None
+
+    async def list_saved_voices(self, namespace: str) -> list[SavedVoice]:
+        return await asyncio.to_thread(self._list_saved_voices, namespace)
+
+    def _list_saved_voices(self, namespace: str) -> list[SavedVoice]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT id, reference_text, voice_hash FROM saved_voices WHERE namespace=? ORDER BY id", (namespace,)
+            ).fetchall()
+        return [SavedVoice(voice_id, text, voice_hash) for voice_id, text, voice_hash in rows]
+
+    async def rename_saved_voice(self, namespace: str, voice_id: str, new_id: str) -> bool:
+        return await asyncio.to_thread(self._rename_saved_voice, namespace, voice_id, new_id)
+
+    def _rename_saved_voice(self, namespace: str, voice_id: str, new_id: str) -> bool:
+        with self._connect() as db:
+            try:  # one statement: atomic; the primary key refuses a taken id
+                renamed = db.execute(
+                    "UPDATE saved_voices SET id=? WHERE namespace=? AND id=?", (new_id, namespace, voice_id)
+                ).rowcount
+            except sqlite3.IntegrityError:
+                return False
+        return bool(renamed)
+
+    async def delete_saved_voice(self, namespace: str, voice_id: str) -> bool:
+        return await asyncio.to_thread(self._delete_saved_voice, namespace, voice_id)
+
+    def _delete_saved_voice(self, namespace: str, voice_id: str) -> bool:
+        with self._connect() as db:
+            deleted = db.execute("DELETE FROM saved_voices WHERE namespace=? AND id=?", (namespace, voice_id)).rowcount
+        return bool(deleted)
+
+    async def put_voice_codes(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(self._put_voice_codes, key, data)
+
+    def _put_voice_codes(self, key: str, data: bytes) -> None:
+        with self._connect() as db:
+            db.execute(
+                """INSERT INTO voice_codes (key, data, used_at) VALUES (?, ?, ?)
+                   ON CONFLICT (key) DO UPDATE SET data=excluded.data, used_at=excluded.used_at""",
+                (key, data, time.time()),
+            )
+
+    async def voice_codes(self, key: str) -> bytes | None:
+        return await asyncio.to_thread(self._voice_codes, key)
+
+    def _voice_codes(self, key: str) -> bytes | None:
+        with self._connect() as db:
+            row = db.execute("SELECT data FROM voice_codes WHERE key=?", (key,)).fetchone()
+            if row is not None:
+                db.execute("UPDATE voice_codes SET used_at=? WHERE key=?", (time.time(), key))
+        return bytes(row[0]) if row else None

@@ -23,6 +23,7 @@ from .fish_api import build_fish_router
 from .jobs import QueueFull
 from .memory_store import MemoryJobStore
 from .openai_api import build_openai_router
+from .references import build_references_router
 from .runner import JobLimits, JobRunner
 from .runpod_api import Auth, build_router
 from .speech import SpeechService
@@ -87,6 +88,7 @@ def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
     app.include_router(router, prefix="/v2/{endpoint_id}")
     app.include_router(build_fish_router(speech, auth, max_body_bytes))
     app.include_router(build_openai_router(speech, auth))
+    app.include_router(build_references_router(speech, auth, max_body_bytes))
 
     @app.exception_handler(FishvoiceError)
     async def fishvoice_error(request: Request, exc: FishvoiceError) -> JSONResponse:

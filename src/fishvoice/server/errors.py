@@ -19,6 +19,7 @@ STATUS: dict[ErrorCode, int] = {
     "payload_too_large": 413,
     "unauthorized": 401,
     "not_found": 404,
+    "conflict": 409,
     "backend_unavailable": 503,
     "timeout": 504,
     "cancelled": 409,

@@ -14,7 +14,7 @@ from ..audio import Audio
 from ..errors import FishvoiceError
 from ..memory.base import ConversationStore
 from ..pipeline import speak_text, voice_speaker
-from ..tts.base import TTS
+from ..tts.base import TTS, prepare_voice
 from ..voices import VoiceReference
 
 
@@ -47,6 +47,7 @@ class SpeechService:
         tts = tts or self.tts
         cloned = voice if tts.can_clone else None
         async with self.slots:
+            await prepare_voice(tts, cloned)
             speak = voice_speaker(tts, cloned, sample_rate, self.stall_s, speed)
             async for spoken in speak_text(text, speak):
                 yield spoken.audio

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,6 +27,29 @@ class TTS(Protocol):
     def stream(
         self, text: str, voice: VoiceReference | None = None, stop: threading.Event | None = None
     ) -> Iterator[Audio]: ...
+
+
+class VoiceCodeStore(Protocol):
+    """Where a cloning backend keeps its encoding of a voice, by a key of its own: a conversation store
+    shared by several workers lets them encode a voice once between them."""
+
+    async def put_voice_codes(self, key: str, data: bytes) -> None: ...
+
+    async def voice_codes(self, key: str) -> bytes | None: ...
+
+
+@runtime_checkable
+class PreparesVoices(Protocol):
+    """A backend that readies a voice before speaking in it (Fish encodes the reference, or loads its
+    encoding from the store); `stream` then finds it ready. Backends without the step need nothing."""
+
+    async def prepare(self, voice: VoiceReference) -> None: ...
+
+
+async def prepare_voice(tts: TTS, voice: VoiceReference | None) -> None:
+    """Ready `voice` where the backend has such a step (and clones at all); else nothing."""
+    if voice is not None and tts.can_clone and isinstance(tts, PreparesVoices):
+        await tts.prepare(voice)
 
 
 def synthesize(tts: TTS, text: str, voice: VoiceReference | None = None) -> Audio:
