@@ -355,3 +355,25 @@ def test_the_route_answers_any_body_with_audio_or_a_documented_error(url, body, 
     else:
         error = reply.json()["error"]
         assert error["code"] in CODES and error["code"] != "internal" and error["message"], error
+
+
+def test_fish_voice_clones_a_saved_voice_through_fish_and_openai_routes(fish_url, speech):
+    import openai
+
+    wav = base64.b64decode(speech_b64(speech, "wav"))
+    added = httpx.post(
+        f"{fish_url}/v1/references/add",
+        data={"id": "fox", "text": "The quick brown fox"},
+        files={"audio": ("fox.wav", wav, "audio/wav")},
+        timeout=120,
+    )
+    assert added.status_code == 200, added.text
+    plain = fish_post(fish_url, {"text": "Hello world.", "format": "pcm", "seed": 3})
+    saved = fish_post(fish_url, {"text": "Hello world.", "format": "pcm", "seed": 3, "reference_id": "fox"})
+    assert saved.status_code == 200 and "x-fishvoice-warning" not in saved.headers
+    assert len(saved.content) > 0 and saved.content != plain.content
+    with openai.OpenAI(base_url=f"{fish_url}/v1", api_key="none", max_retries=0, timeout=120) as client:
+        default = client.audio.speech.with_raw_response.create(model="tts-1", voice="default", input="Hello world.")
+        cloned = client.audio.speech.with_raw_response.create(model="tts-1", voice="fox", input="Hello world.")
+    assert "x-fishvoice-warning" not in cloned.headers
+    assert len(cloned.content) > 0 and cloned.content != default.content

@@ -7,10 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -20,15 +17,8 @@ import soundfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fishvoice.assistant import Assistant
 from fishvoice.audio import Audio, decode_audio
-from fishvoice.config import Settings
-from fishvoice.memory.base import SavedVoice
-from fishvoice.memory.sqlite import SQLiteStore
-from fishvoice.server.runpod_api import key_namespace
-from fishvoice.voices import VoiceReference, load_reference
 
-from .conftest import SYSTEM, free_port
 from .test_server import server
 
 KEY = "speech-key"
@@ -230,57 +220,25 @@ def test_a_job_with_speed_out_of_range_fails_naming_it(url):
     assert reply.json()["output"]["field"] == "speed"
 
 
-# Saved voices through a store that keeps them in memory (the real stores' own tests live with them): the
-# app of `fishvoice serve`, served by uvicorn on a free port in this process.
-
-
-class SavedVoicesStore(SQLiteStore):
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.saved: dict[tuple[str, str], VoiceReference] = {}
-
-    async def add_saved_voice(self, namespace: str, voice_id: str, voice: VoiceReference) -> bool:
-        return self.saved.setdefault((namespace, voice_id), voice) is voice
-
-    async def saved_voice(self, namespace: str, voice_id: str) -> VoiceReference | None:
-        return self.saved.get((namespace, voice_id))
-
-    async def list_saved_voices(self, namespace: str) -> list[SavedVoice]:
-        return [SavedVoice(v, r.reference_text, r.hash) for (n, v), r in self.saved.items() if n == namespace]
+# Saved voices: added through fish-speech's /v1/references/add on a real `fishvoice serve` (two keys).
 
 
 @pytest.fixture(scope="module")
-def saved_url(llm, tts, tmp_path_factory, speech) -> Iterator[str]:
-    import uvicorn
-
-    from fishvoice.server.app import create_app
-
+def saved_url(tmp_path_factory, speech) -> Iterator[str]:
     from .conftest import speech_b64
 
-    store = SavedVoicesStore(tmp_path_factory.mktemp("saved") / "db.sqlite3")
-    store.saved[(key_namespace(KEY), "alloy")] = load_reference(speech_b64(speech), "The quick brown fox.")
-    store.saved[(key_namespace("other-key"), "robot")] = store.saved[(key_namespace(KEY), "alloy")]
-    assistant = Assistant(llm, tts, store, default_system_message=SYSTEM)
-    settings = replace_settings(api_key=f"{KEY},other-key")
-    port = free_port()
-    uv = uvicorn.Server(
-        uvicorn.Config(create_app(assistant, settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=15)
-
-
-def replace_settings(**fields: str) -> Settings:
-    return Settings().model_copy(update=fields)
+    wav = base64.b64decode(speech_b64(speech))
+    with server(tmp_path_factory.mktemp("saved"), api_key=f"{KEY},other-key") as base:
+        for key, voice_id in ((KEY, "alloy"), ("other-key", "robot")):
+            added = httpx.post(
+                f"{base}/v1/references/add",
+                headers={"Authorization": f"Bearer {key}"},
+                data={"id": voice_id, "text": "The quick brown fox."},
+                files={"audio": ("voice.wav", wav, "audio/wav")},
+                timeout=60,
+            )
+            assert added.status_code == 200, added.text
+        yield base
 
 
 @pytest.fixture
@@ -359,3 +317,27 @@ def test_random_requests_get_audio_or_an_openai_error_never_a_500(saved_url, bod
         assert error["message"] and error["type"] and error["code"]
     elif path == "/v1/audio/speech" and not reply.headers["content-type"].startswith("text/event-stream"):
         assert reply.content
+
+
+def test_a_saved_voice_serves_every_route_of_its_key_and_no_other(saved_url, saved_client):
+    """One voice added with /v1/references/add, used by a RunPod job, Fish's /v1/tts and OpenAI's speech."""
+    mine, theirs = ({"Authorization": f"Bearer {key}"} for key in (KEY, "other-key"))
+    job = {"message": "Hi", "reference_id": "alloy", "max_tokens": 5, "speak": True, "audio_format": "wav"}
+    done = httpx.post(f"{saved_url}/runsync", json={"input": job}, headers=mine, timeout=120).json()
+    assert done["status"] == "COMPLETED" and done["output"]["voice"] == {"backend": "piper", "cloned": False}
+    assert any("cloning" in warning for warning in done["output"]["warnings"])
+    say = {"text": "Hello.", "reference_id": "alloy"}
+    fish = httpx.post(f"{saved_url}/v1/tts", json=say, headers=mine, timeout=120)
+    assert fish.status_code == 200 and soundfile.info(io.BytesIO(fish.content)).duration > 0.3
+    spoken = saved_client.audio.speech.create(model="tts-1", voice="alloy", input="Hello.", response_format="wav")
+    assert soundfile.info(io.BytesIO(spoken.content)).duration > 0.3
+    # Another key: the voice does not exist for it, on every route.
+    other = httpx.post(f"{saved_url}/runsync", json={"input": job}, headers=theirs, timeout=120).json()
+    assert other["status"] == "FAILED" and other["output"]["error_code"] == "not_found"
+    assert other["output"]["field"] == "reference_id"
+    fish = httpx.post(f"{saved_url}/v1/tts", json=say, headers=theirs)
+    assert fish.status_code == 404 and fish.json()["error"]["param"] == "reference_id"
+    them = openai.OpenAI(base_url=f"{saved_url}/v1", api_key="other-key", max_retries=0)
+    with them, pytest.raises(openai.BadRequestError) as caught:
+        them.audio.speech.create(model="tts-1", voice="alloy", input="Hello.")
+    assert caught.value.param == "voice"
