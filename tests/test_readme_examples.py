@@ -25,6 +25,7 @@ RUNNERS = {
     "fish-curl": ["bash", "-c"],
     "openai": [sys.executable, "-c"],
     "curl-openai": ["bash", "-c"],
+    "curl-voices": ["bash", "-c"],
 }
 REPLY_FILES = {"fish-curl": "reply.mp3"}
 
@@ -62,6 +63,9 @@ def test_readme_example_runs(worker_url, tmp_path, name):
         assert soundfile.info(tmp_path / REPLY_FILES.get(name, "reply.wav")).duration > 0.5
     if name == "python":
         assert "4 turns in the conversation" in done.stdout
+    if name == "curl-voices":  # added, listed, used by the job, renamed, deleted: each answered with success
+        assert done.stdout.count('"success":true') == 4 and '"reference_ids":["narrator"]' in done.stdout
+        assert "'backend': 'piper'" in done.stdout
     if name == "python-stream":
         assert "sentence 0:" in done.stdout and soundfile.info(tmp_path / "reply.wav").samplerate == 24000
     if name == "javascript":
