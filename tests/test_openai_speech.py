@@ -78,9 +78,9 @@ def test_every_response_format_decodes_back_at_its_rate_and_the_length_of_the_sp
             samples, rate = soundfile.read(io.BytesIO(data))
             assert rate == 24000 and len(samples) == len(back.samples)  # the streamed header's "unknown" length
         assert back.sample_rate == (48000 if fmt == "opus" else 24000), fmt
-        # Piper varies its timing a little from one request to the next (about 1%); mp3 and aac also keep their
+        # Piper draws its timing anew for each request (VITS's noise: up to ~5% seen); mp3 and aac also keep their
         # encoder's priming and last frame's padding (no header in a stream says to trim them): up to 0.15 s.
-        slack = 0.04 * reference.duration_s + (0.15 if fmt in ("mp3", "aac") else 0.0)
+        slack = 0.1 * reference.duration_s + (0.15 if fmt in ("mp3", "aac") else 0.0)
         assert back.duration_s == pytest.approx(reference.duration_s, abs=slack), fmt
         assert 0.05 < np.abs(back.samples).max() < 1.1, fmt  # lossy codecs may overshoot full scale a little
         assert response.response.headers["content-type"].startswith("audio/")
@@ -114,7 +114,8 @@ def test_sse_sends_audio_deltas_then_done_with_usage(client):
     assert len(deltas) >= 4 and {event["type"] for event in deltas} == {"speech.audio.delta"}
     assert done == {"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}
     audio = pcm_audio(b"".join(base64.b64decode(event["audio"]) for event in deltas))
-    assert audio.duration_s == pytest.approx(speak_pcm(client, SENTENCES).duration_s, rel=0.04)
+    # Piper draws its timing anew for each request, so two syntheses of one text differ by a few per cent.
+    assert audio.duration_s == pytest.approx(speak_pcm(client, SENTENCES).duration_s, rel=0.1)
 
 
 def test_sse_in_mp3_joins_into_one_file(client):
