@@ -52,6 +52,17 @@ class ChatMessage(TypedDict):
 PLANNED_FIELDS = {"user_audio": "speech input"}
 
 
+def text_field(value: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """A text to answer or speak: trimmed, not empty, at most `limit` characters (a pydantic validator's
+    ValueError otherwise, which the error mapping names with its field)."""
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > limit:
+        raise ValueError(f"must be at most {limit} characters (got {len(value)})")
+    return value
+
+
 class Request(BaseModel):
     """One job's `input`, validated."""
 
@@ -73,12 +84,7 @@ class Request(BaseModel):
     @field_validator("message")
     @classmethod
     def _message(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("must not be empty")
-        if len(value) > MAX_MESSAGE_CHARS:
-            raise ValueError(f"must be at most {MAX_MESSAGE_CHARS} characters (got {len(value)})")
-        return value
+        return text_field(value)
 
     @field_validator("system_message")
     @classmethod

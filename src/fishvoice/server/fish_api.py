@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from ..audio import OPUS_RATE, SAMPLE_RATES, Audio, StreamEncoder, encode_bytes
-from ..contract import MAX_MESSAGE_CHARS, MAX_REFERENCE_TEXT_CHARS
+from ..contract import MAX_REFERENCE_TEXT_CHARS, text_field
 from ..errors import FishvoiceError
 from ..tts.base import TTS
 from ..voices import VoiceReference, join_references, load_reference, reference_from_bytes
@@ -102,12 +102,7 @@ class FishTTSRequest(_Strict):
     @field_validator("text")
     @classmethod
     def _text(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("must not be empty")
-        if len(value) > MAX_MESSAGE_CHARS:
-            raise ValueError(f"must be at most {MAX_MESSAGE_CHARS} characters (got {len(value)})")
-        return value
+        return text_field(value)
 
     @field_validator("sample_rate")
     @classmethod

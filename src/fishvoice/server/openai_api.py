@@ -37,7 +37,7 @@ from ..audio import MAX_SPEED, MIN_SPEED, Audio, StreamEncoder, StreamFormat
 from ..errors import FishvoiceError
 from ..voices import VoiceReference
 from .errors import openai_body, status_of
-from .runpod_api import Auth
+from .runpod_api import Auth, read_body
 from .speech import SpeechService
 
 log = logging.getLogger(__name__)
@@ -176,15 +176,7 @@ def _speech_error(error: ErrorDetails) -> FishvoiceError:
 
 async def read_json(request: Request, max_bytes: int) -> Any:
     """The request's JSON body, refusing bodies over the limit before reading them whole."""
-    declared = request.headers.get("content-length")
-    too_large = FishvoiceError("payload_too_large", f"body: larger than {max_bytes // 1024} KB", "body")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_large
+    body = await read_body(request, max_bytes, "body")
     try:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

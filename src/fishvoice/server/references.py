@@ -25,7 +25,7 @@ from ..contract import CONVERSATION_ID, MAX_REFERENCE_TEXT_CHARS
 from ..errors import FishvoiceError
 from ..tts.base import prepare_voice
 from ..voices import reference_from_bytes
-from .runpod_api import Auth
+from .runpod_api import Auth, read_body
 from .speech import SpeechService
 
 log = logging.getLogger(__name__)
@@ -35,24 +35,10 @@ Fields = dict[str, str | bytes]
 _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The whole body, refused (before it is read whole) when over the server's limit."""
-    too_large = FishvoiceError("payload_too_large", f"body: larger than {max_bytes // 2**20} MB", "body")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_large
-    return bytes(body)
-
-
 async def read_fields(request: Request, max_bytes: int) -> Fields:
     """The request's fields from a multipart or urlencoded form, or a JSON object; query parameters
     count where the body lacks them (a DELETE's body is often dropped on the way)."""
-    body = await read_body(request, max_bytes)
+    body = await read_body(request, max_bytes, "body")
     fields: Fields = dict(request.query_params)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in _FORMS:
