@@ -22,7 +22,7 @@ from redis.typing import EncodableT, FieldT
 
 from ..contract import ChatMessage
 from ..errors import FishvoiceError
-from ..redis_client import connect
+from ..redis_client import answered, connect
 from ..voices import VoiceReference
 from .base import Conversation, SavedVoice
 
@@ -108,11 +108,7 @@ class RedisStore:
         return f"{self.prefix}:saved-voices:{namespace or '-'}"
 
     async def _call(self, what: Awaitable[T]) -> T:
-        """Await a Redis call, its failure told as the contract's `backend_unavailable`."""
-        try:
-            return await what
-        except redis.RedisError as exc:
-            raise FishvoiceError("backend_unavailable", f"the conversation store failed: {exc}") from exc
+        return await answered(what, "conversation store")
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[EncodableT]) -> Any:
         return await self._call(self._scripts[name](keys=keys, args=args))

@@ -32,7 +32,7 @@ import redis.asyncio as redis
 from redis.typing import EncodableT, FieldT
 
 from ..errors import FishvoiceError
-from ..redis_client import connect
+from ..redis_client import answered, connect
 from .jobs import FAILED, FINAL_STATES, IN_PROGRESS, IN_QUEUE, Event, JobView, Outcome, new_job_id
 from .store import CancelHandler, ClaimedJob
 
@@ -137,11 +137,7 @@ class RedisJobStore:
         return self._base + ":".join(parts)
 
     async def _call(self, what: Awaitable[T]) -> T:
-        """Await a Redis call, its failure told as the contract's `backend_unavailable`."""
-        try:
-            return await what
-        except redis.RedisError as exc:
-            raise FishvoiceError("backend_unavailable", f"the job store failed: {exc}") from exc
+        return await answered(what, "job store")
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[EncodableT]) -> Any:
         return await self._call(self._scripts[name](keys=keys, args=args))
