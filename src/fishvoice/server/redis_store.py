@@ -42,6 +42,7 @@ T = TypeVar("T")
 HEARTBEAT_S = 2.0
 HEARTBEAT_TTL_MS = 15_000  # a server silent this long is taken for dead
 UNFINISHED_KEEP_S = 24 * 3600  # a queued or running job's record lives at most this long past the job's time limit
+CLOSE_WAIT_S = 5.0  # how long closing waits for the store's own tasks to stop
 BLOCK_S = 1  # how long `claim` waits on the queue before answering None
 LISTEN_WAIT_S = 5.0  # how long `open` waits for the subscription before going on without it
 
@@ -158,12 +159,17 @@ class RedisJobStore:
     async def close(self) -> None:
         for task in self._chores:
             task.cancel()
-        await asyncio.gather(*self._chores, return_exceptions=True)
+        # Bounded: a subscription cancelled mid-read can hang in redis-py's clean-up, and a server's stop must not.
+        if self._chores:
+            _, stuck = await asyncio.wait(self._chores, timeout=CLOSE_WAIT_S)
+            if stuck:
+                log.warning("%d job-store tasks did not stop within %g s; leaving them", len(stuck), CLOSE_WAIT_S)
         try:  # leave nothing behind: what this server took but never started goes back to the queue
             await self._release(self.worker)
         except FishvoiceError as exc:
             log.warning("could not hand back this server's jobs: %s", exc.message)
-        await self._redis.aclose()
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._redis.aclose(), CLOSE_WAIT_S)
 
     # The state machine's steps.
     async def enqueue(self, job: JobView, raw_input: Any, queue_size: int) -> bool:
