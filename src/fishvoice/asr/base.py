@@ -39,7 +39,12 @@ class ASR(Protocol):
     name: str
 
     def segments(
-        self, audio: Audio, *, language: str | None = None, prompt: str | None = None, stop: threading.Event | None = None
+        self,
+        audio: Audio,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        stop: threading.Event | None = None,
     ) -> Iterator[Segment]:
         """The speech's segments as they are recognised (silence and noise filtered out by voice activity);
         `language` None detects it. Setting `stop` ends the iteration early."""
