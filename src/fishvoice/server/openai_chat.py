@@ -683,7 +683,8 @@ def build_openai_chat_router(
         try:
             reply_request = parse_request({name: value for name, value in raw.items() if value is not None})
         except FishvoiceError as exc:
-            field = {"max_tokens": params.tokens_field, "message": "messages"}.get(exc.field or "", exc.field)
+            renamed = {"max_tokens": params.tokens_field, "message": "messages", "system_message": "messages"}
+            field = renamed.get(exc.field or "", exc.field)
             prefix = f"{exc.field}:"
             text = exc.message[len(prefix) :].strip() if exc.message.startswith(prefix) else exc.message
             raise FishvoiceError(exc.code, f"{field}: {text}", field) from None
