@@ -16,9 +16,12 @@ import soundfile
 from fastapi.testclient import TestClient
 
 from fishvoice.asr.base import Segment, Transcript
+from fishvoice.assistant import Assistant
 from fishvoice.audio import Audio
 from fishvoice.config import Settings
+from fishvoice.errors import FishvoiceError
 from fishvoice.server.app import create_app
+from fishvoice.server.runpod_api import key_namespace
 
 KEY = "asr-key"
 SEGMENTS = [Segment(0.0, 1.25, " The quick brown fox"), Segment(1.25, 2.5, " jumps over the lazy dog.")]
@@ -151,3 +154,48 @@ def test_silent_input_audio_is_refused(client):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="fishvoice", messages=[{"role": "user", "content": [part]}])
     assert caught.value.param == "messages[0].content[0].input_audio" and caught.value.code == "invalid_audio"
+
+
+class FailingLLM:
+    """Writes a few words, then fails: a reply that breaks after its stream began."""
+
+    name = "failing"
+
+    def __init__(self, llm) -> None:
+        self.llm = llm
+        self.context_window = llm.context_window
+
+    def count_tokens(self, messages):
+        return self.llm.count_tokens(messages)
+
+    async def stream(self, messages, *, temperature, max_tokens):
+        yield "Hello there, "
+        raise FishvoiceError("backend_unavailable", "the LLM went away")
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_reply_failing_midway_ends_the_stream_with_an_error_and_stores_nothing(assistant, store):
+    import asyncio
+
+    failing = Assistant(FailingLLM(assistant.llm), assistant.tts, store, default_system_message="Be brief.")
+    app = create_app(failing, Settings(api_key=KEY), asr=None)
+    with TestClient(app) as http:
+        oai = openai.OpenAI(base_url="http://testserver/v1", api_key=KEY, http_client=http, max_retries=0)
+        stream = oai.chat.completions.create(
+            model="fishvoice",
+            messages=[{"role": "user", "content": "Hi"}],
+            stream=True,
+            extra_body={"conversation_id": "broken"},
+        )
+        with pytest.raises(openai.APIError, match="the LLM went away"):
+            list(stream)
+        with pytest.raises(openai.APIStatusError) as caught:
+            oai.chat.completions.create(
+                model="fishvoice",
+                messages=[{"role": "user", "content": "Hi"}],
+                extra_body={"conversation_id": "broken"},
+            )
+        assert caught.value.status_code == 503
+    assert asyncio.run(store.load(key_namespace(KEY), "broken")).turns == []
