@@ -95,8 +95,15 @@ class Assistant:
         self.default_system_message = default_system_message
         self.backend_timeout_s = backend_timeout_s  # longest silence of the LLM or the voice before the reply fails
 
-    async def respond(self, request: Request, namespace: str = "") -> AsyncGenerator[ReplyEvent, None]:
-        """Yield text and audio events as they come, then the done event; raise on failure."""
+    async def respond(
+        self, request: Request, namespace: str = "", *, history: list[ChatMessage] | None = None
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        """Yield text and audio events as they come, then the done event; raise on failure.
+
+        `history` given (the turns before `request.message`, as OpenAI's chat API sends them), it is the
+        conversation: the caller keeps it, so nothing is loaded or stored (`conversation_id` must be None)."""
+        if history is not None and request.conversation_id:
+            raise ValueError("a reply to a given history has no stored conversation")
         reply = _Reply(started=time.perf_counter())
         warnings: list[str] = []
         if request.user_audio is not None:
@@ -104,7 +111,9 @@ class Assistant:
             assert reply.transcript is not None
             yield TranscriptEvent(reply.transcript.text, reply.transcript.language)
         new_voice = await self._new_voice(request, namespace)
-        conversation = await self._conversation(request, namespace)
+        conversation = (
+            Conversation(turns=history) if history is not None else await self._conversation(request, namespace)
+        )
         voice = new_voice or await self._stored_voice(conversation)
         if voice is not None and not self.tts.can_clone:
             warnings.append(f"voice cloning needs the fish voice backend; the default {self.tts.name} voice was used")
@@ -135,7 +144,14 @@ class Assistant:
         text = "".join(reply.text).strip()
         if not text:
             warnings.append("the model returned an empty reply")
-        history = await self._remember(request, namespace, text, new_voice)
+        if history is not None:
+            exchange: list[ChatMessage] = [
+                {"role": "user", "content": request.message},
+                {"role": "assistant", "content": text},
+            ]
+            history = [*history, *exchange]
+        else:
+            history = await self._remember(request, namespace, text, new_voice)
         yield DoneEvent(await self._response(request, reply, text, history, voice, warnings))
 
     async def _hear(self, request: Request, reply: _Reply) -> Request:
