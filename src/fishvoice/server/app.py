@@ -55,7 +55,9 @@ def build_job_runner(assistant: Assistant, settings: Settings) -> JobRunner:
 
 def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None) -> FastAPI:
     """The RunPod-compatible job API, and OpenAI's speech, transcription and chat APIs, over an assistant whose
-    models are already loaded; `asr` None leaves audio input unavailable (503 naming the audio's parameter)."""
+    models are already loaded. The routes hear with `asr`, else the assistant's own recogniser; with none,
+    audio input is unavailable (503 naming the audio's parameter)."""
+    asr = asr if asr is not None else assistant.asr
     jobs = build_job_runner(assistant, settings)
 
     @asynccontextmanager
