@@ -1,12 +1,11 @@
-"""The transcription route and `input_audio` over the ASR protocol, in process with a scripted ASR (the real
-Whisper backend's tests are in test_openai_chat.py): every response format's shape, the SSE stream, the
-worker-thread stop, silence as empty text, and a chat answering what the audio said."""
+"""The transcription and chat routes in process with the embedded Whisper: bad requests named by their
+parameter, silent `input_audio` refused, and a reply that fails midway (a fault injected into the real LLM)
+ending its stream with an error and storing nothing. What the routes hear is tested in test_openai_chat.py."""
 
 from __future__ import annotations
 
 import base64
 import io
-import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -15,46 +14,21 @@ import pytest
 import soundfile
 from fastapi.testclient import TestClient
 
-from fishvoice.asr.base import Segment, Transcript
+from fishvoice.asr.base import ASR
 from fishvoice.assistant import Assistant
-from fishvoice.audio import Audio
 from fishvoice.config import Settings
 from fishvoice.errors import FishvoiceError
+from fishvoice.factory import build_asr
 from fishvoice.server.app import create_app
 from fishvoice.server.runpod_api import key_namespace
 
 KEY = "asr-key"
-SEGMENTS = [Segment(0.0, 1.25, " The quick brown fox"), Segment(1.25, 2.5, " jumps over the lazy dog.")]
 
 
-class ScriptedASR:
-    """Hears SEGMENTS in anything audible, nothing in silence."""
-
-    name = "scripted"
-
-    def __init__(self) -> None:
-        self.prompts: list[str | None] = []
-
-    def segments(
-        self,
-        audio: Audio,
-        *,
-        language: str | None = None,
-        prompt: str | None = None,
-        stop: threading.Event | None = None,
-    ) -> Iterator[Segment]:
-        self.prompts.append(prompt)
-        if float(np.max(np.abs(audio.samples))) < 1e-3:
-            return
-        for segment in SEGMENTS:
-            if stop is not None and stop.is_set():
-                return
-            yield segment
-
-    def transcribe(self, audio: Audio, *, language: str | None = None, prompt: str | None = None) -> Transcript:
-        segments = list(self.segments(audio, language=language, prompt=prompt))
-        text = " ".join(segment.text.strip() for segment in segments)
-        return Transcript(text, language or "en", audio.duration_s, segments)
+def whisper() -> ASR:
+    asr = build_asr(Settings())
+    assert asr is not None, "the embedded Whisper backend is on by default"
+    return asr
 
 
 def wav(seconds: float, loud: bool = True) -> bytes:
@@ -68,53 +42,10 @@ def wav(seconds: float, loud: bool = True) -> bytes:
 
 @pytest.fixture
 def client(assistant) -> Iterator[openai.OpenAI]:
-    app = create_app(assistant, Settings(api_key=KEY), asr=ScriptedASR())
+    app = create_app(assistant, Settings(api_key=KEY), asr=whisper())
     with TestClient(app) as http:
         http.headers["Authorization"] = f"Bearer {KEY}"
         yield openai.OpenAI(base_url="http://testserver/v1", api_key=KEY, http_client=http, max_retries=0)
-
-
-def test_json_and_text(client):
-    assert client.audio.transcriptions.create(file=("a.wav", wav(3)), model="whisper-1").text == (
-        "The quick brown fox jumps over the lazy dog."
-    )
-    text = client.audio.transcriptions.create(file=("a.wav", wav(3)), model="fishvoice", response_format="text")
-    assert str(text).strip() == "The quick brown fox jumps over the lazy dog."
-
-
-def test_verbose_json_has_language_duration_and_segments(client):
-    result = client.audio.transcriptions.create(
-        file=("a.wav", wav(3)),
-        model="whisper-1",
-        response_format="verbose_json",
-        timestamp_granularities=["segment"],
-        language="en",
-        temperature=0.0,
-    )
-    assert result.language == "en" and result.duration == 3.0
-    assert [(s.start, s.end, s.text) for s in result.segments] == [
-        (0.0, 1.25, "The quick brown fox"),
-        (1.25, 2.5, "jumps over the lazy dog."),
-    ]
-
-
-def test_srt_and_vtt(client):
-    srt = str(client.audio.transcriptions.create(file=("a.wav", wav(3)), model="whisper-1", response_format="srt"))
-    assert srt.startswith("1\n00:00:00,000 --> 00:00:01,250\nThe quick brown fox\n\n2\n00:00:01,250 --> 00:00:02,500")
-    vtt = str(client.audio.transcriptions.create(file=("a.wav", wav(3)), model="whisper-1", response_format="vtt"))
-    assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.250\nThe quick brown fox\n")
-
-
-def test_stream_sends_deltas_then_done(client):
-    events = list(client.audio.transcriptions.create(file=("a.wav", wav(3)), model="whisper-1", stream=True))
-    assert [event.type for event in events] == ["transcript.text.delta"] * 2 + ["transcript.text.done"]
-    assert (
-        "".join(event.delta for event in events[:2]) == events[2].text == "The quick brown fox jumps over the lazy dog."
-    )
-
-
-def test_silence_is_empty_text(client):
-    assert client.audio.transcriptions.create(file=("a.wav", wav(2, loud=False)), model="whisper-1").text == ""
 
 
 @pytest.mark.parametrize(
@@ -135,18 +66,6 @@ def test_bad_transcription_requests_name_their_parameter(client, params, param):
     with pytest.raises(openai.BadRequestError) as caught:
         client.audio.transcriptions.create(**body)
     assert caught.value.param == param
-
-
-def test_chat_answers_the_words_of_an_input_audio_part(client):
-    part = {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav(3)).decode(), "format": "wav"}}
-    alone = client.chat.completions.create(
-        model="fishvoice", messages=[{"role": "user", "content": "Hi"}], max_tokens=20, temperature=0.2
-    )
-    reply = client.chat.completions.create(
-        model="fishvoice", messages=[{"role": "user", "content": [part]}], max_tokens=20, temperature=0.2
-    )
-    assert reply.choices[0].message.content.strip()
-    assert reply.usage.prompt_tokens >= alone.usage.prompt_tokens + 8  # the ten words heard are in the prompt
 
 
 def test_silent_input_audio_is_refused(client):
