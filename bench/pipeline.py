@@ -3,20 +3,26 @@
 Runs the embedded models (SmolLM2-135M + Piper) on the same prompts in one run and prints, per prompt
 and in total, time to first audio for both, their ratio, and the real-time factor of the voice.
 
-    python bench/pipeline.py [--rounds 2] [--max-tokens 160]
+    python bench/pipeline.py [--rounds 2] [--max-tokens 160] [--voice-in]
+
+With --voice-in each prompt goes in as speech (Piper speaks it, Whisper base hears it): voice-to-voice time,
+speech in to first audio out, streaming against sequential (transcribe, whole text, whole speech).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import re
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from fishvoice.asr.whisper import WhisperASR
 from fishvoice.assistant import Assistant
+from fishvoice.audio import encode_bytes
 from fishvoice.contract import AudioEvent, DoneEvent, parse_request
 from fishvoice.llm.base import Usage
 from fishvoice.llm.llama_cpp import LlamaCppLLM
@@ -38,9 +44,13 @@ def sentences(text: str) -> int:
     return len([s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s])
 
 
+SPOKEN: dict[str, str] = {}  # prompt -> base64 WAV of it, with --voice-in
+
+
 async def streaming(assistant: Assistant, prompt: str, max_tokens: int) -> tuple[float, float, float, str]:
     """(first audio s, total s, audio s) through the real pipeline."""
-    request = parse_request({"message": prompt, "system_message": SYSTEM, "max_tokens": max_tokens, "temperature": 0.3})
+    said = {"user_audio": SPOKEN[prompt]} if prompt in SPOKEN else {"message": prompt}
+    request = parse_request({**said, "system_message": SYSTEM, "max_tokens": max_tokens, "temperature": 0.3})
     started = time.perf_counter()
     first = None
     async for event in assistant.respond(request):
@@ -52,10 +62,16 @@ async def streaming(assistant: Assistant, prompt: str, max_tokens: int) -> tuple
     raise RuntimeError("no reply")
 
 
-async def sequential(llm: LlamaCppLLM, tts: PiperTTS, prompt: str, max_tokens: int) -> tuple[float, float, str]:
-    """(first audio s, audio s): the whole text first, then the whole speech."""
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+async def sequential(
+    llm: LlamaCppLLM, tts: PiperTTS, prompt: str, max_tokens: int, asr: WhisperASR | None = None
+) -> tuple[float, float, str]:
+    """(first audio s, audio s): the whole text first, then the whole speech (after the transcript, by voice)."""
     started = time.perf_counter()
+    if asr is not None and prompt in SPOKEN:
+        from fishvoice.voices import load_speech
+
+        prompt = (await asyncio.to_thread(asr.transcribe, load_speech(SPOKEN[prompt]))).text
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
     text = "".join(
         [d async for d in llm.stream(messages, temperature=0.3, max_tokens=max_tokens) if not isinstance(d, Usage)]
     )
@@ -67,16 +83,22 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=160)
+    parser.add_argument("--voice-in", action="store_true", help="prompts as speech: voice-to-voice time")
     args = parser.parse_args()
 
     llm, tts = LlamaCppLLM(context=2048), PiperTTS()
+    asr = WhisperASR() if args.voice_in else None
+    if args.voice_in:
+        for prompt in PROMPTS:
+            SPOKEN[prompt] = base64.b64encode(encode_bytes(synthesize(tts, prompt), "wav")[0]).decode()
     with tempfile.TemporaryDirectory() as tmp:
-        assistant = Assistant(llm, tts, SQLiteStore(Path(tmp) / "bench.sqlite3"), default_system_message=SYSTEM)
+        store = SQLiteStore(Path(tmp) / "bench.sqlite3")
+        assistant = Assistant(llm, tts, store, default_system_message=SYSTEM, asr=asr)
         await streaming(assistant, "Hello.", 8)  # warm-up: first-call costs out of the figures
         rows = []
         for _ in range(args.rounds):
             for prompt in PROMPTS:
-                seq_first, _, seq_text = await sequential(llm, tts, prompt, args.max_tokens)
+                seq_first, _, seq_text = await sequential(llm, tts, prompt, args.max_tokens, asr)
                 first, total, audio_s, text = await streaming(assistant, prompt, args.max_tokens)
                 rows.append((prompt, sentences(text), first, seq_first, sentences(seq_text), total / audio_s, audio_s))
 

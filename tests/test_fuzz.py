@@ -71,6 +71,7 @@ plausible = {
     "sample_rate": st.sampled_from([8000, 16000, 22050, 24000, 44100, 48000, 11025, 0]),
     "conversation_id": st.text(max_size=20) | st.just("fuzz-1"),
     "system_audio": audio_values,
+    "user_audio": audio_values,
 }
 job_inputs = st.one_of(
     json_values,

@@ -129,11 +129,12 @@ def test_sse_in_mp3_joins_into_one_file(client):
 
 def test_models_lists_fishvoice_and_the_openai_names(client):
     models = client.models.list()
-    assert [model.id for model in models.data] == ["fishvoice", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
+    assert [model.id for model in models.data] == ["fishvoice", "tts-1", "tts-1-hd", "gpt-4o-mini-tts", "whisper-1"]
     assert all(model.object == "model" and model.owned_by == "fishvoice" for model in models.data)
     assert client.models.retrieve("tts-1").id == "tts-1"
+    assert client.models.retrieve("whisper-1").id == "whisper-1"
     with pytest.raises(openai.NotFoundError):
-        client.models.retrieve("whisper-1")
+        client.models.retrieve("whisper-2")
 
 
 def test_a_bad_key_is_an_authentication_error_in_openais_shape(url):

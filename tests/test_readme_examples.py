@@ -24,6 +24,7 @@ RUNNERS = {
     "fish-python": [sys.executable, "-c"],
     "fish-curl": ["bash", "-c"],
     "openai": [sys.executable, "-c"],
+    "openai-chat": [sys.executable, "-c"],
     "curl-openai": ["bash", "-c"],
     "curl-voices": ["bash", "-c"],
 }
@@ -56,6 +57,8 @@ def test_readme_example_runs(worker_url, tmp_path, name):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip()
+    if name == "openai-chat":
+        assert decode_audio((tmp_path / "reply.wav").read_bytes(), "reply", 60).duration_s > 0.5
     if name == "curl-openai":
         assert decode_audio((tmp_path / "reply.mp3").read_bytes(), "reply", 60).duration_s > 0.5
         assert '"id":"fishvoice"' in done.stdout.replace(" ", "")

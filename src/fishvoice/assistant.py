@@ -13,15 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .asr.base import ASR, Transcript
 from .audio import Audio
 from .context import fit_context
 from .contract import (
+    MAX_MESSAGE_CHARS,
+    MAX_REFERENCE_TEXT_CHARS,
     AudioEvent,
     ChatMessage,
     DoneEvent,
@@ -30,6 +34,8 @@ from .contract import (
     Response,
     TextEvent,
     Timings,
+    TranscriptEvent,
+    TranscriptInfo,
     Usage,
     VoiceInfo,
     encode_chunk,
@@ -41,9 +47,11 @@ from .memory.base import Conversation, ConversationStore
 from .pipeline import Speak, speech_pipeline, voice_speaker
 from .threads import fail_on_stall
 from .tts.base import TTS, prepare_voice
-from .voices import VoiceReference, load_reference
+from .voices import VoiceReference, load_reference, load_speech
 
 log = logging.getLogger(__name__)
+
+_REFERENCE_TEXTS_KEPT = 1024
 
 
 @dataclass
@@ -55,6 +63,8 @@ class _Reply:
     audio: list[Audio] = field(default_factory=list)
     usage: Usage = field(default_factory=lambda: Usage(0, 0))
     first_audio: float | None = None
+    asr_s: float | None = None
+    transcript: TranscriptInfo | None = None
     llm_s: float = 0.0
     tts_s: float = 0.0
 
@@ -73,19 +83,37 @@ class Assistant:
         *,
         default_system_message: str,
         backend_timeout_s: float = 120.0,
+        asr: ASR | None = None,
     ):
         self.llm = llm
         self.tts = tts
+        self.asr = asr  # speech recognition: user_audio, and references without their text; None: off
+        # Transcripts of reference voices, by content hash: each voice is transcribed once per process (a
+        # conversation's voice is also stored with its transcript).
+        self._reference_texts: OrderedDict[str, str] = OrderedDict()
         self.store = store
         self.default_system_message = default_system_message
         self.backend_timeout_s = backend_timeout_s  # longest silence of the LLM or the voice before the reply fails
 
-    async def respond(self, request: Request, namespace: str = "") -> AsyncGenerator[ReplyEvent, None]:
-        """Yield text and audio events as they come, then the done event; raise on failure."""
+    async def respond(
+        self, request: Request, namespace: str = "", *, history: list[ChatMessage] | None = None
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        """Yield text and audio events as they come, then the done event; raise on failure.
+
+        `history` given (the turns before `request.message`, as OpenAI's chat API sends them), it is the
+        conversation: the caller keeps it, so nothing is loaded or stored (`conversation_id` must be None)."""
+        if history is not None and request.conversation_id:
+            raise ValueError("a reply to a given history has no stored conversation")
         reply = _Reply(started=time.perf_counter())
         warnings: list[str] = []
+        if request.user_audio is not None:
+            request = await self._hear(request, reply)
+            assert reply.transcript is not None
+            yield TranscriptEvent(reply.transcript.text, reply.transcript.language)
         new_voice = await self._new_voice(request, namespace)
-        conversation = await self._conversation(request, namespace)
+        conversation = (
+            Conversation(turns=history) if history is not None else await self._conversation(request, namespace)
+        )
         voice = new_voice or await self._stored_voice(conversation)
         if voice is not None and not self.tts.can_clone:
             warnings.append(f"voice cloning needs the fish voice backend; the default {self.tts.name} voice was used")
@@ -116,21 +144,65 @@ class Assistant:
         text = "".join(reply.text).strip()
         if not text:
             warnings.append("the model returned an empty reply")
-        history = await self._remember(request, namespace, text, new_voice)
+        if history is not None:
+            exchange: list[ChatMessage] = [
+                {"role": "user", "content": request.message},
+                {"role": "assistant", "content": text},
+            ]
+            history = [*history, *exchange]
+        else:
+            history = await self._remember(request, namespace, text, new_voice)
         yield DoneEvent(await self._response(request, reply, text, history, voice, warnings))
 
+    async def _hear(self, request: Request, reply: _Reply) -> Request:
+        """The request with its `user_audio` transcribed into its message (in a worker thread)."""
+        assert request.user_audio is not None
+        if self.asr is None:
+            raise FishvoiceError(
+                "backend_unavailable",
+                "user_audio: speech input needs speech recognition, which is off here (FISHVOICE_ASR=none)",
+                "user_audio",
+            )
+        started = time.perf_counter()
+        speech = await asyncio.to_thread(load_speech, request.user_audio, "user_audio")
+        heard: Transcript = await asyncio.to_thread(self.asr.transcribe, speech)
+        reply.asr_s = time.perf_counter() - started
+        text = heard.text.strip()
+        if not text:
+            raise FishvoiceError("invalid_audio", "user_audio: no speech was recognised in the audio", "user_audio")
+        reply.transcript = TranscriptInfo(text, heard.language)
+        log.info("heard %.1f s of speech (%s) in %d ms", heard.duration_s, heard.language, round(reply.asr_s * 1000))
+        return request.model_copy(update={"message": text[:MAX_MESSAGE_CHARS]})
+
     async def _new_voice(self, request: Request, namespace: str) -> VoiceReference | None:
-        """The voice this request brings: a saved voice of the caller's (`reference_id`), or `system_audio`."""
+        """The voice this request brings: a saved voice of the caller's (`reference_id`), or `system_audio`;
+        without its text, transcribed where speech recognition is on and the voice clones."""
         if request.reference_id is not None:
             saved = await self.store.saved_voice(namespace, request.reference_id)
             if saved is None:
                 raise FishvoiceError(
                     "not_found", f"reference_id: no saved voice {request.reference_id!r}", "reference_id"
                 )
-            return saved
+            return await self._with_reference_text(saved)
         if not request.system_audio:
             return None
-        return await asyncio.to_thread(load_reference, request.system_audio, request.reference_text)
+        voice = await asyncio.to_thread(load_reference, request.system_audio, request.reference_text)
+        return await self._with_reference_text(voice)
+
+    async def _with_reference_text(self, voice: VoiceReference) -> VoiceReference:
+        """The voice with what it says: as given, else transcribed once per voice (cached by its hash)."""
+        if voice.reference_text or self.asr is None or not self.tts.can_clone:
+            return voice
+        text = self._reference_texts.get(voice.hash)
+        if text is None:
+            heard = await asyncio.to_thread(self.asr.transcribe, voice.audio)
+            text = heard.text.strip()[:MAX_REFERENCE_TEXT_CHARS]
+            self._reference_texts[voice.hash] = text
+            while len(self._reference_texts) > _REFERENCE_TEXTS_KEPT:
+                self._reference_texts.popitem(last=False)
+            log.info("transcribed reference voice %s: %d chars", voice.hash[:12], len(text))
+        self._reference_texts.move_to_end(voice.hash)
+        return replace(voice, reference_text=text) if text else voice
 
     async def _conversation(self, request: Request, namespace: str) -> Conversation:
         if not request.conversation_id:
@@ -214,6 +286,13 @@ class Assistant:
             conversation_id=request.conversation_id,
             voice=VoiceInfo(self.tts.name, voice is not None and self.tts.can_clone),
             usage=reply.usage,
-            timings_ms=Timings(first_audio, round(reply.llm_s * 1000), round(reply.tts_s * 1000), round(total * 1000)),
+            timings_ms=Timings(
+                first_audio,
+                round(reply.llm_s * 1000),
+                round(reply.tts_s * 1000),
+                round(total * 1000),
+                reply.ms(reply.asr_s),
+            ),
             warnings=warnings,
+            transcript=reply.transcript,
         )

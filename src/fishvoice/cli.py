@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from .audio import MAX_SPEED, MIN_SPEED, SAMPLE_RATES, ByteFormat, encode_bytes, resample, time_stretch
 from .config import Settings
-from .contract import DoneEvent, ErrorEvent, Response, TextEvent, guarded, parse_request
+from .contract import DoneEvent, ErrorEvent, Response, TextEvent, TranscriptEvent, guarded, parse_request
 from .errors import FishvoiceError
 from .factory import build_assistant, build_tts
 from .process import prepare_process
@@ -71,18 +71,24 @@ async def _chat(args: argparse.Namespace, settings: Settings) -> int:
         f"conversation {conversation_id}; replies are written to {args.output_dir}/. Ctrl-D or /quit ends.",
         file=sys.stderr,
     )
+    speak_in = base64.b64encode(args.speak_in.read_bytes()).decode() if args.speak_in else None
     turn = 0
     while True:
-        try:
-            line = input("you> ").strip()
-        except EOFError:
-            break
-        if line in ("/quit", "/exit"):
-            break
-        if not line:
-            continue
-        raw = {
-            "message": line,
+        said: dict[str, str]
+        if speak_in and turn == 0:
+            said, speak_in = {"user_audio": speak_in}, None  # the first turn is the speech, once
+        else:
+            try:
+                line = input("you> ").strip()
+            except EOFError:
+                break
+            if line in ("/quit", "/exit"):
+                break
+            if not line:
+                continue
+            said = {"message": line}
+        raw: dict[str, object] = {
+            **said,
             "conversation_id": conversation_id,
             "audio_format": "wav",
             "max_tokens": args.max_tokens,
@@ -98,7 +104,9 @@ async def _chat(args: argparse.Namespace, settings: Settings) -> int:
             continue
         print("assistant> ", end="", flush=True)
         async for event in guarded(assistant.respond(request), debug=settings.debug):
-            if isinstance(event, TextEvent):
+            if isinstance(event, TranscriptEvent):
+                print(f"(you said: {event.text})\nassistant> ", end="", flush=True)
+            elif isinstance(event, TextEvent):
                 print(event.text, end="", flush=True)
             elif isinstance(event, ErrorEvent):
                 print(f"\nerror: {event.error.message}", file=sys.stderr)
@@ -166,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", help="system message for the conversation")
     chat.add_argument("--system-audio", type=Path, help="reference voice (audio file)")
     chat.add_argument("--conversation-id", help="continue a stored conversation")
+    chat.add_argument("--speak-in", type=Path, help="an audio file of speech: the first turn's message (user_audio)")
     chat.add_argument("--max-tokens", type=int, default=256)
     chat.add_argument("--output-dir", type=Path, default=Path("fishvoice-replies"))
     chat.set_defaults(run=cmd_chat)

@@ -138,7 +138,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--url", help="our server, e.g. http://127.0.0.1:8000")
     target.add_argument("--endpoint", help="a RunPod endpoint id (RunPod's cloud)")
     parser.add_argument("--api-key", help="bearer key (RunPod's API key for --endpoint)")
-    parser.add_argument("--message", required=True)
+    said = parser.add_mutually_exclusive_group(required=True)
+    said.add_argument("--message")
+    said.add_argument("--user-audio", type=Path, help="the message as speech: an audio file, transcribed by the server")
     parser.add_argument("--system")
     parser.add_argument("--system-audio", type=Path, help="reference voice, an audio file")
     parser.add_argument("--reference-text")
@@ -163,6 +165,8 @@ def job_input(args: argparse.Namespace) -> dict[str, Any]:
         "max_tokens": args.max_tokens,
         "audio_format": "pcm16" if args.stream else args.audio_format,
     }
+    if args.user_audio:
+        fields["user_audio"] = base64.b64encode(args.user_audio.read_bytes()).decode()
     if args.system_audio:
         fields["system_audio"] = base64.b64encode(args.system_audio.read_bytes()).decode()
     return {k: v for k, v in fields.items() if v is not None}
@@ -251,6 +255,8 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"error: job {job['id']} {job['status']}: {job.get('error', '')}", file=sys.stderr)
         return 1
     output = job["output"]
+    if "transcript" in output:
+        print(f"you said: {output['transcript']['text']}", file=sys.stderr)
     if not args.stream:
         print(output["text"])
         written = save(output, args.output_dir)

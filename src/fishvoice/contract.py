@@ -17,7 +17,7 @@ from contextlib import aclosing
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 from pydantic_core import ErrorDetails
 
 from .audio import (
@@ -49,7 +49,7 @@ class ChatMessage(TypedDict):
     content: str
 
 
-PLANNED_FIELDS = {"user_audio": "speech input"}
+PLANNED_FIELDS: dict[str, str] = {}
 
 
 def text_field(value: str, limit: int = MAX_MESSAGE_CHARS) -> str:
@@ -68,7 +68,8 @@ class Request(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    message: str
+    message: str = ""  # empty only when `user_audio` is given: its transcript becomes the message
+    user_audio: str | None = None
     system_message: str | None = None
     system_audio: str | None = None
     reference_text: str | None = None
@@ -93,15 +94,16 @@ class Request(BaseModel):
             raise ValueError(f"must be at most {MAX_MESSAGE_CHARS} characters (got {len(value)})")
         return value.strip() or None if value is not None else None
 
-    @field_validator("system_audio")
+    @field_validator("system_audio", "user_audio")
     @classmethod
-    def _system_audio(cls, value: str | None) -> str | None:
+    def _audio(cls, value: str | None, info: ValidationInfo) -> str | None:
+        name = str(info.field_name)
         if value is not None and len(value) > MAX_AUDIO_BASE64_CHARS:
             raise FishvoiceError(
-                "payload_too_large", f"system_audio: audio is larger than {MAX_AUDIO_BYTES // 2**20} MB", "system_audio"
+                "payload_too_large", f"{name}: audio is larger than {MAX_AUDIO_BYTES // 2**20} MB", name
             )
         if value is not None and not value.strip():
-            raise FishvoiceError("invalid_audio", "system_audio: empty audio", "system_audio")
+            raise FishvoiceError("invalid_audio", f"{name}: empty audio", name)
         return value
 
     @field_validator("reference_text")
@@ -163,6 +165,14 @@ def parse_request(raw: Any) -> Request:
     for name, what in PLANNED_FIELDS.items():
         if name in raw:
             raise FishvoiceError("invalid_input", f"{name}: {what} is not supported yet", name)
+    if "user_audio" in raw and raw.get("user_audio") is not None and "message" in raw:
+        raise FishvoiceError(
+            "invalid_input",
+            "user_audio, message: give the message as text (message) or as speech (user_audio), not both",
+            "user_audio",
+        )
+    if "message" not in raw and raw.get("user_audio") is None:
+        raise FishvoiceError("invalid_input", "message: required (or user_audio, the message as speech)", "message")
     try:
         request = Request.model_validate(raw)
     except ValidationError as exc:
@@ -219,12 +229,21 @@ class VoiceInfo:
 @dataclass(frozen=True)
 class Timings:
     """Milliseconds from the request's start: to the first audio (None without audio), in the LLM,
-    in the voice, and in all."""
+    in the voice, and in all; in speech recognition only where it ran (serialised only then)."""
 
     first_audio: int | None
     llm: int
     tts: int
     total: int
+    asr: int | None = None
+
+
+@dataclass(frozen=True)
+class TranscriptInfo:
+    """What was heard in `user_audio`: its text and language."""
+
+    text: str
+    language: str
 
 
 @dataclass(frozen=True)
@@ -242,9 +261,28 @@ class Response:
     usage: Usage
     timings_ms: Timings
     warnings: list[str]
+    transcript: TranscriptInfo | None = None  # present when the request carried user_audio
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The response's fields; `transcript` and `timings_ms.asr` only where speech was recognised, so a
+        reply to a text message keeps exactly its keys."""
+        body = asdict(self)
+        if body["transcript"] is None:
+            del body["transcript"]
+        if body["timings_ms"]["asr"] is None:
+            del body["timings_ms"]["asr"]
+        return body
+
+
+@dataclass(frozen=True)
+class TranscriptEvent:
+    """The first event of a reply to speech: what was heard, before the reply's first text."""
+
+    text: str
+    language: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "transcript", "text": self.text, "language": self.language}
 
 
 @dataclass(frozen=True)
@@ -313,7 +351,7 @@ def encode_reply_audio(audio: Audio, audio_format: AudioFormat) -> tuple[str | l
     return base64.b64encode(data).decode("ascii"), sample_rate
 
 
-ReplyEvent = TextEvent | AudioEvent | DoneEvent
+ReplyEvent = TranscriptEvent | TextEvent | AudioEvent | DoneEvent
 Event = ReplyEvent | ErrorEvent
 
 

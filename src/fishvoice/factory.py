@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .asr.base import ASR
 from .assistant import Assistant
 from .config import REDIS_SCHEMES, Settings
 from .errors import FishvoiceError
@@ -99,6 +100,20 @@ def jobs_at_once(configured: int | None, tts: TTS, default: int) -> int:
     return configured if configured is not None else max(default, tts.capacity)
 
 
+def build_asr(settings: Settings) -> ASR | None:
+    """The speech recognition the settings name, or None where it is off (FISHVOICE_ASR=none)."""
+    if settings.asr == "none":
+        return None
+    from .asr.whisper import WhisperASR
+
+    return WhisperASR(
+        settings.asr_model_path,
+        device=settings.asr_device,
+        compute_type=settings.asr_compute_type,
+        cache_dir=settings.cache_dir,
+    )
+
+
 def build_store(settings: Settings) -> ConversationStore:
     if settings.store.startswith(REDIS_SCHEMES):
         from .memory.redis import RedisStore
@@ -118,6 +133,13 @@ def build_assistant(settings: Settings) -> Assistant:
         store,
         default_system_message=settings.default_system_message,
         backend_timeout_s=settings.backend_timeout,
+        asr=build_asr(settings),
     )
-    log.info("assistant ready: llm=%s voice=%s store=%s", assistant.llm.name, assistant.tts.name, settings.store)
+    log.info(
+        "assistant ready: llm=%s voice=%s asr=%s store=%s",
+        assistant.llm.name,
+        assistant.tts.name,
+        assistant.asr.name if assistant.asr else "off",
+        settings.store,
+    )
     return assistant

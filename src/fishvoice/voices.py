@@ -42,6 +42,21 @@ def load_reference(value: str, reference_text: str | None = None, field: str = "
     return reference_from_bytes(b64decode_audio(value, field), reference_text, field)
 
 
+def load_speech(value: str, field: str = "user_audio") -> Audio:
+    """Decode and check base64 speech (the user's message as audio) with the limits of a reference voice:
+    size, format, 1 to 60 s; errors name `field`. At the file's own rate."""
+    data = b64decode_audio(value, field)
+    audio = decode_audio(data, field, max_seconds=MAX_REFERENCE_S)
+    seconds = audio.duration_s
+    if seconds < MIN_REFERENCE_S:
+        raise FishvoiceError(
+            "invalid_audio", f"{field}: audio is {seconds:.2f} s long; at least {MIN_REFERENCE_S:g} s is needed", field
+        )
+    if seconds > MAX_REFERENCE_S:
+        raise FishvoiceError("invalid_audio", f"{field}: audio is longer than {MAX_REFERENCE_S:g} s", field)
+    return audio
+
+
 def reference_from_bytes(data: bytes, reference_text: str | None = None, field: str = "audio") -> VoiceReference:
     """Decode and check a reference voice from an audio file's bytes (an upload); errors name `field`.
     The same limits as the base64 path: size, format, length, silence."""

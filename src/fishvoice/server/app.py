@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from .. import __version__
+from ..asr.base import ASR
 from ..assistant import Assistant
 from ..config import Settings
 from ..errors import ErrorCode, FishvoiceError
@@ -22,7 +23,8 @@ from .errors import error_response
 from .fish_api import build_fish_router
 from .jobs import QueueFull
 from .memory_store import MemoryJobStore
-from .openai_api import build_openai_router
+from .openai_api import LISTED_MODELS, build_openai_router
+from .openai_chat import build_openai_chat_router
 from .references import build_references_router
 from .runner import JobLimits, JobRunner
 from .runpod_api import Auth, build_router
@@ -51,8 +53,11 @@ def build_job_runner(assistant: Assistant, settings: Settings) -> JobRunner:
     return JobRunner(assistant, build_job_store(settings, limits), limits, debug=settings.debug)
 
 
-def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
-    """The RunPod-compatible job API, and OpenAI's speech API, over an assistant whose models are already loaded."""
+def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None) -> FastAPI:
+    """The RunPod-compatible job API, and OpenAI's speech, transcription and chat APIs, over an assistant whose
+    models are already loaded. The routes hear with `asr`, else the assistant's own recogniser; with none,
+    audio input is unavailable (503 naming the audio's parameter)."""
+    asr = asr if asr is not None else assistant.asr
     jobs = build_job_runner(assistant, settings)
 
     @asynccontextmanager
@@ -88,6 +93,9 @@ def create_app(assistant: Assistant, settings: Settings) -> FastAPI:
     app.include_router(router, prefix="/v2/{endpoint_id}")
     app.include_router(build_fish_router(speech, auth, max_body_bytes))
     app.include_router(build_openai_router(speech, auth))
+    app.include_router(
+        build_openai_chat_router(assistant, speech, asr, auth, models=LISTED_MODELS, max_body_bytes=max_body_bytes)
+    )
     app.include_router(build_references_router(speech, auth, max_body_bytes))
 
     @app.exception_handler(FishvoiceError)

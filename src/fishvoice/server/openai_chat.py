@@ -1,0 +1,711 @@
+"""OpenAI's voice-in routes: `POST /v1/audio/transcriptions` (speech to text with the ASR) and
+`POST /v1/chat/completions` (the assistant: the LLM's reply, spoken when `modalities` asks for audio).
+
+Conventions are openai_api.py's: the same keys, body limits and error shape, every error naming its
+parameter, an unknown parameter refused by name. Speech recognition runs in a worker thread under the
+speech service's slots; without an ASR backend, audio input is a 503 naming the audio's parameter.
+
+Choices where fishvoice differs from OpenAI:
+- `model` is any id `/v1/models` lists; one LLM, one voice and one ASR answer them all.
+- `temperature` accepts OpenAI's 0 to 2, and is held to the LLM's 0.1 to 1.0.
+- `audio.voice` is `default` or a saved voice of the key (as `/v1/audio/speech`); the reply's audio
+  is not kept, so an assistant message cannot name a previous `audio.id` (send its transcript instead).
+- The extra field `conversation_id` answers within a stored conversation: its history comes from the
+  store, the last user message is the new turn, and the turn is stored once the reply completed.
+- verbose_json's `language` is the ASR's ISO 639-1 code; word timestamps are not supported.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.types import Message
+
+from ..asr.base import ASR, Segment, Transcript
+from ..assistant import Assistant
+from ..audio import MAX_AUDIO_BYTES, Audio, AudioFormat, b64decode_audio, decode_audio
+from ..contract import (
+    CONVERSATION_ID,
+    MAX_MESSAGE_CHARS,
+    AudioEvent,
+    ChatMessage,
+    DoneEvent,
+    ErrorEvent,
+    TextEvent,
+    guarded,
+    parse_request,
+)
+from ..contract import Response as Reply
+from ..errors import FishvoiceError
+from ..threads import iterate_in_thread
+from ..voices import MAX_REFERENCE_S
+from .errors import openai_body, status_of
+from .openai_api import DEFAULT_VOICE, SPEECH_RATE, read_json, resolve_voice
+from .runpod_api import Auth, read_body
+from .speech import SpeechService
+
+TRANSCRIPTION_MODEL = "whisper-1"
+MAX_MESSAGES = 256
+MAX_PROMPT_CHARS = 4096
+TRANSCRIPTION_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+CHAT_AUDIO_FORMATS: dict[str, AudioFormat] = {
+    "wav": "wav",
+    "mp3": "mp3",
+    "flac": "flac",
+    "opus": "opus",
+    "pcm16": "pcm16",
+}
+INPUT_AUDIO_FORMATS = ("wav", "mp3")
+AUDIO_EXPIRES_S = 3600
+_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+_CHAT_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "temperature",
+        "max_tokens",
+        "max_completion_tokens",
+        "stream",
+        "stream_options",
+        "modalities",
+        "audio",
+        "conversation_id",
+        "n",
+        "user",
+    }
+)
+_TRANSCRIPTION_FIELDS = frozenset(
+    {"file", "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]", "stream"}
+)
+
+
+def _invalid(field: str, message: str) -> FishvoiceError:
+    return FishvoiceError("invalid_input", f"{field}: {message}", field)
+
+
+def _no_asr(field: str) -> FishvoiceError:
+    return FishvoiceError(
+        "backend_unavailable", f"{field}: speech recognition is not available on this server (no ASR backend)", field
+    )
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+
+
+def _error_event(exc: BaseException) -> dict[str, Any]:
+    error = (
+        exc if isinstance(exc, FishvoiceError) else FishvoiceError("internal", f"internal error: {type(exc).__name__}")
+    )
+    return openai_body(error, status_of(error))
+
+
+def load_speech(data: bytes, field: str) -> Audio:
+    """An uploaded or base64-decoded recording, under `system_audio`'s limits: 15 MB and 60 s."""
+    if len(data) > MAX_AUDIO_BYTES:
+        raise FishvoiceError("payload_too_large", f"{field}: audio is larger than {MAX_AUDIO_BYTES // 2**20} MB", field)
+    if not data:
+        raise FishvoiceError("invalid_audio", f"{field}: empty audio", field)
+    audio = decode_audio(data, field, max_seconds=MAX_REFERENCE_S)
+    if audio.duration_s > MAX_REFERENCE_S:
+        raise FishvoiceError("invalid_audio", f"{field}: audio is longer than {MAX_REFERENCE_S:g} s", field)
+    if audio.samples.size == 0:
+        raise FishvoiceError("invalid_audio", f"{field}: the audio holds no samples", field)
+    return audio
+
+
+def join_segments(segments: list[Segment]) -> str:
+    return " ".join(text for segment in segments if (text := segment.text.strip()))
+
+
+# Transcriptions
+
+
+FormFields = dict[str, list[str | bytes]]
+
+
+async def read_form(request: Request, max_bytes: int) -> FormFields:
+    """A multipart form's fields, each with every value it was given (`timestamp_granularities[]` repeats)."""
+    body = await read_body(request, max_bytes, "file")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "multipart/form-data":
+        raise _invalid("body", "send a multipart form (multipart/form-data) with the audio as `file`")
+
+    async def replay() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    fields: FormFields = {}
+    try:
+        form = await Request(request.scope, replay).form(max_files=2, max_fields=32)
+        for name, value in form.multi_items():
+            fields.setdefault(name, []).append(await value.read() if isinstance(value, UploadFile) else value)
+        await form.close()
+    except (MultiPartException, HTTPException, ValueError) as exc:
+        detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
+        raise _invalid("body", f"not a readable form ({detail})") from None
+    return fields
+
+
+@dataclass(frozen=True)
+class TranscriptionParams:
+    file: bytes
+    model: str
+    language: str | None
+    prompt: str | None
+    response_format: str
+    stream: bool
+
+
+def _form_text(fields: FormFields, name: str) -> str | None:
+    values = fields.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise _invalid(name, "given more than once")
+    if not isinstance(values[0], str):
+        raise _invalid(name, "must be text, not a file")
+    return values[0]
+
+
+def parse_transcription(fields: FormFields, models: tuple[str, ...]) -> TranscriptionParams:
+    """Validate the form; raise invalid_input naming the first bad parameter."""
+    for name in fields:
+        if name not in _TRANSCRIPTION_FIELDS:
+            raise _invalid(name[:60], "unknown parameter")
+    files = fields.get("file")
+    if not files:
+        raise FishvoiceError("invalid_audio", "file: required (the audio file, in a multipart form)", "file")
+    if len(files) > 1 or not isinstance(files[0], bytes):
+        raise FishvoiceError("invalid_audio", "file: must be one audio file, not text", "file")
+    model = _form_text(fields, "model")
+    if model is None:
+        raise _invalid("model", "required")
+    if model not in models:
+        raise _invalid("model", f"unknown model {model[:60]!r}; use one of {', '.join(models)}")
+    language = _form_text(fields, "language") or None
+    if language is not None and not _LANGUAGE.match(language):
+        raise _invalid("language", f"must be an ISO 639-1 code such as 'en' (got {language[:20]!r})")
+    prompt = _form_text(fields, "prompt")
+    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+        raise _invalid("prompt", f"must be at most {MAX_PROMPT_CHARS} characters (got {len(prompt)})")
+    response_format = _form_text(fields, "response_format") or "json"
+    if response_format not in TRANSCRIPTION_FORMATS:
+        raise _invalid(
+            "response_format", f"must be one of {', '.join(TRANSCRIPTION_FORMATS)} (got {response_format[:40]!r})"
+        )
+    temperature = _form_text(fields, "temperature")
+    if temperature is not None:
+        try:
+            value = float(temperature)
+        except ValueError:
+            raise _invalid("temperature", f"must be a number (got {temperature[:20]!r})") from None
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise _invalid("temperature", f"must be between 0 and 1 (got {value})")
+    for granularity in fields.get("timestamp_granularities[]", []):
+        if granularity == "word":
+            raise _invalid("timestamp_granularities[]", "word timestamps are not supported; use segment")
+        if granularity != "segment":
+            raise _invalid("timestamp_granularities[]", f"must be segment (got {str(granularity)[:20]!r})")
+    if "timestamp_granularities[]" in fields and response_format != "verbose_json":
+        raise _invalid("timestamp_granularities[]", "needs response_format verbose_json")
+    stream_text = (_form_text(fields, "stream") or "false").lower()
+    if stream_text not in ("true", "false"):
+        raise _invalid("stream", f"must be true or false (got {stream_text[:20]!r})")
+    stream = stream_text == "true"
+    if stream and response_format not in ("json", "text"):
+        raise _invalid("stream", f"streaming is not supported with response_format {response_format}")
+    return TranscriptionParams(files[0], model, language, prompt or None, response_format, stream)
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    millis = max(0, round(seconds * 1000))
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def subtitles(segments: list[Segment], kind: Literal["srt", "vtt"]) -> str:
+    """The segments as an SRT or WebVTT file."""
+    separator = "," if kind == "srt" else "."
+    cues = []
+    for number, segment in enumerate(segments, 1):
+        span = f"{_timestamp(segment.start, separator)} --> {_timestamp(segment.end, separator)}"
+        cue = f"{span}\n{segment.text.strip()}\n"
+        cues.append(f"{number}\n{cue}" if kind == "srt" else cue)
+    body = "\n".join(cues)
+    return f"WEBVTT\n\n{body}" if kind == "vtt" else body
+
+
+def transcription_response(transcript: Transcript, response_format: str) -> Response:
+    text = transcript.text.strip()
+    if response_format == "text":
+        return PlainTextResponse(text + "\n" if text else "")
+    if response_format in ("srt", "vtt"):
+        media = "text/vtt" if response_format == "vtt" else "application/x-subrip"
+        kind: Literal["srt", "vtt"] = "vtt" if response_format == "vtt" else "srt"
+        return PlainTextResponse(subtitles(transcript.segments, kind), media_type=media)
+    if response_format == "verbose_json":
+        segments = [
+            {
+                "id": number,
+                "seek": 0,
+                "start": round(segment.start, 3),
+                "end": round(segment.end, 3),
+                "text": segment.text.strip(),
+                "tokens": [],
+                "temperature": 0.0,
+                "avg_logprob": 0.0,
+                "compression_ratio": 0.0,
+                "no_speech_prob": 0.0,
+            }
+            for number, segment in enumerate(transcript.segments)
+        ]
+        body = {
+            "task": "transcribe",
+            "language": transcript.language,
+            "duration": round(transcript.duration_s, 3),
+            "text": text,
+            "segments": segments,
+        }
+        return JSONResponse(body)
+    return JSONResponse({"text": text})
+
+
+async def _transcript_events(
+    asr: ASR, audio: Audio, params: TranscriptionParams, slots: asyncio.Semaphore
+) -> AsyncIterator[bytes]:
+    """`transcript.text.delta` as each segment is recognised, then `transcript.text.done`; a failure is
+    an `error` event and the end."""
+    pieces: list[str] = []
+    try:
+        async with slots:
+            segments = iterate_in_thread(
+                lambda stop: asr.segments(audio, language=params.language, prompt=params.prompt, stop=stop)
+            )
+            async with aclosing(segments):
+                async for segment in segments:
+                    if text := segment.text.strip():
+                        yield _sse({"type": "transcript.text.delta", "delta": f" {text}" if pieces else text})
+                        pieces.append(text)
+    except Exception as exc:
+        yield _sse({"type": "error", **_error_event(exc)})
+        return
+    yield _sse({"type": "transcript.text.done", "text": " ".join(pieces)})
+
+
+# Chat completions
+
+
+@dataclass(frozen=True)
+class _AudioPart:
+    field: str
+    data: str
+    format: str
+
+
+_Part = str | _AudioPart
+
+
+@dataclass(frozen=True)
+class _Message:
+    role: Literal["system", "user", "assistant"]
+    parts: list[_Part]
+
+
+@dataclass(frozen=True)
+class ChatParams:
+    model: str
+    messages: list[_Message]
+    temperature: float
+    max_tokens: int | None
+    tokens_field: str
+    stream: bool
+    include_usage: bool
+    audio_format: AudioFormat | None  # None: text only
+    voice: str
+    conversation_id: str | None
+
+
+def _number(raw: dict[str, Any], name: str) -> float | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid(name, f"must be a number (got {type(value).__name__})")
+    return float(value)
+
+
+def _integer(raw: dict[str, Any], name: str) -> int | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(name, f"must be an integer (got {type(value).__name__})")
+    return value
+
+
+def _boolean(raw: dict[str, Any], name: str) -> bool:
+    value = raw.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _invalid(name, f"must be a boolean (got {type(value).__name__})")
+    return value
+
+
+def _parse_parts(content: Any, field: str, role: str) -> list[_Part]:
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, list) or not content:
+        raise _invalid(field, "must be a string or a non-empty list of content parts")
+    parts: list[_Part] = []
+    for number, part in enumerate(content):
+        where = f"{field}[{number}]"
+        if not isinstance(part, dict):
+            raise _invalid(where, "must be an object")
+        kind = part.get("type")
+        if kind == "text":
+            if set(part) - {"type", "text"}:
+                raise _invalid(f"{where}.{sorted(set(part) - {'type', 'text'})[0][:60]}", "unknown parameter")
+            if not isinstance(part.get("text"), str):
+                raise _invalid(f"{where}.text", "required, a string")
+            parts.append(part["text"])
+        elif kind == "input_audio":
+            if role != "user":
+                raise _invalid(f"{where}.type", "input_audio parts are for user messages")
+            if set(part) - {"type", "input_audio"}:
+                raise _invalid(f"{where}.{sorted(set(part) - {'type', 'input_audio'})[0][:60]}", "unknown parameter")
+            audio = part.get("input_audio")
+            if not isinstance(audio, dict):
+                raise _invalid(f"{where}.input_audio", 'required, {"data": "<base64>", "format": "wav" or "mp3"}')
+            if set(audio) - {"data", "format"}:
+                extra = sorted(set(audio) - {"data", "format"})[0][:60]
+                raise _invalid(f"{where}.input_audio.{extra}", "unknown parameter")
+            if audio.get("format") not in INPUT_AUDIO_FORMATS:
+                raise _invalid(
+                    f"{where}.input_audio.format", f"must be wav or mp3 (got {str(audio.get('format'))[:20]!r})"
+                )
+            if not isinstance(audio.get("data"), str):
+                raise _invalid(f"{where}.input_audio.data", "required, base64 audio")
+            parts.append(_AudioPart(f"{where}.input_audio", audio["data"], audio["format"]))
+        else:
+            raise _invalid(f"{where}.type", f"must be text or input_audio (got {str(kind)[:30]!r})")
+    return parts
+
+
+def _parse_messages(value: Any) -> list[_Message]:
+    if not isinstance(value, list) or not value:
+        raise _invalid("messages", "required, a non-empty list of messages")
+    if len(value) > MAX_MESSAGES:
+        raise _invalid("messages", f"at most {MAX_MESSAGES} messages (got {len(value)})")
+    messages = []
+    for number, message in enumerate(value):
+        where = f"messages[{number}]"
+        if not isinstance(message, dict):
+            raise _invalid(where, "must be an object")
+        role = message.get("role")
+        if role not in ("system", "developer", "user", "assistant"):
+            raise _invalid(f"{where}.role", f"must be system, developer, user or assistant (got {str(role)[:30]!r})")
+        if role == "assistant" and message.get("audio") is not None:
+            raise _invalid(
+                f"{where}.audio", "a previous reply's audio is not kept here; send its transcript as content"
+            )
+        for name in message:
+            if name not in ("role", "content", "name", "audio"):
+                raise _invalid(f"{where}.{name[:60]}", "unknown parameter")
+        parts = _parse_parts(message.get("content"), f"{where}.content", role)
+        messages.append(_Message("system" if role == "developer" else role, parts))
+    if messages[-1].role != "user":
+        raise _invalid("messages", "the last message must be the user's")
+    return messages
+
+
+def parse_chat(raw: Any, models: tuple[str, ...]) -> ChatParams:
+    """Validate the body; raise invalid_input naming the first bad parameter."""
+    if not isinstance(raw, dict):
+        raise _invalid("body", "must be a JSON object")
+    for name in raw:
+        if name not in _CHAT_FIELDS:
+            raise _invalid(str(name)[:60], "unknown parameter")
+    model = raw.get("model")
+    if not isinstance(model, str):
+        raise _invalid("model", "required, a string")
+    if model not in models:
+        raise _invalid("model", f"unknown model {model[:60]!r}; use one of {', '.join(models)}")
+    messages = _parse_messages(raw.get("messages"))
+    temperature = _number(raw, "temperature")
+    if temperature is not None and not (math.isfinite(temperature) and 0.0 <= temperature <= 2.0):
+        raise _invalid("temperature", f"must be between 0 and 2 (got {temperature})")
+    tokens_field = "max_completion_tokens" if raw.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = _integer(raw, tokens_field)
+    if (n := _integer(raw, "n")) is not None and n != 1:
+        raise _invalid("n", f"only 1 choice is made (got {n})")
+    if raw.get("user") is not None and not isinstance(raw["user"], str):
+        raise _invalid("user", "must be a string")
+    stream = _boolean(raw, "stream")
+    options = raw.get("stream_options")
+    include_usage = False
+    if options is not None:
+        if not stream:
+            raise _invalid("stream_options", "only with stream: true")
+        if not isinstance(options, dict) or set(options) - {"include_usage"}:
+            raise _invalid("stream_options", 'must be {"include_usage": true or false}')
+        include_usage = _boolean(options, "include_usage")
+    modalities = raw.get("modalities") or ["text"]
+    if not isinstance(modalities, list) or sorted(modalities) not in (["text"], ["audio", "text"]):
+        raise _invalid("modalities", '["text"] or ["text", "audio"]')
+    audio_format: AudioFormat | None = None
+    voice = DEFAULT_VOICE
+    audio = raw.get("audio")
+    if "audio" in modalities:
+        if not isinstance(audio, dict):
+            raise _invalid("audio", 'required with the audio modality: {"voice": ..., "format": ...}')
+        for name in audio:
+            if name not in ("voice", "format"):
+                raise _invalid(f"audio.{str(name)[:60]}", "unknown parameter")
+        asked = audio.get("voice")
+        if isinstance(asked, dict) and set(asked) == {"id"}:
+            asked = asked["id"]
+        if not isinstance(asked, str) or not asked.strip():
+            raise _invalid("audio.voice", "required: default or a saved voice's id")
+        voice = asked
+        if audio.get("format") not in CHAT_AUDIO_FORMATS:
+            formats = ", ".join(CHAT_AUDIO_FORMATS)
+            raise _invalid("audio.format", f"must be one of {formats} (got {str(audio.get('format'))[:20]!r})")
+        audio_format = CHAT_AUDIO_FORMATS[audio["format"]]
+        if stream and audio_format != "pcm16":
+            raise _invalid("audio.format", "streamed audio is pcm16 only")
+    elif audio is not None:
+        raise _invalid("audio", 'only with modalities ["text", "audio"]')
+    conversation_id = raw.get("conversation_id")
+    if conversation_id is not None and (
+        not isinstance(conversation_id, str) or not CONVERSATION_ID.match(conversation_id)
+    ):
+        raise _invalid("conversation_id", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+    return ChatParams(
+        model=model,
+        messages=messages,
+        temperature=0.7 if temperature is None else min(1.0, max(0.1, temperature)),
+        max_tokens=max_tokens,
+        tokens_field=tokens_field,
+        stream=stream,
+        include_usage=include_usage,
+        audio_format=audio_format,
+        voice=voice.strip(),
+        conversation_id=conversation_id,
+    )
+
+
+async def _message_text(message: _Message, asr: ASR | None, slots: asyncio.Semaphore) -> str:
+    """A message's text: its text parts and the transcripts of its audio parts, in order."""
+    texts = []
+    for part in message.parts:
+        if isinstance(part, str):
+            texts.append(part.strip())
+            continue
+        if asr is None:
+            raise _no_asr(part.field)
+        audio = await asyncio.to_thread(load_speech, b64decode_audio(part.data, part.field), part.field)
+        async with slots:
+            transcript = await asyncio.to_thread(asr.transcribe, audio)
+        if not transcript.text.strip():
+            raise FishvoiceError("invalid_audio", f"{part.field}: no speech was heard in it", part.field)
+        texts.append(transcript.text.strip())
+    return "\n".join(text for text in texts if text)
+
+
+async def _conversation(
+    params: ChatParams, asr: ASR | None, slots: asyncio.Semaphore
+) -> tuple[str | None, list[ChatMessage], str]:
+    """The system message, the turns before the last user message, and that message's text."""
+    system: list[str] = []
+    turns: list[ChatMessage] = []
+    for number, message in enumerate(params.messages):
+        text = await _message_text(message, asr, slots)
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise _invalid(
+                f"messages[{number}].content", f"must be at most {MAX_MESSAGE_CHARS} characters (got {len(text)})"
+            )
+        if message.role == "system":
+            system.append(text)
+        elif number < len(params.messages) - 1 and text:
+            turns.append({"role": message.role, "content": text})
+    last = text
+    if not last:
+        raise _invalid(f"messages[{len(params.messages) - 1}].content", "must not be empty")
+    return "\n\n".join(part for part in system if part) or None, turns, last
+
+
+def _finish_reason(reply: Reply, max_tokens: int) -> str:
+    return "length" if reply.usage.completion_tokens >= max_tokens else "stop"
+
+
+def _usage(reply: Reply) -> dict[str, int]:
+    prompt, completion = reply.usage.prompt_tokens, reply.usage.completion_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+@dataclass
+class _Completion:
+    id: str
+    created: int
+    model: str
+    audio_id: str | None
+    max_tokens: int
+    conversation_id: str | None
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return _sse({**self._head("chat.completion.chunk"), "choices": [choice]})
+
+    def _head(self, kind: str) -> dict[str, Any]:
+        head: dict[str, Any] = {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+        if self.conversation_id:
+            head["conversation_id"] = self.conversation_id
+        return head
+
+    def whole(self, reply: Reply) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+        if self.audio_id is not None:
+            message["content"] = None
+            message["audio"] = {
+                "id": self.audio_id,
+                "data": reply.audio,
+                "expires_at": self.created + AUDIO_EXPIRES_S,
+                "transcript": reply.text,
+            }
+        choice = {
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": _finish_reason(reply, self.max_tokens),
+        }
+        return {**self._head("chat.completion"), "choices": [choice], "usage": _usage(reply)}
+
+
+async def _chunks(
+    completion: _Completion, events: AsyncGenerator[Any, None], include_usage: bool, slots: asyncio.Semaphore
+) -> AsyncIterator[bytes]:
+    """The reply as `chat.completion.chunk` events: text as `delta.content` (or, with audio, as
+    `delta.audio.transcript`, the speech as `delta.audio.data` pcm16), a last chunk with the finish
+    reason, the usage where asked, then `[DONE]`. A failure is an `{"error": ...}` event and the end."""
+    audio = completion.audio_id is not None
+    yield completion.chunk({"role": "assistant", "content": None if audio else ""})
+    async with slots, aclosing(guarded(events)) as replies:
+        async for event in replies:
+            if isinstance(event, TextEvent):
+                if audio:
+                    yield completion.chunk({"audio": {"id": completion.audio_id, "transcript": event.text}})
+                else:
+                    yield completion.chunk({"content": event.text})
+            elif isinstance(event, AudioEvent):
+                yield completion.chunk({"audio": {"id": completion.audio_id, "data": event.audio}})
+            elif isinstance(event, ErrorEvent):
+                yield _sse(openai_body(event.error, status_of(event.error)))
+                return
+            elif isinstance(event, DoneEvent):
+                reply = event.response
+                if audio:
+                    expires = completion.created + AUDIO_EXPIRES_S
+                    yield completion.chunk({"audio": {"id": completion.audio_id, "expires_at": expires}})
+                yield completion.chunk({}, _finish_reason(reply, completion.max_tokens))
+                if include_usage:
+                    yield _sse({**completion._head("chat.completion.chunk"), "choices": [], "usage": _usage(reply)})
+    yield b"data: [DONE]\n\n"
+
+
+def build_openai_chat_router(
+    assistant: Assistant,
+    speech: SpeechService,
+    asr: ASR | None,
+    auth: Auth,
+    *,
+    models: tuple[str, ...],
+    max_body_bytes: int,
+) -> APIRouter:
+    router = APIRouter()
+    caller = Depends(auth)
+
+    @router.post("/v1/audio/transcriptions")
+    async def create_transcription(request: Request, namespace: str = caller) -> Response:
+        params = parse_transcription(await read_form(request, max_body_bytes), models)
+        if asr is None:
+            raise _no_asr("file")
+        audio = await asyncio.to_thread(load_speech, params.file, "file")
+        if params.stream:
+            return StreamingResponse(
+                _transcript_events(asr, audio, params, speech.slots), media_type="text/event-stream"
+            )
+        async with speech.slots:
+            transcript = await asyncio.to_thread(asr.transcribe, audio, language=params.language, prompt=params.prompt)
+        return transcription_response(transcript, params.response_format)
+
+    @router.post("/v1/chat/completions")
+    async def create_chat_completion(request: Request, namespace: str = caller) -> Response:
+        params = parse_chat(await read_json(request, max_body_bytes), models)
+        reference_id = None
+        if params.audio_format is not None and params.voice != DEFAULT_VOICE:
+            try:
+                await resolve_voice(speech, namespace, params.voice)
+            except FishvoiceError as exc:
+                raise FishvoiceError(exc.code, f"audio.{exc.message}", "audio.voice") from None
+            reference_id = params.voice
+        system, turns, message = await _conversation(params, asr, speech.slots)
+        raw: dict[str, Any] = {
+            "message": message,
+            "system_message": system,
+            "conversation_id": params.conversation_id,
+            "reference_id": reference_id,
+            "temperature": params.temperature,
+            "speak": params.audio_format is not None,
+            "audio_format": params.audio_format or "pcm16",
+            "sample_rate": SPEECH_RATE,
+        }
+        if params.max_tokens is not None:
+            raw["max_tokens"] = params.max_tokens
+        try:
+            reply_request = parse_request({name: value for name, value in raw.items() if value is not None})
+        except FishvoiceError as exc:
+            renamed = {"max_tokens": params.tokens_field, "message": "messages", "system_message": "messages"}
+            field = renamed.get(exc.field or "", exc.field)
+            prefix = f"{exc.field}:"
+            text = exc.message[len(prefix) :].strip() if exc.message.startswith(prefix) else exc.message
+            raise FishvoiceError(exc.code, f"{field}: {text}", field) from None
+        history = None if params.conversation_id else turns
+        completion = _Completion(
+            id=f"chatcmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=params.model,
+            audio_id=f"audio_{uuid.uuid4().hex}" if params.audio_format is not None else None,
+            max_tokens=reply_request.max_tokens,
+            conversation_id=params.conversation_id,
+        )
+        events = assistant.respond(reply_request, namespace, history=history)
+        if params.stream:
+            return StreamingResponse(
+                _chunks(completion, events, params.include_usage, speech.slots), media_type="text/event-stream"
+            )
+        async with speech.slots, aclosing(events):
+            async for event in events:
+                if isinstance(event, DoneEvent):
+                    return JSONResponse(completion.whole(event.response))
+        raise FishvoiceError("internal", "internal error: the reply ended without its response")
+
+    return router
