@@ -45,7 +45,11 @@ def load_reference(value: str, reference_text: str | None = None, field: str = "
 def load_speech(value: str, field: str = "user_audio") -> Audio:
     """Decode and check base64 speech (the user's message as audio) with the limits of a reference voice:
     size, format, 1 to 60 s; errors name `field`. At the file's own rate."""
-    data = b64decode_audio(value, field)
+    return _decoded(b64decode_audio(value, field), field)
+
+
+def _decoded(data: bytes, field: str) -> Audio:
+    """The file's audio, 1 to 60 s long; errors name `field`."""
     audio = decode_audio(data, field, max_seconds=MAX_REFERENCE_S)
     seconds = audio.duration_s
     if seconds < MIN_REFERENCE_S:
@@ -64,14 +68,7 @@ def reference_from_bytes(data: bytes, reference_text: str | None = None, field: 
         raise FishvoiceError("payload_too_large", f"{field}: audio is larger than {MAX_AUDIO_BYTES // 2**20} MB", field)
     if not data:
         raise FishvoiceError("invalid_audio", f"{field}: empty audio", field)
-    audio = decode_audio(data, field, max_seconds=MAX_REFERENCE_S)
-    seconds = audio.duration_s
-    if seconds < MIN_REFERENCE_S:
-        raise FishvoiceError(
-            "invalid_audio", f"{field}: audio is {seconds:.2f} s long; at least {MIN_REFERENCE_S:g} s is needed", field
-        )
-    if seconds > MAX_REFERENCE_S:
-        raise FishvoiceError("invalid_audio", f"{field}: audio is longer than {MAX_REFERENCE_S:g} s", field)
+    audio = _decoded(data, field)
     if float(np.max(np.abs(audio.samples))) < 1e-4:
         raise FishvoiceError("invalid_audio", f"{field}: audio is silent", field)
     used = Audio(audio.samples[: int(USED_REFERENCE_S * audio.sample_rate)], audio.sample_rate)
