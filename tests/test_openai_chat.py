@@ -1,7 +1,6 @@
 """OpenAI's chat completions and transcriptions (`/v1/chat/completions`, `/v1/audio/transcriptions`) through
 the official `openai` client against a real `fishvoice serve`: text and spoken replies, plain and streamed,
-stored conversations, errors naming their parameter. Speech input needs the Whisper backend: those tests
-are skipped until it is installed."""
+stored conversations, errors naming their parameter, and speech input heard by the embedded Whisper."""
 
 from __future__ import annotations
 
