@@ -244,7 +244,7 @@ def test_full_queue_answers_429_and_jobs_expire_and_time_out(tmp_path, job_table
         queued = http.post("/run", json={"input": {"message": "Hi", "max_tokens": 5, "speak": False}}).json()["id"]
         full = http.post("/run", json={"input": {"message": "Hi"}})
         assert full.status_code == 429 and "queue is full" in full.json()["error"]
-        timed_out = wait_final(http, running, timeout=30)
+        timed_out = wait_final(http, running, timeout=90)
         assert timed_out["status"] == "TIMED_OUT" and timed_out["output"]["error_code"] == "timeout"
         assert wait_final(http, queued)["status"] == "COMPLETED"
         time.sleep(3.5)  # past the TTL and one expiry sweep
