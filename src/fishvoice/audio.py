@@ -158,7 +158,8 @@ def _encode_file(audio: Audio, audio_format: str) -> bytes:
         pcm = np.frombuffer(to_pcm16(audio.samples), dtype=np.int16).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         frame.sample_rate = audio.sample_rate
-        for chunk in (*resampler.resample(frame), *resampler.resample(None)):
+        head = resampler.resample(frame) if audio.samples.size else []  # no samples: an empty file, not an error
+        for chunk in (*head, *resampler.resample(None)):
             container.mux(stream.encode(chunk))
         container.mux(stream.encode(None))
     return buffer.getvalue()
