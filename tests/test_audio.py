@@ -16,6 +16,7 @@ from fishvoice.audio import (
     TimeStretch,
     b64decode_audio,
     decode_audio,
+    encode_bytes,
     resample,
     time_stretch,
 )
@@ -91,6 +92,25 @@ def test_every_output_format_decodes_back_at_the_reported_rate_and_length(fmt, r
     assert back.sample_rate == sample_rate == (48000 if fmt == "opus" else rate)
     assert back.duration_s == pytest.approx(1.5, abs=0.03)
     assert np.abs(back.samples).max() == pytest.approx(0.4, abs=0.05)
+
+
+def test_no_samples_encode_to_an_empty_wav_and_flac_and_to_no_bytes_in_frame_formats():
+    """A reply with nothing spoken: wav and flac are files that decoders read as empty audio (a WAV header of
+    0 frames); mp3, opus and pcm16 are no bytes (see audio._encode_file)."""
+    nothing = Audio(np.zeros(0, np.float32), 24000)
+    wav, rate = encode_bytes(nothing, "wav")
+    assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE" and rate == 24000
+    info = soundfile.info(io.BytesIO(wav))
+    assert (info.frames, info.samplerate, info.channels) == (0, 24000, 1)
+    assert soundfile.read(io.BytesIO(wav))[0].size == 0
+    flac, _ = encode_bytes(nothing, "flac")
+    assert flac[:4] == b"fLaC"
+    for data in (wav, flac):
+        empty = decode_audio(data, "audio", max_seconds=60)
+        assert (empty.samples.size, empty.sample_rate) == (0, 24000)
+    assert {fmt: encode_bytes(nothing, fmt)[0] for fmt in ("mp3", "opus", "pcm16")} == dict.fromkeys(
+        ("mp3", "opus", "pcm16"), b""
+    )
 
 
 def test_resample_keeps_duration_and_pitch():

@@ -121,7 +121,7 @@ def to_pcm16(samples: npt.NDArray[np.float32]) -> bytes:
 
 def encode_bytes(audio: Audio, audio_format: ByteFormat) -> tuple[bytes, int]:
     """The audio as a file in `audio_format` (or bare little-endian pcm16), and its rate: its own, but
-    48 kHz for opus."""
+    48 kHz for opus. No samples give pcm16 no bytes and each file format what `_encode_file` says."""
     if audio_format == "pcm16":
         return to_pcm16(audio.samples), audio.sample_rate
     if audio_format == "opus":
@@ -147,10 +147,17 @@ _CONTAINERS: dict[str, tuple[str, _Codec]] = {
 
 
 def _encode_file(audio: Audio, audio_format: str) -> bytes:
+    """The audio as one file. With no samples (a text with nothing to say): wav is a valid file of 0 frames,
+    its header alone, and flac a valid file of no frames (its length 0, which FLAC reads as "unknown");
+    FFmpeg decodes both to no samples, and so does libsndfile the WAV. mp3 and opus are 0 bytes: an MP3 is
+    nothing but its frames, and an Ogg Opus stream without an audio page is one decoders refuse, so no
+    bytes say "no audio" most plainly."""
     container_name, codec = _CONTAINERS[audio_format]
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=container_name) as container:
         stream = container.add_stream(codec, rate=audio.sample_rate, layout="mono")
+        if not audio.samples.size and container_name == "wav":
+            container.start_encoding()  # the header, which FFmpeg writes otherwise with the first packet
         ctx = stream.codec_context
         resampler = av.AudioResampler(
             format=ctx.format.name, layout="mono", rate=audio.sample_rate, frame_size=ctx.frame_size or None
@@ -158,7 +165,7 @@ def _encode_file(audio: Audio, audio_format: str) -> bytes:
         pcm = np.frombuffer(to_pcm16(audio.samples), dtype=np.int16).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         frame.sample_rate = audio.sample_rate
-        head = resampler.resample(frame) if audio.samples.size else []  # no samples: an empty file, not an error
+        head = resampler.resample(frame) if audio.samples.size else []  # no samples: no frames, not an error
         for chunk in (*head, *resampler.resample(None)):
             container.mux(stream.encode(chunk))
         container.mux(stream.encode(None))
