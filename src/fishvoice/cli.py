@@ -102,7 +102,8 @@ async def _chat(args: argparse.Namespace, settings: Settings) -> int:
         except FishvoiceError as exc:
             print(f"error: {exc.message}", file=sys.stderr)
             continue
-        print("assistant> ", end="", flush=True)
+        if request.user_audio is None:  # a spoken turn's prompt comes after what was heard, once
+            print("assistant> ", end="", flush=True)
         async for event in guarded(assistant.respond(request), debug=settings.debug):
             if isinstance(event, TranscriptEvent):
                 print(f"(you said: {event.text})\nassistant> ", end="", flush=True)
