@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +14,7 @@ from fishvoice.asr.whisper import WhisperASR, embedded_model_dir
 from fishvoice.assistant import Assistant
 from fishvoice.audio import Audio
 from fishvoice.client import add_arguments, job_input
-from fishvoice.tts.piper import PiperTTS
-from fishvoice.voices import VoiceReference
+from fishvoice.voices import load_reference
 from fishvoice.worker import make_handler, make_stream_handler
 
 from .conftest import SYSTEM, run_job, speech_b64
@@ -128,34 +125,39 @@ async def test_user_audio_with_recognition_off_is_backend_unavailable(assistant,
     assert "FISHVOICE_ASR" in result["error"]
 
 
-class CloningPiper:
-    """Piper posing as a cloning voice, recording the reference each text is spoken with."""
+@pytest.fixture(scope="module")
+def fish_tts(tmp_path_factory):
+    """The real Fish engine on the tiny checkpoint the tests write: a voice that clones."""
+    pytest.importorskip("torch", reason="the Fish engine needs the `fish` extra (torch)")
+    from fishvoice.fish.engine import FishEngine
+    from fishvoice.fish.generate import Sampling
+    from fishvoice.tts.fish import FishTTS
 
-    can_clone = True
-    capacity = 1
-    name = "piper"
+    from .fish_tiny import write_checkpoint, write_codec
 
-    def __init__(self, piper: PiperTTS):
-        self.piper = piper
-        self.voices: list[VoiceReference | None] = []
-
-    def stream(
-        self, text: str, voice: VoiceReference | None = None, stop: threading.Event | None = None
-    ) -> Iterator[Audio]:
-        self.voices.append(voice)
-        return self.piper.stream(text, None, stop)
+    path = tmp_path_factory.mktemp("fish") / "tiny-s1"
+    write_checkpoint(path, "s1-mini", seed=5, talkative=True)
+    write_codec(path, seed=6)
+    return FishTTS(FishEngine(path, device="cpu", first_frames=4, chunk_frames=16), Sampling(seed=1))
 
 
 async def test_a_reference_without_its_text_is_transcribed_once_and_stored_with_the_voice(
-    llm, tts, store, asr, speech, monkeypatch
+    llm, store, asr, speech, fish_tts, monkeypatch
 ):
-    cloner = CloningPiper(tts)
-    assistant = Assistant(llm, cloner, store, default_system_message=SYSTEM, asr=asr)
+    assistant = Assistant(llm, fish_tts, store, default_system_message=SYSTEM, asr=asr)
     calls: list[float] = []
     transcribe = asr.transcribe
     monkeypatch.setattr(
         asr, "transcribe", lambda audio, **kw: calls.append(audio.duration_s) or transcribe(audio, **kw)
     )
+    prompted: list[str] = []  # the reference text the engine's prompt gets, for each text it speaks
+    speak = fish_tts.engine.stream
+
+    def spoken(text, reference, *args):
+        prompted.append(reference[1] if reference is not None else "")
+        return speak(text, reference, *args)
+
+    monkeypatch.setattr(fish_tts.engine, "stream", spoken)
     for _turn in range(2):
         result = await run_job(
             make_handler(assistant),
@@ -164,12 +166,13 @@ async def test_a_reference_without_its_text_is_transcribed_once_and_stored_with_
             system_audio=speech_b64(speech),
             conversation_id="clone-1",
         )
-        assert result["voice"] == {"backend": "piper", "cloned": True}, result.get("error")
+        assert result["voice"] == {"backend": "fish", "cloned": True}, result.get("error")
+        assert result["duration_s"] > 0
     assert len(calls) == 1  # once per voice
-    spoken_with = cloner.voices[0]
-    assert spoken_with is not None and word_error_rate(SENTENCE, spoken_with.reference_text or "") < 0.15
-    stored = await store.get_voice(spoken_with.hash)
-    assert stored is not None and stored.reference_text == spoken_with.reference_text
+    assert prompted and len(set(prompted)) == 1 and word_error_rate(SENTENCE, prompted[0]) < 0.15
+    voice_hash = load_reference(speech_b64(speech)).hash
+    stored = await store.get_voice(voice_hash)
+    assert stored is not None and stored.reference_text == prompted[0]
 
 
 def test_client_sends_user_audio_instead_of_a_message(tmp_path, speech):
@@ -198,6 +201,7 @@ def test_chat_speak_in_sends_speech_as_the_first_turn(tmp_path, speech, model_di
         env={"FISHVOICE_STORE": str(tmp_path / "db.sqlite3"), "FISHVOICE_CACHE_DIR": str(model_dir.parent)},
     )
     assert done.returncode == 0, done.stderr
-    said = re.search(r"you said: (.*)\)", done.stdout)
-    assert said and word_error_rate(SENTENCE, said.group(1)) < 0.15
+    said = re.match(r"\(you said: (.*)\)\nassistant> \S", done.stdout)  # what was heard, then the reply
+    assert said and word_error_rate(SENTENCE, said.group(1)) < 0.15, done.stdout
+    assert done.stdout.count("assistant> ") == 1 and done.stdout.count("you> ") == 1, done.stdout
     assert (tmp_path / "replies" / "reply-001.wav").is_file()
