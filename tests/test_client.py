@@ -1,7 +1,8 @@
-"""`fishvoice client` against a live server: the files it writes, its modes, its failures."""
+"""`fishvoice client` against a live server: the files it writes, its modes, speech as the message, its failures."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -11,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 import soundfile
 
-from .conftest import free_port
+from .conftest import free_port, speech_b64
+from .test_asr import SENTENCE, word_error_rate
 from .test_server import server
 
 
@@ -53,6 +55,36 @@ def test_client_writes_a_wav_that_decodes_to_the_reported_duration(url, tmp_path
     assert info.duration == pytest.approx(report["duration_s"], abs=0.01) and info.duration > 0.5
     assert (tmp_path / "response.txt").read_text().strip() == report["text"]
     assert report["audio"] == str(tmp_path / "response.wav")
+
+
+@pytest.mark.parametrize("mode", [[], ["--stream"]])
+def test_client_sends_a_recording_as_the_message_and_writes_what_was_heard_and_the_reply(url, tmp_path, speech, mode):
+    """`--user-audio`: a WAV of Piper saying SENTENCE, heard by the server's Whisper and answered."""
+    said = tmp_path / "said.wav"
+    said.write_bytes(base64.b64decode(speech_b64(speech)))
+    out = tmp_path / "out"
+    done = client(
+        "--url",
+        url,
+        "--api-key",
+        "secret",
+        "--user-audio",
+        str(said),
+        "--max-tokens",
+        "24",
+        "--output-dir",
+        str(out),
+        *mode,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "response.json").read_text())
+    heard = report["transcript"]
+    assert word_error_rate(SENTENCE, heard["text"]) < 0.15 and heard["language"] == "en"
+    assert f"you said: {heard['text']}" in done.stderr
+    assert report["text"].strip() and report["text"] in done.stdout
+    assert report["history"][0] == {"role": "user", "content": heard["text"]}
+    info = soundfile.info(out / "response.wav")
+    assert info.duration == pytest.approx(report["duration_s"], abs=0.01) and info.duration > 0.5
 
 
 def test_client_module_entry_point_and_mp3(url, tmp_path):
