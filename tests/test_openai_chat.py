@@ -7,13 +7,21 @@ from __future__ import annotations
 import base64
 import io
 import json
+import types
+import typing
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import numpy as np
 import openai
+import pydantic
 import pytest
+from openai.types.audio import Transcription, TranscriptionVerbose
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from fishvoice.audio import Audio, decode_audio
+from fishvoice.server.openai_chat import LANGUAGE_NAMES
 
 from .test_server import server
 
@@ -225,7 +233,7 @@ def test_transcription_in_every_format(client, said_wav, response_format):
     elif response_format == "text":
         assert word_error_rate(SAID, str(result)) < 0.15
     elif response_format == "verbose_json":
-        assert result.language and 1.5 < result.duration < 10
+        assert result.language == "english" and 1.5 < result.duration < 10  # OpenAI's name, not the code
         assert result.segments and all(s.start < s.end <= result.duration + 0.5 for s in result.segments)
         assert word_error_rate(SAID, " ".join(s.text for s in result.segments)) < 0.15
     else:
@@ -272,8 +280,6 @@ def test_chat_answers_an_input_audio_message(client, said_wav):
 
 def test_sse_bodies_are_openai_json(url):
     """The raw stream: `data:` lines of JSON, closed by `[DONE]`."""
-    import httpx
-
     body = {"messages": ask("Hi"), "stream": True, **SHORT}
     with httpx.stream(
         "POST", f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=300
@@ -281,3 +287,124 @@ def test_sse_bodies_are_openai_json(url):
         lines = [line for line in response.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
     assert all(json.loads(line[6:])["object"] == "chat.completion.chunk" for line in lines[:-1])
+
+
+# The raw bodies, line by line against the official SDK's types.
+
+
+def undeclared(model: type[pydantic.BaseModel], body: dict[str, Any], where: str = "") -> list[str]:
+    """The keys of `body`, at any depth, that `model` does not declare: the SDK's models keep unknown keys
+    silently, so `model_validate` alone would pass a key of our own."""
+    fields = {field.alias or name: field for name, field in model.model_fields.items()}
+    found = []
+    for key, value in body.items():
+        if key not in fields:
+            found.append(f"{where}{key}")
+        else:
+            found += _undeclared_in(fields[key].annotation, value, f"{where}{key}")
+    return found
+
+
+def _undeclared_in(annotation: Any, value: Any, where: str) -> list[str]:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _undeclared_in(args[0], value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = [_undeclared_in(arg, value, where) for arg in args if _may_hold(arg, value)]
+        return min(options, key=len, default=[])
+    if origin is list and isinstance(value, list):
+        return [key for number, item in enumerate(value) for key in _undeclared_in(args[0], item, f"{where}[{number}]")]
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel) and isinstance(value, dict):
+        return undeclared(annotation, value, f"{where}.")
+    return []
+
+
+def _may_hold(annotation: Any, value: Any) -> bool:
+    """Whether a member of a union could be the one that holds `value` (a dict: a model or a mapping)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _may_hold(typing.get_args(annotation)[0], value)
+    if annotation is type(None):
+        return value is None
+    if isinstance(value, dict):
+        is_model = isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)
+        return is_model or typing.get_origin(annotation) is dict
+    return True
+
+
+def assert_sdk_shape(model: type[pydantic.BaseModel], body: dict[str, Any]) -> None:
+    model.model_validate(body)
+    assert undeclared(model, body) == [], body
+
+
+def test_undeclared_finds_keys_of_our_own_at_any_depth():
+    chunk = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"audio": {"id": "a", "pitch": 1}}, "finish_reason": None}],
+        "conversation_id": "x",
+    }
+    ChatCompletionChunk.model_validate(chunk)  # passes: the SDK keeps what it does not know
+    assert undeclared(ChatCompletionChunk, chunk) == ["choices[0].delta.audio.pitch", "conversation_id"]
+
+
+def test_every_language_whisper_reports_has_its_name():
+    from faster_whisper.tokenizer import _LANGUAGE_CODES  # what faster-whisper's supported_languages lists
+
+    assert set(LANGUAGE_NAMES) == set(_LANGUAGE_CODES)
+    assert LANGUAGE_NAMES["en"] == "english" and LANGUAGE_NAMES["ht"] == "haitian creole"
+    assert all(name == name.lower().strip() and name for name in LANGUAGE_NAMES.values())
+
+
+@pytest.mark.parametrize(
+    ("response_format", "model"), [("json", Transcription), ("verbose_json", TranscriptionVerbose)]
+)
+def test_transcription_bodies_are_the_sdk_types(client, said_wav, response_format, model):
+    raw = client.audio.transcriptions.with_raw_response.create(
+        file=("said.wav", said_wav), model="whisper-1", response_format=response_format
+    )
+    body = raw.http_response.json()
+    assert_sdk_shape(model, body)
+    if response_format == "verbose_json":
+        assert body["language"] == "english" and body["segments"]
+
+
+CHAT_SHAPES = {
+    "text": {},
+    "audio": {"modalities": ["text", "audio"], "audio": {"voice": "default", "format": "wav"}},
+    "text-stream": {"stream": True, "stream_options": {"include_usage": True}, "conversation_id": "shapes-1"},
+    "audio-stream": {
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "modalities": ["text", "audio"],
+        "audio": {"voice": "default", "format": "pcm16"},
+    },
+}
+
+
+@pytest.mark.parametrize("shape", list(CHAT_SHAPES))
+def test_chat_bodies_are_the_sdk_types(url, shape):
+    """Each body, and each chunk of a stream, validates as the SDK's type and has no key it does not declare."""
+    params = CHAT_SHAPES[shape]
+    body = {"messages": ask("Say hello."), **SHORT, "max_tokens": 16, **params}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    if not params.get("stream"):
+        reply = httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=300)
+        assert reply.status_code == 200, reply.text
+        assert_sdk_shape(ChatCompletion, reply.json())
+        return
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers, timeout=300) as response:
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    for chunk in chunks:
+        assert_sdk_shape(ChatCompletionChunk, chunk)
+    deltas = [chunk["choices"][0]["delta"] for chunk in chunks if chunk["choices"]]
+    if "audio" in params:  # every kind of audio delta was checked: its transcript, its data, its expiry
+        pieces = [delta["audio"] for delta in deltas if "audio" in delta]
+        assert {key for piece in pieces for key in piece} == {"id", "transcript", "data", "expires_at"}
+    else:
+        assert any(delta.get("content") for delta in deltas)
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0

@@ -118,3 +118,26 @@ def test_a_reply_failing_midway_ends_the_stream_with_an_error_and_stores_nothing
             )
         assert caught.value.status_code == 503
     assert asyncio.run(store.load(key_namespace(KEY), "broken")).turns == []
+
+
+def test_a_stream_failing_midway_is_sdk_chunks_then_an_sdk_error_object(assistant, store):
+    """The raw events of a broken reply: chunks the SDK's `ChatCompletionChunk` declares key by key, then
+    `{"error": ...}` an `ErrorObject` (no `[DONE]` after it)."""
+    import json
+
+    from openai.types.chat import ChatCompletionChunk
+    from openai.types.shared import ErrorObject
+
+    from .test_openai_chat import assert_sdk_shape
+
+    failing = Assistant(FailingLLM(assistant.llm), assistant.tts, store, default_system_message="Be brief.")
+    body = {"model": "fishvoice", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    with TestClient(create_app(failing, Settings(api_key=KEY), asr=None)) as http:
+        response = http.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"})
+    events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
+    *chunks, last = events
+    assert chunks and any(chunk["choices"][0]["delta"].get("content") for chunk in chunks)
+    for chunk in chunks:
+        assert_sdk_shape(ChatCompletionChunk, chunk)
+    assert set(last) == {"error"} and last["error"]["message"] == "the LLM went away"
+    assert_sdk_shape(ErrorObject, last["error"])

@@ -12,7 +12,8 @@ Choices where fishvoice differs from OpenAI:
   is not kept, so an assistant message cannot name a previous `audio.id` (send its transcript instead).
 - The extra field `conversation_id` answers within a stored conversation: its history comes from the
   store, the last user message is the new turn, and the turn is stored once the reply completed.
-- verbose_json's `language` is the ASR's ISO 639-1 code; word timestamps are not supported.
+- verbose_json's `language` is the language's English name in lower case, as OpenAI's (`english`;
+  the ASR's code where the table below lacks it); word timestamps are not supported.
 
 Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 """
@@ -74,6 +75,110 @@ CHAT_AUDIO_FORMATS: dict[str, AudioFormat] = {
 INPUT_AUDIO_FORMATS = ("wav", "mp3")
 AUDIO_EXPIRES_S = 3600
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+# The languages Whisper tells apart, by the code the ASR reports, named as OpenAI's verbose_json names them.
+# No installed package carries this table (faster-whisper has the codes alone), so it is kept here.
+LANGUAGE_NAMES: dict[str, str] = {
+    "af": "afrikaans",
+    "am": "amharic",
+    "ar": "arabic",
+    "as": "assamese",
+    "az": "azerbaijani",
+    "ba": "bashkir",
+    "be": "belarusian",
+    "bg": "bulgarian",
+    "bn": "bengali",
+    "bo": "tibetan",
+    "br": "breton",
+    "bs": "bosnian",
+    "ca": "catalan",
+    "cs": "czech",
+    "cy": "welsh",
+    "da": "danish",
+    "de": "german",
+    "el": "greek",
+    "en": "english",
+    "es": "spanish",
+    "et": "estonian",
+    "eu": "basque",
+    "fa": "persian",
+    "fi": "finnish",
+    "fo": "faroese",
+    "fr": "french",
+    "gl": "galician",
+    "gu": "gujarati",
+    "ha": "hausa",
+    "haw": "hawaiian",
+    "he": "hebrew",
+    "hi": "hindi",
+    "hr": "croatian",
+    "ht": "haitian creole",
+    "hu": "hungarian",
+    "hy": "armenian",
+    "id": "indonesian",
+    "is": "icelandic",
+    "it": "italian",
+    "ja": "japanese",
+    "jw": "javanese",
+    "ka": "georgian",
+    "kk": "kazakh",
+    "km": "khmer",
+    "kn": "kannada",
+    "ko": "korean",
+    "la": "latin",
+    "lb": "luxembourgish",
+    "ln": "lingala",
+    "lo": "lao",
+    "lt": "lithuanian",
+    "lv": "latvian",
+    "mg": "malagasy",
+    "mi": "maori",
+    "mk": "macedonian",
+    "ml": "malayalam",
+    "mn": "mongolian",
+    "mr": "marathi",
+    "ms": "malay",
+    "mt": "maltese",
+    "my": "myanmar",
+    "ne": "nepali",
+    "nl": "dutch",
+    "nn": "nynorsk",
+    "no": "norwegian",
+    "oc": "occitan",
+    "pa": "punjabi",
+    "pl": "polish",
+    "ps": "pashto",
+    "pt": "portuguese",
+    "ro": "romanian",
+    "ru": "russian",
+    "sa": "sanskrit",
+    "sd": "sindhi",
+    "si": "sinhala",
+    "sk": "slovak",
+    "sl": "slovenian",
+    "sn": "shona",
+    "so": "somali",
+    "sq": "albanian",
+    "sr": "serbian",
+    "su": "sundanese",
+    "sv": "swedish",
+    "sw": "swahili",
+    "ta": "tamil",
+    "te": "telugu",
+    "tg": "tajik",
+    "th": "thai",
+    "tk": "turkmen",
+    "tl": "tagalog",
+    "tr": "turkish",
+    "tt": "tatar",
+    "uk": "ukrainian",
+    "ur": "urdu",
+    "uz": "uzbek",
+    "vi": "vietnamese",
+    "yi": "yiddish",
+    "yo": "yoruba",
+    "yue": "cantonese",
+    "zh": "chinese",
+}
 _CHAT_FIELDS = frozenset(
     {
         "model",
@@ -278,8 +383,7 @@ def transcription_response(transcript: Transcript, response_format: str) -> Resp
             for number, segment in enumerate(transcript.segments)
         ]
         body = {
-            "task": "transcribe",
-            "language": transcript.language,
+            "language": LANGUAGE_NAMES.get(transcript.language, transcript.language),
             "duration": round(transcript.duration_s, 3),
             "text": text,
             "segments": segments,
@@ -569,17 +673,15 @@ class _Completion:
     model: str
     audio_id: str | None
     max_tokens: int
-    conversation_id: str | None
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return _sse({**self._head("chat.completion.chunk"), "choices": [choice]})
 
     def _head(self, kind: str) -> dict[str, Any]:
-        head: dict[str, Any] = {"id": self.id, "object": kind, "created": self.created, "model": self.model}
-        if self.conversation_id:
-            head["conversation_id"] = self.conversation_id
-        return head
+        """The keys every body and chunk begins with: OpenAI's own alone (a `conversation_id` sent is not
+        echoed, so every key is one the SDK's types declare)."""
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
 
     def whole(self, reply: Reply) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
@@ -695,7 +797,6 @@ def build_openai_chat_router(
             model=params.model,
             audio_id=f"audio_{uuid.uuid4().hex}" if params.audio_format is not None else None,
             max_tokens=reply_request.max_tokens,
-            conversation_id=params.conversation_id,
         )
         events = assistant.respond(reply_request, namespace, history=history)
         if params.stream:
