@@ -39,16 +39,24 @@ class Auth:
     def __init__(self, keys: list[str]):
         self._keys = [key.encode() for key in keys]
 
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
     def __call__(self, request: Request) -> str:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return self.namespace(given if scheme.lower() == "bearer" else None)
+
+    def namespace(self, key: str | None) -> str:
+        """The namespace of a key the caller gave (None: none given); unauthorized unless it is one of ours."""
         if not self._keys:
             return ""
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        given_bytes = given.strip().encode()
+        given = (key or "").strip().encode()
         # Compare against every key, always: the time taken tells nothing about which one matched.
-        matches = [hmac.compare_digest(given_bytes, key) for key in self._keys]
-        if scheme.lower() != "bearer" or not any(matches):
+        matches = [hmac.compare_digest(given, known) for known in self._keys]
+        if key is None or not any(matches):
             raise FishvoiceError("unauthorized", "a valid 'Authorization: Bearer <key>' header is needed")
-        return key_namespace(given.strip())
+        return key_namespace(given.decode())
 
 
 async def read_body(request: Request, max_bytes: int, field: str) -> bytes:

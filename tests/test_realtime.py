@@ -1,0 +1,313 @@
+"""The realtime voice session (`/v1/realtime`) through the official `openai` client's realtime connection
+against a real `fishvoice serve`: spoken questions (Piper's speech as pcm16) heard with server VAD and
+answered in text and audio, barge-in cancelling a reply and keeping only what was heard, push-to-talk,
+typed turns, and bad events answered with `error` events while the session goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import websockets
+
+from fishvoice.audio import Audio, resample, to_pcm16
+from fishvoice.tts.base import synthesize
+
+from .test_server import server
+
+KEY = "realtime-key"
+QUESTION = "What is the capital of France?"
+INTERRUPTION = "Please tell me about dogs instead."
+TALKATIVE = "You are a chatty assistant. Answer every question in four or five long sentences."
+RATE = 24000
+WAIT_S = 120
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory) -> Iterator[str]:
+    with server(tmp_path_factory.mktemp("realtime"), api_key=KEY, concurrency="2", realtime_sessions="3") as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def question(tts) -> bytes:
+    return pcm(synthesize(tts, QUESTION))
+
+
+@pytest.fixture(scope="module")
+def interruption(tts) -> bytes:
+    return pcm(synthesize(tts, INTERRUPTION))
+
+
+def pcm(audio: Audio) -> bytes:
+    return to_pcm16(resample(audio, RATE).samples)
+
+
+def silence(seconds: float) -> bytes:
+    return bytes(2 * int(RATE * seconds))
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+@asynccontextmanager
+async def session(url: str, **query: str) -> AsyncIterator[Any]:
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+    async with client.realtime.connect(model="fishvoice", extra_query=query) as connection:
+        created = await asyncio.wait_for(connection.recv(), WAIT_S)
+        assert created.type == "session.created"
+        yield connection
+
+
+async def speak(connection: Any, data: bytes, chunk_ms: int = 100) -> None:
+    """Stream audio in chunks, as a microphone would (faster than real time)."""
+    step = 2 * RATE * chunk_ms // 1000
+    for start in range(0, len(data), step):
+        await connection.input_audio_buffer.append(audio=b64(data[start : start + step]))
+
+
+async def until(connection: Any, kind: str, seen: list[Any]) -> Any:
+    """Events until one of `kind` (returned); every event is kept in `seen`. An error event fails."""
+    while True:
+        event = await asyncio.wait_for(connection.recv(), WAIT_S)
+        seen.append(event)
+        if event.type == "error" and kind != "error":
+            raise AssertionError(f"error event: {event.error}")
+        if event.type == kind:
+            return event
+
+
+async def vad_session(connection: Any, instructions: str, silence_ms: int = 500) -> None:
+    turn = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": silence_ms}
+    await connection.session.update(
+        session={
+            "type": "realtime",
+            "instructions": instructions,
+            "audio": {"input": {"format": {"type": "audio/pcm", "rate": RATE}, "turn_detection": turn}},
+        }
+    )
+    updated = await until(connection, "session.updated", [])
+    assert updated.session.audio.input.turn_detection.silence_duration_ms == silence_ms
+
+
+def audio_of(events: list[Any], response_id: str) -> bytes:
+    return b"".join(
+        base64.b64decode(e.delta)
+        for e in events
+        if e.type == "response.output_audio.delta" and e.response_id == response_id
+    )
+
+
+def transcript_of(events: list[Any], response_id: str) -> str:
+    return "".join(
+        e.delta for e in events if e.type == "response.output_audio_transcript.delta" and e.response_id == response_id
+    )
+
+
+def test_spoken_question_is_heard_and_answered_in_text_and_speech(url, question):
+    async def talk() -> list[Any]:
+        async with session(url) as connection:
+            await vad_session(connection, "You answer in one short sentence.")
+            await speak(connection, silence(0.5) + question + silence(1.0))
+            seen: list[Any] = []
+            await until(connection, "response.done", seen)
+            return seen
+
+    seen = asyncio.run(talk())
+    kinds = [e.type for e in seen]
+    order = [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.input_audio_transcription.completed",
+        "response.created",
+        "response.output_audio.delta",
+        "response.done",
+    ]
+    assert [kinds.index(kind) for kind in order] == sorted(kinds.index(kind) for kind in order)
+    started = next(e for e in seen if e.type == "input_audio_buffer.speech_started")
+    assert 300 <= started.audio_start_ms <= 800  # the speech follows 0.5 s of silence
+    heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
+    assert {"capital", "france"} <= set(words(heard.transcript)), heard.transcript
+    done = seen[-1].response
+    assert done.status == "completed" and done.usage.output_tokens > 0
+    reply = transcript_of(seen, done.id)
+    assert reply.strip() and done.output[0].content[0].transcript == reply.strip()
+    audio = np.frombuffer(audio_of(seen, done.id), "<i2").astype(np.float32) / 32768
+    assert audio.size / RATE >= 0.1 * len(reply.split())
+    assert float(np.sqrt(np.mean(np.square(audio)))) > 0.01
+
+
+def test_speaking_over_a_reply_cancels_it_and_keeps_what_was_heard(url, question, interruption):
+    async def talk() -> tuple[list[Any], str]:
+        async with session(url, conversation_id="barge-in") as connection:
+            await vad_session(connection, TALKATIVE)
+            await speak(connection, question + silence(1.0))
+            seen: list[Any] = []
+            first_audio = await until(connection, "response.output_audio.delta", seen)
+            await speak(connection, interruption)
+            started = await until(connection, "input_audio_buffer.speech_started", seen)
+            # The client heard 400 ms of the reply when the user spoke.
+            await connection.conversation.item.truncate(item_id=first_audio.item_id, content_index=0, audio_end_ms=400)
+            await speak(connection, silence(1.0))
+            cancelled = await until(connection, "response.done", seen)
+            after = len(seen)
+            answered = await until(connection, "response.done", seen)
+            assert cancelled.response.id == first_audio.response_id
+            assert answered.response.id != first_audio.response_id
+            return seen[: seen.index(started)], seen[seen.index(started) : after], seen[after:]
+
+    before, during, after = asyncio.run(talk())
+    cancelled = during[-1].response
+    assert cancelled.status == "cancelled" and cancelled.status_details.reason in ("turn_detected", "client_cancelled")
+    # Nothing of the cancelled reply was sent once the user's speech was seen.
+    assert not [e for e in during if e.type == "response.output_audio.delta"]
+    assert any(e.type == "conversation.item.truncated" and e.audio_end_ms == 400 for e in during + after)
+    full = words(transcript_of(before + during, cancelled.id))
+    sent = words(cancelled.output[0].content[0].transcript)  # what its sent audio speaks
+    assert sent and sent == full[: len(sent)]
+    assert after[-1].response.status == "completed"
+
+    # The session stored the conversation: a job on the same conversation sees the heard part only, the
+    # words of the reply's first 400 ms.
+    job = httpx.post(
+        f"{url}/runsync",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={"input": {"message": "Thanks.", "conversation_id": "barge-in", "speak": False, "max_tokens": 8}},
+        timeout=WAIT_S,
+    ).json()
+    history = job["output"]["history"]
+    assert {"capital", "france"} <= set(words(history[0]["content"]))
+    kept = words(history[1]["content"])
+    assert history[1]["role"] == "assistant" and 1 <= len(kept) <= 3
+    assert kept == full[: len(kept)] and len(kept) < len(full)
+    assert "dogs" in words(history[2]["content"])
+
+
+def test_push_to_talk_commits_and_asks(url, question):
+    async def talk() -> list[Any]:
+        async with session(url) as connection:
+            await connection.session.update(
+                session={
+                    "type": "realtime",
+                    "instructions": "Answer in one short sentence.",
+                    "audio": {"input": {"turn_detection": None}},
+                }
+            )
+            updated = await until(connection, "session.updated", [])
+            assert updated.session.audio.input.turn_detection is None
+            await speak(connection, question + silence(1.0))
+            seen: list[Any] = []
+            await connection.input_audio_buffer.commit()
+            await connection.response.create()
+            await until(connection, "response.done", seen)
+            return seen
+
+    seen = asyncio.run(talk())
+    kinds = [e.type for e in seen]
+    assert "input_audio_buffer.speech_started" not in kinds  # no VAD: the client said when the turn ended
+    heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
+    assert {"capital", "france"} <= set(words(heard.transcript))
+    done = seen[-1].response
+    assert done.status == "completed" and audio_of(seen, done.id)
+
+
+def test_bad_events_get_errors_and_the_session_goes_on(url):
+    async def talk() -> list[Any]:
+        async with session(url) as connection:
+            errors: list[Any] = []
+            sends = [
+                {"type": "no.such.event"},
+                {"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"threshold": 5}}}}},
+                {"type": "session.update", "session": {"audio": {"output": {"voice": "nobody"}}}},
+                {"type": "session.update", "session": {"colour": "blue"}},
+                {"type": "input_audio_buffer.append", "audio": "not base64!"},
+                {"type": "input_audio_buffer.commit"},
+                {"type": "response.cancel"},
+                {"type": "response.create"},
+                {"type": "conversation.item.truncate", "item_id": "item_x", "content_index": 0, "audio_end_ms": 10},
+                {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": []}},
+            ]
+            for event in sends:
+                await connection.send(event)
+                errors.append(await until(connection, "error", []))
+            await connection.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+            await until(connection, "session.updated", [])
+            await connection.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}
+            )
+            await connection.response.create(response={"max_output_tokens": 20})
+            seen: list[Any] = []
+            await until(connection, "response.done", seen)
+            return errors + seen
+
+    events = asyncio.run(talk())
+    errors = [e.error for e in events[:10]]
+    assert [(e.code, e.param) for e in errors] == [
+        ("invalid_input", "type"),
+        ("invalid_input", "session.audio.input.turn_detection.threshold"),
+        ("not_found", "session.audio.output.voice"),
+        ("invalid_input", "session.colour"),
+        ("invalid_audio", "audio"),
+        ("invalid_audio", "input_audio_buffer"),
+        ("invalid_input", "response.cancel"),
+        ("invalid_input", "response.create"),
+        ("not_found", "item_id"),
+        ("invalid_input", "item.content"),
+    ]
+    assert all(
+        e.message and e.type == ("not_found_error" if e.code == "not_found" else "invalid_request_error")
+        for e in errors
+    )
+    text = "".join(e.delta for e in events[10:] if e.type == "response.output_text.delta")
+    assert text.strip() and events[-1].response.status == "completed"
+    assert not [e for e in events if e.type == "response.output_audio.delta"]
+
+
+def test_keys_and_the_session_limit_are_enforced(url):
+    ws_url = url.replace("http://", "ws://") + "/v1/realtime?model=fishvoice"
+
+    async def refused(**options: Any) -> tuple[dict[str, Any], int | None]:
+        async with websockets.connect(ws_url, **options) as socket:
+            event = json_event(await asyncio.wait_for(socket.recv(), WAIT_S))
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(socket.recv(), WAIT_S)
+            return event, socket.close_code
+
+    async def check() -> None:
+        event, code = await refused(additional_headers={"Authorization": "Bearer wrong"})
+        assert event["error"]["code"] == "unauthorized" and code == 1008
+        # Browsers give the key as a subprotocol, or in the query.
+        async with websockets.connect(ws_url, subprotocols=["realtime", f"openai-insecure-api-key.{KEY}"]) as socket:
+            assert socket.subprotocol == "realtime"
+            assert json_event(await socket.recv())["type"] == "session.created"
+        async with websockets.connect(f"{ws_url}&api_key={KEY}") as socket:
+            assert json_event(await socket.recv())["type"] == "session.created"
+        # Three sessions at once are allowed here; a fourth is refused until one closes.
+        async with session(url), session(url), session(url):
+            event, code = await refused(additional_headers={"Authorization": f"Bearer {KEY}"})
+            assert event["error"]["code"] == "backend_unavailable" and code == 1013
+        async with session(url) as connection:
+            await connection.session.update(session={"type": "realtime", "instructions": "Hi."})
+            assert (await until(connection, "session.updated", [])).session.instructions == "Hi."
+
+    asyncio.run(check())
+
+
+def json_event(message: str | bytes) -> dict[str, Any]:
+    import json
+
+    return json.loads(message)

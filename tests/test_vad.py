@@ -1,0 +1,66 @@
+"""Voice activity in a stream (vad.py): Silero's probabilities fed in pieces equal the whole recording's,
+speech is found in real speech and not in silence or noise, and turns start and stop as server_vad says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from faster_whisper.vad import get_vad_model
+
+from fishvoice.audio import resample
+from fishvoice.tts.base import synthesize
+from fishvoice.vad import (
+    VAD_RATE,
+    WINDOW,
+    WINDOW_MS,
+    SpeechStarted,
+    SpeechStopped,
+    StreamingVAD,
+    TurnDetector,
+    TurnOptions,
+)
+
+
+@pytest.fixture(scope="module")
+def spoken(tts) -> np.ndarray:
+    """Half a second of silence, a sentence, a second of silence, at 16 kHz."""
+    speech = resample(synthesize(tts, "Turn left at the next corner, please."), VAD_RATE).samples
+    quiet = np.zeros(VAD_RATE // 2, np.float32)
+    return np.concatenate([quiet, speech, quiet, quiet])
+
+
+def test_streamed_probabilities_equal_the_whole_recordings(spoken):
+    whole = spoken[: spoken.size // WINDOW * WINDOW]
+    expected = get_vad_model()(whole.copy()).reshape(-1)
+    vad = StreamingVAD()
+    pieces = [vad.feed(whole[start : start + 700]) for start in range(0, whole.size, 700)]  # not window-aligned
+    streamed = np.concatenate(pieces)
+    assert streamed.shape == expected.shape
+    np.testing.assert_allclose(streamed, expected, atol=1e-5)
+
+
+def test_a_sentence_is_one_turn_and_silence_or_noise_none(spoken):
+    turns = TurnDetector(TurnOptions(threshold=0.5, prefix_ms=300, silence_ms=500))
+    events = turns.feed(StreamingVAD().feed(spoken))
+    assert [type(e) for e in events] == [SpeechStarted, SpeechStopped]
+    start, stop = events[0].at_ms, events[1].at_ms
+    speech_ms = (spoken.size - 1.5 * VAD_RATE) * 1000 / VAD_RATE
+    assert 400 <= start <= 900  # Piper's own lead-in is silence too
+    assert abs((stop - start) - speech_ms) < 500
+    noise = np.random.default_rng(0).normal(0, 0.05, 3 * VAD_RATE).astype(np.float32)
+    for quiet in (np.zeros(3 * VAD_RATE, np.float32), noise):
+        assert TurnDetector(TurnOptions()).feed(StreamingVAD().feed(quiet)) == []
+
+
+def test_turn_rules_on_given_probabilities():
+    """Speech at the threshold starts a turn; a dip above threshold - 0.15 does not end it; silence ends it
+    only after silence_ms; the stop is where the speech ended."""
+    options = TurnOptions(threshold=0.6, prefix_ms=0, silence_ms=4 * WINDOW_MS)
+    turns = TurnDetector(options)
+    probabilities = np.array([0.1, 0.6, 0.9, 0.5, 0.5, 0.5, 0.5, 0.5, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1], np.float32)
+    events = turns.feed(probabilities)
+    assert events == [SpeechStarted(1 * WINDOW_MS), SpeechStopped(9 * WINDOW_MS)]
+    assert not turns.speaking
+    # Fed one window at a time, the same.
+    one_by_one = TurnDetector(options)
+    assert [e for p in probabilities for e in one_by_one.feed(np.array([p], np.float32))] == events
