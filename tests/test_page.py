@@ -161,13 +161,28 @@ def write_wav(audio: Audio, path: Path) -> Path:
     return path
 
 
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(round(48000 * seconds), np.float32)
+
+
 @pytest.fixture(scope="module")
-def question_wav(tts, tmp_path_factory) -> Path:
-    """Piper asking QUESTION, with a second of silence before and two after, at 48 kHz."""
-    spoken = resample(synthesize(tts, QUESTION), 48000)
-    silence = np.zeros(48000, np.float32)
-    padded = np.concatenate([silence, spoken.samples, silence, silence])
+def question(tts) -> np.ndarray:
+    """Piper asking QUESTION, at 48 kHz."""
+    return resample(synthesize(tts, QUESTION), 48000).samples
+
+
+@pytest.fixture(scope="module")
+def question_wav(question, tmp_path_factory) -> Path:
+    """The question, with a second of silence before and two after."""
+    padded = np.concatenate([silence(1), question, silence(2)])
     return write_wav(Audio(padded, 48000), tmp_path_factory.mktemp("page") / "question.wav")
+
+
+@pytest.fixture(scope="module")
+def asked_twice_wav(question, tmp_path_factory) -> Path:
+    """The question, then twelve seconds later (while a long answer plays) again."""
+    padded = np.concatenate([silence(1), question, silence(12), question, silence(3)])
+    return write_wav(Audio(padded, 48000), tmp_path_factory.mktemp("page") / "asked-twice.wav")
 
 
 @pytest.fixture(scope="module")
@@ -227,19 +242,36 @@ def page_report(driver: Any) -> dict[str, Any]:
                 error: document.getElementById("error").hidden ? null : document.getElementById("error").textContent,
                 entries: Array.from(document.querySelectorAll("#conversation li"), (li) => ({
                   role: li.className.split(" ")[0], pending: li.classList.contains("pending"),
+                  busy: li.getAttribute("aria-busy") === "true",
                   text: li.querySelector(".text").textContent, note: li.querySelector(".note")?.textContent}))};"""
     )
 
 
-def open_page(driver: Any, url: str, *, mode: str = "hands-free") -> None:
+def open_page(driver: Any, url: str, *, mode: str = "hands-free", system: str = SYSTEM) -> None:
+    """The page with the key entered, `system` as its prompt and `mode` chosen; what it sends on its
+    WebSocket (but the audio) is kept in `window.sent` for the test to read."""
     from selenium.webdriver.common.by import By
 
     driver.get(url + "/")
+    driver.execute_script(
+        """window.sent = [];
+        const send = WebSocket.prototype.send;
+        WebSocket.prototype.send = function (data) {
+          const event = JSON.parse(data);
+          if (event.type !== "input_audio_buffer.append") window.sent.push(event);
+          return send.call(this, data);
+        };"""
+    )
     wait_for(driver, lambda: "needed" in driver.find_element(By.ID, "key-row").get_attribute("class"), 20, "key asked")
     driver.find_element(By.ID, "key").send_keys(KEY)
     driver.find_element(By.ID, "instructions").clear()
-    driver.find_element(By.ID, "instructions").send_keys(SYSTEM)
+    driver.find_element(By.ID, "instructions").send_keys(system)
     driver.find_element(By.CSS_SELECTOR, f'input[name="mode"][value="{mode}"]').click()
+
+
+def sent(driver: Any, kind: str) -> list[dict[str, Any]]:
+    """The events of type `kind` the page sent."""
+    return [event for event in driver.execute_script("return window.sent") if event["type"] == kind]
 
 
 def heard_and_answered(driver: Any) -> dict[str, Any] | None:
@@ -250,12 +282,13 @@ def heard_and_answered(driver: Any) -> dict[str, Any] | None:
     return report if heard and replies and report["chunks"] > 0 else None
 
 
-def answered_again(driver: Any) -> dict[str, Any] | None:
-    """The report once the last entry is a third reply, written whole (no longer pending)."""
+def answered_again(driver: Any, replies: int = 3) -> dict[str, Any] | None:
+    """The report once the last entry is the `replies`th reply, written whole (aria-busy no more)."""
     report = page_report(driver)
-    last = report["entries"][-1]
-    replies = [entry for entry in report["entries"] if entry["role"] == "assistant"]
-    return report if last["role"] == "assistant" and not last["pending"] and len(replies) >= 3 else None
+    last = report["entries"][-1] if report["entries"] else {"role": None}
+    count = len([entry for entry in report["entries"] if entry["role"] == "assistant"])
+    done = last["role"] == "assistant" and not last["pending"] and not last["busy"]
+    return report if done and count >= replies else None
 
 
 @pytest.mark.parametrize("rate", [24000, 48000])
@@ -345,6 +378,12 @@ def test_holding_space_talks_and_typing_over_the_reply_interrupts_it(url, questi
         ActionChains(driver).key_up(Keys.SPACE).perform()
         assert talk.get_attribute("aria-pressed") == "false"
         wait_for(driver, lambda: heard_and_answered(driver), 180, "the question heard and answered")
+        assert sent(driver, "session.update")[0]["session"]["audio"]["input"]["turn_detection"] is None
+        assert [event["type"] for event in driver.execute_script("return window.sent")][-3:] == [
+            "input_audio_buffer.clear",  # pressed
+            "input_audio_buffer.commit",  # let go: the turn, then ask for its answer
+            "response.create",
+        ]
         # Typing while it speaks stops its audio at once, marks the reply cut and gets a new one.
         driver.find_element(By.ID, "instructions").clear()
         driver.find_element(By.ID, "instructions").send_keys("You tell long stories.")
@@ -355,8 +394,29 @@ def test_holding_space_talks_and_typing_over_the_reply_interrupts_it(url, questi
         assert stopped["state"] != "speaking"
         time.sleep(0.5)
         assert page_report(driver)["ms"] == stopped["ms"]  # nothing more of the cut reply was played
+        assert sent(driver, "response.cancel")
+        cut = sent(driver, "conversation.item.truncate")[-1]
+        assert cut["content_index"] == 0 and 0 <= cut["audio_end_ms"] <= stopped["ms"] and cut["item_id"]
         report = wait_for(driver, lambda: answered_again(driver), 180, "a reply to the typed message")
         assert any(e["note"] == "(interrupted)" for e in report["entries"]), report
+        assert report["error"] is None, report
+
+
+def test_speaking_over_the_reply_stops_it_and_tells_the_server_how_much_was_heard(url, asked_twice_wav):
+    """Hands-free: the question is asked again while the long answer to it plays."""
+    with chromium(asked_twice_wav) as driver:
+        open_page(driver, url, system="You tell long stories. Answer with at least ten sentences.")
+        driver.find_element("id", "connect").click()
+        wait_for(driver, lambda: page_report(driver)["state"] == "speaking", 120, "the first answer playing")
+        wait_for(driver, lambda: sent(driver, "conversation.item.truncate"), 60, "the answer cut")
+        cut = page_report(driver)
+        assert cut["state"] != "speaking"
+        (truncate,) = sent(driver, "conversation.item.truncate")
+        assert truncate["content_index"] == 0 and 0 < truncate["audio_end_ms"] <= cut["ms"]
+        assert not sent(driver, "response.cancel")  # the server's VAD cancels it (interrupt_response)
+        report = wait_for(driver, lambda: answered_again(driver, replies=2), 180, "the second question answered")
+        assert report["entries"][1]["note"] == "(interrupted)", report
+        assert [e["role"] for e in report["entries"]] == ["user", "assistant", "user", "assistant"], report
         assert report["error"] is None, report
 
 

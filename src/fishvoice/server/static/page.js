@@ -30,6 +30,7 @@ const page = {
   playedMs: new Map(), // reply audio played so far, by assistant item
   lastItem: null, // the assistant item whose audio came last
   lastItemResponse: null, // and the response it belongs to
+  itemResponses: new Map(), // the response of each assistant item that brought audio
   nextStart: 0, // when the next reply chunk starts, on the AudioContext's clock
   chunks: 0,
   audioMs: 0,
@@ -291,11 +292,14 @@ function handle(event) {
       page.waiting = page.response !== null;
       break;
     }
-    case "response.created":
+    case "response.created": {
       page.response = event.response.id;
       page.waiting = true;
-      setText(entry(event.response.id, "assistant"), "…", true);
+      const li = entry(event.response.id, "assistant");
+      setText(li, "…", true);
+      li.setAttribute("aria-busy", "true");
       break;
+    }
     case "response.output_audio_transcript.delta":
     case "response.output_text.delta":
       if (!page.interrupted.has(event.response_id)) {
@@ -308,6 +312,7 @@ function handle(event) {
     case "response.done": {
       const { id, status } = event.response;
       const li = page.entries.get(id);
+      if (li) li.setAttribute("aria-busy", "false");
       if (status === "cancelled") markInterrupted(li);
       if (status === "failed") {
         const detail = event.response.status_details?.error?.message;
@@ -434,6 +439,7 @@ function play(response, item, delta) {
   page.playing.push(chunk);
   page.lastItem = item;
   page.lastItemResponse = response;
+  page.itemResponses.set(item, response);
 }
 
 // Stops the reply's audio at once; says which item was playing (or still coming) and how much of it
@@ -470,6 +476,8 @@ function bargeIn(cancel) {
     if (cancel) send({ type: "response.cancel" });
   }
   if (cut) {
+    // The reply may be written whole already (response.done came) while its audio still played.
+    markInterrupted(page.entries.get(page.itemResponses.get(cut.item)));
     send({ type: "conversation.item.truncate", item_id: cut.item, content_index: 0, audio_end_ms: cut.playedMs });
     page.lastItem = null;
   }
