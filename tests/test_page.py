@@ -434,3 +434,24 @@ def test_a_voice_uploaded_on_the_page_is_saved_and_chosen(url, question_wav):
         wait_for(driver, lambda: "Saved" in status.text or "not saved" in status.text, 60, "the voice saved")
         assert "Saved" in status.text, status.text
         assert Select(driver.find_element(By.ID, "voice")).first_selected_option.get_attribute("value") == "page-voice"
+
+
+def test_a_voice_recorded_on_the_page_is_saved_and_chosen(url, question_wav):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+
+    with chromium(question_wav) as driver:
+        open_page(driver, url)
+        record = driver.find_element(By.ID, "record")
+        record.click()
+        wait_for(driver, lambda: record.get_attribute("aria-pressed") == "true", 10, "recording")
+        time.sleep(3.5)  # the question, after its second of silence
+        record.click()
+        wait_for(driver, lambda: driver.find_element(By.ID, "recording").is_displayed(), 10, "the recording shown")
+        driver.find_element(By.ID, "voice-id").send_keys("recorded-voice")
+        driver.find_element(By.ID, "save-voice").click()
+        status = driver.find_element(By.ID, "voice-status")
+        wait_for(driver, lambda: "Saved" in status.text or "not saved" in status.text, 60, "the voice saved")
+        assert "Saved" in status.text, status.text
+        chosen = Select(driver.find_element(By.ID, "voice")).first_selected_option.get_attribute("value")
+        assert chosen == "recorded-voice"
