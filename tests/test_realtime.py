@@ -96,11 +96,18 @@ async def vad_session(connection: Any, instructions: str, silence_ms: int = 500)
         session={
             "type": "realtime",
             "instructions": instructions,
-            "audio": {"input": {"format": {"type": "audio/pcm", "rate": RATE}, "turn_detection": turn}},
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcm", "rate": RATE},
+                    "turn_detection": turn,
+                    "transcription": {"model": "whisper-1", "language": "en"},
+                }
+            },
         }
     )
     updated = await until(connection, "session.updated", [])
     assert updated.session.audio.input.turn_detection.silence_duration_ms == silence_ms
+    assert updated.session.audio.input.transcription.language == "en"
 
 
 def audio_of(events: list[Any], response_id: str) -> bytes:

@@ -13,6 +13,7 @@ from fishvoice.vad import (
     VAD_RATE,
     WINDOW,
     WINDOW_MS,
+    SpeechPaused,
     SpeechStarted,
     SpeechStopped,
     StreamingVAD,
@@ -41,7 +42,7 @@ def test_streamed_probabilities_equal_the_whole_recordings(spoken):
 
 def test_a_sentence_is_one_turn_and_silence_or_noise_none(spoken):
     turns = TurnDetector(TurnOptions(threshold=0.5, prefix_ms=300, silence_ms=500))
-    events = turns.feed(StreamingVAD().feed(spoken))
+    events = [e for e in turns.feed(StreamingVAD().feed(spoken)) if not isinstance(e, SpeechPaused)]
     assert [type(e) for e in events] == [SpeechStarted, SpeechStopped]
     start, stop = events[0].at_ms, events[1].at_ms
     speech_ms = (spoken.size - 1.5 * VAD_RATE) * 1000 / VAD_RATE
@@ -53,13 +54,19 @@ def test_a_sentence_is_one_turn_and_silence_or_noise_none(spoken):
 
 
 def test_turn_rules_on_given_probabilities():
-    """Speech at the threshold starts a turn; a dip above threshold - 0.15 does not end it; silence ends it
-    only after silence_ms; the stop is where the speech ended."""
+    """Speech at the threshold starts a turn; a dip above threshold - 0.15 is not a pause; a pause ends the
+    turn only after silence_ms of it; the stop is where the speech ended."""
     options = TurnOptions(threshold=0.6, prefix_ms=0, silence_ms=4 * WINDOW_MS)
     turns = TurnDetector(options)
-    probabilities = np.array([0.1, 0.6, 0.9, 0.5, 0.5, 0.5, 0.5, 0.5, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1], np.float32)
+    probabilities = np.array([0.1, 0.6, 0.9, 0.5, 0.5, 0.3, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1], np.float32)
     events = turns.feed(probabilities)
-    assert events == [SpeechStarted(1 * WINDOW_MS), SpeechStopped(9 * WINDOW_MS)]
+    # A pause at 0.3 (window 5) that speech resumes after; a pause at the end that the silence confirms.
+    assert events == [
+        SpeechStarted(1 * WINDOW_MS),
+        SpeechPaused(3 * WINDOW_MS),
+        SpeechPaused(7 * WINDOW_MS),
+        SpeechStopped(7 * WINDOW_MS),
+    ]
     assert not turns.speaking
     # Fed one window at a time, the same.
     one_by_one = TurnDetector(options)

@@ -70,6 +70,11 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True)
+class SpeechPaused:
+    at_ms: int  # where the speech went quiet: it stopped here, unless it resumes within `silence_ms`
+
+
+@dataclass(frozen=True)
 class SpeechStopped:
     at_ms: int  # where speech ended (before the silence that ended it)
 
@@ -81,28 +86,31 @@ class TurnDetector:
         self.options = options
         self._position_ms = 0
         self._speaking = False
+        self._paused = False
         self._last_speech_ms = 0
 
     @property
     def speaking(self) -> bool:
         return self._speaking
 
-    def feed(self, probabilities: npt.NDArray[np.float32]) -> list[SpeechStarted | SpeechStopped]:
-        events: list[SpeechStarted | SpeechStopped] = []
+    def feed(self, probabilities: npt.NDArray[np.float32]) -> list[SpeechStarted | SpeechPaused | SpeechStopped]:
+        """The changes these windows bring: a pause comes first in every stop (so its audio can be heard
+        while the silence is still being waited out), and a pause may be followed by more speech."""
+        events: list[SpeechStarted | SpeechPaused | SpeechStopped] = []
         # Silence must fall clearly below the start threshold, so a wavering voice stays one turn.
         low = max(self.options.threshold - 0.15, 0.01)
         for probability in probabilities.tolist():
             start, self._position_ms = self._position_ms, self._position_ms + WINDOW_MS
             if probability >= self.options.threshold:
-                self._last_speech_ms = self._position_ms
+                self._last_speech_ms, self._paused = self._position_ms, False
                 if not self._speaking:
                     self._speaking = True
                     events.append(SpeechStarted(start))
-            elif (
-                self._speaking
-                and probability < low
-                and self._position_ms - self._last_speech_ms >= self.options.silence_ms
-            ):
-                self._speaking = False
-                events.append(SpeechStopped(self._last_speech_ms))
+            elif self._speaking and probability < low:
+                if not self._paused:
+                    self._paused = True
+                    events.append(SpeechPaused(self._last_speech_ms))
+                if self._position_ms - self._last_speech_ms >= self.options.silence_ms:
+                    self._speaking = False
+                    events.append(SpeechStopped(self._last_speech_ms))
         return events

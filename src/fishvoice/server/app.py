@@ -25,6 +25,8 @@ from .jobs import QueueFull
 from .memory_store import MemoryJobStore
 from .openai_api import LISTED_MODELS, build_openai_router
 from .openai_chat import build_openai_chat_router
+from .page import build_page_router
+from .realtime import RealtimeLimits, build_realtime_router
 from .references import build_references_router
 from .runner import JobLimits, JobRunner
 from .runpod_api import Auth, build_router
@@ -97,6 +99,9 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
         build_openai_chat_router(assistant, speech, asr, auth, models=LISTED_MODELS, max_body_bytes=max_body_bytes)
     )
     app.include_router(build_references_router(speech, auth, max_body_bytes))
+    app.include_router(build_page_router())
+    realtime_limits = RealtimeLimits(settings.realtime_sessions, settings.realtime_idle, max_body_bytes)
+    app.include_router(build_realtime_router(assistant, asr, speech, auth, realtime_limits))
 
     @app.exception_handler(FishvoiceError)
     async def fishvoice_error(request: Request, exc: FishvoiceError) -> JSONResponse:

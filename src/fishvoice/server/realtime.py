@@ -35,12 +35,12 @@ import soxr
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
 
-from ..asr.base import ASR
+from ..asr.base import ASR, Transcript
 from ..assistant import Assistant
 from ..audio import Audio
 from ..contract import CONVERSATION_ID, MAX_MESSAGE_CHARS, AudioEvent, ChatMessage, DoneEvent, Request, TextEvent
 from ..errors import FishvoiceError
-from ..vad import VAD_RATE, SpeechStarted, SpeechStopped, StreamingVAD, TurnDetector
+from ..vad import VAD_RATE, SpeechPaused, SpeechStarted, StreamingVAD, TurnDetector
 from ..voices import MAX_REFERENCE_S
 from .realtime_protocol import (
     DEFAULT_VOICE,
@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 _PER_MS = REALTIME_RATE // 1000
 MIN_COMMIT_MS = 100
 MAX_TURN_MS = int(MAX_REFERENCE_S * 1000)
+_TAIL = 100 * _PER_MS  # a turn's audio runs this far past its last voiced window, so its last word is whole
 _KEY_PROTOCOL = "openai-insecure-api-key."
 
 
@@ -89,12 +90,18 @@ class _InputAudio:
         self._chunks.append(samples)
         self.size += samples.size
 
+    def peek(self, begin: int, end: int) -> npt.NDArray[np.float32]:
+        """Samples [begin, end), clipped to what is held."""
+        held = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
+        self._chunks = [held]
+        begin, end = max(begin, self.start), min(max(end, self.start), self.end)
+        return held[begin - self.start : max(begin, end) - self.start].copy()
+
     def take(self, begin: int, end: int) -> npt.NDArray[np.float32]:
         """Samples [begin, end) (clipped to what is held), dropping everything before `end`."""
-        held = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
-        begin, end = max(begin, self.start), min(max(end, self.start), self.end)
-        taken = held[begin - self.start : end - self.start].copy()
-        rest = held[end - self.start :]
+        taken = self.peek(begin, end)
+        end = min(max(end, self.start), self.end)
+        rest = self._chunks[0][end - self.start :]
         self._chunks, self.start, self.size = [rest], end, rest.size
         return taken
 
@@ -193,6 +200,8 @@ class RealtimeSession:
         self._last_item: str | None = None
         self._unanswered: list[str] = []  # user turns heard but not yet answered
         self._hearing: asyncio.Task[None] | None = None  # transcriptions, one after another
+        self._guess: tuple[int, asyncio.Task[Transcript]] | None = None  # a pause's transcript, being heard
+        self._vad_position = 0
         self._reply: _Reply | None = None
         self._exchange: _Exchange | None = None
         self._closed = False
@@ -215,6 +224,8 @@ class RealtimeSession:
         finally:
             self._closed = True
             await self._cancel_reply("client_disconnected", wait=True)
+            if self._guess is not None:
+                self._guess[1].cancel()
             if self._hearing is not None:
                 self._hearing.cancel()
                 await asyncio.gather(self._hearing, return_exceptions=True)
@@ -418,6 +429,9 @@ class RealtimeSession:
         self._detector = TurnDetector(turns) if turns is not None else None
         self._resampler = soxr.ResampleStream(REALTIME_RATE, VAD_RATE, 1, dtype="float32") if turns else None
         self._vad_position = self._input.end  # stream sample where the detector's clock starts
+        if self._guess is not None:
+            self._guess[1].cancel()
+            self._guess = None
 
     async def _detect_turns(self, samples: npt.NDArray[np.float32]) -> None:
         assert self._vad is not None and self._detector is not None and self.config.turns is not None
@@ -427,7 +441,9 @@ class RealtimeSession:
             at = self._vad_position + change.at_ms * _PER_MS
             if isinstance(change, SpeechStarted):
                 await self._speech_started(at)
-            elif isinstance(change, SpeechStopped):
+            elif isinstance(change, SpeechPaused):
+                self._guess_transcript(at)
+            else:
                 await self._speech_stopped(at)
         if self._detector.speaking and self._input.end - self._speech_start > MAX_TURN_MS * _PER_MS:
             await self._speech_stopped(self._input.end)  # a turn longer than ASR takes is cut here
@@ -446,17 +462,35 @@ class RealtimeSession:
         if self.config.interrupt_response and self._reply is not None:
             await self._cancel_reply("turn_detected")
 
+    def _guess_transcript(self, at: int) -> None:
+        """Start hearing the turn where its speech went quiet, while the silence that would end it is still
+        being waited out: if it does end there, its transcript is (nearly) ready; if the speech goes on,
+        the guess is dropped."""
+        if self._guess is not None:
+            self._guess[1].cancel()
+        self._guess = (at, self._transcription(self._input.peek(self._speech_start, at + _TAIL)))
+
     async def _speech_stopped(self, at: int) -> None:
         item_id = self._speech_item or new_id("item")
         self._speech_item = None
         await self.send(
             {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": at // _PER_MS, "item_id": item_id}
         )
-        # The turn's audio runs a little past the last voiced window, so its last word is whole.
-        speech = self._input.take(self._speech_start, at + 100 * _PER_MS)
-        await self._commit(speech, item_id, respond=self.config.create_response)
+        speech = self._input.take(self._speech_start, at + _TAIL)
+        guess, self._guess = self._guess, None
+        transcription = guess[1] if guess is not None and guess[0] == at else None
+        if guess is not None and transcription is None:
+            guess[1].cancel()
+        await self._commit(speech, item_id, respond=self.config.create_response, transcription=transcription)
 
-    async def _commit(self, samples: npt.NDArray[np.float32], item_id: str, *, respond: bool) -> None:
+    async def _commit(
+        self,
+        samples: npt.NDArray[np.float32],
+        item_id: str,
+        *,
+        respond: bool,
+        transcription: asyncio.Task[Transcript] | None = None,
+    ) -> None:
         added = {"previous_item_id": self._last_item, "item_id": item_id}
         self._last_item = item_id
         await self.send({"type": "input_audio_buffer.committed", **added})
@@ -467,28 +501,37 @@ class RealtimeSession:
                 "item": user_item(item_id),
             }
         )
-        previous = self._hearing
-        self._hearing = asyncio.create_task(self._hear(Audio(samples, REALTIME_RATE), item_id, respond, previous))
+        heard = transcription or self._transcription(samples)
+        self._hearing = asyncio.create_task(self._hear(heard, item_id, respond, self._hearing))
 
-    async def _hear(self, audio: Audio, item_id: str, respond: bool, previous: asyncio.Task[None] | None) -> None:
-        """Transcribe a committed turn (after the turns before it), then answer it if asked."""
+    def _transcription(self, samples: npt.NDArray[np.float32]) -> asyncio.Task[Transcript]:
+        return asyncio.create_task(self._transcribe(Audio(samples, REALTIME_RATE)))
+
+    async def _transcribe(self, audio: Audio) -> Transcript:
+        if self.asr is None:
+            raise FishvoiceError("backend_unavailable", "audio: speech recognition is off on this server", "audio")
+        asr, language = self.asr, self.config.language
+        started = time.perf_counter()
+        async with self.speech.slots:
+            heard = await asyncio.to_thread(lambda: asr.transcribe(audio, language=language))
+        elapsed = round((time.perf_counter() - started) * 1000)
+        log.info("realtime %s: heard %.1f s of audio in %d ms", self.session_id, audio.duration_s, elapsed)
+        return heard
+
+    async def _hear(
+        self, transcription: asyncio.Task[Transcript], item_id: str, respond: bool, previous: asyncio.Task[None] | None
+    ) -> None:
+        """A committed turn's transcript (after the turns before it), then its answer if asked."""
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         try:
-            if self.asr is None:
-                raise FishvoiceError("backend_unavailable", "audio: speech recognition is off on this server", "audio")
-            started = time.perf_counter()
-            asr = self.asr
-            async with self.speech.slots:
-                heard = await asyncio.to_thread(asr.transcribe, audio)
-            text = heard.text.strip()[:MAX_MESSAGE_CHARS]
-            log.info(
-                "realtime %s: heard %.1f s in %d ms: %d chars",
-                self.session_id,
-                audio.duration_s,
-                round((time.perf_counter() - started) * 1000),
-                len(text),
-            )
+            try:
+                text = (await transcription).text.strip()[:MAX_MESSAGE_CHARS]
+            except FishvoiceError:
+                raise
+            except Exception as exc:
+                log.error("realtime transcription failed", exc_info=exc)
+                raise FishvoiceError("internal", f"internal error: {type(exc).__name__}") from None
             if not text:
                 raise FishvoiceError("invalid_audio", "audio: no speech was recognised in the turn", "audio")
         except FishvoiceError as error:

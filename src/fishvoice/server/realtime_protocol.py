@@ -11,6 +11,7 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,7 +27,8 @@ DEFAULT_VOICE = "default"
 _IGNORED = frozenset(
     {"type", "model", "tools", "tool_choice", "tracing", "include", "prompt", "truncation", "object", "id", "reasoning"}
 )
-_IGNORED_INPUT = frozenset({"noise_reduction", "transcription"})
+_IGNORED_INPUT = frozenset({"noise_reduction"})
+_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 
 
 def invalid(path: str, message: str) -> FishvoiceError:
@@ -49,6 +51,7 @@ class SessionConfig:
     temperature: float = 0.7
     max_output_tokens: int = 512
     audio: bool = True  # spoken replies; False: text only
+    language: str | None = None  # of the user's speech (ISO 639-1); None: detected each turn
 
     def to_dict(self, session_id: str) -> dict[str, Any]:
         """The session object of `session.created` / `session.updated`."""
@@ -72,7 +75,11 @@ class SessionConfig:
             "output_modalities": ["audio"] if self.audio else ["text"],
             "max_output_tokens": self.max_output_tokens,
             "audio": {
-                "input": {"format": pcm, "turn_detection": turns},
+                "input": {
+                    "format": pcm,
+                    "turn_detection": turns,
+                    "transcription": {"model": "whisper-1", "language": self.language},
+                },
                 "output": {"format": pcm, "voice": self.voice},
             },
         }
@@ -148,6 +155,18 @@ def _turn_detection(value: Any, path: str, config: SessionConfig) -> SessionConf
     return config
 
 
+def _transcription(value: Any, path: str, config: SessionConfig) -> SessionConfig:
+    """`{"model": ..., "language": "en"}`: the language of the user's speech (its detection skipped)."""
+    if value is None:
+        return config
+    given = _object(value, path)
+    _check_keys(given, path, {"model", "language", "prompt"})
+    language = given.get("language")
+    if language is not None and (not isinstance(language, str) or not _LANGUAGE.match(language)):
+        raise invalid(f"{path}.language", f"must be an ISO 639-1 code such as 'en' (got {str(language)[:20]!r})")
+    return replace(config, language=language)
+
+
 def _modalities(value: Any, path: str) -> bool:
     """True for spoken replies (`["audio"]`, or the beta's `["text", "audio"]`), False for text only."""
     if not isinstance(value, list) or not value or not all(m in ("text", "audio") for m in value):
@@ -196,6 +215,8 @@ def update_config(config: SessionConfig, raw: Any) -> SessionConfig:
         config = replace(config, voice=_voice(session["voice"], "session.voice"))
     if "turn_detection" in session:
         config = _turn_detection(session["turn_detection"], "session.turn_detection", config)
+    if "input_audio_transcription" in session:
+        config = _transcription(session["input_audio_transcription"], "session.input_audio_transcription", config)
     if "audio" in session:
         config = _audio(session["audio"], config)
     return config
@@ -206,11 +227,13 @@ def _audio(raw: Any, config: SessionConfig) -> SessionConfig:
     _check_keys(audio, "session.audio", {"input", "output"})
     if "input" in audio:
         given = _object(audio["input"], "session.audio.input")
-        _check_keys(given, "session.audio.input", {"format", "turn_detection"} | _IGNORED_INPUT)
+        _check_keys(given, "session.audio.input", {"format", "turn_detection", "transcription"} | _IGNORED_INPUT)
         if "format" in given:
             _pcm_format(given["format"], "session.audio.input.format")
         if "turn_detection" in given:
             config = _turn_detection(given["turn_detection"], "session.audio.input.turn_detection", config)
+        if "transcription" in given:
+            config = _transcription(given["transcription"], "session.audio.input.transcription", config)
     if "output" in audio:
         given = _object(audio["output"], "session.audio.output")
         _check_keys(given, "session.audio.output", {"format", "voice", "speed"})

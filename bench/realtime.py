@@ -1,0 +1,231 @@
+"""Live conversation latency on `/v1/realtime`: voice to voice, and barge-in, beside the sequential path.
+
+Starts `fishvoice serve` with the embedded models on a free port and talks to it through the official
+`openai` client's realtime connection, sending Piper's speech as pcm16 at real-time pace (20 ms a
+chunk, so the server's VAD waits for silence in real time), with server VAD. For each of `--turns`
+turns it measures:
+- voice to voice: from the end of the user's speech (the last voiced sample's send time) to the first
+  reply audio received;
+- barge-in: the user speaks again as the reply's first audio arrives; from the send time of that
+  speech's first voiced sample to the last audio of the interrupted reply received (0 if none came).
+The sequential path (in this process, same models: wait `silence_ms`, transcribe the whole turn, write
+the whole reply, speak it whole) gives the figure voice to voice is compared with.
+
+    python bench/realtime.py [--turns 20] [--silence-ms 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import openai
+from common import free_port, percentile, wait_up
+from pipeline import SPOKEN, sequential
+
+from fishvoice.asr.whisper import WhisperASR
+from fishvoice.audio import Audio, encode_bytes, resample, to_pcm16
+from fishvoice.llm.llama_cpp import LlamaCppLLM
+from fishvoice.tts.base import synthesize
+from fishvoice.tts.piper import PiperTTS
+
+RATE = 24000
+CHUNK_MS = 20
+SYSTEM = "You are a friendly voice assistant. Answer in three or four short sentences."
+QUESTIONS = [
+    "What is the capital of France?",
+    "How do bees make honey?",
+    "Tell me something about the moon.",
+    "Why is the sky blue?",
+    "What should I cook for dinner tonight?",
+]
+INTERRUPTION = "Wait, stop, tell me about dogs instead."
+
+
+def voiced_span(audio: Audio, level: float = 0.02) -> tuple[int, int]:
+    """First and last sample (24 kHz pcm16 byte offsets) louder than `level`."""
+    loud = np.flatnonzero(np.abs(audio.samples) > level)
+    return int(loud[0]) * 2, int(loud[-1]) * 2
+
+
+class Line:
+    """One realtime connection: a paced microphone, and the server's events with their arrival times."""
+
+    def __init__(self, connection: Any):
+        self.connection = connection
+        self.events: list[tuple[float, Any]] = []
+        self.arrived = asyncio.Event()
+        self.verbose = True
+
+    async def listen(self) -> None:
+        async for event in self.connection:
+            self.events.append((time.perf_counter(), event))
+            self.arrived.set()
+            if event.type == "error":
+                print("error event:", event.error, file=sys.stderr)
+
+    async def speak(self, data: bytes, marks: dict[int, str], times: dict[str, float]) -> None:
+        """Send `data` at real-time pace; the send time of each byte offset in `marks` lands in `times`."""
+        step = 2 * RATE * CHUNK_MS // 1000
+        started = time.perf_counter()
+        for n, offset in enumerate(range(0, len(data), step)):
+            await asyncio.sleep(max(0.0, started + n * CHUNK_MS / 1000 - time.perf_counter()))
+            chunk = data[offset : offset + step]
+            await self.connection.input_audio_buffer.append(audio=base64.b64encode(chunk).decode())
+            for mark, name in marks.items():
+                if offset <= mark < offset + step:
+                    times[name] = time.perf_counter()
+
+    async def wait_for(self, kind: str, since: int, **match: Any) -> tuple[float, Any]:
+        while True:
+            for at, event in self.events[since:]:
+                if event.type == kind and all(getattr(event, k, None) == v for k, v in match.items()):
+                    return at, event
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), 120)
+
+
+async def one_turn(
+    line: Line, question: bytes, interruption: bytes, span: tuple[int, int], cut: tuple[int, int]
+) -> tuple[float, float, str]:
+    """(voice to voice s, barge-in s, the interrupted reply's status) of one question interrupted by the user."""
+    times: dict[str, float] = {}
+    since = len(line.events)
+    silence = bytes(2 * RATE)  # a second of silence: the VAD hears the turn end
+    await line.speak(question + silence, {span[1]: "speech_end"}, times)
+    _, heard = await line.wait_for("conversation.item.input_audio_transcription.completed", since)
+    _, created = await line.wait_for("response.created", index_of(line, heard))
+    first_at, first = await line.wait_for(
+        "response.output_audio.delta", index_of(line, created), response_id=created.response.id
+    )
+    voice_to_voice = first_at - times["speech_end"]
+    if line.verbose:
+        stages = ("input_audio_buffer.speech_stopped", "conversation.item.input_audio_transcription.completed")
+        marks = [
+            f"{e.type.split('.')[-1]} +{(at - times['speech_end']) * 1000:.0f} ms"
+            for at, e in line.events[since:]
+            if e.type in stages
+        ]
+        print("   ", ", ".join(marks))
+    speaking = asyncio.create_task(line.speak(interruption + silence, {cut[0]: "barge_in"}, times))
+    _, done = await wait_done(line, since, first.response_id)
+    await speaking
+    audio_times = [
+        at
+        for at, event in line.events[since:]
+        if event.type == "response.output_audio.delta" and event.response_id == first.response_id
+    ]
+    barge_in = max(0.0, audio_times[-1] - times["barge_in"]) if "barge_in" in times else 0.0
+    # The interruption is a turn of its own: let its reply finish before the next question.
+    await wait_done(line, len(line.events) - 1, None, after=first.response_id)
+    return voice_to_voice, barge_in, done.response.status
+
+
+def index_of(line: Line, event: Any) -> int:
+    return next(i for i, (_, seen) in enumerate(line.events) if seen is event)
+
+
+async def wait_done(line: Line, since: int, response_id: str | None, after: str | None = None) -> tuple[float, Any]:
+    while True:
+        at, event = await line.wait_for("response.done", since)
+        since = index_of(line, event) + 1
+        if (response_id is None or event.response.id == response_id) and event.response.id != after:
+            return at, event
+
+
+async def realtime(url: str, turns: int, silence_ms: int, spoken: dict[str, bytes]) -> list[tuple[float, float, str]]:
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="bench", max_retries=0)
+    async with client.realtime.connect(model="fishvoice") as connection:
+        line = Line(connection)
+        listener = asyncio.create_task(line.listen())
+        detection = {
+            "type": "server_vad",
+            "threshold": 0.5,
+            "prefix_padding_ms": 300,
+            "silence_duration_ms": silence_ms,
+        }
+        await connection.session.update(
+            session={
+                "type": "realtime",
+                "instructions": SYSTEM,
+                "audio": {"input": {"turn_detection": detection, "transcription": {"language": "en"}}},
+            }
+        )
+        results = []
+        interruption = spoken[INTERRUPTION]
+        cut = voiced_span(Audio(np.frombuffer(interruption, "<i2").astype(np.float32) / 32768, RATE))
+        for n in range(turns):
+            question = spoken[QUESTIONS[n % len(QUESTIONS)]]
+            span = voiced_span(Audio(np.frombuffer(question, "<i2").astype(np.float32) / 32768, RATE))
+            results.append(await one_turn(line, question, interruption, span, cut))
+            print(
+                f"turn {n + 1}: voice to voice {results[-1][0] * 1000:.0f} ms, barge-in {results[-1][1] * 1000:.0f} ms"
+            )
+        listener.cancel()
+        return results
+
+
+async def sequential_path(silence_ms: int, turns: int) -> list[float]:
+    llm, tts, asr = LlamaCppLLM(context=2048), PiperTTS(), WhisperASR()
+    times = []
+    for n in range(turns):
+        question = QUESTIONS[n % len(QUESTIONS)]
+        SPOKEN[question] = base64.b64encode(encode_bytes(synthesize(tts, question), "wav")[0]).decode()
+        first, _, _ = await sequential(llm, tts, question, 160, asr)
+        times.append(silence_ms / 1000 + first)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--silence-ms", type=int, default=300, help="server VAD's silence_duration_ms")
+    parser.add_argument("--sequential-turns", type=int, default=5)
+    args = parser.parse_args()
+    tts = PiperTTS()
+    spoken = {text: to_pcm16(resample(synthesize(tts, text), RATE).samples) for text in [*QUESTIONS, INTERRUPTION]}
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        env = {
+            **os.environ,
+            "FISHVOICE_PORT": str(port),
+            "FISHVOICE_STORE": f"{tmp}/bench.sqlite3",
+            "FISHVOICE_LOG_LEVEL": "WARNING",
+        }
+        server = subprocess.Popen([sys.executable, "-m", "fishvoice", "serve"], env=env)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_up(f"{url}/health")
+            asyncio.run(realtime(url, 1, args.silence_ms, spoken))  # warm-up: first-call costs out of the figures
+            results = asyncio.run(realtime(url, args.turns, args.silence_ms, spoken))
+        finally:
+            server.terminate()
+            server.wait(30)
+    sequential_times = asyncio.run(sequential_path(args.silence_ms, args.sequential_turns))
+    v2v = [r[0] for r in results]
+    barge = [r[1] for r in results]
+    cancelled = sum(r[2] == "cancelled" for r in results)
+    seq = statistics.median(sequential_times)
+    print(
+        f"voice to voice over {len(v2v)} turns (silence_duration_ms {args.silence_ms}):"
+        f" p50 {percentile(v2v, 0.5) * 1000:.0f} ms, p95 {percentile(v2v, 0.95) * 1000:.0f} ms (goal p50 <= 800 ms);"
+        f" sequential path median {seq * 1000:.0f} ms"
+        f" over {len(sequential_times)} turns; ratio p50/sequential {percentile(v2v, 0.5) / seq:.3f}"
+    )
+    print(
+        f"barge-in (user speech start to last reply audio): p50 {percentile(barge, 0.5) * 1000:.0f} ms,"
+        f" p95 {percentile(barge, 0.95) * 1000:.0f} ms (goal p95 <= 200 ms); replies cancelled {cancelled}/{len(barge)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
