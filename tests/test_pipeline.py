@@ -44,6 +44,27 @@ async def test_each_sentence_is_spoken_while_the_words_still_come():
     assert pieces.count(Usage(3, 4)) == 1 and all(s.seconds >= 0 for s in spoken)
 
 
+async def test_the_first_words_are_spoken_before_the_first_sentence_ends():
+    first_spoken = asyncio.Event()
+
+    async def words() -> AsyncIterator[str | Usage]:
+        for word in ("The", " night", " sky", " was", " ablaze", " with", " hues"):
+            yield word
+        await asyncio.wait_for(first_spoken.wait(), 5)  # heard while the sentence is still being written
+        yield " of crimson and gold. It was late."
+
+    async def speak(text: str) -> AsyncIterator[Audio]:
+        yield tone(text)
+        first_spoken.set()
+
+    pieces = await collect(speech_pipeline(words(), speak))
+    assert [p.text for p in pieces if isinstance(p, Spoken)] == [
+        "The night sky was ablaze",
+        "with hues of crimson and gold.",
+        "It was late.",
+    ]
+
+
 async def test_without_a_voice_only_the_words_come_out():
     async def words() -> AsyncIterator[str | Usage]:
         yield "One. Two."
