@@ -1,9 +1,10 @@
 """The speech pipeline: the LLM's words in, text and spoken pieces out, as soon as each is ready.
 
 Two tasks run side by side in one TaskGroup: one reads the LLM and cuts its words into speakable
-chunks (a sentence or clause); the other speaks each chunk as it comes, so the first sentence is
-heard while the LLM still writes. Pieces come out in the order they are produced; if either task
-fails, the other is cancelled and the failure is raised as itself.
+chunks (a sentence or clause, the first a short phrase: see text.SpeechChunker); the other speaks
+each chunk as it comes, so the first words are heard while the LLM still writes. Pieces come out in
+the order they are produced; if either task fails, the other is cancelled and the failure is raised
+as itself.
 
 Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 """
