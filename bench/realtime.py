@@ -48,7 +48,7 @@ QUESTIONS = [
     "Why is the sky blue?",
     "What should I cook for dinner tonight?",
 ]
-INTERRUPTION = "Wait, stop, tell me about dogs instead."
+INTERRUPTION = "Please tell me about dogs instead."
 
 
 def voiced_span(audio: Audio, level: float = 0.02) -> tuple[int, int]:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -315,6 +317,79 @@ def test_keys_and_the_session_limit_are_enforced(url):
 
 
 def json_event(message: str | bytes) -> dict[str, Any]:
-    import json
+    event: dict[str, Any] = json.loads(message)
+    return event
 
-    return json.loads(message)
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory) -> Iterator[str]:
+    """A server without keys that allows one session at once, idle for 3 s at most, and 1 MB messages."""
+    settings = {"realtime_sessions": "1", "realtime_idle": "3", "max_body_mb": "1"}
+    with server(tmp_path_factory.mktemp("realtime-limits"), **settings) as base:
+        yield base
+
+
+def test_one_session_at_once_idle_time_out_and_message_size(limited):
+    ws_url = limited.replace("http://", "ws://") + "/v1/realtime"
+
+    async def check() -> None:
+        async with websockets.connect(ws_url) as first:
+            assert json_event(await first.recv())["type"] == "session.created"
+            assert json_event(await first.recv())["type"] == "conversation.created"
+            async with websockets.connect(ws_url) as second:
+                assert json_event(await second.recv())["error"]["code"] == "backend_unavailable"
+                with pytest.raises(websockets.ConnectionClosed):
+                    await second.recv()
+                assert second.close_code == 1013
+            # A message over 1 MB is refused by name, and the session goes on.
+            await first.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (2**20 + 8)}))
+            error = json_event(await first.recv())
+            assert (error["error"]["code"], error["error"]["param"]) == ("payload_too_large", "message")
+            await first.send(json.dumps({"type": "session.update", "session": {"instructions": "Be brief."}}))
+            assert json_event(await first.recv())["type"] == "session.updated"
+            # Then 3 s of nothing closes it, saying why.
+            started = time.monotonic()
+            timeout = json_event(await asyncio.wait_for(first.recv(), 30))
+            assert timeout["error"]["code"] == "timeout" and 2.5 <= time.monotonic() - started < 30
+            with pytest.raises(websockets.ConnectionClosed):
+                await first.recv()
+            assert first.close_code == 1000
+
+    asyncio.run(check())
+
+
+def test_a_dropped_connection_stops_its_reply_and_keeps_what_was_sent(limited):
+    ws_url = limited.replace("http://", "ws://") + "/v1/realtime?conversation_id=dropped"
+
+    async def talk() -> str:
+        async with websockets.connect(ws_url) as socket:
+            ask = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a story."}]}
+            await socket.send(json.dumps({"type": "conversation.item.create", "item": ask}))
+            await socket.send(json.dumps({"type": "response.create", "response": {"instructions": TALKATIVE}}))
+            said = ""
+            while (event := json_event(await asyncio.wait_for(socket.recv(), WAIT_S)))["type"] != (
+                "response.output_audio.delta"
+            ):
+                said += event.get("delta", "") if event["type"] == "response.output_audio_transcript.delta" else ""
+            return said  # leaving the block drops the connection mid-reply
+
+    async def session_ended() -> None:
+        """This server allows one session at once: a new one opens once the dropped one has ended."""
+        while True:
+            async with websockets.connect(limited.replace("http://", "ws://") + "/v1/realtime") as socket:
+                if json_event(await socket.recv())["type"] == "session.created":
+                    return
+            await asyncio.sleep(0.2)
+
+    said = words(asyncio.run(talk()))
+    asyncio.run(asyncio.wait_for(session_ended(), WAIT_S))
+    # The exchange was stored with what the reply's sent audio speaks.
+    job = httpx.post(
+        f"{limited}/runsync",
+        json={"input": {"message": "Go on.", "conversation_id": "dropped", "speak": False, "max_tokens": 8}},
+        timeout=WAIT_S,
+    ).json()
+    history = job["output"]["history"]
+    assert history[0] == {"role": "user", "content": "Tell me a story."}
+    kept = words(history[1]["content"])
+    assert history[1]["role"] == "assistant" and kept and kept[: len(said)] == said[: len(kept)]

@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     runsync_wait: float = Field(90.0, gt=0, description="seconds /runsync waits before answering IN_PROGRESS")
     max_body_mb: float = Field(25.0, gt=0, description="largest request body, MB")
     realtime_sessions: int = Field(4, ge=1, description="realtime voice sessions (/v1/realtime) open at once")
-    realtime_idle: float = Field(300.0, gt=0, description="seconds a realtime session may be silent before it closes")
+    realtime_idle: float = Field(300.0, gt=0, description="seconds a realtime session may sit idle before it closes")
 
     # Worker
     backend_timeout: float = Field(

@@ -145,6 +145,8 @@ class WhisperASR:
     ) -> Iterator[Segment]:
         """The speech's segments as Whisper finds them; silence and noise give none."""
         with self._lock:
+            if stop is not None and stop.is_set():  # given up on while it waited for the model
+                return
             found, _ = self._run(audio, language, prompt)
             for segment in found:
                 if stop is not None and stop.is_set():

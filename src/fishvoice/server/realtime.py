@@ -35,11 +35,12 @@ import soxr
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
 
-from ..asr.base import ASR, Transcript
+from ..asr.base import ASR
 from ..assistant import Assistant
 from ..audio import Audio
 from ..contract import CONVERSATION_ID, MAX_MESSAGE_CHARS, AudioEvent, ChatMessage, DoneEvent, Request, TextEvent
 from ..errors import FishvoiceError
+from ..threads import iterate_in_thread
 from ..vad import VAD_RATE, SpeechPaused, SpeechStarted, StreamingVAD, TurnDetector
 from ..voices import MAX_REFERENCE_S
 from .realtime_protocol import (
@@ -70,7 +71,7 @@ _KEY_PROTOCOL = "openai-insecure-api-key."
 @dataclass(frozen=True)
 class RealtimeLimits:
     sessions: int  # open at once
-    idle_s: float  # longest silence of the client before the session closes
+    idle_s: float  # longest time with nothing from the client and nothing under way before the session closes
     max_message_bytes: int
 
 
@@ -200,7 +201,7 @@ class RealtimeSession:
         self._last_item: str | None = None
         self._unanswered: list[str] = []  # user turns heard but not yet answered
         self._hearing: asyncio.Task[None] | None = None  # transcriptions, one after another
-        self._guess: tuple[int, asyncio.Task[Transcript]] | None = None  # a pause's transcript, being heard
+        self._guess: tuple[int, asyncio.Task[str]] | None = None  # a pause's transcript, being heard
         self._vad_position = 0
         self._reply: _Reply | None = None
         self._exchange: _Exchange | None = None
@@ -237,6 +238,8 @@ class RealtimeSession:
             try:
                 message = await asyncio.wait_for(self.socket.receive(), self.limits.idle_s)
             except TimeoutError:
+                if self._busy():
+                    continue  # a reply or a transcription is under way: the session is not idle
                 error = FishvoiceError("timeout", f"the session was idle for {self.limits.idle_s:g} s and is closed")
                 await self.send(error_event(error))
                 await self._close(1000, "idle")
@@ -254,6 +257,9 @@ class RealtimeSession:
                 )
                 continue
             return str(text)
+
+    def _busy(self) -> bool:
+        return self._reply is not None or (self._hearing is not None and not self._hearing.done())
 
     async def send(self, event: dict[str, Any]) -> None:
         """Send one event (in order: one sender at a time); a gone client is not an error here."""
@@ -465,9 +471,9 @@ class RealtimeSession:
     def _guess_transcript(self, at: int) -> None:
         """Start hearing the turn where its speech went quiet, while the silence that would end it is still
         being waited out: if it does end there, its transcript is (nearly) ready; if the speech goes on,
-        the guess is dropped."""
-        if self._guess is not None:
-            self._guess[1].cancel()
+        the guess is dropped. One guess at a time: a pause during a guess waits for the stop."""
+        if self._guess is not None and not self._guess[1].done():
+            return
         self._guess = (at, self._transcription(self._input.peek(self._speech_start, at + _TAIL)))
 
     async def _speech_stopped(self, at: int) -> None:
@@ -489,7 +495,7 @@ class RealtimeSession:
         item_id: str,
         *,
         respond: bool,
-        transcription: asyncio.Task[Transcript] | None = None,
+        transcription: asyncio.Task[str] | None = None,
     ) -> None:
         added = {"previous_item_id": self._last_item, "item_id": item_id}
         self._last_item = item_id
@@ -504,29 +510,32 @@ class RealtimeSession:
         heard = transcription or self._transcription(samples)
         self._hearing = asyncio.create_task(self._hear(heard, item_id, respond, self._hearing))
 
-    def _transcription(self, samples: npt.NDArray[np.float32]) -> asyncio.Task[Transcript]:
+    def _transcription(self, samples: npt.NDArray[np.float32]) -> asyncio.Task[str]:
         return asyncio.create_task(self._transcribe(Audio(samples, REALTIME_RATE)))
 
-    async def _transcribe(self, audio: Audio) -> Transcript:
+    async def _transcribe(self, audio: Audio) -> str:
+        """What the audio says; cancelled, the recogniser stops (or never starts, if it was waiting)."""
         if self.asr is None:
             raise FishvoiceError("backend_unavailable", "audio: speech recognition is off on this server", "audio")
         asr, language = self.asr, self.config.language
         started = time.perf_counter()
         async with self.speech.slots:
-            heard = await asyncio.to_thread(lambda: asr.transcribe(audio, language=language))
+            segments = iterate_in_thread(lambda stop: asr.segments(audio, language=language, stop=stop))
+            async with aclosing(segments):
+                text = " ".join([segment.text async for segment in segments]).strip()
         elapsed = round((time.perf_counter() - started) * 1000)
         log.info("realtime %s: heard %.1f s of audio in %d ms", self.session_id, audio.duration_s, elapsed)
-        return heard
+        return text
 
     async def _hear(
-        self, transcription: asyncio.Task[Transcript], item_id: str, respond: bool, previous: asyncio.Task[None] | None
+        self, transcription: asyncio.Task[str], item_id: str, respond: bool, previous: asyncio.Task[None] | None
     ) -> None:
         """A committed turn's transcript (after the turns before it), then its answer if asked."""
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         try:
             try:
-                text = (await transcription).text.strip()[:MAX_MESSAGE_CHARS]
+                text = (await transcription)[:MAX_MESSAGE_CHARS]
             except FishvoiceError:
                 raise
             except Exception as exc:
