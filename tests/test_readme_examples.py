@@ -25,6 +25,7 @@ RUNNERS = {
     "fish-curl": ["bash", "-c"],
     "openai": [sys.executable, "-c"],
     "openai-chat": [sys.executable, "-c"],
+    "openai-realtime": [sys.executable, "-c"],
     "curl-openai": ["bash", "-c"],
     "curl-voices": ["bash", "-c"],
 }
