@@ -241,11 +241,14 @@ def test_full_queue_answers_429_and_jobs_expire_and_time_out(tmp_path, job_table
         long = {**STORY, "max_tokens": 2000, "system_message": "Write an endless story. Never stop."}
         running = http.post("/run", json={"input": long}).json()["id"]
         wait_status(http, running, "IN_PROGRESS")
+        started = time.monotonic()
         queued = http.post("/run", json={"input": {"message": "Hi", "max_tokens": 5, "speak": False}}).json()["id"]
         full = http.post("/run", json={"input": {"message": "Hi"}})
         assert full.status_code == 429 and "queue is full" in full.json()["error"]
         timed_out = wait_final(http, running, timeout=90)
-        assert timed_out["status"] == "TIMED_OUT" and timed_out["output"]["error_code"] == "timeout"
+        took = f"TIMED_OUT seen {time.monotonic() - started:.1f} s after the 5 s job started"
+        assert timed_out["status"] == "TIMED_OUT" and timed_out["output"]["error_code"] == "timeout", took
+        print(took)
         assert wait_final(http, queued)["status"] == "COMPLETED"
         time.sleep(3.5)  # past the TTL and one expiry sweep
         assert http.get(f"/status/{queued}").status_code == 404
