@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from fishvoice.asr.whisper import WhisperASR, embedded_model_dir
 from fishvoice.assistant import Assistant
 from fishvoice.audio import Audio
 from fishvoice.client import add_arguments, job_input
+from fishvoice.tts.base import synthesize
 from fishvoice.voices import load_reference
 from fishvoice.worker import make_handler, make_stream_handler
 
@@ -81,6 +83,32 @@ def test_whisper_hears_the_sentence_and_segments_it(asr, speech):
 @pytest.mark.parametrize("audio", [Audio(np.zeros(48000, np.float32), 16000), noise()], ids=["silence", "noise"])
 def test_silence_and_noise_give_no_segments(asr, audio):
     assert asr.transcribe(audio).text == "" and list(asr.segments(audio)) == []
+
+
+@pytest.mark.parametrize("said", ["Yes.", "What is the capital of France?", SENTENCE])
+def test_a_live_turn_is_heard_as_the_whole_window_hears_it(asr, tts, said):
+    """hear_turn encodes the turn and 5 s of padding, not 30 s: the same words, a short one not repeated."""
+    turn = synthesize(tts, said)
+    assert word_error_rate(said, asr.hear_turn(turn)) < 0.15
+    assert asr.hear_turn(turn, language="en") == asr.hear_turn(turn)
+    assert word_error_rate(asr.transcribe(turn).text, asr.hear_turn(turn)) < 0.15
+
+
+@pytest.mark.parametrize("audio", [Audio(np.zeros(48000, np.float32), 16000), noise()], ids=["silence", "noise"])
+def test_a_live_turn_of_silence_or_noise_is_no_words(asr, audio):
+    assert asr.hear_turn(audio) == ""
+
+
+def test_a_live_turn_longer_than_the_window_is_heard_whole(asr, speech):
+    long = Audio(np.tile(speech.samples, int(28 / speech.duration_s) + 1), speech.sample_rate)
+    assert long.duration_s > 28
+    assert words(asr.hear_turn(long)).count("fox") >= 6
+
+
+def test_a_stopped_turn_is_skipped(asr, speech):
+    stop = threading.Event()
+    stop.set()
+    assert asr.hear_turn(speech, stop=stop) == ""
 
 
 async def test_a_job_with_user_audio_is_transcribed_and_answered(hearing, speech):

@@ -53,3 +53,8 @@ class ASR(Protocol):
     def transcribe(self, audio: Audio, *, language: str | None = None, prompt: str | None = None) -> Transcript:
         """All of it at once."""
         ...
+
+    def hear_turn(self, audio: Audio, *, language: str | None = None, stop: threading.Event | None = None) -> str:
+        """A short live turn's text (empty for no speech), as fast as the backend can: a conversation
+        waits on it. Setting `stop` before it starts skips the work."""
+        ...

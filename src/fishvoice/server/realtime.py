@@ -23,6 +23,7 @@ import base64
 import binascii
 import json
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing, suppress
@@ -40,7 +41,6 @@ from ..assistant import Assistant
 from ..audio import Audio
 from ..contract import CONVERSATION_ID, MAX_MESSAGE_CHARS, AudioEvent, ChatMessage, DoneEvent, Request, TextEvent
 from ..errors import FishvoiceError
-from ..threads import iterate_in_thread
 from ..vad import VAD_RATE, SpeechPaused, SpeechStarted, StreamingVAD, TurnDetector
 from ..voices import MAX_REFERENCE_S
 from .realtime_protocol import (
@@ -520,9 +520,11 @@ class RealtimeSession:
         asr, language = self.asr, self.config.language
         started = time.perf_counter()
         async with self.speech.slots:
-            segments = iterate_in_thread(lambda stop: asr.segments(audio, language=language, stop=stop))
-            async with aclosing(segments):
-                text = " ".join([segment.text async for segment in segments]).strip()
+            stop = threading.Event()
+            try:
+                text = await asyncio.to_thread(asr.hear_turn, audio, language=language, stop=stop)
+            finally:
+                stop.set()  # given up on (cancelled) before its turn came: the recogniser skips it
         elapsed = round((time.perf_counter() - started) * 1000)
         log.info("realtime %s: heard %.1f s of audio in %d ms", self.session_id, audio.duration_s, elapsed)
         return text
