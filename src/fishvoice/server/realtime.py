@@ -298,6 +298,9 @@ class RealtimeSession:
             await handler(event)
         except FishvoiceError as error:
             await self.send_error(error, event_id)
+        except Exception as exc:  # a fault of ours: said as `internal`, and the session goes on
+            log.error("realtime %s: an event failed", self.session_id, exc_info=exc)
+            await self.send_error(FishvoiceError("internal", f"internal error: {type(exc).__name__}"), event_id)
 
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[None]]]:
         return {
