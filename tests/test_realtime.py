@@ -23,6 +23,7 @@ import websockets
 from fishvoice.audio import Audio, resample, to_pcm16
 from fishvoice.tts.base import synthesize
 
+from .test_asr import word_error_rate
 from .test_server import server
 
 KEY = "realtime-key"
@@ -63,6 +64,11 @@ def b64(data: bytes) -> str:
 
 def words(text: str) -> list[str]:
     return re.findall(r"[a-z']+", text.lower())
+
+
+def heard_as_asked(transcript: str) -> bool:
+    """The question as Whisper base hears it: "capital", and at most one word of six amiss."""
+    return "capital" in words(transcript) and word_error_rate(QUESTION, transcript) < 0.2
 
 
 @asynccontextmanager
@@ -150,7 +156,7 @@ def test_spoken_question_is_heard_and_answered_in_text_and_speech(url, question)
     started = next(e for e in seen if e.type == "input_audio_buffer.speech_started")
     assert 300 <= started.audio_start_ms <= 800  # the speech follows 0.5 s of silence
     heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
-    assert {"capital", "france"} <= set(words(heard.transcript)), heard.transcript
+    assert heard_as_asked(heard.transcript), heard.transcript
     done = seen[-1].response
     assert done.status == "completed" and done.usage.output_tokens > 0
     reply = transcript_of(seen, done.id)
@@ -199,7 +205,7 @@ def test_speaking_over_a_reply_cancels_it_and_keeps_what_was_heard(url, question
         timeout=WAIT_S,
     ).json()
     history = job["output"]["history"]
-    assert {"capital", "france"} <= set(words(history[0]["content"]))
+    assert heard_as_asked(history[0]["content"]), history[0]
     kept = words(history[1]["content"])
     assert history[1]["role"] == "assistant" and 1 <= len(kept) <= 3
     assert kept == full[: len(kept)] and len(kept) < len(full)
@@ -229,7 +235,7 @@ def test_push_to_talk_commits_and_asks(url, question):
     kinds = [e.type for e in seen]
     assert "input_audio_buffer.speech_started" not in kinds  # no VAD: the client said when the turn ended
     heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
-    assert {"capital", "france"} <= set(words(heard.transcript))
+    assert heard_as_asked(heard.transcript), heard.transcript
     done = seen[-1].response
     assert done.status == "completed" and audio_of(seen, done.id)
 

@@ -10,6 +10,7 @@ from faster_whisper.vad import get_vad_model
 from fishvoice.audio import resample
 from fishvoice.tts.base import synthesize
 from fishvoice.vad import (
+    PAUSE_MS,
     VAD_RATE,
     WINDOW,
     WINDOW_MS,
@@ -54,18 +55,23 @@ def test_a_sentence_is_one_turn_and_silence_or_noise_none(spoken):
 
 
 def test_turn_rules_on_given_probabilities():
-    """Speech at the threshold starts a turn; a dip above threshold - 0.15 is not a pause; a pause ends the
-    turn only after silence_ms of it; the stop is where the speech ended."""
-    options = TurnOptions(threshold=0.6, prefix_ms=0, silence_ms=4 * WINDOW_MS)
+    """Speech at the threshold starts a turn; a dip above threshold - 0.15 is not quiet; quiet for pause_ms
+    is a pause (its start the speech's end), for silence_ms the stop; speech after a pause goes on."""
+    options = TurnOptions(threshold=0.6, prefix_ms=0, silence_ms=10 * WINDOW_MS)
+    assert options.pause_ms == PAUSE_MS == 3 * WINDOW_MS and TurnOptions(silence_ms=64).pause_ms == 64
+    quiet = [0.1] * 10
+    probabilities = np.array([0.1, 0.6, 0.9, 0.5, 0.5, 0.3, 0.8, *quiet[:4], 0.7, *quiet], np.float32)
     turns = TurnDetector(options)
-    probabilities = np.array([0.1, 0.6, 0.9, 0.5, 0.5, 0.3, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1], np.float32)
     events = turns.feed(probabilities)
-    # A pause at 0.3 (window 5) that speech resumes after; a pause at the end that the silence confirms.
+    # Speech ends after window 2; windows 3-4 are neither speech nor quiet, 5 is quiet: 96 ms since the
+    # speech, a pause (at 3 windows), though speech comes again at 6. After 6, quiet: a pause at 7 windows;
+    # speech again at 11, then quiet: a pause and, 320 ms on, the stop at 12.
     assert events == [
         SpeechStarted(1 * WINDOW_MS),
         SpeechPaused(3 * WINDOW_MS),
         SpeechPaused(7 * WINDOW_MS),
-        SpeechStopped(7 * WINDOW_MS),
+        SpeechPaused(12 * WINDOW_MS),
+        SpeechStopped(12 * WINDOW_MS),
     ]
     assert not turns.speaking
     # Fed one window at a time, the same.

@@ -20,6 +20,10 @@ import numpy.typing as npt
 VAD_RATE = 16000
 WINDOW = 512  # samples per probability: 32 ms at 16 kHz
 WINDOW_MS = WINDOW * 1000 // VAD_RATE
+# A turn's audio runs this far past its last window over the threshold: a word's soft end (a fading
+# consonant) falls below it, and without it Whisper loses the word ("the capital of").
+TAIL_MS = 200
+PAUSE_MS = 96  # this long under the threshold, the speech has paused: a guess at where the turn ends
 _CONTEXT = 64  # samples of the previous window the model sees before each window
 _STATE_SHAPE = (1, 1, 128)
 
@@ -63,6 +67,11 @@ class TurnOptions:
     prefix_ms: int = 300
     silence_ms: int = 500
 
+    @property
+    def pause_ms(self) -> int:
+        """Quiet long enough to call a pause, and to hear the turn while the rest of `silence_ms` passes."""
+        return min(PAUSE_MS, self.silence_ms)
+
 
 @dataclass(frozen=True)
 class SpeechStarted:
@@ -71,7 +80,7 @@ class SpeechStarted:
 
 @dataclass(frozen=True)
 class SpeechPaused:
-    at_ms: int  # where the speech went quiet: it stopped here, unless it resumes within `silence_ms`
+    at_ms: int  # where the speech went quiet (`pause_ms` ago): it stopped here unless it resumes in `silence_ms`
 
 
 @dataclass(frozen=True)
@@ -107,10 +116,11 @@ class TurnDetector:
                     self._speaking = True
                     events.append(SpeechStarted(start))
             elif self._speaking and probability < low:
-                if not self._paused:
+                quiet_ms = self._position_ms - self._last_speech_ms
+                if not self._paused and quiet_ms >= self.options.pause_ms:
                     self._paused = True
                     events.append(SpeechPaused(self._last_speech_ms))
-                if self._position_ms - self._last_speech_ms >= self.options.silence_ms:
+                if quiet_ms >= self.options.silence_ms:
                     self._speaking = False
                     events.append(SpeechStopped(self._last_speech_ms))
         return events

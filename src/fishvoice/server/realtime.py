@@ -41,7 +41,7 @@ from ..assistant import Assistant
 from ..audio import Audio
 from ..contract import CONVERSATION_ID, MAX_MESSAGE_CHARS, AudioEvent, ChatMessage, DoneEvent, Request, TextEvent
 from ..errors import FishvoiceError
-from ..vad import VAD_RATE, SpeechPaused, SpeechStarted, StreamingVAD, TurnDetector
+from ..vad import TAIL_MS, VAD_RATE, SpeechPaused, SpeechStarted, StreamingVAD, TurnDetector
 from ..voices import MAX_REFERENCE_S
 from .realtime_protocol import (
     DEFAULT_VOICE,
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 _PER_MS = REALTIME_RATE // 1000
 MIN_COMMIT_MS = 100
 MAX_TURN_MS = int(MAX_REFERENCE_S * 1000)
-_TAIL = 100 * _PER_MS  # a turn's audio runs this far past its last voiced window, so its last word is whole
+_TAIL = TAIL_MS * _PER_MS
 _KEY_PROTOCOL = "openai-insecure-api-key."
 
 
