@@ -36,6 +36,7 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/pipeline.py
+	$(PY) bench/realtime.py
 	$(PY) bench/server.py
 	$(PY) bench/fish.py
 
