@@ -110,13 +110,17 @@ async def one_turn(
     )
     voice_to_voice = first_at - times["speech_end"]
     if line.verbose:
-        stages = ("input_audio_buffer.speech_stopped", "conversation.item.input_audio_transcription.completed")
+        stages = (
+            "input_audio_buffer.speech_stopped",
+            "conversation.item.input_audio_transcription.completed",
+            "response.created",
+        )
         marks = [
             f"{e.type.split('.')[-1]} +{(at - times['speech_end']) * 1000:.0f} ms"
             for at, e in line.events[since:]
             if e.type in stages
         ]
-        print("   ", ", ".join(marks))
+        print("   ", ", ".join(marks), f"first audio +{voice_to_voice * 1000:.0f} ms")
     speaking = asyncio.create_task(line.speak(interruption + silence, {cut[0]: "barge_in"}, times))
     _, done = await wait_done(line, since, first.response_id)
     await speaking

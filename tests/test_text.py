@@ -129,3 +129,8 @@ def test_normalize_drops_markdown_and_urls():
         "Bold and code, see the docs or now."
     )
     assert not is_speakable(" *** ... ") and is_speakable("42")
+
+
+def test_control_characters_are_not_read_aloud():
+    assert normalize_for_speech("0\x00 a\x07b\x1b[1m c\x7f") == "0 a b [1m c"
+    assert normalize_for_speech("line one\nline two\tend") == "line one line two end"

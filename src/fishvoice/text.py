@@ -59,6 +59,7 @@ _OPENS = _words(
 _LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _MARKS = re.compile(r"\*\*|__|[*`#>]|^\s*[-+]\s+", re.MULTILINE)
 _URL = re.compile(r"https?://\S+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _SPACES = re.compile(r"\s+")
 
 
@@ -186,7 +187,9 @@ def _breaks_after(word: str) -> bool:
 
 
 def normalize_for_speech(text: str) -> str:
-    """Strip what should not be read aloud: markdown marks, links' targets, bare URLs, extra space."""
+    """Strip what should not be read aloud: control characters (a voice may refuse a NUL), markdown marks,
+    links' targets, bare URLs, extra space."""
+    text = _CONTROL.sub(" ", text)
     text = _URL.sub("", _LINK.sub(r"\1", text))
     text = _MARKS.sub("", text)
     return _SPACES.sub(" ", text).strip()

@@ -576,7 +576,6 @@ class RealtimeSession:
     # Replies
 
     async def _start_reply(self, config: SessionConfig) -> None:
-        await self._store_exchange()
         message = " ".join(self._unanswered)[:MAX_MESSAGE_CHARS]
         self._unanswered = []
         summary = ResponseSummary(new_id("resp"), new_id("item"), config.audio, voice=config.voice)
@@ -584,6 +583,7 @@ class RealtimeSession:
         self._reply = reply
         await self.send({"type": "response.created", "response": summary.to_dict()})
         reply.task = asyncio.create_task(self._run_reply(reply))
+        await self._store_exchange()  # the turn before, while this reply starts: the store is not in its way
 
     def _request(self, reply: _Reply) -> Request:
         config = reply.config
