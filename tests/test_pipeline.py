@@ -134,10 +134,25 @@ TURNS: list[ChatMessage] = [
 def test_context_keeps_whole_recent_exchanges_that_fit():
     whole = fit_context("sys", TURNS, "hi there", 10, count_tokens=words_in, context_window=100)
     assert whole.messages[1:-1] == TURNS and whole.max_tokens == 10 and whole.warning is None
-    # system 3 + message 4 + newest exchange 9 + max_tokens 10 = 26 fit; the older exchange (9 more) does not
-    newest = fit_context("sys", TURNS, "hi there", 10, count_tokens=words_in, context_window=26 + CONTEXT_MARGIN)
+    # system 3 + message 4 + the 2 exchanges 18 + max_tokens 10 = 35 do not fit in 34: older turns are
+    # dropped a step of TRIM_EXCHANGES at a time from the start, here all of them
+    trimmed = fit_context("sys", TURNS, "hi there", 10, count_tokens=words_in, context_window=34 + CONTEXT_MARGIN)
     system, message = {"role": "system", "content": "sys"}, {"role": "user", "content": "hi there"}
-    assert newest.messages == [system, *TURNS[2:], message]
+    assert trimmed.messages == [system, message]
+
+
+def test_context_drops_old_turns_in_steps_so_its_start_holds_for_several_replies():
+    exchange: list[ChatMessage] = [{"role": "user", "content": "a b c"}, {"role": "assistant", "content": "d e"}]
+    fitted = [
+        fit_context("sys", exchange * n, "hi there", 10, count_tokens=words_in, context_window=110 + CONTEXT_MARGIN)
+        for n in range(6, 20)
+    ]
+    # Each exchange is 9 tokens; 3 + 4 + 10 leave room for 10 of them. The first kept turn moves only in
+    # steps of TRIM_EXCHANGES exchanges from the conversation's start, so it stays put from one reply to
+    # the next (the prompt's beginning is the LLM's cached prefix), and the newest exchange is always kept.
+    dropped = [(n + 6) - (len(f.messages) - 2) // 2 for n, f in enumerate(fitted)]
+    assert dropped == [0, 0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12]
+    assert all(f.messages[-2] == exchange[1] for f in fitted)
 
 
 def test_context_lowers_max_tokens_and_refuses_a_message_too_long():
