@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,8 +36,13 @@ WAIT_S = 120
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory) -> Iterator[str]:
-    with server(tmp_path_factory.mktemp("realtime"), api_key=KEY, concurrency="2", realtime_sessions="3") as base:
+def server_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("realtime")
+
+
+@pytest.fixture(scope="module")
+def url(server_dir) -> Iterator[str]:
+    with server(server_dir, api_key=KEY, concurrency="2", realtime_sessions="3") as base:
         yield base
 
 
@@ -164,6 +170,38 @@ def test_spoken_question_is_heard_and_answered_in_text_and_speech(url, question)
     audio = np.frombuffer(audio_of(seen, done.id), "<i2").astype(np.float32) / 32768
     assert audio.size / RATE >= 0.1 * len(reply.split())
     assert float(np.sqrt(np.mean(np.square(audio)))) > 0.01
+
+
+def test_a_turn_is_answered_from_its_pause_once_the_silence_confirms_it(url, server_dir, question):
+    """Spoken at real-time pace, the turn is heard and its reply begun at the speech's pause, while the
+    silence that ends it is still running; the reply's events are held until then, so they come in order."""
+
+    async def talk() -> list[Any]:
+        async with session(url) as connection:
+            await vad_session(connection, "You answer in one short sentence.", silence_ms=1000)
+            data, step = silence(0.3) + question + silence(1.5), 2 * RATE // 50  # 20 ms a message
+            started = time.monotonic()
+            for n, offset in enumerate(range(0, len(data), step)):
+                await asyncio.sleep(max(0.0, started + n * 0.02 - time.monotonic()))
+                await connection.input_audio_buffer.append(audio=b64(data[offset : offset + step]))
+            seen: list[Any] = []
+            await until(connection, "response.done", seen)
+            return seen
+
+    seen = asyncio.run(talk())
+    kinds = [e.type for e in seen]
+    order = [
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.input_audio_transcription.completed",
+        "response.created",
+        "response.output_audio.delta",
+        "response.done",
+    ]
+    assert [kinds.index(kind) for kind in order] == sorted(kinds.index(kind) for kind in order)
+    assert kinds.count("response.created") == 1 and seen[-1].response.status == "completed"
+    log = "".join(path.read_text() for path in server_dir.glob("server-*.log"))
+    assert "a reply begun at the pause goes out" in log
 
 
 def test_speaking_over_a_reply_cancels_it_and_keeps_what_was_heard(url, question, interruption):

@@ -2,7 +2,9 @@
 
 The caller streams pcm16 at 24 kHz. With server VAD (vad.py) each turn is cut where the speech stops,
 heard by the ASR and answered by the assistant, whose reply streams back as text and pcm16 deltas as
-soon as its first piece is spoken; with `turn_detection: null` the client commits and asks. Speech that
+soon as its first piece is spoken; with `turn_detection: null` the client commits and asks. To answer
+within a breath, a turn is heard, and its reply begun, where the speech pauses: the reply's events are
+kept back until the silence confirms the turn ended there, and dropped if the speech goes on. Speech that
 starts during a reply cancels it at once (barge-in): no audio is sent after the cancel, and the
 conversation keeps only what was heard (the client's `conversation.item.truncate`, else what was sent).
 
@@ -127,6 +129,17 @@ class _Reply:
     heard_ms: int | None = None  # how much of its audio the client played, once it said (a truncation)
     cancelled: str | None = None  # the reason, once cancelled: nothing more is sent
     task: asyncio.Task[None] | None = None
+    previous_item: str | None = None  # the conversation item before the reply's
+    # A reply begun on a pause's transcript, before the silence has confirmed the turn ended: its events
+    # are kept back until it does (`decided` True: they go out) or the speech goes on (False: dropped).
+    guessed_at: int | None = None
+    said: str = ""  # the guessed turn's transcript
+    held: list[dict[str, Any]] | None = None
+    decided: asyncio.Future[bool] | None = None
+
+    @property
+    def undecided(self) -> bool:
+        return self.decided is not None and not self.decided.done()
 
     def heard(self) -> str:
         """The reply's text up to `heard_ms` of its audio (all of it sent, if the client did not say); a
@@ -390,6 +403,8 @@ class RealtimeSession:
         await self.send({"type": "conversation.item.done", **added})
 
     async def _create_response(self, event: dict[str, Any]) -> None:
+        if self._reply is not None and self._reply.undecided:
+            self._discard(self._reply)
         if self._reply is not None:
             raise FishvoiceError("conflict", "response.create: a response is already in progress", "response")
         config = response_overrides(self.config, event.get("response"))
@@ -402,7 +417,7 @@ class RealtimeSession:
         await self._start_reply(config)
 
     async def _cancel_response(self, event: dict[str, Any]) -> None:
-        if self._reply is None:
+        if self._reply is None or self._reply.undecided:  # a guessed reply is not the client's to cancel
             raise invalid("response.cancel", "no response is in progress")
         await self._cancel_reply("client_cancelled")
 
@@ -441,6 +456,8 @@ class RealtimeSession:
         if self._guess is not None:
             self._guess[1].cancel()
             self._guess = None
+        if self._reply is not None and self._reply.undecided:
+            self._discard(self._reply)
 
     async def _detect_turns(self, samples: npt.NDArray[np.float32]) -> None:
         assert self._vad is not None and self._detector is not None and self.config.turns is not None
@@ -473,11 +490,21 @@ class RealtimeSession:
 
     def _guess_transcript(self, at: int) -> None:
         """Start hearing the turn where its speech went quiet, while the silence that would end it is still
-        being waited out: if it does end there, its transcript is (nearly) ready; if the speech goes on,
-        the guess is dropped. One guess at a time: a pause during a guess waits for the stop."""
+        being waited out: if it does end there, its transcript is ready and its reply begun; if the speech
+        goes on, both are dropped. One guess at a time: a pause during a guess waits for the stop."""
+        if self._reply is not None and self._reply.undecided and self._reply.guessed_at != at:
+            self._discard(self._reply)  # the speech went on after the pause it answered
         if self._guess is not None and not self._guess[1].done():
             return
-        self._guess = (at, self._transcription(self._input.peek(self._speech_start, at + _TAIL)))
+        samples = self._input.peek(self._speech_start, at + _TAIL)
+        self._guess = (at, asyncio.create_task(self._guess_and_answer(at, samples)))
+
+    async def _guess_and_answer(self, at: int, samples: npt.NDArray[np.float32]) -> str:
+        text = await self._transcribe(Audio(samples, REALTIME_RATE))
+        still_pausing = self._guess is not None and self._guess[0] == at and self._speech_item is not None
+        if text and still_pausing and self.config.create_response and self._reply is None and not self._closed:
+            await self._start_reply(self.config, guessed=(at, text))
+        return text
 
     async def _speech_stopped(self, at: int) -> None:
         item_id = self._speech_item or new_id("item")
@@ -487,6 +514,12 @@ class RealtimeSession:
         )
         speech = self._input.take(self._speech_start, at + _TAIL)
         guess, self._guess = self._guess, None
+        guessed = self._reply if self._reply is not None and self._reply.undecided else None
+        if guessed is not None and guessed.guessed_at == at:
+            await self._confirm(guessed, item_id)
+            return
+        if guessed is not None:
+            self._discard(guessed)
         transcription = guess[1] if guess is not None and guess[0] == at else None
         if guess is not None and transcription is None:
             guess[1].cancel()
@@ -500,6 +533,11 @@ class RealtimeSession:
         respond: bool,
         transcription: asyncio.Task[str] | None = None,
     ) -> None:
+        await self._committed(item_id)
+        heard = transcription or self._transcription(samples)
+        self._hearing = asyncio.create_task(self._hear(heard, item_id, respond, self._hearing))
+
+    async def _committed(self, item_id: str) -> None:
         added = {"previous_item_id": self._last_item, "item_id": item_id}
         self._last_item = item_id
         await self.send({"type": "input_audio_buffer.committed", **added})
@@ -510,8 +548,38 @@ class RealtimeSession:
                 "item": user_item(item_id),
             }
         )
-        heard = transcription or self._transcription(samples)
-        self._hearing = asyncio.create_task(self._hear(heard, item_id, respond, self._hearing))
+
+    async def _heard(self, item_id: str, text: str) -> None:
+        event = {"item_id": item_id, "content_index": 0, "transcript": text}
+        await self.send({"type": "conversation.item.input_audio_transcription.completed", **event})
+
+    async def _confirm(self, reply: _Reply, item_id: str) -> None:
+        """The turn did end where the guessed reply assumed: the turn goes out, then the reply's events
+        kept so far, then the rest as they come."""
+        assert reply.decided is not None and reply.held is not None
+        await self._store_exchange()
+        self._unanswered = []
+        await self._committed(item_id)
+        await self._heard(item_id, reply.said)
+        reply.previous_item, self._last_item = item_id, reply.summary.item_id
+        while reply.held:
+            event = reply.held.pop(0)
+            if event["type"] == "conversation.item.added":
+                event["previous_item_id"] = item_id
+            await self.send(event)
+        reply.held = None  # from here its events go out as they come
+        reply.decided.set_result(True)
+        log.info("realtime %s: a reply begun at the pause goes out", self.session_id)
+
+    def _discard(self, reply: _Reply) -> None:
+        """Drop a guessed reply: the speech went on. None of it was sent."""
+        assert reply.decided is not None
+        reply.cancelled, reply.held = "discarded", []
+        reply.decided.set_result(False)
+        if reply.task is not None:
+            reply.task.cancel()
+        if self._reply is reply:
+            self._reply = None
 
     def _transcription(self, samples: npt.NDArray[np.float32]) -> asyncio.Task[str]:
         return asyncio.create_task(self._transcribe(Audio(samples, REALTIME_RATE)))
@@ -559,14 +627,7 @@ class RealtimeSession:
             )
             return
         self._unanswered.append(text)
-        await self.send(
-            {
-                "type": "conversation.item.input_audio_transcription.completed",
-                "item_id": item_id,
-                "content_index": 0,
-                "transcript": text,
-            }
-        )
+        await self._heard(item_id, text)
         if respond and self._speech_item is None and not self._closed:
             if self._reply is not None:  # not interrupting: this turn is answered after the reply before it
                 await asyncio.gather(self._reply.task or asyncio.sleep(0), return_exceptions=True)
@@ -575,15 +636,31 @@ class RealtimeSession:
 
     # Replies
 
-    async def _start_reply(self, config: SessionConfig) -> None:
-        message = " ".join(self._unanswered)[:MAX_MESSAGE_CHARS]
-        self._unanswered = []
+    async def _start_reply(self, config: SessionConfig, guessed: tuple[int, str] | None = None) -> None:
+        """Answer what the user said since the last reply; `guessed` (where the speech paused, what it said
+        so far): a reply kept back until the turn is confirmed to have ended there."""
         summary = ResponseSummary(new_id("resp"), new_id("item"), config.audio, voice=config.voice)
-        reply = _Reply(summary, message, config)
-        self._reply = reply
-        await self.send({"type": "response.created", "response": summary.to_dict()})
+        if guessed is None:
+            reply = _Reply(summary, " ".join(self._unanswered)[:MAX_MESSAGE_CHARS], config)
+            self._reply, self._unanswered = reply, []
+            reply.previous_item, self._last_item = self._last_item, summary.item_id
+        else:
+            at, said = guessed
+            message = " ".join([*self._unanswered, said])[:MAX_MESSAGE_CHARS]
+            reply = _Reply(summary, message, config, guessed_at=at, said=said, held=[])
+            reply.decided = asyncio.get_running_loop().create_future()
+            self._reply = reply
+        await self._emit(reply, {"type": "response.created", "response": summary.to_dict()})
         reply.task = asyncio.create_task(self._run_reply(reply))
-        await self._store_exchange()  # the turn before, while this reply starts: the store is not in its way
+        if guessed is None:  # the turn before, stored while this reply starts (a guess stores it when confirmed)
+            await self._store_exchange()
+
+    async def _emit(self, reply: _Reply, event: dict[str, Any]) -> None:
+        """One of a reply's events: sent, or kept back while the reply is a guess."""
+        if reply.held is not None:
+            reply.held.append(event)
+        else:
+            await self.send(event)
 
     def _request(self, reply: _Reply) -> Request:
         config = reply.config
@@ -602,11 +679,12 @@ class RealtimeSession:
         summary = reply.summary
         ids = {"response_id": summary.response_id, "item_id": summary.item_id, "output_index": 0, "content_index": 0}
         item = assistant_item(summary.item_id, "", reply.config.audio, "in_progress")
-        await self.send(
-            {"type": "response.output_item.added", "response_id": summary.response_id, "output_index": 0, "item": item}
+        await self._emit(
+            reply,
+            {"type": "response.output_item.added", "response_id": summary.response_id, "output_index": 0, "item": item},
         )
-        await self.send({"type": "conversation.item.added", "previous_item_id": self._last_item, "item": item})
-        self._last_item = summary.item_id
+        added = {"type": "conversation.item.added", "previous_item_id": reply.previous_item, "item": item}
+        await self._emit(reply, added)
         text_kind = "response.output_audio_transcript.delta" if reply.config.audio else "response.output_text.delta"
         try:
             async with self.speech.slots:
@@ -617,7 +695,7 @@ class RealtimeSession:
                             break
                         if isinstance(event, TextEvent):
                             reply.text.append(event.text)
-                            await self.send({"type": text_kind, **ids, "delta": event.text})
+                            await self._emit(reply, {"type": text_kind, **ids, "delta": event.text})
                         elif isinstance(event, AudioEvent):
                             await self._send_audio(reply, event, ids)
                         elif isinstance(event, DoneEvent):
@@ -633,7 +711,8 @@ class RealtimeSession:
             )
             if not isinstance(exc, FishvoiceError):
                 log.error("realtime reply failed", exc_info=exc)
-            await self.send_error(error)
+            log.info("realtime %s: reply failed: %s (%s)", self.session_id, error.message, error.code)
+            await self._emit(reply, error_event(error))
             summary = replace(summary, status="failed", error=error_event(error)["error"])
         reply.summary = summary
         await self._finish_reply(reply, ids)
@@ -642,9 +721,11 @@ class RealtimeSession:
         duration_ms = len(event.audio) * 3 // 4 // 2 // _PER_MS  # base64 of pcm16 at 24 kHz
         reply.pieces.append((reply.sent_ms, reply.sent_ms + duration_ms, event.text))
         reply.sent_ms += duration_ms
-        await self.send({"type": "response.output_audio.delta", **ids, "delta": event.audio})
+        await self._emit(reply, {"type": "response.output_audio.delta", **ids, "delta": event.audio})
 
     async def _finish_reply(self, reply: _Reply, ids: dict[str, Any]) -> None:
+        if reply.decided is not None and not await reply.decided:
+            return  # a guess the speech went past: nothing of it was sent, nothing is kept
         summary = reply.summary
         if reply.cancelled:
             summary = replace(summary, status="cancelled", reason=reply.cancelled)
@@ -656,15 +737,16 @@ class RealtimeSession:
         if summary.status == "completed":
             spoken = "".join(reply.text).strip()
             if reply.config.audio:
-                await self.send({"type": "response.output_audio.done", **ids})
-                await self.send({"type": "response.output_audio_transcript.done", **ids, "transcript": spoken})
+                await self._emit(reply, {"type": "response.output_audio.done", **ids})
+                await self._emit(reply, {"type": "response.output_audio_transcript.done", **ids, "transcript": spoken})
             else:
-                await self.send({"type": "response.output_text.done", **ids, "text": spoken})
+                await self._emit(reply, {"type": "response.output_text.done", **ids, "text": spoken})
         item = assistant_item(summary.item_id, heard, reply.config.audio, "completed")
-        await self.send(
-            {"type": "response.output_item.done", "response_id": summary.response_id, "output_index": 0, "item": item}
+        await self._emit(
+            reply,
+            {"type": "response.output_item.done", "response_id": summary.response_id, "output_index": 0, "item": item},
         )
-        await self.send({"type": "response.done", "response": summary.to_dict()})
+        await self._emit(reply, {"type": "response.done", "response": summary.to_dict()})
         self._remember(reply, heard)
         if self._reply is reply:
             self._reply = None
@@ -681,6 +763,9 @@ class RealtimeSession:
         """Stop the reply now: nothing more is sent from here; its generation and speech are cancelled."""
         reply = self._reply
         if reply is None or reply.cancelled:
+            return
+        if reply.undecided:
+            self._discard(reply)
             return
         reply.cancelled = reason
         log.info(
