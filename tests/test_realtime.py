@@ -204,6 +204,31 @@ def test_a_turn_is_answered_from_its_pause_once_the_silence_confirms_it(url, ser
     assert "a reply begun at the pause goes out" in log
 
 
+def test_pauses_inside_a_turn_do_not_answer_it_early(url, tts):
+    """Commas make pauses longer than a guess waits for and shorter than the silence that ends the turn:
+    whatever was begun at them is dropped unsent, and the whole turn is answered once."""
+    said = "Wait, stop, please tell me about dogs instead."
+    data, step = pcm(synthesize(tts, said)) + silence(1.5), 2 * RATE // 50
+
+    async def talk() -> list[Any]:
+        async with session(url) as connection:
+            await vad_session(connection, "You answer in one short sentence.", silence_ms=1000)
+            started = time.monotonic()
+            for n, offset in enumerate(range(0, len(data), step)):
+                await asyncio.sleep(max(0.0, started + n * 0.02 - time.monotonic()))
+                await connection.input_audio_buffer.append(audio=b64(data[offset : offset + step]))
+            seen: list[Any] = []
+            await until(connection, "response.done", seen)
+            return seen
+
+    seen = asyncio.run(talk())
+    kinds = [e.type for e in seen]
+    assert kinds.count("input_audio_buffer.committed") == 1 and kinds.count("response.created") == 1
+    heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
+    assert {"wait", "dogs"} <= set(words(heard.transcript)), heard.transcript
+    assert seen[-1].response.status == "completed"
+
+
 def test_speaking_over_a_reply_cancels_it_and_keeps_what_was_heard(url, question, interruption):
     async def talk() -> tuple[list[Any], str]:
         async with session(url, conversation_id="barge-in") as connection:

@@ -576,6 +576,7 @@ class RealtimeSession:
         assert reply.decided is not None
         reply.cancelled, reply.held = "discarded", []
         reply.decided.set_result(False)
+        log.info("realtime %s: a reply begun at a pause is dropped: the speech went on", self.session_id)
         if reply.task is not None:
             reply.task.cancel()
         if self._reply is reply:
