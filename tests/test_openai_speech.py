@@ -194,8 +194,9 @@ def test_speed_two_halves_the_length_and_keeps_the_pitch(client):
     normal, fast = speak_pcm(client), speak_pcm(client, speed=2.0)
     assert 0.45 < fast.duration_s / normal.duration_s < 0.56
     # The voice's median pitch (about 90 Hz) stays within a rough estimate's error (Piper's own variation
-    # from one synthesis to the next included, up to 16% seen); played faster it would double.
-    assert median_pitch_hz(fast) == pytest.approx(median_pitch_hz(normal), rel=0.3)
+    # from one synthesis to the next included: up to 31% higher seen on the stretched audio); played faster
+    # it would double.
+    assert 0.7 < median_pitch_hz(fast) / median_pitch_hz(normal) < 1.5
     assert 1.9 < normal.duration_s / speak_pcm(client, speed=0.5).duration_s * 4 < 2.1
 
 
