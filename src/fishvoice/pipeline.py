@@ -2,7 +2,10 @@
 
 Two tasks run side by side in one TaskGroup: one reads the LLM and cuts its words into speakable
 chunks (a sentence or clause, the first a short phrase: see text.SpeechChunker); the other speaks
-each chunk as it comes, so the first words are heard while the LLM still writes. Pieces come out in
+each chunk as it comes, so the first words are heard while the LLM still writes. Only the first chunk
+is spoken alone: the reading waits until its first audio is out, since on a shared CPU an LLM writing
+on would slow the voice on the one piece the listener is waiting for (two to three times, with
+llama.cpp and Piper on 2 cores), and the LLM is far ahead of the speech anyway. Pieces come out in
 the order they are produced; if either task fails, the other is cancelled and the failure is raised
 as itself.
 
@@ -61,10 +64,11 @@ async def _run(words: AsyncIterator[str | Usage], speak: Speak | None, pieces: a
     try:
         async with asyncio.TaskGroup() as group:
             chunks: asyncio.Queue[str | None] | None = None
+            first_out = asyncio.Event()
             if speak is not None:
                 chunks = asyncio.Queue()
-                group.create_task(_speak_chunks(chunks, speak, pieces))
-            group.create_task(_read_words(words, pieces, chunks))
+                group.create_task(_speak_chunks(chunks, speak, pieces, first_out))
+            group.create_task(_read_words(words, pieces, chunks, first_out))
     except ExceptionGroup as failed:
         raise failed.exceptions[0] from None
     finally:
@@ -72,31 +76,43 @@ async def _run(words: AsyncIterator[str | Usage], speak: Speak | None, pieces: a
 
 
 async def _read_words(
-    words: AsyncIterator[str | Usage], pieces: asyncio.Queue[Piece | None], chunks: asyncio.Queue[str | None] | None
+    words: AsyncIterator[str | Usage],
+    pieces: asyncio.Queue[Piece | None],
+    chunks: asyncio.Queue[str | None] | None,
+    first_out: asyncio.Event,
 ) -> None:
     chunker = SpeechChunker()
     async for item in words:
         pieces.put_nowait(item)
         if chunks is not None and isinstance(item, str):
-            for chunk in chunker.feed(item):
+            cut = chunker.feed(item)
+            for chunk in cut:
                 chunks.put_nowait(chunk)
+            if cut and not first_out.is_set():
+                await first_out.wait()  # the first chunk's voice has the CPU to itself (see the module)
     if chunks is not None:
         for chunk in chunker.flush():
             chunks.put_nowait(chunk)
         chunks.put_nowait(_END)
 
 
-async def _speak_chunks(chunks: asyncio.Queue[str | None], speak: Speak, pieces: asyncio.Queue[Piece | None]) -> None:
-    while (chunk := await chunks.get()) is not _END:
-        spoken = normalize_for_speech(chunk)
-        if not is_speakable(spoken):
-            continue
-        started = time.perf_counter()
-        # A voice may yield a chunk in pieces (Fish decodes as frames arrive): each goes out as it comes.
-        async for audio in speak(spoken):
-            now = time.perf_counter()
-            pieces.put_nowait(Spoken(audio, chunk, now - started))
-            started = now
+async def _speak_chunks(
+    chunks: asyncio.Queue[str | None], speak: Speak, pieces: asyncio.Queue[Piece | None], first_out: asyncio.Event
+) -> None:
+    try:
+        while (chunk := await chunks.get()) is not _END:
+            spoken = normalize_for_speech(chunk)
+            if is_speakable(spoken):
+                started = time.perf_counter()
+                # A voice may yield a chunk in pieces (Fish decodes as frames arrive): each goes out as it comes.
+                async for audio in speak(spoken):
+                    now = time.perf_counter()
+                    pieces.put_nowait(Spoken(audio, chunk, now - started))
+                    started = now
+                    first_out.set()
+            first_out.set()  # a chunk with nothing to say (or no audio) holds nothing up
+    finally:
+        first_out.set()
 
 
 def voice_speaker(

