@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,61 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         stop(process)
+
+
+class AnswerLosingProxy:
+    """A TCP proxy to Redis that can lose the answer to one command: Redis runs it, and the connection
+    closes as its answer comes back (what a restart under load does to a client, which sends it again)."""
+
+    def __init__(self, redis_url: str):
+        host, port = redis_url.removeprefix("redis://").split("/")[0].split(":")
+        self._target = (host, int(port))
+        self._armed = False
+        self.lost = asyncio.Event()  # set once an answer was lost
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
+
+    def lose_next_answer(self) -> None:
+        """The next command any client sends through the proxy runs, but its answer never arrives."""
+        self._armed = True
+        self.lost.clear()
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        server_reader, server_writer = await asyncio.open_connection(*self._target)
+        lose = asyncio.Event()
+
+        async def upstream() -> None:
+            while data := await client_reader.read(65536):
+                if self._armed:
+                    self._armed = False
+                    lose.set()
+                server_writer.write(data)
+                await server_writer.drain()
+
+        async def downstream() -> None:
+            while data := await server_reader.read(65536):
+                if lose.is_set():
+                    self.lost.set()
+                    client_writer.transport.abort()
+                    return
+                client_writer.write(data)
+                await client_writer.drain()
+
+        await asyncio.gather(upstream(), downstream(), return_exceptions=True)
+        server_writer.close()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+@pytest.fixture
+async def lossy_redis(redis_url) -> AsyncIterator[AnswerLosingProxy]:
+    """An AnswerLosingProxy in front of the session's Redis."""
+    proxy = AnswerLosingProxy(redis_url)
+    yield proxy
+    proxy.close()
 
 
 @pytest.fixture(scope="session")

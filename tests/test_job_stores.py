@@ -135,19 +135,26 @@ async def test_claim_skips_a_job_cancelled_while_it_waited(store):
 async def test_events_are_handed_out_once_in_order(store):
     job_id = await started(store)
     for n in range(3):
-        await store.append_event(job_id, {"type": "text", "text": str(n)})
+        await store.append_event(job_id, n, {"type": "text", "text": str(n)})
     assert await store.take_events(job_id, "") == (IN_PROGRESS, [{"type": "text", "text": str(n)} for n in range(3)])
     assert await store.take_events(job_id, "") == (IN_PROGRESS, [])
-    await store.append_event(job_id, {"type": "text", "text": "3"})
+    await store.append_event(job_id, 3, {"type": "text", "text": "3"})
     assert await store.take_events(job_id, "") == (IN_PROGRESS, [{"type": "text", "text": "3"}])
+
+
+async def test_an_event_appended_again_at_its_index_lands_once(store):
+    job_id = await started(store)
+    for index, text in ((0, "a"), (0, "a"), (1, "b"), (1, "b"), (3, "skipped ahead")):
+        await store.append_event(job_id, index, {"type": "text", "text": text})
+    assert await store.take_events(job_id, "") == (IN_PROGRESS, [{"type": "text", "text": t} for t in "ab"])
 
 
 async def test_a_final_status_comes_with_every_event(store):
     job_id = await started(store)
-    await store.append_event(job_id, {"type": "text", "text": "a"})
+    await store.append_event(job_id, 0, {"type": "text", "text": "a"})
     assert (await store.take_events(job_id, ""))[1] == [{"type": "text", "text": "a"}]
-    await store.append_event(job_id, {"type": "text", "text": "b"})
-    await store.append_event(job_id, {"type": "done", "text": "ab"})
+    await store.append_event(job_id, 1, {"type": "text", "text": "b"})
+    await store.append_event(job_id, 2, {"type": "done", "text": "ab"})
     assert await store.finish(job_id, DONE) == COMPLETED
     assert await store.take_events(job_id, "") == (
         COMPLETED,
@@ -317,6 +324,27 @@ async def test_a_dead_servers_jobs_are_released(servers):
         assert (await survivor.counts())[IN_PROGRESS] == 1  # only `taken`, now the survivor's
     finally:
         await dead.close()
+
+
+async def test_steps_sent_again_after_their_answers_were_lost_do_no_more(lossy_redis):
+    """Redis ran the step, but the connection dropped before its answer came (as when Redis restarts under
+    load), and the client sent it again: an event appended so lands once, events taken so are handed out."""
+    store = RedisJobStore(await lossy_redis.start(), prefix=f"test-{uuid.uuid4().hex[:8]}", ttl_s=3600, timeout_s=60)
+    text = [{"type": "text", "text": t} for t in "abc"]
+    try:
+        job_id = await started(store)
+        await store.append_event(job_id, 0, text[0])
+        assert await store.take_events(job_id, "") == (IN_PROGRESS, text[:1])  # every script is loaded
+        lossy_redis.lose_next_answer()
+        await store.append_event(job_id, 1, text[1])
+        assert lossy_redis.lost.is_set()
+        await store.append_event(job_id, 2, text[2])
+        lossy_redis.lose_next_answer()
+        assert await store.take_events(job_id, "") == (IN_PROGRESS, text[1:])
+        assert lossy_redis.lost.is_set()
+        assert await store.take_events(job_id, "") == (IN_PROGRESS, [])
+    finally:
+        await store.close()
 
 
 async def test_closing_hands_back_the_jobs_a_server_took_and_fails_those_it_left_running(servers):

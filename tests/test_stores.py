@@ -203,6 +203,19 @@ async def test_two_redis_workers_share_conversations_and_voices(redis_url):
     assert (await two.get_voice("v")) is not None
 
 
+async def test_an_append_sent_again_after_its_answer_was_lost_lands_once(lossy_redis):
+    """Redis ran the append, but the connection dropped before its answer came (as when Redis restarts
+    under load): the client sends the append again, and the exchange is stored once."""
+    store = RedisStore(await lossy_redis.start(), prefix=f"test-{uuid.uuid4().hex[:8]}")
+    await store.append_exchange("", "warm-up", "q", "a", system_message=None, voice_hash=None)  # scripts loaded
+    lossy_redis.lose_next_answer()
+    history = await store.append_exchange("", "c", "the only time", "once", system_message=None, voice_hash=None)
+    assert lossy_redis.lost.is_set()  # the answer was lost and the append sent again
+    assert history == (await store.load("", "c")).turns
+    assert history == [{"role": "user", "content": "the only time"}, {"role": "assistant", "content": "once"}]
+    await store.close()
+
+
 async def test_redis_down_is_backend_unavailable():
     from fishvoice.errors import FishvoiceError
 

@@ -1,8 +1,10 @@
 """Redis conversation store: several workers share conversations and voices.
 
 A conversation is a hash (system message, voice, updated time) and a list of turns, both with the
-conversation TTL, refreshed on every append. A completed exchange is appended in one MULTI/EXEC
-transaction: the user turn and its reply land together, and racing workers never lose one.
+conversation TTL, refreshed on every append. A completed exchange is appended in one Lua step: the user
+turn and its reply land together, racing workers never lose one, and a step the client sends again (its
+connection dropped before the answer came, as when Redis restarts) lands once: each append carries an id,
+kept in a set beside the turns.
 
 A voice is a hash by content hash, with the TTL while conversations use it; a saved voice pins it
 (a count of the saved voices naming it) so it stays until the last of them is deleted. Saved voices
@@ -14,11 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as redis
-from redis.typing import EncodableT, FieldT
+from redis.typing import EncodableT
 
 from ..contract import ChatMessage
 from ..errors import FishvoiceError
@@ -76,7 +79,16 @@ if redis.call('DECR', ARGV[3] .. hash) <= 0 then
 end
 return 1
 """
+# KEYS: meta, turns, appended ids. ARGV: ttl, id, user turn, assistant turn, meta field, value pairs.
+# The whole history, after the exchange (or after the same id's earlier append).
+APPEND_EXCHANGE = """
+if redis.call('SADD', KEYS[3], ARGV[2]) == 1 then redis.call('RPUSH', KEYS[2], ARGV[3], ARGV[4]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+return redis.call('LRANGE', KEYS[2], 0, -1)
+"""
 SCRIPTS = {
+    "append_exchange": APPEND_EXCHANGE,
     "put_voice": PUT_VOICE,
     "get_voice": GET_VOICE,
     "add_saved": ADD_SAVED,
@@ -94,9 +106,10 @@ class RedisStore:
         self.url = url
         self._scripts = {name: self._redis.register_script(body) for name, body in SCRIPTS.items()}
 
-    def _keys(self, namespace: str, conversation_id: str) -> tuple[str, str]:
+    def _keys(self, namespace: str, conversation_id: str) -> tuple[str, str, str]:
+        """The conversation's meta hash, its list of turns and the set of appends' ids."""
         base = f"{self.prefix}:{namespace or '-'}:{conversation_id}"
-        return f"{base}:meta", f"{base}:turns"
+        return f"{base}:meta", f"{base}:turns", f"{base}:appended"
 
     def _voice_key(self, voice_hash: str) -> str:
         return f"{self.prefix}:voice:{voice_hash}"
@@ -114,7 +127,7 @@ class RedisStore:
         return await self._call(self._scripts[name](keys=keys, args=args))
 
     async def load(self, namespace: str, conversation_id: str) -> Conversation:
-        meta_key, turns_key = self._keys(namespace, conversation_id)
+        meta_key, turns_key, _ = self._keys(namespace, conversation_id)
         meta: dict[bytes, bytes]
         turns: list[bytes]
         try:
@@ -140,27 +153,16 @@ class RedisStore:
         system_message: str | None,
         voice_hash: str | None,
     ) -> list[ChatMessage]:
-        meta_key, turns_key = self._keys(namespace, conversation_id)
-        fields: dict[FieldT, EncodableT] = {"updated_at": str(time.time())}
+        fields: list[EncodableT] = ["updated_at", str(time.time())]
         if system_message is not None:
-            fields["system_message"] = system_message
+            fields += ["system_message", system_message]
         if voice_hash is not None:
-            fields["voice_hash"] = voice_hash
-        exchange = [
-            json.dumps({"role": "user", "content": user}),
-            json.dumps({"role": "assistant", "content": assistant}),
-        ]
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(turns_key, *exchange)
-                pipe.hset(meta_key, mapping=fields)
-                pipe.expire(turns_key, self.ttl_s)
-                pipe.expire(meta_key, self.ttl_s)
-                pipe.lrange(turns_key, 0, -1)
-                results = await pipe.execute()
-        except redis.RedisError as exc:
-            raise FishvoiceError("backend_unavailable", f"the conversation store failed: {exc}") from exc
-        return [json.loads(turn) for turn in results[-1]]
+            fields += ["voice_hash", voice_hash]
+        user_turn = json.dumps({"role": "user", "content": user})
+        assistant_turn = json.dumps({"role": "assistant", "content": assistant})
+        args = [self.ttl_s, uuid.uuid4().hex, user_turn, assistant_turn, *fields]
+        turns = await self._script("append_exchange", self._keys(namespace, conversation_id), args)
+        return [json.loads(turn) for turn in turns]
 
     async def put_voice(self, voice: VoiceReference) -> None:
         fields: list[EncodableT] = ["pcm16", voice.pcm16()]

@@ -81,8 +81,8 @@ class MemoryJobStore:
                 return ClaimedJob(record.job.id, record.job.namespace, record.input)
         return None
 
-    async def append_event(self, job_id: str, event: Event) -> None:
-        if (record := self._records.get(job_id)) is not None:
+    async def append_event(self, job_id: str, index: int, event: Event) -> None:
+        if (record := self._records.get(job_id)) is not None and index == len(record.events):
             record.events.append(event)
 
     async def take_events(self, job_id: str, namespace: str) -> tuple[str, list[Event]] | None:

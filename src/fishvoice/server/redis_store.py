@@ -3,15 +3,16 @@
 
 Keys, under `<prefix>:jobs:`:
   job:<id>      hash: namespace, status, input (until the job ends), times, output, error, worker,
-                streamed (the /stream cursor), cancel
-  events:<id>   the job's events (JSON), in order
+                streamed (the /stream cursor; take, take_from: the last read, to repeat it), cancel
+  events:<id>   the job's events (JSON), in order, each put at its index (once)
   queue         queued job ids; every server's workers take from its head
   claimed:<w>   ids server <w> took and has not finished; alive:<w> is its expiring heartbeat, and
                 when that lapses another server fails its running jobs and queues again the ones it
                 had not started (nothing waits forever on a dead server); workers: every <w>
   running       ids running now; done:<STATE> ids by finish time, for /health
 Each step of a job's state machine is one Lua script, so no two servers both start, or both end, one
-job. Ends are published on `finished` (waking watchers anywhere); a cancel of a running job is
+job, and a step sent again because its answer was lost (Redis restarting) does no more than the first
+did. Ends are published on `finished` (waking watchers anywhere); a cancel of a running job is
 published on `cancel`, and the server running it stops it (and checks the `cancel` field besides, in
 case it missed the message).
 """
@@ -24,6 +25,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
@@ -89,16 +91,24 @@ redis.call('PUBLISH', ARGV[7], ARGV[1])
 return ARGV[2]
 """
 
-# KEYS: job, events. ARGV: namespace. Returns {status, events...} and moves the cursor past them;
-# read in one step, so a final status always comes with every event.
+# KEYS: job, events. ARGV: namespace, the take's id. Returns {status, events...} and moves the cursor past
+# them; read in one step, so a final status always comes with every event. The same id again (the take
+# sent again, its answer lost) reads from where it read the first time.
 TAKE_EVENTS = """
-local job = redis.call('HMGET', KEYS[1], 'namespace', 'status', 'streamed')
+local job = redis.call('HMGET', KEYS[1], 'namespace', 'status', 'streamed', 'take', 'take_from')
 if not job[2] or job[1] ~= ARGV[1] then return false end
 local from = tonumber(job[3] or '0')
+if job[4] == ARGV[2] then from = tonumber(job[5]) end
 local events = redis.call('LRANGE', KEYS[2], from, -1)
-if #events > 0 then redis.call('HSET', KEYS[1], 'streamed', from + #events) end
+redis.call('HSET', KEYS[1], 'streamed', from + #events, 'take', ARGV[2], 'take_from', from)
 table.insert(events, 1, job[2])
 return events
+"""
+
+# KEYS: events. ARGV: index, event, keep ms. The event goes in only at its index: once.
+APPEND_EVENT = """
+if redis.call('LLEN', KEYS[1]) == tonumber(ARGV[1]) then redis.call('RPUSH', KEYS[1], ARGV[2]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 """
 
 # KEYS: job. ARGV: namespace, id, cancel channel. Flags a running job for cancel; returns its status.
@@ -112,7 +122,14 @@ end
 return job[2]
 """
 
-SCRIPTS = {"enqueue": ENQUEUE, "claim": CLAIM, "finish": FINISH, "take_events": TAKE_EVENTS, "flag_cancel": FLAG_CANCEL}
+SCRIPTS = {
+    "enqueue": ENQUEUE,
+    "claim": CLAIM,
+    "finish": FINISH,
+    "take_events": TAKE_EVENTS,
+    "append_event": APPEND_EVENT,
+    "flag_cancel": FLAG_CANCEL,
+}
 VIEW_FIELDS = ("namespace", "status", "queued_at", "started_at", "finished_at", "output", "error")
 
 
@@ -217,16 +234,13 @@ class RedisJobStore:
                 namespace, raw_input = started
                 return ClaimedJob(job_id, namespace, json.loads(raw_input))
 
-    async def append_event(self, job_id: str, event: Event) -> None:
-        key = self._key("events", job_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.rpush(key, json.dumps(event))
-            pipe.pexpire(key, self._keep_ms)
-            await self._call(pipe.execute())
+    async def append_event(self, job_id: str, index: int, event: Event) -> None:
+        await self._script("append_event", [self._key("events", job_id)], [index, json.dumps(event), self._keep_ms])
 
     async def take_events(self, job_id: str, namespace: str) -> tuple[str, list[Event]] | None:
         keys = [self._key("job", job_id), self._key("events", job_id)]
-        found = await self._script("take_events", keys, [namespace])
+        # The take's id: sent again (its answer lost), it hands out what it took the first time.
+        found = await self._script("take_events", keys, [namespace, uuid.uuid4().hex])
         if not found:
             return None
         return found[0], [json.loads(event) for event in found[1:]]

@@ -198,9 +198,11 @@ class JobRunner:
                 # Closing the events closes the reply at once: its LLM thread and voice stop, and nothing is stored.
                 reply = guarded(self.assistant.respond(request, namespace), debug=self.debug)
                 async with aclosing(reply) as events:
+                    index = 0
                     async for event in events:
                         wire = event.to_dict()
-                        await self.store.append_event(job_id, wire)
+                        await self.store.append_event(job_id, index, wire)
+                        index += 1
                         if isinstance(event, DoneEvent | ErrorEvent):
                             outcome = Outcome.from_event(wire)
         except TimeoutError:

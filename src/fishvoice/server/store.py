@@ -69,12 +69,14 @@ class JobStore(Protocol):
         about a second at most; None when no job came."""
         ...
 
-    async def append_event(self, job_id: str, event: Event) -> None:
-        """Add an event to the job's stream."""
+    async def append_event(self, job_id: str, index: int, event: Event) -> None:
+        """Put the job's event number `index` (0, 1, ...) on its stream; the same index again adds nothing
+        (a step sent again because its answer was lost lands once)."""
 
     async def take_events(self, job_id: str, namespace: str) -> tuple[str, list[Event]] | None:
         """The job's status and the events not handed out before, read in one step: each event is handed
-        out once, and a final status comes with every event the job produced."""
+        out once (a step sent again because its answer was lost hands out the same ones again), and a
+        final status comes with every event the job produced."""
         ...
 
     async def finish(
