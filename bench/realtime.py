@@ -11,7 +11,7 @@ turns it measures:
 The sequential path (in this process, same models: wait `silence_ms`, transcribe the whole turn, write
 the whole reply, speak it whole) gives the figure voice to voice is compared with.
 
-    python bench/realtime.py [--turns 20] [--silence-ms 300]
+    python bench/realtime.py [--turns 20] [--silence-ms 300] [--stages]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from common import free_port, percentile, wait_up
 from pipeline import SPOKEN, sequential
 
 from fishvoice.asr.whisper import WhisperASR
-from fishvoice.audio import Audio, encode_bytes, resample, to_pcm16
+from fishvoice.audio import Audio, encode_bytes, from_pcm16, resample, to_pcm16
 from fishvoice.llm.llama_cpp import LlamaCppLLM
 from fishvoice.tts.base import synthesize
 from fishvoice.tts.piper import PiperTTS
@@ -60,11 +60,11 @@ def voiced_span(audio: Audio, level: float = 0.02) -> tuple[int, int]:
 class Line:
     """One realtime connection: a paced microphone, and the server's events with their arrival times."""
 
-    def __init__(self, connection: Any):
+    def __init__(self, connection: Any, stages: bool):
         self.connection = connection
         self.events: list[tuple[float, Any]] = []
         self.arrived = asyncio.Event()
-        self.verbose = True
+        self.stages = stages  # print when each turn's events came
 
     async def listen(self) -> None:
         async for event in self.connection:
@@ -109,7 +109,7 @@ async def one_turn(
         "response.output_audio.delta", index_of(line, created), response_id=created.response.id
     )
     voice_to_voice = first_at - times["speech_end"]
-    if line.verbose:
+    if line.stages:
         stages = (
             "input_audio_buffer.speech_stopped",
             "conversation.item.input_audio_transcription.completed",
@@ -122,7 +122,7 @@ async def one_turn(
         ]
         print("   ", ", ".join(marks), f"first audio +{voice_to_voice * 1000:.0f} ms")
     speaking = asyncio.create_task(line.speak(interruption + silence, {cut[0]: "barge_in"}, times))
-    _, done = await wait_done(line, since, first.response_id)
+    done = await wait_done(line, since, first.response_id)
     await speaking
     audio_times = [
         at
@@ -141,20 +141,21 @@ def index_of(line: Line, event: Any) -> int:
     return next(i for i, (_, seen) in enumerate(line.events) if seen is event)
 
 
-async def wait_done(line: Line, since: int, response_id: str | None, after: str | None = None) -> tuple[float, Any]:
+async def wait_done(line: Line, since: int, response_id: str | None, after: str | None = None) -> Any:
+    """The response.done of `response_id` (or of any response but `after`) from event `since` on."""
     while True:
-        at, event = await line.wait_for("response.done", since)
+        _, event = await line.wait_for("response.done", since)
         since = index_of(line, event) + 1
         if (response_id is None or event.response.id == response_id) and event.response.id != after:
-            return at, event
+            return event
 
 
 async def realtime(
-    url: str, turns: int, silence_ms: int, spoken: dict[str, bytes]
+    url: str, turns: int, silence_ms: int, spoken: dict[str, bytes], stages: bool = False
 ) -> list[tuple[float, float, float, str]]:
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="bench", max_retries=0)
     async with client.realtime.connect(model="fishvoice") as connection:
-        line = Line(connection)
+        line = Line(connection, stages)
         listener = asyncio.create_task(line.listen())
         detection = {
             "type": "server_vad",
@@ -171,10 +172,10 @@ async def realtime(
         )
         results = []
         interruption = spoken[INTERRUPTION]
-        cut = voiced_span(Audio(np.frombuffer(interruption, "<i2").astype(np.float32) / 32768, RATE))
+        cut = voiced_span(Audio(from_pcm16(interruption), RATE))
         for n in range(turns):
             question = spoken[QUESTIONS[n % len(QUESTIONS)]]
-            span = voiced_span(Audio(np.frombuffer(question, "<i2").astype(np.float32) / 32768, RATE))
+            span = voiced_span(Audio(from_pcm16(question), RATE))
             results.append(await one_turn(line, question, interruption, span, cut))
             print(
                 f"turn {n + 1}: voice to voice {results[-1][0] * 1000:.0f} ms, barge-in {results[-1][1] * 1000:.0f} ms"
@@ -199,6 +200,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--silence-ms", type=int, default=300, help="server VAD's silence_duration_ms")
     parser.add_argument("--sequential-turns", type=int, default=5)
+    parser.add_argument("--stages", action="store_true", help="print when each turn's events came")
     args = parser.parse_args()
     tts = PiperTTS()
     spoken = {text: to_pcm16(resample(synthesize(tts, text), RATE).samples) for text in [*QUESTIONS, INTERRUPTION]}
@@ -215,7 +217,7 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}"
             wait_up(f"{url}/health")
             asyncio.run(realtime(url, 1, args.silence_ms, spoken))  # warm-up: first-call costs out of the figures
-            results = asyncio.run(realtime(url, args.turns, args.silence_ms, spoken))
+            results = asyncio.run(realtime(url, args.turns, args.silence_ms, spoken, args.stages))
         finally:
             server.terminate()
             server.wait(30)

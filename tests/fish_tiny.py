@@ -237,3 +237,10 @@ def write_codec(path: Path, seed: int = 0, wrapped: bool = False, quantizer_laye
         state = {"state_dict": {"generator." + k: v for k, v in state.items()} | {"discriminator.x": torch.zeros(1)}}
     torch.save(state, path / "codec.pth")
     return codec
+
+
+def write_voice(path: Path) -> Path:
+    """A tiny S1-mini checkpoint with its codec that speaks (talkative), as the voice tests use it."""
+    write_checkpoint(path, "s1-mini", seed=5, talkative=True)
+    write_codec(path, seed=6)
+    return path

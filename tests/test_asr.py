@@ -164,11 +164,9 @@ def fish_tts(tmp_path_factory):
     from fishvoice.fish.generate import Sampling
     from fishvoice.tts.fish import FishTTS
 
-    from .fish_tiny import write_checkpoint, write_codec
+    from .fish_tiny import write_voice
 
-    path = tmp_path_factory.mktemp("fish") / "tiny-s1"
-    write_checkpoint(path, "s1-mini", seed=5, talkative=True)
-    write_codec(path, seed=6)
+    path = write_voice(tmp_path_factory.mktemp("fish") / "tiny-s1")
     return FishTTS(FishEngine(path, device="cpu", first_frames=4, chunk_frames=16), Sampling(seed=1))
 
 

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import soundfile
@@ -33,6 +35,15 @@ def client(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def written_reply(out: Path) -> dict[str, Any]:
+    """The report the client wrote in `out`, checked against the WAV beside it (44.1 kHz, over 0.5 s)."""
+    report: dict[str, Any] = json.loads((out / "response.json").read_text())
+    info = soundfile.info(out / "response.wav")
+    assert info.samplerate == report["sample_rate"] == 44100
+    assert info.duration == pytest.approx(report["duration_s"], abs=0.01) and info.duration > 0.5
+    return report
+
+
 @pytest.mark.parametrize("mode", [[], ["--sync"], ["--stream"]])
 def test_client_writes_a_wav_that_decodes_to_the_reported_duration(url, tmp_path, mode):
     done = client(
@@ -49,10 +60,7 @@ def test_client_writes_a_wav_that_decodes_to_the_reported_duration(url, tmp_path
         *mode,
     )
     assert done.returncode == 0, done.stderr
-    report = json.loads((tmp_path / "response.json").read_text())
-    info = soundfile.info(tmp_path / "response.wav")
-    assert info.samplerate == report["sample_rate"] == 44100
-    assert info.duration == pytest.approx(report["duration_s"], abs=0.01) and info.duration > 0.5
+    report = written_reply(tmp_path)
     assert (tmp_path / "response.txt").read_text().strip() == report["text"]
     assert report["audio"] == str(tmp_path / "response.wav")
 
@@ -77,14 +85,12 @@ def test_client_sends_a_recording_as_the_message_and_writes_what_was_heard_and_t
         *mode,
     )
     assert done.returncode == 0, done.stderr
-    report = json.loads((out / "response.json").read_text())
+    report = written_reply(out)
     heard = report["transcript"]
     assert word_error_rate(SENTENCE, heard["text"]) < 0.15 and heard["language"] == "en"
     assert f"you said: {heard['text']}" in done.stderr
     assert report["text"].strip() and report["text"] in done.stdout
     assert report["history"][0] == {"role": "user", "content": heard["text"]}
-    info = soundfile.info(out / "response.wav")
-    assert info.duration == pytest.approx(report["duration_s"], abs=0.01) and info.duration > 0.5
 
 
 def test_client_module_entry_point_and_mp3(url, tmp_path):

@@ -240,11 +240,9 @@ def test_reference_id_is_checked_before_any_store(url):
 @pytest.fixture(scope="module")
 def fish_url(tmp_path_factory):
     pytest.importorskip("torch", reason="the fish voice needs the `fish` extra (torch)")
-    from .fish_tiny import write_checkpoint, write_codec
+    from .fish_tiny import write_voice
 
-    checkpoint = tmp_path_factory.mktemp("fish") / "tiny-s1"
-    write_checkpoint(checkpoint, "s1-mini", seed=5, talkative=True)
-    write_codec(checkpoint, seed=6)
+    checkpoint = write_voice(tmp_path_factory.mktemp("fish") / "tiny-s1")
     settings = {"voice": "fish", "fish_checkpoint": str(checkpoint), "fish_device": "cpu", "fish_seed": "1"}
     with server(tmp_path_factory.mktemp("fish-api-fish"), **settings) as base:
         yield base

@@ -24,15 +24,12 @@ from fishvoice.voices import load_reference  # noqa: E402
 from fishvoice.worker import make_handler  # noqa: E402
 
 from .conftest import SYSTEM, pcm16_samples, run_job, speech_b64  # noqa: E402
-from .fish_tiny import write_checkpoint, write_codec  # noqa: E402
+from .fish_tiny import write_checkpoint, write_codec, write_voice  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("fish") / "tiny-s1"
-    write_checkpoint(path, "s1-mini", seed=5, talkative=True)
-    write_codec(path, seed=6)
-    return path
+    return write_voice(tmp_path_factory.mktemp("fish") / "tiny-s1")
 
 
 @pytest.fixture(scope="module")

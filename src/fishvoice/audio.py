@@ -119,6 +119,11 @@ def to_pcm16(samples: npt.NDArray[np.float32]) -> bytes:
     return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
 
 
+def from_pcm16(data: bytes) -> npt.NDArray[np.float32]:
+    """Float samples from little-endian signed 16-bit PCM (to_pcm16's inverse); an odd last byte is dropped."""
+    return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.float32) / 32767.0
+
+
 def encode_bytes(audio: Audio, audio_format: ByteFormat) -> tuple[bytes, int]:
     """The audio as a file in `audio_format` (or bare little-endian pcm16), and its rate: its own, but
     48 kHz for opus. No samples give pcm16 no bytes and each file format what `_encode_file` says."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import MAX_AUDIO_BYTES, Audio, b64decode_audio, decode_audio, resample, to_pcm16
+from .audio import MAX_AUDIO_BYTES, Audio, b64decode_audio, decode_audio, from_pcm16, resample, to_pcm16
 from .errors import FishvoiceError
 
 VOICE_RATE = 44100  # Fish Speech's codec rate; references are kept at it.
@@ -33,8 +33,7 @@ class VoiceReference:
 
     @classmethod
     def from_pcm16(cls, hash: str, data: bytes, reference_text: str | None) -> VoiceReference:
-        samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767.0
-        return cls(hash, Audio(samples, VOICE_RATE), reference_text)
+        return cls(hash, Audio(from_pcm16(data), VOICE_RATE), reference_text)
 
 
 def load_reference(value: str, reference_text: str | None = None, field: str = "system_audio") -> VoiceReference:
@@ -45,16 +44,23 @@ def load_reference(value: str, reference_text: str | None = None, field: str = "
 def load_speech(value: str, field: str = "user_audio") -> Audio:
     """Decode and check base64 speech (the user's message as audio) with the limits of a reference voice:
     size, format, 1 to 60 s; errors name `field`. At the file's own rate."""
-    return _decoded(b64decode_audio(value, field), field)
+    return speech_from_bytes(b64decode_audio(value, field), field)
 
 
-def _decoded(data: bytes, field: str) -> Audio:
-    """The file's audio, 1 to 60 s long; errors name `field`."""
+def speech_from_bytes(data: bytes, field: str, min_seconds: float = MIN_REFERENCE_S) -> Audio:
+    """An audio file's bytes decoded under a reference voice's limits: size, format, `min_seconds` to 60 s
+    (some audio, with 0); errors name `field`. At the file's own rate."""
+    if len(data) > MAX_AUDIO_BYTES:
+        raise FishvoiceError("payload_too_large", f"{field}: audio is larger than {MAX_AUDIO_BYTES // 2**20} MB", field)
+    if not data:
+        raise FishvoiceError("invalid_audio", f"{field}: empty audio", field)
     audio = decode_audio(data, field, max_seconds=MAX_REFERENCE_S)
     seconds = audio.duration_s
-    if seconds < MIN_REFERENCE_S:
+    if audio.samples.size == 0:
+        raise FishvoiceError("invalid_audio", f"{field}: the audio holds no samples", field)
+    if seconds < min_seconds:
         raise FishvoiceError(
-            "invalid_audio", f"{field}: audio is {seconds:.2f} s long; at least {MIN_REFERENCE_S:g} s is needed", field
+            "invalid_audio", f"{field}: audio is {seconds:.2f} s long; at least {min_seconds:g} s is needed", field
         )
     if seconds > MAX_REFERENCE_S:
         raise FishvoiceError("invalid_audio", f"{field}: audio is longer than {MAX_REFERENCE_S:g} s", field)
@@ -64,11 +70,7 @@ def _decoded(data: bytes, field: str) -> Audio:
 def reference_from_bytes(data: bytes, reference_text: str | None = None, field: str = "audio") -> VoiceReference:
     """Decode and check a reference voice from an audio file's bytes (an upload); errors name `field`.
     The same limits as the base64 path: size, format, length, silence."""
-    if len(data) > MAX_AUDIO_BYTES:
-        raise FishvoiceError("payload_too_large", f"{field}: audio is larger than {MAX_AUDIO_BYTES // 2**20} MB", field)
-    if not data:
-        raise FishvoiceError("invalid_audio", f"{field}: empty audio", field)
-    audio = _decoded(data, field)
+    audio = speech_from_bytes(data, field)
     if float(np.max(np.abs(audio.samples))) < 1e-4:
         raise FishvoiceError("invalid_audio", f"{field}: audio is silent", field)
     used = Audio(audio.samples[: int(USED_REFERENCE_S * audio.sample_rate)], audio.sample_rate)

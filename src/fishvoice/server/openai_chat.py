@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -40,7 +39,7 @@ from starlette.types import Message
 
 from ..asr.base import ASR, Segment, Transcript
 from ..assistant import Assistant
-from ..audio import MAX_AUDIO_BYTES, Audio, AudioFormat, b64decode_audio, decode_audio
+from ..audio import Audio, AudioFormat, b64decode_audio
 from ..contract import (
     CONVERSATION_ID,
     MAX_MESSAGE_CHARS,
@@ -55,8 +54,9 @@ from ..contract import (
 from ..contract import Response as Reply
 from ..errors import FishvoiceError
 from ..threads import iterate_in_thread
-from ..voices import MAX_REFERENCE_S
+from ..voices import speech_from_bytes
 from .errors import openai_body, status_of
+from .fields import as_boolean, as_integer, as_number, invalid
 from .openai_api import DEFAULT_VOICE, SPEECH_RATE, read_json, resolve_voice
 from .runpod_api import Auth, read_body
 from .speech import SpeechService
@@ -195,13 +195,10 @@ _CHAT_FIELDS = frozenset(
         "user",
     }
 )
+T = TypeVar("T")
 _TRANSCRIPTION_FIELDS = frozenset(
     {"file", "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]", "stream"}
 )
-
-
-def _invalid(field: str, message: str) -> FishvoiceError:
-    return FishvoiceError("invalid_input", f"{field}: {message}", field)
 
 
 def _no_asr(field: str) -> FishvoiceError:
@@ -221,20 +218,6 @@ def _error_event(exc: BaseException) -> dict[str, Any]:
     return openai_body(error, status_of(error))
 
 
-def load_speech(data: bytes, field: str) -> Audio:
-    """An uploaded or base64-decoded recording, under `system_audio`'s limits: 15 MB and 60 s."""
-    if len(data) > MAX_AUDIO_BYTES:
-        raise FishvoiceError("payload_too_large", f"{field}: audio is larger than {MAX_AUDIO_BYTES // 2**20} MB", field)
-    if not data:
-        raise FishvoiceError("invalid_audio", f"{field}: empty audio", field)
-    audio = decode_audio(data, field, max_seconds=MAX_REFERENCE_S)
-    if audio.duration_s > MAX_REFERENCE_S:
-        raise FishvoiceError("invalid_audio", f"{field}: audio is longer than {MAX_REFERENCE_S:g} s", field)
-    if audio.samples.size == 0:
-        raise FishvoiceError("invalid_audio", f"{field}: the audio holds no samples", field)
-    return audio
-
-
 def join_segments(segments: list[Segment]) -> str:
     return " ".join(text for segment in segments if (text := segment.text.strip()))
 
@@ -250,7 +233,7 @@ async def read_form(request: Request, max_bytes: int) -> FormFields:
     body = await read_body(request, max_bytes, "file")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "multipart/form-data":
-        raise _invalid("body", "send a multipart form (multipart/form-data) with the audio as `file`")
+        raise invalid("body", "send a multipart form (multipart/form-data) with the audio as `file`")
 
     async def replay() -> Message:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -263,7 +246,7 @@ async def read_form(request: Request, max_bytes: int) -> FormFields:
         await form.close()
     except (MultiPartException, HTTPException, ValueError) as exc:
         detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
-        raise _invalid("body", f"not a readable form ({detail})") from None
+        raise invalid("body", f"not a readable form ({detail})") from None
     return fields
 
 
@@ -282,9 +265,9 @@ def _form_text(fields: FormFields, name: str) -> str | None:
     if not values:
         return None
     if len(values) > 1:
-        raise _invalid(name, "given more than once")
+        raise invalid(name, "given more than once")
     if not isinstance(values[0], str):
-        raise _invalid(name, "must be text, not a file")
+        raise invalid(name, "must be text, not a file")
     return values[0]
 
 
@@ -292,7 +275,7 @@ def parse_transcription(fields: FormFields, models: tuple[str, ...]) -> Transcri
     """Validate the form; raise invalid_input naming the first bad parameter."""
     for name in fields:
         if name not in _TRANSCRIPTION_FIELDS:
-            raise _invalid(name[:60], "unknown parameter")
+            raise invalid(name[:60], "unknown parameter")
     files = fields.get("file")
     if not files:
         raise FishvoiceError("invalid_audio", "file: required (the audio file, in a multipart form)", "file")
@@ -300,18 +283,18 @@ def parse_transcription(fields: FormFields, models: tuple[str, ...]) -> Transcri
         raise FishvoiceError("invalid_audio", "file: must be one audio file, not text", "file")
     model = _form_text(fields, "model")
     if model is None:
-        raise _invalid("model", "required")
+        raise invalid("model", "required")
     if model not in models:
-        raise _invalid("model", f"unknown model {model[:60]!r}; use one of {', '.join(models)}")
+        raise invalid("model", f"unknown model {model[:60]!r}; use one of {', '.join(models)}")
     language = _form_text(fields, "language") or None
     if language is not None and not _LANGUAGE.match(language):
-        raise _invalid("language", f"must be an ISO 639-1 code such as 'en' (got {language[:20]!r})")
+        raise invalid("language", f"must be an ISO 639-1 code such as 'en' (got {language[:20]!r})")
     prompt = _form_text(fields, "prompt")
     if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
-        raise _invalid("prompt", f"must be at most {MAX_PROMPT_CHARS} characters (got {len(prompt)})")
+        raise invalid("prompt", f"must be at most {MAX_PROMPT_CHARS} characters (got {len(prompt)})")
     response_format = _form_text(fields, "response_format") or "json"
     if response_format not in TRANSCRIPTION_FORMATS:
-        raise _invalid(
+        raise invalid(
             "response_format", f"must be one of {', '.join(TRANSCRIPTION_FORMATS)} (got {response_format[:40]!r})"
         )
     temperature = _form_text(fields, "temperature")
@@ -319,22 +302,21 @@ def parse_transcription(fields: FormFields, models: tuple[str, ...]) -> Transcri
         try:
             value = float(temperature)
         except ValueError:
-            raise _invalid("temperature", f"must be a number (got {temperature[:20]!r})") from None
-        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-            raise _invalid("temperature", f"must be between 0 and 1 (got {value})")
+            raise invalid("temperature", f"must be a number (got {temperature[:20]!r})") from None
+        as_number(value, "temperature", 0.0, 1.0)
     for granularity in fields.get("timestamp_granularities[]", []):
         if granularity == "word":
-            raise _invalid("timestamp_granularities[]", "word timestamps are not supported; use segment")
+            raise invalid("timestamp_granularities[]", "word timestamps are not supported; use segment")
         if granularity != "segment":
-            raise _invalid("timestamp_granularities[]", f"must be segment (got {str(granularity)[:20]!r})")
+            raise invalid("timestamp_granularities[]", f"must be segment (got {str(granularity)[:20]!r})")
     if "timestamp_granularities[]" in fields and response_format != "verbose_json":
-        raise _invalid("timestamp_granularities[]", "needs response_format verbose_json")
+        raise invalid("timestamp_granularities[]", "needs response_format verbose_json")
     stream_text = (_form_text(fields, "stream") or "false").lower()
     if stream_text not in ("true", "false"):
-        raise _invalid("stream", f"must be true or false (got {stream_text[:20]!r})")
+        raise invalid("stream", f"must be true or false (got {stream_text[:20]!r})")
     stream = stream_text == "true"
     if stream and response_format not in ("json", "text"):
-        raise _invalid("stream", f"streaming is not supported with response_format {response_format}")
+        raise invalid("stream", f"streaming is not supported with response_format {response_format}")
     return TranscriptionParams(files[0], model, language, prompt or None, response_format, stream)
 
 
@@ -447,162 +429,137 @@ class ChatParams:
     conversation_id: str | None
 
 
-def _number(raw: dict[str, Any], name: str) -> float | None:
+def _optional(raw: dict[str, Any], name: str, check: Callable[..., T], *bounds: float) -> T | None:
+    """`raw[name]` passed through `check` (fields.number, integer or boolean), or None when absent or null."""
     value = raw.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _invalid(name, f"must be a number (got {type(value).__name__})")
-    return float(value)
-
-
-def _integer(raw: dict[str, Any], name: str) -> int | None:
-    value = raw.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid(name, f"must be an integer (got {type(value).__name__})")
-    return value
-
-
-def _boolean(raw: dict[str, Any], name: str) -> bool:
-    value = raw.get(name)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise _invalid(name, f"must be a boolean (got {type(value).__name__})")
-    return value
+    return None if value is None else check(value, name, *bounds)
 
 
 def _parse_parts(content: Any, field: str, role: str) -> list[_Part]:
     if isinstance(content, str):
         return [content]
     if not isinstance(content, list) or not content:
-        raise _invalid(field, "must be a string or a non-empty list of content parts")
+        raise invalid(field, "must be a string or a non-empty list of content parts")
     parts: list[_Part] = []
     for number, part in enumerate(content):
         where = f"{field}[{number}]"
         if not isinstance(part, dict):
-            raise _invalid(where, "must be an object")
+            raise invalid(where, "must be an object")
         kind = part.get("type")
         if kind == "text":
             if set(part) - {"type", "text"}:
-                raise _invalid(f"{where}.{sorted(set(part) - {'type', 'text'})[0][:60]}", "unknown parameter")
+                raise invalid(f"{where}.{sorted(set(part) - {'type', 'text'})[0][:60]}", "unknown parameter")
             if not isinstance(part.get("text"), str):
-                raise _invalid(f"{where}.text", "required, a string")
+                raise invalid(f"{where}.text", "required, a string")
             parts.append(part["text"])
         elif kind == "input_audio":
             if role != "user":
-                raise _invalid(f"{where}.type", "input_audio parts are for user messages")
+                raise invalid(f"{where}.type", "input_audio parts are for user messages")
             if set(part) - {"type", "input_audio"}:
-                raise _invalid(f"{where}.{sorted(set(part) - {'type', 'input_audio'})[0][:60]}", "unknown parameter")
+                raise invalid(f"{where}.{sorted(set(part) - {'type', 'input_audio'})[0][:60]}", "unknown parameter")
             audio = part.get("input_audio")
             if not isinstance(audio, dict):
-                raise _invalid(f"{where}.input_audio", 'required, {"data": "<base64>", "format": "wav" or "mp3"}')
+                raise invalid(f"{where}.input_audio", 'required, {"data": "<base64>", "format": "wav" or "mp3"}')
             if set(audio) - {"data", "format"}:
                 extra = sorted(set(audio) - {"data", "format"})[0][:60]
-                raise _invalid(f"{where}.input_audio.{extra}", "unknown parameter")
+                raise invalid(f"{where}.input_audio.{extra}", "unknown parameter")
             if audio.get("format") not in INPUT_AUDIO_FORMATS:
-                raise _invalid(
+                raise invalid(
                     f"{where}.input_audio.format", f"must be wav or mp3 (got {str(audio.get('format'))[:20]!r})"
                 )
             if not isinstance(audio.get("data"), str):
-                raise _invalid(f"{where}.input_audio.data", "required, base64 audio")
+                raise invalid(f"{where}.input_audio.data", "required, base64 audio")
             parts.append(_AudioPart(f"{where}.input_audio", audio["data"], audio["format"]))
         else:
-            raise _invalid(f"{where}.type", f"must be text or input_audio (got {str(kind)[:30]!r})")
+            raise invalid(f"{where}.type", f"must be text or input_audio (got {str(kind)[:30]!r})")
     return parts
 
 
 def _parse_messages(value: Any) -> list[_Message]:
     if not isinstance(value, list) or not value:
-        raise _invalid("messages", "required, a non-empty list of messages")
+        raise invalid("messages", "required, a non-empty list of messages")
     if len(value) > MAX_MESSAGES:
-        raise _invalid("messages", f"at most {MAX_MESSAGES} messages (got {len(value)})")
+        raise invalid("messages", f"at most {MAX_MESSAGES} messages (got {len(value)})")
     messages = []
     for number, message in enumerate(value):
         where = f"messages[{number}]"
         if not isinstance(message, dict):
-            raise _invalid(where, "must be an object")
+            raise invalid(where, "must be an object")
         role = message.get("role")
         if role not in ("system", "developer", "user", "assistant"):
-            raise _invalid(f"{where}.role", f"must be system, developer, user or assistant (got {str(role)[:30]!r})")
+            raise invalid(f"{where}.role", f"must be system, developer, user or assistant (got {str(role)[:30]!r})")
         if role == "assistant" and message.get("audio") is not None:
-            raise _invalid(
-                f"{where}.audio", "a previous reply's audio is not kept here; send its transcript as content"
-            )
+            raise invalid(f"{where}.audio", "a previous reply's audio is not kept here; send its transcript as content")
         for name in message:
             if name not in ("role", "content", "name", "audio"):
-                raise _invalid(f"{where}.{name[:60]}", "unknown parameter")
+                raise invalid(f"{where}.{name[:60]}", "unknown parameter")
         parts = _parse_parts(message.get("content"), f"{where}.content", role)
         messages.append(_Message("system" if role == "developer" else role, parts))
     if messages[-1].role != "user":
-        raise _invalid("messages", "the last message must be the user's")
+        raise invalid("messages", "the last message must be the user's")
     return messages
 
 
 def parse_chat(raw: Any, models: tuple[str, ...]) -> ChatParams:
     """Validate the body; raise invalid_input naming the first bad parameter."""
     if not isinstance(raw, dict):
-        raise _invalid("body", "must be a JSON object")
+        raise invalid("body", "must be a JSON object")
     for name in raw:
         if name not in _CHAT_FIELDS:
-            raise _invalid(str(name)[:60], "unknown parameter")
+            raise invalid(str(name)[:60], "unknown parameter")
     model = raw.get("model")
     if not isinstance(model, str):
-        raise _invalid("model", "required, a string")
+        raise invalid("model", "required, a string")
     if model not in models:
-        raise _invalid("model", f"unknown model {model[:60]!r}; use one of {', '.join(models)}")
+        raise invalid("model", f"unknown model {model[:60]!r}; use one of {', '.join(models)}")
     messages = _parse_messages(raw.get("messages"))
-    temperature = _number(raw, "temperature")
-    if temperature is not None and not (math.isfinite(temperature) and 0.0 <= temperature <= 2.0):
-        raise _invalid("temperature", f"must be between 0 and 2 (got {temperature})")
+    temperature = _optional(raw, "temperature", as_number, 0.0, 2.0)
     tokens_field = "max_completion_tokens" if raw.get("max_completion_tokens") is not None else "max_tokens"
-    max_tokens = _integer(raw, tokens_field)
-    if (n := _integer(raw, "n")) is not None and n != 1:
-        raise _invalid("n", f"only 1 choice is made (got {n})")
+    max_tokens = _optional(raw, tokens_field, as_integer)
+    if (n := _optional(raw, "n", as_integer)) is not None and n != 1:
+        raise invalid("n", f"only 1 choice is made (got {n})")
     if raw.get("user") is not None and not isinstance(raw["user"], str):
-        raise _invalid("user", "must be a string")
-    stream = _boolean(raw, "stream")
+        raise invalid("user", "must be a string")
+    stream = _optional(raw, "stream", as_boolean) or False
     options = raw.get("stream_options")
     include_usage = False
     if options is not None:
         if not stream:
-            raise _invalid("stream_options", "only with stream: true")
+            raise invalid("stream_options", "only with stream: true")
         if not isinstance(options, dict) or set(options) - {"include_usage"}:
-            raise _invalid("stream_options", 'must be {"include_usage": true or false}')
-        include_usage = _boolean(options, "include_usage")
+            raise invalid("stream_options", 'must be {"include_usage": true or false}')
+        include_usage = _optional(options, "include_usage", as_boolean) or False
     modalities = raw.get("modalities") or ["text"]
     if not isinstance(modalities, list) or sorted(modalities) not in (["text"], ["audio", "text"]):
-        raise _invalid("modalities", '["text"] or ["text", "audio"]')
+        raise invalid("modalities", '["text"] or ["text", "audio"]')
     audio_format: AudioFormat | None = None
     voice = DEFAULT_VOICE
     audio = raw.get("audio")
     if "audio" in modalities:
         if not isinstance(audio, dict):
-            raise _invalid("audio", 'required with the audio modality: {"voice": ..., "format": ...}')
+            raise invalid("audio", 'required with the audio modality: {"voice": ..., "format": ...}')
         for name in audio:
             if name not in ("voice", "format"):
-                raise _invalid(f"audio.{str(name)[:60]}", "unknown parameter")
+                raise invalid(f"audio.{str(name)[:60]}", "unknown parameter")
         asked = audio.get("voice")
         if isinstance(asked, dict) and set(asked) == {"id"}:
             asked = asked["id"]
         if not isinstance(asked, str) or not asked.strip():
-            raise _invalid("audio.voice", "required: default or a saved voice's id")
+            raise invalid("audio.voice", "required: default or a saved voice's id")
         voice = asked
         if audio.get("format") not in CHAT_AUDIO_FORMATS:
             formats = ", ".join(CHAT_AUDIO_FORMATS)
-            raise _invalid("audio.format", f"must be one of {formats} (got {str(audio.get('format'))[:20]!r})")
+            raise invalid("audio.format", f"must be one of {formats} (got {str(audio.get('format'))[:20]!r})")
         audio_format = CHAT_AUDIO_FORMATS[audio["format"]]
         if stream and audio_format != "pcm16":
-            raise _invalid("audio.format", "streamed audio is pcm16 only")
+            raise invalid("audio.format", "streamed audio is pcm16 only")
     elif audio is not None:
-        raise _invalid("audio", 'only with modalities ["text", "audio"]')
+        raise invalid("audio", 'only with modalities ["text", "audio"]')
     conversation_id = raw.get("conversation_id")
     if conversation_id is not None and (
         not isinstance(conversation_id, str) or not CONVERSATION_ID.match(conversation_id)
     ):
-        raise _invalid("conversation_id", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+        raise invalid("conversation_id", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
     return ChatParams(
         model=model,
         messages=messages,
@@ -626,7 +583,7 @@ async def _message_text(message: _Message, asr: ASR | None, slots: asyncio.Semap
             continue
         if asr is None:
             raise _no_asr(part.field)
-        audio = await asyncio.to_thread(load_speech, b64decode_audio(part.data, part.field), part.field)
+        audio = await asyncio.to_thread(speech_from_bytes, b64decode_audio(part.data, part.field), part.field, 0)
         async with slots:
             transcript = await asyncio.to_thread(asr.transcribe, audio)
         if not transcript.text.strip():
@@ -644,7 +601,7 @@ async def _conversation(
     for number, message in enumerate(params.messages):
         text = await _message_text(message, asr, slots)
         if len(text) > MAX_MESSAGE_CHARS:
-            raise _invalid(
+            raise invalid(
                 f"messages[{number}].content", f"must be at most {MAX_MESSAGE_CHARS} characters (got {len(text)})"
             )
         if message.role == "system":
@@ -653,7 +610,7 @@ async def _conversation(
             turns.append({"role": message.role, "content": text})
     last = text
     if not last:
-        raise _invalid(f"messages[{len(params.messages) - 1}].content", "must not be empty")
+        raise invalid(f"messages[{len(params.messages) - 1}].content", "must not be empty")
     return "\n\n".join(part for part in system if part) or None, turns, last
 
 
@@ -750,7 +707,7 @@ def build_openai_chat_router(
         params = parse_transcription(await read_form(request, max_body_bytes), models)
         if asr is None:
             raise _no_asr("file")
-        audio = await asyncio.to_thread(load_speech, params.file, "file")
+        audio = await asyncio.to_thread(speech_from_bytes, params.file, "file", 0)
         if params.stream:
             return StreamingResponse(
                 _transcript_events(asr, audio, params, speech.slots), media_type="text/event-stream"

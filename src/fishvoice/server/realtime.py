@@ -40,11 +40,12 @@ from starlette.websockets import WebSocketState
 
 from ..asr.base import ASR
 from ..assistant import Assistant
-from ..audio import Audio
+from ..audio import Audio, from_pcm16
 from ..contract import CONVERSATION_ID, MAX_MESSAGE_CHARS, AudioEvent, ChatMessage, DoneEvent, Request, TextEvent
 from ..errors import FishvoiceError
 from ..vad import TAIL_MS, VAD_RATE, SpeechPaused, SpeechStarted, StreamingVAD, TurnDetector
 from ..voices import MAX_REFERENCE_S
+from .fields import invalid
 from .realtime_protocol import (
     DEFAULT_VOICE,
     REALTIME_RATE,
@@ -52,7 +53,6 @@ from .realtime_protocol import (
     SessionConfig,
     assistant_item,
     error_event,
-    invalid,
     new_id,
     response_overrides,
     update_config,
@@ -117,6 +117,17 @@ class _InputAudio:
 
 
 @dataclass
+class _Guess:
+    """What a reply begun on a pause's transcript waits on: the silence confirming the turn ended there
+    (`decided` True: its events held so far go out) or the speech going on (False: they are dropped)."""
+
+    at: int  # where the speech paused, in input samples
+    said: str  # the turn's transcript
+    decided: asyncio.Future[bool]
+    held: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class _Reply:
     """A reply in progress: what was sent, piece by piece, so a cut can keep only what was heard."""
 
@@ -130,16 +141,21 @@ class _Reply:
     cancelled: str | None = None  # the reason, once cancelled: nothing more is sent
     task: asyncio.Task[None] | None = None
     previous_item: str | None = None  # the conversation item before the reply's
-    # A reply begun on a pause's transcript, before the silence has confirmed the turn ended: its events
-    # are kept back until it does (`decided` True: they go out) or the speech goes on (False: dropped).
-    guessed_at: int | None = None
-    said: str = ""  # the guessed turn's transcript
-    held: list[dict[str, Any]] | None = None
-    decided: asyncio.Future[bool] | None = None
+    guess: _Guess | None = None  # set for a reply begun at a pause
+
+    @property
+    def undecided_at(self) -> int | None:
+        """Where the speech paused, for a guess not yet confirmed or dropped; else None."""
+        return self.guess.at if self.guess is not None and not self.guess.decided.done() else None
 
     @property
     def undecided(self) -> bool:
-        return self.decided is not None and not self.decided.done()
+        return self.undecided_at is not None
+
+    @property
+    def held_back(self) -> bool:
+        """Whether its events are kept from the client: a guess not (or never to be) confirmed."""
+        return self.guess is not None and not (self.guess.decided.done() and self.guess.decided.result())
 
     def heard(self) -> str:
         """The reply's text up to `heard_ms` of its audio (all of it sent, if the client did not say); a
@@ -492,7 +508,7 @@ class RealtimeSession:
         """Start hearing the turn where its speech went quiet, while the silence that would end it is still
         being waited out: if it does end there, its transcript is ready and its reply begun; if the speech
         goes on, both are dropped. One guess at a time: a pause during a guess waits for the stop."""
-        if self._reply is not None and self._reply.undecided and self._reply.guessed_at != at:
+        if self._reply is not None and self._reply.undecided_at not in (None, at):
             self._discard(self._reply)  # the speech went on after the pause it answered
         if self._guess is not None and not self._guess[1].done():
             return
@@ -515,7 +531,7 @@ class RealtimeSession:
         speech = self._input.take(self._speech_start, at + _TAIL)
         guess, self._guess = self._guess, None
         guessed = self._reply if self._reply is not None and self._reply.undecided else None
-        if guessed is not None and guessed.guessed_at == at:
+        if guessed is not None and guessed.undecided_at == at:
             await self._confirm(guessed, item_id)
             return
         if guessed is not None:
@@ -556,26 +572,26 @@ class RealtimeSession:
     async def _confirm(self, reply: _Reply, item_id: str) -> None:
         """The turn did end where the guessed reply assumed: the turn goes out, then the reply's events
         kept so far, then the rest as they come."""
-        assert reply.decided is not None and reply.held is not None
+        guess = reply.guess
+        assert guess is not None
         await self._store_exchange()
         self._unanswered = []
         await self._committed(item_id)
-        await self._heard(item_id, reply.said)
+        await self._heard(item_id, guess.said)
         reply.previous_item, self._last_item = item_id, reply.summary.item_id
-        while reply.held:
-            event = reply.held.pop(0)
+        while guess.held:
+            event = guess.held.pop(0)
             if event["type"] == "conversation.item.added":
                 event["previous_item_id"] = item_id
             await self.send(event)
-        reply.held = None  # from here its events go out as they come
-        reply.decided.set_result(True)
+        guess.decided.set_result(True)  # from here its events go out as they come
         log.info("realtime %s: a reply begun at the pause goes out", self.session_id)
 
     def _discard(self, reply: _Reply) -> None:
         """Drop a guessed reply: the speech went on. None of it was sent."""
-        assert reply.decided is not None
-        reply.cancelled, reply.held = "discarded", []
-        reply.decided.set_result(False)
+        assert reply.guess is not None
+        reply.cancelled = "discarded"
+        reply.guess.decided.set_result(False)
         log.info("realtime %s: a reply begun at a pause is dropped: the speech went on", self.session_id)
         if reply.task is not None:
             reply.task.cancel()
@@ -648,9 +664,8 @@ class RealtimeSession:
         else:
             at, said = guessed
             message = " ".join([*self._unanswered, said])[:MAX_MESSAGE_CHARS]
-            reply = _Reply(summary, message, config, guessed_at=at, said=said, held=[])
-            reply.decided = asyncio.get_running_loop().create_future()
-            self._reply = reply
+            guess = _Guess(at, said, asyncio.get_running_loop().create_future())
+            reply = self._reply = _Reply(summary, message, config, guess=guess)
         await self._emit(reply, {"type": "response.created", "response": summary.to_dict()})
         reply.task = asyncio.create_task(self._run_reply(reply))
         if guessed is None:  # the turn before, stored while this reply starts (a guess stores it when confirmed)
@@ -658,8 +673,9 @@ class RealtimeSession:
 
     async def _emit(self, reply: _Reply, event: dict[str, Any]) -> None:
         """One of a reply's events: sent, or kept back while the reply is a guess."""
-        if reply.held is not None:
-            reply.held.append(event)
+        if reply.held_back:
+            assert reply.guess is not None
+            reply.guess.held.append(event)
         else:
             await self.send(event)
 
@@ -725,7 +741,7 @@ class RealtimeSession:
         await self._emit(reply, {"type": "response.output_audio.delta", **ids, "delta": event.audio})
 
     async def _finish_reply(self, reply: _Reply, ids: dict[str, Any]) -> None:
-        if reply.decided is not None and not await reply.decided:
+        if reply.guess is not None and not await reply.guess.decided:
             return  # a guess the speech went past: nothing of it was sent, nothing is kept
         summary = reply.summary
         if reply.cancelled:
@@ -816,7 +832,7 @@ def _pcm16(value: Any, field: str) -> npt.NDArray[np.float32]:
         raise FishvoiceError("invalid_audio", f"{field}: not valid base64", field) from None
     if len(data) % 2:
         raise FishvoiceError("invalid_audio", f"{field}: pcm16 needs an even number of bytes", field)
-    return np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+    return from_pcm16(data)
 
 
 def _offered_key(socket: WebSocket) -> str | None:

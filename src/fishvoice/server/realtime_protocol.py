@@ -10,7 +10,6 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 
 from __future__ import annotations
 
-import math
 import re
 import uuid
 from dataclasses import dataclass, field, replace
@@ -20,6 +19,7 @@ from ..contract import MAX_MESSAGE_CHARS
 from ..errors import FishvoiceError
 from ..vad import TurnOptions
 from .errors import openai_body, status_of
+from .fields import as_boolean, as_integer, as_number, invalid
 
 REALTIME_RATE = 24000  # pcm16 in and out, as OpenAI's `audio/pcm`
 MAX_OUTPUT_TOKENS = 4096
@@ -29,10 +29,6 @@ _IGNORED = frozenset(
 )
 _IGNORED_INPUT = frozenset({"noise_reduction"})
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
-
-
-def invalid(path: str, message: str) -> FishvoiceError:
-    return FishvoiceError("invalid_input", f"{path}: {message}", path)
 
 
 def new_id(prefix: str) -> str:
@@ -97,28 +93,6 @@ def _check_keys(value: dict[str, Any], path: str, known: set[str] | frozenset[st
             raise invalid(f"{path}.{str(key)[:60]}", "unknown parameter")
 
 
-def _number(value: Any, path: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise invalid(path, "must be a number")
-    if not low <= value <= high:
-        raise invalid(path, f"must be between {low:g} and {high:g} (got {value})")
-    return float(value)
-
-
-def _integer(value: Any, path: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid(path, "must be an integer")
-    if not low <= value <= high:
-        raise invalid(path, f"must be between {low} and {high} (got {value})")
-    return value
-
-
-def _boolean(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise invalid(path, "must be true or false")
-    return value
-
-
 def _pcm_format(value: Any, path: str) -> None:
     """Only pcm16 at 24 kHz: `{"type": "audio/pcm", "rate": 24000}`, or the beta's `"pcm16"`."""
     if value == "pcm16":
@@ -139,18 +113,18 @@ def _turn_detection(value: Any, path: str, config: SessionConfig) -> SessionConf
         raise invalid(f"{path}.type", f"only server_vad is supported (got {str(detection.get('type'))[:40]!r})")
     turns = config.turns or TurnOptions()
     if "threshold" in detection:
-        turns = replace(turns, threshold=_number(detection["threshold"], f"{path}.threshold", 0.0, 1.0))
+        turns = replace(turns, threshold=as_number(detection["threshold"], f"{path}.threshold", 0.0, 1.0))
     if "prefix_padding_ms" in detection:
-        prefix = _integer(detection["prefix_padding_ms"], f"{path}.prefix_padding_ms", 0, 5000)
+        prefix = as_integer(detection["prefix_padding_ms"], f"{path}.prefix_padding_ms", 0, 5000)
         turns = replace(turns, prefix_ms=prefix)
     if "silence_duration_ms" in detection:
-        silence = _integer(detection["silence_duration_ms"], f"{path}.silence_duration_ms", 100, 10000)
+        silence = as_integer(detection["silence_duration_ms"], f"{path}.silence_duration_ms", 100, 10000)
         turns = replace(turns, silence_ms=silence)
     config = replace(config, turns=turns)
     if "create_response" in detection:
-        config = replace(config, create_response=_boolean(detection["create_response"], f"{path}.create_response"))
+        config = replace(config, create_response=as_boolean(detection["create_response"], f"{path}.create_response"))
     if "interrupt_response" in detection:
-        interrupt = _boolean(detection["interrupt_response"], f"{path}.interrupt_response")
+        interrupt = as_boolean(detection["interrupt_response"], f"{path}.interrupt_response")
         config = replace(config, interrupt_response=interrupt)
     return config
 
@@ -175,7 +149,7 @@ def _modalities(value: Any, path: str) -> bool:
 
 
 def _max_tokens(value: Any, path: str) -> int:
-    return MAX_OUTPUT_TOKENS if value == "inf" else _integer(value, path, 1, MAX_OUTPUT_TOKENS)
+    return MAX_OUTPUT_TOKENS if value == "inf" else as_integer(value, path, 1, MAX_OUTPUT_TOKENS)
 
 
 def _instructions(value: Any, path: str) -> str | None:
@@ -201,7 +175,7 @@ def update_config(config: SessionConfig, raw: Any) -> SessionConfig:
     if "instructions" in session:
         config = replace(config, instructions=_instructions(session["instructions"], "session.instructions"))
     if "temperature" in session:
-        config = replace(config, temperature=_number(session["temperature"], "session.temperature", 0.0, 2.0))
+        config = replace(config, temperature=as_number(session["temperature"], "session.temperature", 0.0, 2.0))
     for name in ("max_output_tokens", "max_response_output_tokens"):
         if name in session:
             config = replace(config, max_output_tokens=_max_tokens(session[name], f"session.{name}"))
@@ -263,7 +237,7 @@ def response_overrides(config: SessionConfig, raw: Any) -> SessionConfig:
             config, max_output_tokens=_max_tokens(response["max_output_tokens"], "response.max_output_tokens")
         )
     if "temperature" in response:
-        config = replace(config, temperature=_number(response["temperature"], "response.temperature", 0.0, 2.0))
+        config = replace(config, temperature=as_number(response["temperature"], "response.temperature", 0.0, 2.0))
     if response.get("conversation", "auto") not in ("auto",):
         raise invalid("response.conversation", "only auto (the session's conversation) is supported")
     if "input" in response:
