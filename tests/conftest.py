@@ -132,16 +132,17 @@ class AnswerLosingProxy:
     def __init__(self, redis_url: str):
         host, port = redis_url.removeprefix("redis://").split("/")[0].split(":")
         self._target = (host, int(port))
-        self._armed = False
+        self._armed, self._skip = False, 0
         self.lost = asyncio.Event()  # set once an answer was lost
 
     async def start(self) -> str:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
         return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
 
-    def lose_next_answer(self) -> None:
-        """The next command any client sends through the proxy runs, but its answer never arrives."""
-        self._armed = True
+    def lose_next_answer(self, after: int = 0) -> None:
+        """The next command any client sends through the proxy after `after` others runs, but its answer
+        never arrives."""
+        self._skip, self._armed = after, True
         self.lost.clear()
 
     async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
@@ -150,7 +151,9 @@ class AnswerLosingProxy:
 
         async def upstream() -> None:
             while data := await client_reader.read(65536):
-                if self._armed:
+                if self._armed and self._skip:
+                    self._skip -= 1
+                elif self._armed:
                     self._armed = False
                     lose.set()
                 server_writer.write(data)

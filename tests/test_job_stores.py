@@ -328,11 +328,20 @@ async def test_a_dead_servers_jobs_are_released(servers):
 
 async def test_steps_sent_again_after_their_answers_were_lost_do_no_more(lossy_redis):
     """Redis ran the step, but the connection dropped before its answer came (as when Redis restarts under
-    load), and the client sent it again: an event appended so lands once, events taken so are handed out."""
+    load), and the client sent it again: a job queued or claimed so is queued or claimed once, an event
+    appended so lands once, events taken so are handed out."""
     store = RedisJobStore(await lossy_redis.start(), prefix=f"test-{uuid.uuid4().hex[:8]}", ttl_s=3600, timeout_s=60)
     text = [{"type": "text", "text": t} for t in "abc"]
     try:
-        job_id = await started(store)
+        await started(store)  # every script of these steps is loaded
+        lossy_redis.lose_next_answer()
+        job = await queue(store)
+        assert lossy_redis.lost.is_set() and await store.queued("") == [job.id]
+        lossy_redis.lose_next_answer(after=1)  # the claim's second command: the step that starts the job
+        claimed = await store.claim()
+        assert lossy_redis.lost.is_set() and claimed is not None and claimed.id == job.id
+        job_id = job.id
+        assert (await store.view(job_id, "")).status == IN_PROGRESS
         await store.append_event(job_id, 0, text[0])
         assert await store.take_events(job_id, "") == (IN_PROGRESS, text[:1])  # every script is loaded
         lossy_redis.lose_next_answer()

@@ -48,8 +48,10 @@ CLOSE_WAIT_S = 5.0  # how long closing waits for the store's own tasks to stop
 BLOCK_S = 1  # how long `claim` waits on the queue before answering None
 LISTEN_WAIT_S = 5.0  # how long `open` waits for the subscription before going on without it
 
-# KEYS: job, queue. ARGV: queue size, id, namespace, input, queued_at, keep ms.
+# KEYS: job, queue. ARGV: queue size, id, namespace, input, queued_at, keep ms. A job kept already is
+# this step sent again.
 ENQUEUE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
 if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'namespace', ARGV[3], 'status', 'IN_QUEUE', 'input', ARGV[4], 'queued_at', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
@@ -58,9 +60,11 @@ return 1
 """
 
 # KEYS: job, running, claimed. ARGV: id, worker, now. Returns {namespace, input}, or nil if the job
-# was cancelled or expired while it waited.
+# was cancelled or expired while it waited. A job this server started already is this step sent again.
 CLAIM = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'IN_QUEUE' then
+local job = redis.call('HMGET', KEYS[1], 'status', 'worker')
+if job[1] == 'IN_PROGRESS' and job[2] == ARGV[2] then return redis.call('HMGET', KEYS[1], 'namespace', 'input') end
+if job[1] ~= 'IN_QUEUE' then
   redis.call('LREM', KEYS[3], 0, ARGV[1])
   return false
 end
