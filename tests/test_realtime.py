@@ -149,27 +149,35 @@ def transcript_of(events: list[Any], response_id: str) -> str:
     )
 
 
-def test_spoken_question_is_heard_and_answered_in_text_and_speech(url, question):
+# A spoken turn's events, in the order they must come.
+ANSWERED = [
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+    "conversation.item.input_audio_transcription.completed",
+    "response.created",
+    "response.output_audio.delta",
+    "response.done",
+]
+
+
+def ask_aloud(url: str, data: bytes, *, silence_ms: int = 500, paced: bool = False) -> list[Any]:
+    """Speak `data` into a new server-VAD session (faster than real time, or `paced` at it, 20 ms a
+    message); the events until the reply's response.done."""
+
     async def talk() -> list[Any]:
         async with session(url) as connection:
-            await vad_session(connection, "You answer in one short sentence.")
-            await speak(connection, silence(0.5) + question + silence(1.0))
+            await vad_session(connection, "You answer in one short sentence.", silence_ms=silence_ms)
+            await speak(connection, data, 20 if paced else 100, paced=paced)
             seen: list[Any] = []
             await until(connection, "response.done", seen)
             return seen
 
-    seen = asyncio.run(talk())
-    kinds = [e.type for e in seen]
-    order = [
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "conversation.item.input_audio_transcription.completed",
-        "response.created",
-        "response.output_audio.delta",
-        "response.done",
-    ]
-    assert in_order(seen, order), kinds
+    return asyncio.run(talk())
+
+
+def test_spoken_question_is_heard_and_answered_in_text_and_speech(url, question):
+    seen = ask_aloud(url, silence(0.5) + question + silence(1.0))
+    assert in_order(seen, ["input_audio_buffer.speech_started", *ANSWERED]), [e.type for e in seen]
     started = next(e for e in seen if e.type == "input_audio_buffer.speech_started")
     assert 300 <= started.audio_start_ms <= 800  # the speech follows 0.5 s of silence
     heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
@@ -187,25 +195,9 @@ def test_a_turn_is_answered_from_its_pause_once_the_silence_confirms_it(url, ser
     """Spoken at real-time pace, the turn is heard and its reply begun at the speech's pause, while the
     silence that ends it is still running; the reply's events are held until then, so they come in order."""
 
-    async def talk() -> list[Any]:
-        async with session(url) as connection:
-            await vad_session(connection, "You answer in one short sentence.", silence_ms=1000)
-            await speak(connection, silence(0.3) + question + silence(1.5), 20, paced=True)
-            seen: list[Any] = []
-            await until(connection, "response.done", seen)
-            return seen
-
-    seen = asyncio.run(talk())
+    seen = ask_aloud(url, silence(0.3) + question + silence(1.5), silence_ms=1000, paced=True)
     kinds = [e.type for e in seen]
-    order = [
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "conversation.item.input_audio_transcription.completed",
-        "response.created",
-        "response.output_audio.delta",
-        "response.done",
-    ]
-    assert in_order(seen, order), kinds
+    assert in_order(seen, ANSWERED), kinds
     assert kinds.count("response.created") == 1 and seen[-1].response.status == "completed"
     log = "".join(path.read_text() for path in server_dir.glob("server-*.log"))
     assert "a reply begun at the pause goes out" in log
@@ -215,17 +207,7 @@ def test_pauses_inside_a_turn_do_not_answer_it_early(url, tts):
     """Commas make pauses longer than a guess waits for and shorter than the silence that ends the turn:
     whatever was begun at them is dropped unsent, and the whole turn is answered once."""
     said = "Wait, stop, please tell me about dogs instead."
-    data = pcm(synthesize(tts, said)) + silence(1.5)
-
-    async def talk() -> list[Any]:
-        async with session(url) as connection:
-            await vad_session(connection, "You answer in one short sentence.", silence_ms=1000)
-            await speak(connection, data, 20, paced=True)
-            seen: list[Any] = []
-            await until(connection, "response.done", seen)
-            return seen
-
-    seen = asyncio.run(talk())
+    seen = ask_aloud(url, pcm(synthesize(tts, said)) + silence(1.5), silence_ms=1000, paced=True)
     kinds = [e.type for e in seen]
     assert kinds.count("input_audio_buffer.committed") == 1 and kinds.count("response.created") == 1
     heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")

@@ -248,7 +248,6 @@ def test_full_queue_answers_429_and_jobs_expire_and_time_out(tmp_path, job_table
         timed_out = wait_final(http, running, timeout=90)
         took = f"TIMED_OUT seen {time.monotonic() - started:.1f} s after the 5 s job started"
         assert timed_out["status"] == "TIMED_OUT" and timed_out["output"]["error_code"] == "timeout", took
-        print(took)
         assert wait_final(http, queued)["status"] == "COMPLETED"
         time.sleep(3.5)  # past the TTL and one expiry sweep
         assert http.get(f"/status/{queued}").status_code == 404

@@ -112,6 +112,8 @@ async def _speak_chunks(
                     first_out.set()
             first_out.set()  # a chunk with nothing to say (or no audio) holds nothing up
     finally:
+        # A failed voice too: the reader, let go, meets the TaskGroup's cancel inside the LLM's stream,
+        # which then closes (its generation stops) instead of waiting to be collected.
         first_out.set()
 
 

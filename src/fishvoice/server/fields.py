@@ -7,9 +7,12 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from ..errors import FishvoiceError
+
+_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 
 
 def invalid(field: str, message: str) -> FishvoiceError:
@@ -37,6 +40,13 @@ def as_integer(value: Any, field: str, low: float = -math.inf, high: float = mat
 def as_boolean(value: Any, field: str) -> bool:
     if not isinstance(value, bool):
         raise invalid(field, f"must be true or false (got {_kind(value)})")
+    return value
+
+
+def as_language(value: Any, field: str) -> str:
+    """A language code as Whisper names them (ISO 639-1, or its 3-letter codes such as "haw")."""
+    if not isinstance(value, str) or not _LANGUAGE.match(value):
+        raise invalid(field, f"must be an ISO 639-1 code such as 'en' (got {str(value)[:20]!r})")
     return value
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -56,11 +55,12 @@ from ..errors import FishvoiceError
 from ..threads import iterate_in_thread
 from ..voices import speech_from_bytes
 from .errors import openai_body, status_of
-from .fields import as_boolean, as_integer, as_number, invalid
+from .fields import as_boolean, as_integer, as_language, as_number, invalid
 from .openai_api import DEFAULT_VOICE, SPEECH_RATE, read_json, resolve_voice
 from .runpod_api import Auth, read_body
 from .speech import SpeechService
 
+T = TypeVar("T")
 TRANSCRIPTION_MODEL = "whisper-1"
 MAX_MESSAGES = 256
 MAX_PROMPT_CHARS = 4096
@@ -74,7 +74,6 @@ CHAT_AUDIO_FORMATS: dict[str, AudioFormat] = {
 }
 INPUT_AUDIO_FORMATS = ("wav", "mp3")
 AUDIO_EXPIRES_S = 3600
-_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 # The languages Whisper tells apart, by the code the ASR reports, named as OpenAI's verbose_json names them.
 # No installed package carries this table (faster-whisper has the codes alone), so it is kept here.
 LANGUAGE_NAMES: dict[str, str] = {
@@ -195,7 +194,6 @@ _CHAT_FIELDS = frozenset(
         "user",
     }
 )
-T = TypeVar("T")
 _TRANSCRIPTION_FIELDS = frozenset(
     {"file", "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]", "stream"}
 )
@@ -287,8 +285,8 @@ def parse_transcription(fields: FormFields, models: tuple[str, ...]) -> Transcri
     if model not in models:
         raise invalid("model", f"unknown model {model[:60]!r}; use one of {', '.join(models)}")
     language = _form_text(fields, "language") or None
-    if language is not None and not _LANGUAGE.match(language):
-        raise invalid("language", f"must be an ISO 639-1 code such as 'en' (got {language[:20]!r})")
+    if language is not None:
+        as_language(language, "language")
     prompt = _form_text(fields, "prompt")
     if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
         raise invalid("prompt", f"must be at most {MAX_PROMPT_CHARS} characters (got {len(prompt)})")
@@ -430,7 +428,8 @@ class ChatParams:
 
 
 def _optional(raw: dict[str, Any], name: str, check: Callable[..., T], *bounds: float) -> T | None:
-    """`raw[name]` passed through `check` (fields.number, integer or boolean), or None when absent or null."""
+    """`raw[name]` passed through `check` (fields.as_number, as_integer or as_boolean), or None when absent or
+    null."""
     value = raw.get(name)
     return None if value is None else check(value, name, *bounds)
 

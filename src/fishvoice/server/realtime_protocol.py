@@ -10,7 +10,6 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -19,7 +18,7 @@ from ..contract import MAX_MESSAGE_CHARS
 from ..errors import FishvoiceError
 from ..vad import TurnOptions
 from .errors import openai_body, status_of
-from .fields import as_boolean, as_integer, as_number, invalid
+from .fields import as_boolean, as_integer, as_language, as_number, invalid
 
 REALTIME_RATE = 24000  # pcm16 in and out, as OpenAI's `audio/pcm`
 MAX_OUTPUT_TOKENS = 4096
@@ -28,7 +27,6 @@ _IGNORED = frozenset(
     {"type", "model", "tools", "tool_choice", "tracing", "include", "prompt", "truncation", "object", "id", "reasoning"}
 )
 _IGNORED_INPUT = frozenset({"noise_reduction"})
-_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 
 
 def new_id(prefix: str) -> str:
@@ -136,9 +134,7 @@ def _transcription(value: Any, path: str, config: SessionConfig) -> SessionConfi
     given = _object(value, path)
     _check_keys(given, path, {"model", "language", "prompt"})
     language = given.get("language")
-    if language is not None and (not isinstance(language, str) or not _LANGUAGE.match(language)):
-        raise invalid(f"{path}.language", f"must be an ISO 639-1 code such as 'en' (got {str(language)[:20]!r})")
-    return replace(config, language=language)
+    return replace(config, language=None if language is None else as_language(language, f"{path}.language"))
 
 
 def _modalities(value: Any, path: str) -> bool:

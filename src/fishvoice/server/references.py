@@ -25,6 +25,7 @@ from ..contract import CONVERSATION_ID, MAX_REFERENCE_TEXT_CHARS
 from ..errors import FishvoiceError
 from ..tts.base import prepare_voice
 from ..voices import reference_from_bytes
+from .fields import invalid
 from .runpod_api import Auth, read_body
 from .speech import SpeechService
 
@@ -47,14 +48,12 @@ async def read_fields(request: Request, max_bytes: int) -> Fields:
         try:
             payload = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise FishvoiceError(
-                "invalid_input", "body: send a multipart form, a urlencoded form or a JSON object", "body"
-            ) from None
+            raise invalid("body", "send a multipart form, a urlencoded form or a JSON object") from None
         if not isinstance(payload, dict):
-            raise FishvoiceError("invalid_input", "body: a JSON body must be an object", "body")
+            raise invalid("body", "a JSON body must be an object")
         for name, value in payload.items():
             if not isinstance(value, str):
-                raise FishvoiceError("invalid_input", f"{name}: must be a string", name)
+                raise invalid(name, "must be a string")
             fields[name] = value
     return fields
 
@@ -71,7 +70,7 @@ async def _form_fields(request: Request, body: bytes) -> Fields:
         await form.close()
     except (MultiPartException, HTTPException, ValueError) as exc:
         detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
-        raise FishvoiceError("invalid_input", f"body: not a readable form ({detail})", "body") from None
+        raise invalid("body", f"not a readable form ({detail})") from None
     return fields
 
 
@@ -79,9 +78,9 @@ def text_field(fields: Fields, name: str) -> str:
     """A required text field."""
     value = fields.get(name)
     if value is None:
-        raise FishvoiceError("invalid_input", f"{name}: required", name)
+        raise invalid(name, "required")
     if not isinstance(value, str):
-        raise FishvoiceError("invalid_input", f"{name}: must be text, not a file", name)
+        raise invalid(name, "must be text, not a file")
     return value
 
 
@@ -89,7 +88,7 @@ def voice_id(fields: Fields, name: str) -> str:
     """A saved voice's id: the rule of conversation_id."""
     value = text_field(fields, name)
     if not CONVERSATION_ID.match(value):
-        raise FishvoiceError("invalid_input", f"{name}: must be 1 to 128 characters of A-Z a-z 0-9 . _ : -", name)
+        raise invalid(name, "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
     return value
 
 
@@ -147,7 +146,7 @@ def build_references_router(speech: SpeechService, auth: Auth, max_body_bytes: i
         fields = await read_fields(request, max_body_bytes)
         old, new = voice_id(fields, "old_reference_id"), voice_id(fields, "new_reference_id")
         if old == new:
-            raise FishvoiceError("invalid_input", "new_reference_id: the same as old_reference_id", "new_reference_id")
+            raise invalid("new_reference_id", "the same as old_reference_id")
         if not await store.rename_saved_voice(namespace, old, new):
             if not any(voice.id == old for voice in await store.list_saved_voices(namespace)):
                 raise FishvoiceError("not_found", f"old_reference_id: no saved voice {old!r}", "old_reference_id")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -42,14 +43,16 @@ class PiperTTS:
 
     def __init__(self, model_path: str | Path | None = None):
         from piper import PiperVoice
+        from piper.config import PiperConfig
 
         path = Path(model_path) if model_path else default_voice_path()
         config = Path(f"{path}.json")
         for needed in (path, config):
             if not needed.is_file():
                 raise FishvoiceError("backend_unavailable", f"Piper voice file not found: {needed}")
-        self._voice = PiperVoice.load(path, config)
-        self._voice.session = _quiet_session(path)
+        # Built from its parts rather than PiperVoice.load, so the model is loaded once, in a quiet session.
+        settings = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
+        self._voice = PiperVoice(session=_quiet_session(path), config=settings)
         self.sample_rate = int(self._voice.config.sample_rate)
         self.name = "piper"
         log.info("loaded Piper voice %s (%d Hz)", path.stem, self.sample_rate)
