@@ -10,7 +10,6 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -45,7 +44,7 @@ from .errors import FishvoiceError
 from .llm.base import LLM
 from .memory.base import Conversation, ConversationStore
 from .pipeline import Speak, speech_pipeline, voice_speaker
-from .threads import fail_on_stall
+from .threads import fail_on_stall, run_in_thread
 from .tts.base import TTS, prepare_voice
 from .voices import VoiceReference, load_reference, load_speech
 
@@ -164,8 +163,8 @@ class Assistant:
                 "user_audio",
             )
         started = time.perf_counter()
-        speech = await asyncio.to_thread(load_speech, request.user_audio, "user_audio")
-        heard: Transcript = await asyncio.to_thread(self.asr.transcribe, speech)
+        speech = await run_in_thread(load_speech, request.user_audio, "user_audio")
+        heard: Transcript = await run_in_thread(self.asr.transcribe, speech)
         reply.asr_s = time.perf_counter() - started
         text = heard.text.strip()
         if not text:
@@ -186,7 +185,7 @@ class Assistant:
             return await self._with_reference_text(saved)
         if not request.system_audio:
             return None
-        voice = await asyncio.to_thread(load_reference, request.system_audio, request.reference_text)
+        voice = await run_in_thread(load_reference, request.system_audio, request.reference_text)
         return await self._with_reference_text(voice)
 
     async def _with_reference_text(self, voice: VoiceReference) -> VoiceReference:
@@ -195,7 +194,7 @@ class Assistant:
             return voice
         text = self._reference_texts.get(voice.hash)
         if text is None:
-            heard = await asyncio.to_thread(self.asr.transcribe, voice.audio)
+            heard = await run_in_thread(self.asr.transcribe, voice.audio)
             text = heard.text.strip()[:MAX_REFERENCE_TEXT_CHARS]
             self._reference_texts[voice.hash] = text
             while len(self._reference_texts) > _REFERENCE_TEXTS_KEPT:
@@ -226,7 +225,7 @@ class Assistant:
                     reply.text.append(piece)
                     yield TextEvent(piece)
                 else:
-                    event = await asyncio.to_thread(encode_chunk, len(reply.audio), piece.audio, piece.text, request)
+                    event = await run_in_thread(encode_chunk, len(reply.audio), piece.audio, piece.text, request)
                     reply.audio.append(piece.audio)
                     reply.tts_s += piece.seconds
                     reply.first_audio = reply.first_audio or time.perf_counter()
@@ -262,7 +261,7 @@ class Assistant:
         audio = Audio(samples, request.sample_rate)
         data, sample_rate = None, request.sample_rate
         if request.speak:
-            data, sample_rate = await asyncio.to_thread(encode_reply_audio, audio, request.audio_format)
+            data, sample_rate = await run_in_thread(encode_reply_audio, audio, request.audio_format)
             if sample_rate != request.sample_rate:
                 warnings.append(f"opus audio always decodes at {sample_rate} Hz; sample_rate is {sample_rate}")
         total = time.perf_counter() - reply.started

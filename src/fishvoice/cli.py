@@ -11,6 +11,7 @@ import base64
 import sys
 import uuid
 from collections.abc import Callable
+from contextlib import aclosing
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -104,16 +105,17 @@ async def _chat(args: argparse.Namespace, settings: Settings) -> int:
             continue
         if request.user_audio is None:  # a spoken turn's prompt comes after what was heard, once
             print("assistant> ", end="", flush=True)
-        async for event in guarded(assistant.respond(request), debug=settings.debug):
-            if isinstance(event, TranscriptEvent):
-                print(f"(you said: {event.text})\nassistant> ", end="", flush=True)
-            elif isinstance(event, TextEvent):
-                print(event.text, end="", flush=True)
-            elif isinstance(event, ErrorEvent):
-                print(f"\nerror: {event.error.message}", file=sys.stderr)
-            elif isinstance(event, DoneEvent):
-                turn += 1
-                _show_reply(event.response, args.output_dir / f"reply-{turn:03d}.wav")
+        async with aclosing(guarded(assistant.respond(request), debug=settings.debug)) as events:
+            async for event in events:
+                if isinstance(event, TranscriptEvent):
+                    print(f"(you said: {event.text})\nassistant> ", end="", flush=True)
+                elif isinstance(event, TextEvent):
+                    print(event.text, end="", flush=True)
+                elif isinstance(event, ErrorEvent):
+                    print(f"\nerror: {event.error.message}", file=sys.stderr)
+                elif isinstance(event, DoneEvent):
+                    turn += 1
+                    _show_reply(event.response, args.output_dir / f"reply-{turn:03d}.wav")
     await assistant.llm.close()
     return 0
 

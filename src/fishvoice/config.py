@@ -108,7 +108,10 @@ class Settings(BaseSettings):
 
     # Worker
     backend_timeout: float = Field(
-        120.0, gt=0, description="seconds the LLM or the voice may produce nothing before the job fails"
+        120.0,
+        gt=0,
+        description="seconds the LLM or the voice may produce nothing before the job fails (and a model held that "
+        "long without progress is rebuilt)",
     )
     streaming: bool = False
     worker_concurrency: int | None = Field(

@@ -37,6 +37,7 @@ def build_llm(settings: Settings) -> LLM:
         context=settings.llm_context,
         threads=settings.llm_threads,
         gpu_layers=settings.llm_gpu_layers,
+        stall_s=settings.backend_timeout,
     )
 
 
@@ -84,7 +85,7 @@ def build_fish_tts(settings: Settings, codes: VoiceCodeStore | None = None) -> T
         top_k=settings.fish_top_k,
         seed=settings.fish_seed,
     )
-    return FishTTS(engine, sampling, codes=codes, codec_id=codec_id(checkpoint))
+    return FishTTS(engine, sampling, codes=codes, codec_id=codec_id(checkpoint), stall_s=settings.backend_timeout)
 
 
 def codec_id(checkpoint: Path) -> str:
@@ -111,6 +112,7 @@ def build_asr(settings: Settings) -> ASR | None:
         device=settings.asr_device,
         compute_type=settings.asr_compute_type,
         cache_dir=settings.cache_dir,
+        stall_s=settings.backend_timeout,
     )
 
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from .audio import Audio, TimeStretch, resample
 from .contract import Usage
 from .text import SpeechChunker, is_speakable, normalize_for_speech
-from .threads import fail_on_stall, iterate_in_thread
+from .threads import fail_on_stall, iterate_in_thread, run_in_thread
 from .tts.base import TTS
 from .voices import VoiceReference
 
@@ -39,11 +39,11 @@ class Spoken:
 
 # What the pipeline yields: a text delta, the LLM's token counts (once, after its last delta), or speech.
 Piece = str | Usage | Spoken
-Speak = Callable[[str], AsyncIterator[Audio]]
+Speak = Callable[[str], AsyncGenerator[Audio, None]]
 _END = None  # the last item on a queue
 
 
-async def speech_pipeline(words: AsyncIterator[str | Usage], speak: Speak | None) -> AsyncGenerator[Piece, None]:
+async def speech_pipeline(words: AsyncGenerator[str | Usage, None], speak: Speak | None) -> AsyncGenerator[Piece, None]:
     """Yield the LLM's items as they come and, when `speak` is given, the speech of each chunk of them.
 
     The tasks run in a TaskGroup inside a task of their own, so a failure cancels its sibling but never
@@ -60,7 +60,9 @@ async def speech_pipeline(words: AsyncIterator[str | Usage], speak: Speak | None
         await asyncio.gather(runner, return_exceptions=True)
 
 
-async def _run(words: AsyncIterator[str | Usage], speak: Speak | None, pieces: asyncio.Queue[Piece | None]) -> None:
+async def _run(
+    words: AsyncGenerator[str | Usage, None], speak: Speak | None, pieces: asyncio.Queue[Piece | None]
+) -> None:
     try:
         async with asyncio.TaskGroup() as group:
             chunks: asyncio.Queue[str | None] | None = None
@@ -76,20 +78,23 @@ async def _run(words: AsyncIterator[str | Usage], speak: Speak | None, pieces: a
 
 
 async def _read_words(
-    words: AsyncIterator[str | Usage],
+    words: AsyncGenerator[str | Usage, None],
     pieces: asyncio.Queue[Piece | None],
     chunks: asyncio.Queue[str | None] | None,
     first_out: asyncio.Event,
 ) -> None:
     chunker = SpeechChunker()
-    async for item in words:
-        pieces.put_nowait(item)
-        if chunks is not None and isinstance(item, str):
-            cut = chunker.feed(item)
-            for chunk in cut:
-                chunks.put_nowait(chunk)
-            if cut and not first_out.is_set():
-                await first_out.wait()  # the first chunk's voice has the CPU to itself (see the module)
+    # Owned here: a cancel that lands between two items (on the first-audio wait) closes the LLM's stream
+    # at once, which stops its generation and gives the model back.
+    async with aclosing(words):
+        async for item in words:
+            pieces.put_nowait(item)
+            if chunks is not None and isinstance(item, str):
+                cut = chunker.feed(item)
+                for chunk in cut:
+                    chunks.put_nowait(chunk)
+                if cut and not first_out.is_set():
+                    await first_out.wait()  # the first chunk's voice has the CPU to itself (see the module)
     if chunks is not None:
         for chunk in chunker.flush():
             chunks.put_nowait(chunk)
@@ -105,11 +110,12 @@ async def _speak_chunks(
             if is_speakable(spoken):
                 started = time.perf_counter()
                 # A voice may yield a chunk in pieces (Fish decodes as frames arrive): each goes out as it comes.
-                async for audio in speak(spoken):
-                    now = time.perf_counter()
-                    pieces.put_nowait(Spoken(audio, chunk, now - started))
-                    started = now
-                    first_out.set()
+                async with aclosing(speak(spoken)) as audio:
+                    async for piece in audio:
+                        now = time.perf_counter()
+                        pieces.put_nowait(Spoken(piece, chunk, now - started))
+                        started = now
+                        first_out.set()
             first_out.set()  # a chunk with nothing to say (or no audio) holds nothing up
     finally:
         # A failed voice too: the reader, let go, meets the TaskGroup's cancel inside the LLM's stream,
@@ -124,18 +130,20 @@ def voice_speaker(
     kept); the voice runs in a thread, and one that yields nothing for `stall_s` seconds fails with
     backend_unavailable."""
 
-    async def speak(text: str) -> AsyncIterator[Audio]:
-        pieces = iterate_in_thread(lambda stop: tts.stream(text, voice, stop))
+    async def speak(text: str) -> AsyncGenerator[Audio, None]:
+        pieces = iterate_in_thread(
+            lambda stop: tts.stream(text, voice, stop), unread_s=stall_s, what=f"speech ({tts.name})"
+        )
         # One stretch per chunk, fed its pieces as they come: seamless inside the chunk, nothing held over.
         stretch = TimeStretch(speed, sample_rate) if speed != 1.0 else None
         # Closed explicitly, so a cancelled reply stops the voice's thread at once, not when collected.
         async with aclosing(fail_on_stall(pieces, stall_s, f"the voice ({tts.name})")) as audio:
             async for piece in audio:
-                resampled = await asyncio.to_thread(resample, piece, sample_rate)
-                out = resampled if stretch is None else await asyncio.to_thread(stretch.feed, resampled)
+                resampled = await run_in_thread(resample, piece, sample_rate)
+                out = resampled if stretch is None else await run_in_thread(stretch.feed, resampled)
                 if out.samples.size:
                     yield out
-        if stretch is not None and (rest := await asyncio.to_thread(stretch.flush)).samples.size:
+        if stretch is not None and (rest := await run_in_thread(stretch.flush)).samples.size:
             yield rest
 
     return speak

@@ -9,7 +9,8 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 from .assistant import Assistant
@@ -29,24 +30,26 @@ def _parse_job(job: Any) -> Request:
     return parse_request(job.get("input") if isinstance(job, dict) else None)
 
 
-async def _events(assistant: Assistant, job: Any, debug: bool) -> AsyncIterator[Event]:
+async def _events(assistant: Assistant, job: Any, debug: bool) -> AsyncGenerator[Event, None]:
     """The job's events; a bad input is its only event, an error."""
     try:
         request = _parse_job(job)
     except FishvoiceError as exc:
         yield ErrorEvent(exc)
         return
-    async for event in guarded(assistant.respond(request), debug=debug):
-        yield event
+    async with aclosing(guarded(assistant.respond(request), debug=debug)) as events:
+        async for event in events:
+            yield event
 
 
 def make_handler(assistant: Assistant, *, debug: bool = False) -> Handler:
     """The plain handler: the response, or the error (RunPod fails a job whose result has `error`)."""
 
     async def handler(job: dict[str, Any]) -> dict[str, Any]:
-        async for event in _events(assistant, job, debug):
-            if isinstance(event, DoneEvent | ErrorEvent):
-                return {k: v for k, v in event.to_dict().items() if k != "type"}
+        async with aclosing(_events(assistant, job, debug)) as events:
+            async for event in events:
+                if isinstance(event, DoneEvent | ErrorEvent):
+                    return {k: v for k, v in event.to_dict().items() if k != "type"}
         return FishvoiceError("internal", "the reply ended without a result").to_dict()
 
     return handler
@@ -56,8 +59,9 @@ def make_stream_handler(assistant: Assistant, *, debug: bool = False) -> StreamH
     """The generator handler: yields each event for RunPod's /stream."""
 
     async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        async for event in _events(assistant, job, debug):
-            yield event.to_dict()
+        async with aclosing(_events(assistant, job, debug)) as events:
+            async for event in events:
+                yield event.to_dict()
 
     return handler
 

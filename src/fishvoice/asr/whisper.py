@@ -10,6 +10,7 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -22,6 +23,7 @@ from typing import Any
 
 from ..audio import Audio, resample
 from ..errors import FishvoiceError
+from ..exclusive import Exclusive
 from .base import Segment, Transcript
 
 log = logging.getLogger(__name__)
@@ -96,8 +98,7 @@ def _copy_atomic(source: Path, target: Path) -> None:
 
 
 class WhisperASR:
-    """Whisper through faster-whisper. One transcription at a time per model (a lock keeps it so: the
-    CTranslate2 model is shared by threads, and its CPU threads are the machine's)."""
+    """Whisper through faster-whisper. One transcription at a time per model (exclusive.py)."""
 
     name = "whisper"
 
@@ -109,6 +110,7 @@ class WhisperASR:
         compute_type: str | None = None,
         cache_dir: str | Path | None = None,
         cpu_threads: int = 0,
+        stall_s: float = 120.0,
     ):
         try:
             import ctranslate2
@@ -122,18 +124,20 @@ class WhisperASR:
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         self.device = device
         self.compute_type = compute_type or ("float16" if device == "cuda" else "int8")
+        load = functools.partial(
+            WhisperModel, str(path), device=device, compute_type=self.compute_type, cpu_threads=cpu_threads
+        )
         try:
-            self._model = WhisperModel(
-                str(path), device=device, compute_type=self.compute_type, cpu_threads=cpu_threads
-            )
+            model = load()
         except Exception as exc:
             raise FishvoiceError("backend_unavailable", f"the Whisper model did not load: {exc}") from exc
-        self._lock = threading.Lock()
+        # One transcription at a time: the CTranslate2 model is shared by threads, its CPU threads the machine's.
+        self.model = Exclusive(f"speech recognition ({self.name})", load, stall_s=stall_s, resource=model)
         log.info("loaded Whisper model %s (%s, %s)", path, device, self.compute_type)
 
-    def _run(self, audio: Audio, language: str | None, prompt: str | None) -> tuple[Iterator[Any], Any]:
+    def _run(self, model: Any, audio: Audio, language: str | None, prompt: str | None) -> tuple[Iterator[Any], Any]:
         samples = resample(audio, WHISPER_RATE).samples
-        found: tuple[Iterator[Any], Any] = self._model.transcribe(  # faster-whisper ships no type information
+        found: tuple[Iterator[Any], Any] = model.transcribe(  # faster-whisper ships no type information
             samples,
             language=language,
             initial_prompt=prompt,
@@ -152,11 +156,12 @@ class WhisperASR:
         stop: threading.Event | None = None,
     ) -> Iterator[Segment]:
         """The speech's segments as Whisper finds them; silence and noise give none."""
-        with self._lock:
-            if stop is not None and stop.is_set():  # given up on while it waited for the model
+        with self.model.using(stop, "a transcription") as model:
+            if model is None:  # given up on while it waited for the model
                 return
-            found, _ = self._run(audio, language, prompt)
+            found, _ = self._run(model, audio, language, prompt)
             for segment in found:
+                self.model.progressed()
                 if stop is not None and stop.is_set():
                     return
                 text = str(segment.text).strip()
@@ -165,8 +170,8 @@ class WhisperASR:
 
     def transcribe(self, audio: Audio, *, language: str | None = None, prompt: str | None = None) -> Transcript:
         """The whole speech: its text (empty when nothing was said), language and segments."""
-        with self._lock:
-            found, info = self._run(audio, language, prompt)
+        with self.model.using(None, "a transcription") as model:
+            found, info = self._run(model, audio, language, prompt)
             segments = [
                 Segment(float(s.start), float(s.end), str(s.text).strip()) for s in found if str(s.text).strip()
             ]
@@ -179,31 +184,32 @@ class WhisperASR:
         from faster_whisper.vad import VadOptions, get_speech_timestamps
 
         samples = resample(audio, WHISPER_RATE).samples
-        with self._lock:
-            if stop is not None and stop.is_set():
+        with self.model.using(stop, "a live turn") as model:
+            if model is None:  # given up on while it waited for the model
                 return ""
-            features = self._model.feature_extractor(samples)
+            features = model.feature_extractor(samples)
             if features.shape[-1] + _TURN_PADDING_FRAMES > _FULL_WINDOW_FRAMES:
-                found, _ = self._run(audio, language, None)
+                found, _ = self._run(model, audio, language, None)
                 return " ".join(text for segment in found if (text := str(segment.text).strip()))
             if not get_speech_timestamps(samples, VadOptions(**_VAD)):
                 return ""  # silence or noise: Whisper would make words of it
-            return self._decode_turn(features, language, audio.duration_s)
+            return self._decode_turn(model, features, language, audio.duration_s)
 
-    def _decode_turn(self, features: Any, language: str | None, seconds: float) -> str:
+    def progress(self) -> dict[str, Any]:
+        return self.model.report()
+
+    def _decode_turn(self, whisper: Any, features: Any, language: str | None, seconds: float) -> str:
         import ctranslate2
         import numpy as np
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer
 
         padded = pad_or_trim(features, features.shape[-1] + _TURN_PADDING_FRAMES)
-        model = self._model.model
+        model = whisper.model
         encoded = model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(padded[None], np.float32)))
         if language is None and model.is_multilingual:
             language = str(model.detect_language(encoded)[0][0][0])[2:-2]
-        tokenizer = Tokenizer(
-            self._model.hf_tokenizer, model.is_multilingual, task="transcribe", language=language or "en"
-        )
+        tokenizer = Tokenizer(whisper.hf_tokenizer, model.is_multilingual, task="transcribe", language=language or "en")
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
         # Far more tokens than anyone says in the time bounds a decoding that loops.
         most = len(prompt) + 10 + int(8 * seconds)

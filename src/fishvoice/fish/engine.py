@@ -231,6 +231,7 @@ class FishEngine:
             "slots": self.max_concurrency,
             "running": running,
             "waiting": waiting,
+            "since_progress_s": time.monotonic() - scheduler.progress_at,
             "steps": scheduler.steps_run,
             "failed_steps": scheduler.steps_failed,
             "prefills": scheduler.prefills,

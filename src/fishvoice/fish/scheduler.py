@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -134,6 +135,7 @@ class Scheduler:
         self.decoder, self.runner, self.prefix_cache = decoder, runner, prefix_cache
         self.capacity, self.max_waiting = decoder.slots.count, max_waiting
         self.steps_run = self.steps_failed = self.prefills = 0
+        self.progress_at = time.monotonic()  # when the loop last finished a round (idle counts as progress)
         self._waiting: deque[FrameStream] = deque()
         self._running: dict[int, FrameStream] = {}
         self._positions = [0] * self.capacity  # the host's mirror of each slot's next position
@@ -174,7 +176,8 @@ class Scheduler:
             while True:
                 with self._cond:
                     while not (self._closed or self._waiting or self._running or pending):
-                        self._cond.wait()
+                        self.progress_at = time.monotonic()
+                        self._cond.wait(1.0)
                     if self._closed:
                         break
                 try:
@@ -188,6 +191,7 @@ class Scheduler:
                 except Exception as exc:
                     pending = None
                     self._fail_running(exc)
+                self.progress_at = time.monotonic()
         closed = EngineClosedError("the fish engine is shut down")
         for stream in [*self._running.values(), *self._waiting]:
             stream.finish(closed)

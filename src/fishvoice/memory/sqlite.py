@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 import time
@@ -11,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..contract import ChatMessage
+from ..threads import run_in_thread
 from ..voices import VoiceReference
 from .base import Conversation, SavedVoice
 
@@ -64,7 +64,7 @@ class SQLiteStore:
         return time.time() - self.ttl_s
 
     async def load(self, namespace: str, conversation_id: str) -> Conversation:
-        return await asyncio.to_thread(self._load, namespace, conversation_id)
+        return await run_in_thread(self._load, namespace, conversation_id)
 
     def _load(self, namespace: str, conversation_id: str) -> Conversation:
         with self._connect() as db:
@@ -94,7 +94,7 @@ class SQLiteStore:
         system_message: str | None,
         voice_hash: str | None,
     ) -> list[ChatMessage]:
-        return await asyncio.to_thread(
+        return await run_in_thread(
             self._append, namespace, conversation_id, user, assistant, system_message, voice_hash
         )
 
@@ -149,7 +149,7 @@ class SQLiteStore:
         db.execute("DELETE FROM conversations WHERE namespace=? AND id=?", (namespace, conversation_id))
 
     async def put_voice(self, voice: VoiceReference) -> None:
-        await asyncio.to_thread(self._put_voice, voice)
+        await run_in_thread(self._put_voice, voice)
 
     def _put_voice(self, voice: VoiceReference) -> None:
         with self._connect() as db:
@@ -165,7 +165,7 @@ class SQLiteStore:
         )
 
     async def get_voice(self, voice_hash: str) -> VoiceReference | None:
-        return await asyncio.to_thread(self._get_voice, voice_hash)
+        return await run_in_thread(self._get_voice, voice_hash)
 
     def _get_voice(self, voice_hash: str) -> VoiceReference | None:
         with self._connect() as db:
@@ -173,7 +173,7 @@ class SQLiteStore:
         return VoiceReference.from_pcm16(voice_hash, row[0], row[1]) if row else None
 
     async def purge_expired(self) -> int:
-        return await asyncio.to_thread(self._purge)
+        return await run_in_thread(self._purge)
 
     def _purge(self) -> int:
         cutoff = self._cutoff()
@@ -200,7 +200,7 @@ class SQLiteStore:
     # Saved voices: a row per (namespace, id) naming a voice by hash; the audio is in `voices`, shared.
 
     async def add_saved_voice(self, namespace: str, voice_id: str, voice: VoiceReference) -> bool:
-        return await asyncio.to_thread(self._add_saved_voice, namespace, voice_id, voice)
+        return await run_in_thread(self._add_saved_voice, namespace, voice_id, voice)
 
     def _add_saved_voice(self, namespace: str, voice_id: str, voice: VoiceReference) -> bool:
         with self._connect() as db:
@@ -220,7 +220,7 @@ class SQLiteStore:
         return bool(added)
 
     async def saved_voice(self, namespace: str, voice_id: str) -> VoiceReference | None:
-        return await asyncio.to_thread(self._saved_voice, namespace, voice_id)
+        return await run_in_thread(self._saved_voice, namespace, voice_id)
 
     def _saved_voice(self, namespace: str, voice_id: str) -> VoiceReference | None:
         with self._connect() as db:
@@ -234,7 +234,7 @@ class SQLiteStore:
         return VoiceReference.from_pcm16(row[0], row[1], row[2]) if row else None
 
     async def list_saved_voices(self, namespace: str) -> list[SavedVoice]:
-        return await asyncio.to_thread(self._list_saved_voices, namespace)
+        return await run_in_thread(self._list_saved_voices, namespace)
 
     def _list_saved_voices(self, namespace: str) -> list[SavedVoice]:
         with self._connect() as db:
@@ -244,7 +244,7 @@ class SQLiteStore:
         return [SavedVoice(voice_id, text, voice_hash) for voice_id, text, voice_hash in rows]
 
     async def rename_saved_voice(self, namespace: str, voice_id: str, new_id: str) -> bool:
-        return await asyncio.to_thread(self._rename_saved_voice, namespace, voice_id, new_id)
+        return await run_in_thread(self._rename_saved_voice, namespace, voice_id, new_id)
 
     def _rename_saved_voice(self, namespace: str, voice_id: str, new_id: str) -> bool:
         with self._connect() as db:
@@ -257,7 +257,7 @@ class SQLiteStore:
         return bool(renamed)
 
     async def delete_saved_voice(self, namespace: str, voice_id: str) -> bool:
-        return await asyncio.to_thread(self._delete_saved_voice, namespace, voice_id)
+        return await run_in_thread(self._delete_saved_voice, namespace, voice_id)
 
     def _delete_saved_voice(self, namespace: str, voice_id: str) -> bool:
         with self._connect() as db:
@@ -265,7 +265,7 @@ class SQLiteStore:
         return bool(deleted)
 
     async def put_voice_codes(self, key: str, data: bytes) -> None:
-        await asyncio.to_thread(self._put_voice_codes, key, data)
+        await run_in_thread(self._put_voice_codes, key, data)
 
     def _put_voice_codes(self, key: str, data: bytes) -> None:
         with self._connect() as db:
@@ -276,7 +276,7 @@ class SQLiteStore:
             )
 
     async def voice_codes(self, key: str) -> bytes | None:
-        return await asyncio.to_thread(self._voice_codes, key)
+        return await run_in_thread(self._voice_codes, key)
 
     def _voice_codes(self, key: str) -> bytes | None:
         with self._connect() as db:

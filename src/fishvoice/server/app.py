@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,7 +18,9 @@ from ..asr.base import ASR
 from ..assistant import Assistant
 from ..config import Settings
 from ..errors import ErrorCode, FishvoiceError
+from ..exclusive import ReportsProgress
 from ..factory import jobs_at_once
+from ..threads import stream_threads
 from .errors import error_response
 from .fish_api import build_fish_router
 from .jobs import QueueFull
@@ -26,11 +28,11 @@ from .memory_store import MemoryJobStore
 from .openai_api import LISTED_MODELS, build_openai_router
 from .openai_chat import build_openai_chat_router
 from .page import build_page_router
-from .realtime import RealtimeLimits, build_realtime_router
+from .realtime import OpenSessions, RealtimeLimits, build_realtime_router
 from .references import build_references_router
 from .runner import JobLimits, JobRunner
 from .runpod_api import Auth, build_router
-from .speech import SpeechService
+from .speech import Slots, SpeechService
 from .store import JobStore
 
 log = logging.getLogger(__name__)
@@ -72,9 +74,7 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
 
     app = FastAPI(title="fishvoice", version=__version__, lifespan=lifespan)
     app.state.jobs = jobs
-    speech = SpeechService(
-        assistant.tts, assistant.store, asyncio.Semaphore(jobs.limits.concurrency), assistant.backend_timeout_s
-    )
+    speech = SpeechService(assistant.tts, assistant.store, Slots(jobs.limits.concurrency), assistant.backend_timeout_s)
     app.state.speech = speech
     backends = {
         "llm": assistant.llm.name,
@@ -84,12 +84,27 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
     }
     auth = Auth(settings.api_keys())
     max_body_bytes = int(settings.max_body_mb * 2**20)
+    sessions = OpenSessions()
+
+    def progress() -> dict[str, Any]:
+        """What /health adds: each backend's holder and stall (the ones that say), and what is in use."""
+        reporting = {"llm": assistant.llm, "voice": assistant.tts, "asr": asr}
+        return {
+            "progress": {name: b.progress() for name, b in reporting.items() if isinstance(b, ReportsProgress)},
+            "in_use": {
+                "stream_threads": stream_threads(),
+                "speech_slots": speech.slots.in_use,
+                "realtime_sessions": sessions.count,
+            },
+        }
+
     router = build_router(
         jobs,
         auth,
         runsync_wait_s=settings.runsync_wait,
         max_body_bytes=max_body_bytes,
         backends=backends,
+        progress=progress,
     )
     app.include_router(router)
     app.include_router(router, prefix="/v2/{endpoint_id}")
@@ -101,7 +116,7 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
     app.include_router(build_references_router(speech, auth, max_body_bytes))
     app.include_router(build_page_router())
     realtime_limits = RealtimeLimits(settings.realtime_sessions, settings.realtime_idle, max_body_bytes)
-    app.include_router(build_realtime_router(assistant, asr, speech, auth, realtime_limits))
+    app.include_router(build_realtime_router(assistant, asr, speech, auth, realtime_limits, sessions))
 
     @app.exception_handler(FishvoiceError)
     async def fishvoice_error(request: Request, exc: FishvoiceError) -> JSONResponse:

@@ -21,7 +21,6 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import json
 import logging
@@ -40,6 +39,7 @@ from pydantic_core import ErrorDetails
 from ..audio import OPUS_RATE, SAMPLE_RATES, Audio, StreamEncoder, encode_bytes
 from ..contract import MAX_REFERENCE_TEXT_CHARS, text_field
 from ..errors import FishvoiceError
+from ..threads import run_in_thread
 from ..tts.base import TTS
 from ..voices import VoiceReference, join_references, load_reference, reference_from_bytes
 from .runpod_api import Auth, read_body
@@ -265,7 +265,7 @@ def build_fish_router(speech: SpeechService, auth: Auth, max_body_bytes: int) ->
         voice: VoiceReference | None = None
         if fields.references:
             voices = [
-                await asyncio.to_thread(_reference, reference, f"references.{i}.audio")
+                await run_in_thread(_reference, reference, f"references.{i}.audio")
                 for i, reference in enumerate(fields.references)
             ]
             voice = join_references(voices)
@@ -289,7 +289,7 @@ def build_fish_router(speech: SpeechService, auth: Auth, max_body_bytes: int) ->
             async with aclosing(pieces):
                 audio = [_louder(piece, gain) async for piece in pieces]
             response = Response(
-                await asyncio.to_thread(_encode_whole, fields, audio), media_type=media_type, headers=headers
+                await run_in_thread(_encode_whole, fields, audio), media_type=media_type, headers=headers
             )
         for warning in warnings:
             response.headers.append(WARNING_HEADER, warning)
@@ -316,11 +316,11 @@ async def _stream(
     async with aclosing(pieces):
         try:
             if first is not None:
-                yield await asyncio.to_thread(encoder.encode, _louder(first, gain))
+                yield await run_in_thread(encoder.encode, _louder(first, gain))
             async for piece in pieces:
-                yield await asyncio.to_thread(encoder.encode, _louder(piece, gain))
+                yield await run_in_thread(encoder.encode, _louder(piece, gain))
         except BaseException:
             with suppress(Exception):
                 encoder.close()  # drops the unfinished file now; its bytes have nowhere to go
             raise
-        yield await asyncio.to_thread(encoder.finish)
+        yield await run_in_thread(encoder.finish)

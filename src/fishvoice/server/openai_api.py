@@ -18,7 +18,6 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -35,6 +34,7 @@ from pydantic_core import ErrorDetails
 
 from ..audio import MAX_SPEED, MIN_SPEED, Audio, StreamEncoder, StreamFormat
 from ..errors import FishvoiceError
+from ..threads import run_in_thread
 from ..voices import VoiceReference
 from .errors import openai_body, status_of
 from .runpod_api import Auth, read_body
@@ -274,11 +274,11 @@ async def _encoded(
     try:
         async with aclosing(pieces):
             if first is not None:
-                yield await asyncio.to_thread(encoder.encode, first)
+                yield await run_in_thread(encoder.encode, first)
             async for audio in pieces:
-                if data := await asyncio.to_thread(encoder.encode, audio):
+                if data := await run_in_thread(encoder.encode, audio):
                     yield data
-        yield await asyncio.to_thread(encoder.finish)
+        yield await run_in_thread(encoder.finish)
     except Exception as exc:
         log.warning("speech failed after its answer began: %r", exc)
         raise

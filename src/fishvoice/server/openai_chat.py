@@ -20,7 +20,6 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -52,13 +51,13 @@ from ..contract import (
 )
 from ..contract import Response as Reply
 from ..errors import FishvoiceError
-from ..threads import iterate_in_thread
+from ..threads import iterate_in_thread, run_in_thread
 from ..voices import speech_from_bytes
 from .errors import openai_body, status_of
 from .fields import as_boolean, as_integer, as_language, as_number, invalid
 from .openai_api import DEFAULT_VOICE, SPEECH_RATE, read_json, resolve_voice
 from .runpod_api import Auth, read_body
-from .speech import SpeechService
+from .speech import Slots, SpeechService
 
 T = TypeVar("T")
 TRANSCRIPTION_MODEL = "whisper-1"
@@ -372,9 +371,7 @@ def transcription_response(transcript: Transcript, response_format: str) -> Resp
     return JSONResponse({"text": text})
 
 
-async def _transcript_events(
-    asr: ASR, audio: Audio, params: TranscriptionParams, slots: asyncio.Semaphore
-) -> AsyncIterator[bytes]:
+async def _transcript_events(asr: ASR, audio: Audio, params: TranscriptionParams, slots: Slots) -> AsyncIterator[bytes]:
     """`transcript.text.delta` as each segment is recognised, then `transcript.text.done`; a failure is
     an `error` event and the end."""
     pieces: list[str] = []
@@ -573,7 +570,7 @@ def parse_chat(raw: Any, models: tuple[str, ...]) -> ChatParams:
     )
 
 
-async def _message_text(message: _Message, asr: ASR | None, slots: asyncio.Semaphore) -> str:
+async def _message_text(message: _Message, asr: ASR | None, slots: Slots) -> str:
     """A message's text: its text parts and the transcripts of its audio parts, in order."""
     texts = []
     for part in message.parts:
@@ -582,18 +579,16 @@ async def _message_text(message: _Message, asr: ASR | None, slots: asyncio.Semap
             continue
         if asr is None:
             raise _no_asr(part.field)
-        audio = await asyncio.to_thread(speech_from_bytes, b64decode_audio(part.data, part.field), part.field, 0)
+        audio = await run_in_thread(speech_from_bytes, b64decode_audio(part.data, part.field), part.field, 0)
         async with slots:
-            transcript = await asyncio.to_thread(asr.transcribe, audio)
+            transcript = await run_in_thread(asr.transcribe, audio)
         if not transcript.text.strip():
             raise FishvoiceError("invalid_audio", f"{part.field}: no speech was heard in it", part.field)
         texts.append(transcript.text.strip())
     return "\n".join(text for text in texts if text)
 
 
-async def _conversation(
-    params: ChatParams, asr: ASR | None, slots: asyncio.Semaphore
-) -> tuple[str | None, list[ChatMessage], str]:
+async def _conversation(params: ChatParams, asr: ASR | None, slots: Slots) -> tuple[str | None, list[ChatMessage], str]:
     """The system message, the turns before the last user message, and that message's text."""
     system: list[str] = []
     turns: list[ChatMessage] = []
@@ -659,7 +654,7 @@ class _Completion:
 
 
 async def _chunks(
-    completion: _Completion, events: AsyncGenerator[Any, None], include_usage: bool, slots: asyncio.Semaphore
+    completion: _Completion, events: AsyncGenerator[Any, None], include_usage: bool, slots: Slots
 ) -> AsyncIterator[bytes]:
     """The reply as `chat.completion.chunk` events: text as `delta.content` (or, with audio, as
     `delta.audio.transcript`, the speech as `delta.audio.data` pcm16), a last chunk with the finish
@@ -706,13 +701,13 @@ def build_openai_chat_router(
         params = parse_transcription(await read_form(request, max_body_bytes), models)
         if asr is None:
             raise _no_asr("file")
-        audio = await asyncio.to_thread(speech_from_bytes, params.file, "file", 0)
+        audio = await run_in_thread(speech_from_bytes, params.file, "file", 0)
         if params.stream:
             return StreamingResponse(
                 _transcript_events(asr, audio, params, speech.slots), media_type="text/event-stream"
             )
         async with speech.slots:
-            transcript = await asyncio.to_thread(asr.transcribe, audio, language=params.language, prompt=params.prompt)
+            transcript = await run_in_thread(asr.transcribe, audio, language=params.language, prompt=params.prompt)
         return transcription_response(transcript, params.response_format)
 
     @router.post("/v1/chat/completions")

@@ -43,6 +43,7 @@ from ..assistant import Assistant
 from ..audio import Audio, from_pcm16
 from ..contract import CONVERSATION_ID, MAX_MESSAGE_CHARS, AudioEvent, ChatMessage, DoneEvent, Request, TextEvent
 from ..errors import FishvoiceError
+from ..threads import run_in_thread
 from ..vad import TAIL_MS, VAD_RATE, SpeechPaused, SpeechStarted, StreamingVAD, TurnDetector
 from ..voices import MAX_REFERENCE_S
 from .fields import invalid
@@ -608,11 +609,10 @@ class RealtimeSession:
         asr, language = self.asr, self.config.language
         started = time.perf_counter()
         async with self.speech.slots:
+            # Cancelled, the recogniser skips the turn if it has not begun it, and the slot is given back
+            # only once it let go of the model.
             stop = threading.Event()
-            try:
-                text = await asyncio.to_thread(asr.hear_turn, audio, language=language, stop=stop)
-            finally:
-                stop.set()  # given up on (cancelled) before its turn came: the recogniser skips it
+            text = await run_in_thread(lambda: asr.hear_turn(audio, language=language, stop=stop), stop=stop)
         elapsed = round((time.perf_counter() - started) * 1000)
         log.info("realtime %s: heard %.1f s of audio in %d ms", self.session_id, audio.duration_s, elapsed)
         return text
@@ -848,15 +848,25 @@ def _offered_key(socket: WebSocket) -> str | None:
     return None
 
 
+@dataclass
+class OpenSessions:
+    """Realtime sessions open now: what the limit counts, and /health shows."""
+
+    count: int = 0
+
+
 def build_realtime_router(
-    assistant: Assistant, asr: ASR | None, speech: SpeechService, auth: Auth, limits: RealtimeLimits
+    assistant: Assistant,
+    asr: ASR | None,
+    speech: SpeechService,
+    auth: Auth,
+    limits: RealtimeLimits,
+    open_sessions: OpenSessions,
 ) -> APIRouter:
     router = APIRouter()
-    open_sessions = 0
 
     @router.websocket("/v1/realtime")
     async def realtime(socket: WebSocket) -> None:
-        nonlocal open_sessions
         offered = socket.scope.get("subprotocols", [])
         await socket.accept(subprotocol="realtime" if "realtime" in offered else None)
         refusal, code = None, 1008
@@ -867,7 +877,7 @@ def build_realtime_router(
             refusal = error
         if refusal is None and not CONVERSATION_ID.match(conversation_id):
             refusal = invalid("conversation_id", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
-        if refusal is None and open_sessions >= limits.sessions:
+        if refusal is None and open_sessions.count >= limits.sessions:
             refusal, code = (
                 FishvoiceError(
                     "backend_unavailable", f"all {limits.sessions} realtime sessions are in use; try again later"
@@ -878,7 +888,7 @@ def build_realtime_router(
             await socket.send_text(json.dumps({"event_id": new_id("event"), **error_event(refusal)}))
             await socket.close(code, refusal.code)
             return
-        open_sessions += 1
+        open_sessions.count += 1
         session = RealtimeSession(socket, assistant, asr, speech, namespace, conversation_id, limits)
         log.info("realtime %s: open (conversation %s)", session.session_id, conversation_id)
         try:
@@ -886,7 +896,7 @@ def build_realtime_router(
         except FishvoiceError as error:  # the store failed as the session began
             await session.send_error(error)
         finally:
-            open_sessions -= 1
+            open_sessions.count -= 1
             await session._close(1000, "done")
             log.info("realtime %s: closed", session.session_id)
 

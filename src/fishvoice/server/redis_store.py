@@ -27,7 +27,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import aclosing, asynccontextmanager, suppress
 from typing import Any, TypeVar
 
 import redis.asyncio as redis
@@ -375,9 +375,10 @@ class RedisJobStore:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(finished, cancel)
                     self._listening.set()
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self._on_message(message["channel"], message["data"], cancel)
+                    async with aclosing(pubsub.listen()) as messages:
+                        async for message in messages:
+                            if message["type"] == "message":
+                                self._on_message(message["channel"], message["data"], cancel)
             except redis.RedisError as exc:
                 log.warning("job messages interrupted (%s); listening again", exc)
                 await asyncio.sleep(1.0)

@@ -9,7 +9,6 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -23,6 +22,7 @@ from starlette.types import Message
 
 from ..contract import CONVERSATION_ID, MAX_REFERENCE_TEXT_CHARS
 from ..errors import FishvoiceError
+from ..threads import run_in_thread
 from ..tts.base import prepare_voice
 from ..voices import reference_from_bytes
 from .fields import invalid
@@ -122,7 +122,7 @@ def build_references_router(speech: SpeechService, auth: Auth, max_body_bytes: i
         fields = await read_fields(request, max_body_bytes)
         name = voice_id(fields, "id")
         text = reference_text(fields)
-        voice = await asyncio.to_thread(reference_from_bytes, audio_file(fields), text, "audio")
+        voice = await run_in_thread(reference_from_bytes, audio_file(fields), text, "audio")
         if not await store.add_saved_voice(namespace, name, voice):
             raise FishvoiceError("conflict", f"id: a saved voice {name!r} exists already", "id")
         try:  # encode it now, so its first use need not (and every worker sharing the store finds the codes)

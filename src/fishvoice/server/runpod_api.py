@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -66,10 +68,11 @@ async def read_body(request: Request, max_bytes: int, field: str) -> bytes:
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise too_large
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_large
+    async with aclosing(request.stream()) as chunks:
+        async for chunk in chunks:
+            body += chunk
+            if len(body) > max_bytes:
+                raise too_large
     return bytes(body)
 
 
@@ -86,8 +89,15 @@ async def read_input(request: Request, max_bytes: int) -> Any:
 
 
 def build_router(
-    jobs: JobRunner, auth: Auth, *, runsync_wait_s: float, max_body_bytes: int, backends: dict[str, str]
+    jobs: JobRunner,
+    auth: Auth,
+    *,
+    runsync_wait_s: float,
+    max_body_bytes: int,
+    backends: dict[str, str],
+    progress: Callable[[], dict[str, Any]],
 ) -> APIRouter:
+    """The job routes; /health adds `progress()` (what the backends are doing, what is in use)."""
     router = APIRouter()
     caller = Depends(auth)
 
@@ -132,6 +142,7 @@ def build_router(
                 },  # RunPod's names, and ours for the rest
                 "workers": {"running": jobs.running_here, "idle": jobs.limits.concurrency - jobs.running_here},
                 "backends": backends,
+                **progress(),
             }
         )
 

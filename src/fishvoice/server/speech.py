@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from ..audio import Audio
@@ -18,11 +19,28 @@ from ..tts.base import TTS, prepare_voice
 from ..voices import VoiceReference
 
 
+class Slots:
+    """At most `size` holders at once (an async with-block each); `in_use` counts them (/health)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.in_use = 0
+        self._free = asyncio.Semaphore(size)
+
+    async def __aenter__(self) -> None:
+        await self._free.acquire()
+        self.in_use += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.in_use -= 1
+        self._free.release()
+
+
 @dataclass
 class SpeechService:
     tts: TTS
     store: ConversationStore
-    slots: asyncio.Semaphore  # texts spoken at once, beside the job runner's own jobs
+    slots: Slots  # speech and recognition at once, beside the job runner's own jobs
     stall_s: float  # longest silence of the voice before the request fails
 
     async def saved_voice(self, namespace: str, voice_id: str, field: str) -> VoiceReference:
@@ -49,5 +67,7 @@ class SpeechService:
         async with self.slots:
             await prepare_voice(tts, cloned)
             speak = voice_speaker(tts, cloned, sample_rate, self.stall_s, speed)
-            async for spoken in speak_text(text, speak):
-                yield spoken.audio
+            # Closed before the slot is given back: the voice has stopped by then.
+            async with aclosing(speak_text(text, speak)) as spoken:
+                async for piece in spoken:
+                    yield piece.audio

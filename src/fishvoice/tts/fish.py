@@ -8,7 +8,6 @@ The engine raises its own errors (fish/errors.py); here they become the API's, c
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import io
@@ -16,13 +15,14 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..audio import Audio, resample
 from ..errors import ErrorCode, FishvoiceError, is_out_of_memory
 from ..fish.errors import FishEngineError, InvalidRequestError
+from ..threads import run_in_thread
 from ..voices import VoiceReference
 from .base import VoiceCodeStore
 
@@ -57,6 +57,7 @@ class FishTTS:
         *,
         codes: VoiceCodeStore | None = None,
         codec_id: str = "fish",
+        stall_s: float = 120.0,
     ):
         self.engine = engine
         self.sampling = sampling
@@ -68,6 +69,7 @@ class FishTTS:
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self.encodes = 0  # references encoded here so far (a miss of both caches each)
+        self.stall_s = stall_s
 
     async def prepare(self, voice: VoiceReference) -> None:
         """Have `voice`'s codes at hand: from this process, from the shared store, or encoded once and stored."""
@@ -81,9 +83,9 @@ class FishTTS:
                 return
             except ValueError as exc:  # written by another version, or damaged: encode afresh
                 log.warning("stored codes of voice %s… unreadable (%s); encoding again", voice.hash[:12], exc)
-        codes = await asyncio.to_thread(self._reference_codes, voice)
+        codes = await run_in_thread(self._reference_codes, voice)
         if self.codes is not None:
-            await self.codes.put_voice_codes(key, await asyncio.to_thread(codes_to_bytes, codes))
+            await self.codes.put_voice_codes(key, await run_in_thread(codes_to_bytes, codes))
 
     def tuned(
         self, *, temperature: float | None = None, top_p: float | None = None, seed: int | None = None
@@ -114,6 +116,23 @@ class FishTTS:
                 raise  # the assistant fails the job and asks for a fresh worker
             log.exception("fish voice failed")
             raise FishvoiceError("backend_unavailable", f"the voice failed: {type(exc).__name__}: {exc}") from exc
+
+    def progress(self) -> dict[str, Any]:
+        """The engine's slots, and whether its scheduler still steps (/health). A scheduler stuck inside a
+        step (a device call that never returns) cannot be taken back in this process: it is reported, and
+        logged, so the worker can be replaced."""
+        stats = self.engine.stats()
+        busy = stats["running"] + stats["waiting"] > 0
+        stalled = busy and stats["since_progress_s"] > self.stall_s
+        if stalled:
+            log.error("the fish engine has not stepped for %.0f s with requests in it", stats["since_progress_s"])
+        return {
+            "slots": stats["slots"],
+            "running": stats["running"],
+            "waiting": stats["waiting"],
+            "since_progress_s": round(stats["since_progress_s"], 3) if busy else 0.0,
+            "stalled": stalled,
+        }
 
     def _cached(self, voice_hash: str) -> Tensor | None:
         with self._cache_lock:
