@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +39,65 @@ def test_backends_know_only_their_protocol_the_contract_and_audio(module):
     assert not loaded & edge
     if module.startswith("fishvoice.memory"):
         assert not any(m.startswith("fishvoice.llm") for m in loaded)
+
+
+def sources() -> list[tuple[str, ast.Module]]:
+    package = Path(fishvoice.__file__).parent
+    return [(str(path.relative_to(package)), ast.parse(path.read_text())) for path in sorted(package.rglob("*.py"))]
+
+
+def owned_names(scope: ast.AST) -> set[str]:
+    """Names an `async with` in `scope` closes on every path: `aclosing(x) as y` (x and y), or `async with x`."""
+    names: set[str] = set()
+    for node in ast.walk(scope):
+        if isinstance(node, ast.AsyncWith):
+            for item in node.items:
+                managed, target = item.context_expr, item.optional_vars
+                if isinstance(managed, ast.Call) and getattr(managed.func, "id", None) == "aclosing":
+                    names |= {n.id for n in managed.args if isinstance(n, ast.Name)}
+                    names |= {target.id} if isinstance(target, ast.Name) else set()
+                elif isinstance(managed, ast.Name):
+                    names.add(managed.id)
+    return names
+
+
+def test_every_async_for_iterates_a_stream_its_owner_closes():
+    """A bare `async for` over a generator leaves it open when a cancel lands between two items (at any other
+    await of the loop's body): its thread and backend stay held until garbage collection. So each is
+    `async with aclosing(stream) as items: async for ... in items` (or the stream's own `async with`)."""
+    loose = []
+    for path, tree in sources():
+        functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        for function in functions:
+            owned = owned_names(function)
+            loops = [n.iter for n in ast.walk(function) if isinstance(n, ast.AsyncFor)]
+            loops += [
+                g.iter for n in ast.walk(function) if isinstance(n, ast.comprehension) and n.is_async for g in [n]
+            ]
+            loose += [f"{path}:{it.lineno}" for it in loops if not (isinstance(it, ast.Name) and it.id in owned)]
+    assert not loose, f"async for over a stream nobody closes: {sorted(set(loose))}"
+
+
+def test_blocking_work_runs_through_run_in_thread():
+    """asyncio.to_thread returns to a cancelled caller while its work runs on: a slot the caller held would be
+    free while the backend is still busy. threads.run_in_thread waits the work out."""
+    found = [
+        f"{path}:{node.lineno}"
+        for path, tree in sources()
+        if path != "threads.py"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr in ("to_thread", "run_in_executor")
+    ]
+    assert not found
+
+
+def test_streaming_responses_close_their_streams():
+    """Starlette's StreamingResponse leaves its body open when the client goes: server/responses.py's closes it."""
+    found = [
+        f"{path}:{node.lineno}"
+        for path, tree in sources()
+        if path != "server/responses.py"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and node.id == "StreamingResponse"
+    ]
+    assert not found

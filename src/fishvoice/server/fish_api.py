@@ -25,14 +25,14 @@ import difflib
 import json
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing, suppress
 from typing import Any, Literal
 
 import msgpack
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
@@ -42,6 +42,7 @@ from ..errors import FishvoiceError
 from ..threads import run_in_thread
 from ..tts.base import TTS
 from ..voices import VoiceReference, join_references, load_reference, reference_from_bytes
+from .responses import OwnedStreamingResponse
 from .runpod_api import Auth, read_body
 from .speech import SpeechService
 
@@ -276,14 +277,15 @@ def build_fish_router(speech: SpeechService, auth: Auth, max_body_bytes: int) ->
         voice_tts = _tune(fields, speech.tts, warnings)
         gain = _gain(fields)
         speed = fields.prosody.speed if fields.prosody is not None else 1.0
-        pieces = speech.stream(fields.text, voice, fields.rate, speed, tts=voice_tts)
         headers = {"Content-Disposition": f"attachment; filename=audio.{fields.format}"}
         media_type = MEDIA_TYPES[fields.format]
+        pieces = speech.stream(fields.text, voice, fields.rate, speed, tts=voice_tts)  # begins when first read
         if fields.streaming:
+            encoder = _encoder(fields)
             # The first piece is awaited here, so a failure to start still answers with an error status.
             first = await anext(pieces, None)
-            response: Response = StreamingResponse(
-                _stream(first, pieces, _encoder(fields), gain), media_type=media_type, headers=headers
+            response: Response = OwnedStreamingResponse(
+                _stream(first, pieces, encoder, gain), owns=[pieces], media_type=media_type, headers=headers
             )
         else:
             async with aclosing(pieces):
@@ -309,7 +311,7 @@ def _encode_whole(request: FishTTSRequest, pieces: list[Audio]) -> bytes:
 
 async def _stream(
     first: Audio | None, pieces: AsyncGenerator[Audio, None], encoder: StreamEncoder, gain: float
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The audio's bytes as each piece is spoken. A failure past the first piece cannot change the
     status any more: it is logged and the connection is cut, so the client sees an incomplete body
     rather than a short file that looks whole."""

@@ -23,12 +23,12 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
@@ -37,6 +37,7 @@ from ..errors import FishvoiceError
 from ..threads import run_in_thread
 from ..voices import VoiceReference
 from .errors import openai_body, status_of
+from .responses import OwnedStreamingResponse
 from .runpod_api import Auth, read_body
 from .speech import SpeechService
 
@@ -241,17 +242,19 @@ def build_openai_router(speech: SpeechService, auth: Auth, *, max_body_bytes: in
         if voice is not None and not speech.tts.can_clone:
             warnings.append(f"voice: the {speech.tts.name} voice cannot clone; its own voice was used")
         response_format = params.response_format or "mp3"
+        encoder = StreamEncoder(_ENCODINGS[response_format], SPEECH_RATE)
         pieces = speech.stream(params.input, voice, SPEECH_RATE, params.speed or 1.0)
         # The first sentence is spoken before the answer starts, so a failing voice is still an error status.
         first = await _first_piece(pieces)
         if first is None:
             warnings.append("input: nothing in it could be spoken")
-        encoder = StreamEncoder(_ENCODINGS[response_format], SPEECH_RATE)
         chunks = _encoded(first, pieces, encoder)
         headers = {WARNING_HEADER: "; ".join(warnings)} if warnings else {}
         if params.stream_format == "sse":
-            return StreamingResponse(_sse(chunks), media_type="text/event-stream", headers=headers)
-        return StreamingResponse(chunks, media_type=_MEDIA_TYPES[response_format], headers=headers)
+            return OwnedStreamingResponse(
+                _sse(chunks), owns=[chunks, pieces], media_type="text/event-stream", headers=headers
+            )
+        return OwnedStreamingResponse(chunks, owns=[pieces], media_type=_MEDIA_TYPES[response_format], headers=headers)
 
     return router
 
@@ -290,7 +293,7 @@ def _sse_event(event: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
 
 
-async def _sse(chunks: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+async def _sse(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
     """The audio as OpenAI's server-sent events: `speech.audio.delta` (base64 audio) for each part, then
     `speech.audio.done`; a failure midway is an `error` event in OpenAI's error shape, and the end."""
     async with aclosing(chunks):

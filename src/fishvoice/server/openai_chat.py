@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -56,6 +56,7 @@ from ..voices import speech_from_bytes
 from .errors import openai_body, status_of
 from .fields import as_boolean, as_integer, as_language, as_number, invalid
 from .openai_api import DEFAULT_VOICE, SPEECH_RATE, read_json, resolve_voice
+from .responses import OwnedStreamingResponse
 from .runpod_api import Auth, read_body
 from .speech import Slots, SpeechService
 
@@ -371,7 +372,9 @@ def transcription_response(transcript: Transcript, response_format: str) -> Resp
     return JSONResponse({"text": text})
 
 
-async def _transcript_events(asr: ASR, audio: Audio, params: TranscriptionParams, slots: Slots) -> AsyncIterator[bytes]:
+async def _transcript_events(
+    asr: ASR, audio: Audio, params: TranscriptionParams, slots: Slots
+) -> AsyncGenerator[bytes, None]:
     """`transcript.text.delta` as each segment is recognised, then `transcript.text.done`; a failure is
     an `error` event and the end."""
     pieces: list[str] = []
@@ -655,7 +658,7 @@ class _Completion:
 
 async def _chunks(
     completion: _Completion, events: AsyncGenerator[Any, None], include_usage: bool, slots: Slots
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The reply as `chat.completion.chunk` events: text as `delta.content` (or, with audio, as
     `delta.audio.transcript`, the speech as `delta.audio.data` pcm16), a last chunk with the finish
     reason, the usage where asked, then `[DONE]`. A failure is an `{"error": ...}` event and the end."""
@@ -703,7 +706,7 @@ def build_openai_chat_router(
             raise _no_asr("file")
         audio = await run_in_thread(speech_from_bytes, params.file, "file", 0)
         if params.stream:
-            return StreamingResponse(
+            return OwnedStreamingResponse(
                 _transcript_events(asr, audio, params, speech.slots), media_type="text/event-stream"
             )
         async with speech.slots:
@@ -751,8 +754,10 @@ def build_openai_chat_router(
         )
         events = assistant.respond(reply_request, namespace, history=history)
         if params.stream:
-            return StreamingResponse(
-                _chunks(completion, events, params.include_usage, speech.slots), media_type="text/event-stream"
+            return OwnedStreamingResponse(
+                _chunks(completion, events, params.include_usage, speech.slots),
+                owns=[events],
+                media_type="text/event-stream",
             )
         async with speech.slots, aclosing(events):
             async for event in events:
