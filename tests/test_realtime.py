@@ -451,3 +451,24 @@ def test_a_dropped_connection_stops_its_reply_and_keeps_what_was_sent(limited):
     assert history[0] == {"role": "user", "content": "Tell me a story."}
     kept = words(history[1]["content"])
     assert history[1]["role"] == "assistant" and kept and kept[: len(said)] == said[: len(kept)]
+
+
+def test_a_key_given_in_the_url_never_reaches_the_log(url, server_dir):
+    """Browsers can only give a WebSocket its key in the URL (`?api_key=`): uvicorn's access and WebSocket
+    lines print URLs, and no log line may show a key, right or wrong, on any route."""
+    wrong = "not-the-key-but-still-secret-0451"
+
+    async def connect(key: str) -> str:
+        ws_url = url.replace("http://", "ws://") + f"/v1/realtime?model=fishvoice&api_key={key}"
+        async with websockets.connect(ws_url) as socket:
+            return str(json_event(await socket.recv())["type"])
+
+    assert asyncio.run(connect(KEY)) == "session.created"
+    assert asyncio.run(connect(wrong)) == "error"
+    for key in (KEY, wrong):
+        httpx.get(f"{url}/health?api_key={key}", timeout=10)
+        httpx.post(f"{url}/runsync?api_key={key}&token={key}", json={"input": {}}, timeout=10)
+    time.sleep(0.5)  # the access lines are written
+    log = "".join(path.read_text() for path in server_dir.glob("server-*.log"))
+    assert "/v1/realtime?model=fishvoice&api_key=[redacted]" in log and "/health?api_key=[redacted]" in log
+    assert KEY not in log and wrong not in log

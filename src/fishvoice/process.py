@@ -9,7 +9,10 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import re
 import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .config import Settings
 
@@ -17,11 +20,46 @@ log = logging.getLogger(__name__)
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
 
+# A secret in a URL's query (`?api_key=...`, as browsers must send it to /v1/realtime), up to the next separator.
+_SECRET_IN_QUERY = re.compile(r"([?&;](?:api[_-]?key|access[_-]?token|token|key)=)[^&;#\s\"']+", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+
 def prepare_process(settings: Settings) -> None:
-    """What a long-running fishvoice process sets up first: logging, and a cap on malloc arenas."""
+    """What a long-running fishvoice process sets up first: logging (keys redacted), and a cap on malloc arenas."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP call drowns what matters
+    redact_logs(settings.api_keys())
     cap_malloc_arenas()
+
+
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """`text` with the given secrets, and any key in a URL's query, replaced by [redacted]."""
+    text = _SECRET_IN_QUERY.sub(rf"\1{REDACTED}", text)
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_logs(secrets: Sequence[str]) -> None:
+    """Every log record, whoever writes it (uvicorn's access and WebSocket lines print the URL with its
+    query), has its message, its arguments and its traceback redacted as it is made: whatever the format,
+    no key reaches a log line."""
+    make_record = logging.getLogRecordFactory()
+    keys = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+
+    def redacted(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        record.msg = redact(record.msg, keys) if isinstance(record.msg, str) else record.msg
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a, keys) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, Mapping):
+            record.args = {k: redact(v, keys) if isinstance(v, str) else v for k, v in record.args.items()}
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info), keys)
+        return record
+
+    logging.setLogRecordFactory(redacted)
 
 
 def cap_malloc_arenas(arenas: int = 2) -> None:
