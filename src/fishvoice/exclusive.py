@@ -34,6 +34,7 @@ class _Hold:
     thread: int
     since: float
     progress_at: float
+    reported: bool = False  # its stall was logged
 
 
 class Exclusive(Generic[R]):
@@ -126,13 +127,17 @@ class Exclusive(Generic[R]):
         self.rebuilds += 1
 
     def report(self) -> dict[str, Any]:
-        """Who holds it and whether it is stalled (/health)."""
+        """Who holds it and whether it is stalled (/health); a stall seen here is logged, once."""
         hold, now = self._hold, time.monotonic()
+        stalled = hold is not None and now - hold.progress_at > self.stall_s
+        if hold is not None and stalled and not hold.reported:
+            hold.reported = True
+            log.error("%s made no progress for %.0f s, held by %s", self.name, now - hold.progress_at, hold.who)
         return {
             "held_by": hold.who if hold else None,
             "held_s": round(now - hold.since, 3) if hold else 0.0,
             "since_progress_s": round(now - hold.progress_at, 3) if hold else 0.0,
-            "stalled": hold is not None and now - hold.progress_at > self.stall_s,
+            "stalled": stalled,
             "waiting": self.waiting,
             "rebuilds": self.rebuilds,
         }

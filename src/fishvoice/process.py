@@ -5,8 +5,10 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import re
@@ -70,7 +72,22 @@ def cap_malloc_arenas(arenas: int = 2) -> None:
     if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
         return
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(M_ARENA_MAX, arenas)
+        _libc().mallopt(M_ARENA_MAX, arenas)
     except (OSError, AttributeError):  # not glibc (musl, say): nothing to cap
         log.debug("malloc arenas left as they are")
+
+
+def release_free_memory() -> None:
+    """Give the system back the memory malloc keeps freed (glibc's malloc_trim). A reply's native buffers
+    (the voice's audio, llama.cpp's and ONNX Runtime's scratch) are freed when it ends, but glibc keeps
+    most of them: over 100 realtime sessions a server's memory grew 20 to 30 MB that a trim gives back
+    (tracemalloc saw 0.2 MB more Python objects: nothing is kept)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: its allocator returns memory its own way
+        _libc().malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -71,6 +71,31 @@ class _Reader:
         return not stop.is_set()
 
 
+class _Turn:
+    """A stream thread's hold on its backend (None: it needs none), taken for its items and given back
+    whenever it waits."""
+
+    def __init__(self, backend: Exclusive[Any] | None, stop: threading.Event, what: str):
+        self.backend, self.stop, self.what = backend, stop, what
+        self.holding = False
+
+    def take(self) -> bool:
+        """Hold it (True), unless the stop came first (False)."""
+        if self.backend is not None and not self.holding:
+            self.holding = self.backend.take(self.stop, self.what)
+            return self.holding
+        return True
+
+    def progressed(self) -> None:
+        if self.backend is not None:
+            self.backend.progressed()
+
+    def give_back(self) -> None:
+        if self.backend is not None and self.holding:
+            self.backend.give_back()
+            self.holding = False
+
+
 async def iterate_in_thread(
     make_iterator: Callable[[threading.Event], Iterator[T]],
     *,
@@ -103,22 +128,17 @@ async def iterate_in_thread(
             stop.set()
 
     def produce(iterator: Iterator[T]) -> None:
-        holding = False
+        turn = _Turn(hold, stop, what)
         try:
             while not stop.is_set():
                 if reader.behind():
-                    if holding:  # paused: the backend is free for others until the reader catches up
-                        hold.give_back()  # type: ignore[union-attr]
-                        holding = False
+                    turn.give_back()  # paused: the backend is free for others until the reader catches up
                     if not reader.wait(stop):
                         break
-                if hold is not None and not holding:
-                    if not hold.take(stop, what):
-                        break
-                    holding = True
+                if not turn.take():
+                    break
                 item = next(iterator, _DONE)
-                if hold is not None:
-                    hold.progressed()
+                turn.progressed()
                 if isinstance(item, _Done):
                     break
                 reader.made += 1
@@ -127,8 +147,7 @@ async def iterate_in_thread(
                     break
         finally:
             getattr(iterator, "close", lambda: None)()
-            if holding:
-                hold.give_back()  # type: ignore[union-attr]
+            turn.give_back()
 
     def run() -> None:
         try:

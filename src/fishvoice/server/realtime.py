@@ -43,6 +43,7 @@ from ..assistant import Assistant
 from ..audio import Audio, from_pcm16
 from ..contract import CONVERSATION_ID, MAX_MESSAGE_CHARS, AudioEvent, ChatMessage, DoneEvent, Request, TextEvent
 from ..errors import FishvoiceError
+from ..process import release_free_memory
 from ..threads import run_in_thread
 from ..vad import TAIL_MS, VAD_RATE, SpeechPaused, SpeechStarted, StreamingVAD, TurnDetector
 from ..voices import MAX_REFERENCE_S
@@ -899,5 +900,6 @@ def build_realtime_router(
             open_sessions.count -= 1
             await session._close(1000, "done")
             log.info("realtime %s: closed", session.session_id)
+            await run_in_thread(release_free_memory)  # what the session's replies freed, back to the system
 
     return router

@@ -70,6 +70,7 @@ class FishTTS:
         self._cache_lock = threading.Lock()
         self.encodes = 0  # references encoded here so far (a miss of both caches each)
         self.stall_s = stall_s
+        self._stall_logged = False
 
     async def prepare(self, voice: VoiceReference) -> None:
         """Have `voice`'s codes at hand: from this process, from the shared store, or encoded once and stored."""
@@ -124,8 +125,9 @@ class FishTTS:
         stats = self.engine.stats()
         busy = stats["running"] + stats["waiting"] > 0
         stalled = busy and stats["since_progress_s"] > self.stall_s
-        if stalled:
+        if stalled and not self._stall_logged:
             log.error("the fish engine has not stepped for %.0f s with requests in it", stats["since_progress_s"])
+        self._stall_logged = stalled
         return {
             "slots": stats["slots"],
             "running": stats["running"],
