@@ -19,9 +19,8 @@ import pytest
 import websockets
 
 from fishvoice.tts.base import synthesize
-
-from .test_realtime import QUESTION, TALKATIVE, b64, pcm, session, silence, speak, vad_session
-from .test_server import server
+from tests.server.realtime.test_session import QUESTION, TALKATIVE, b64, pcm, session, silence, speak, vad_session
+from tests.servers import server
 
 # Seconds from the end of the question's speech: the pause is guessed at about 0.1 s, the turn confirmed
 # by 0.3 s of silence, and the reply's first chunk spoken within about half a second after.

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import soundfile
 
+from tests.servers import server
+
 from .conftest import free_port, speech_b64
 from .test_asr import SENTENCE, word_error_rate
-from .test_server import server
 
 
 @pytest.fixture(scope="module")

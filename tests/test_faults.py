@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.servers import STORY, start_server, wait_final, wait_status
+
 from .conftest import free_port, stop
-from .test_server import STORY, start_server, wait_final, wait_status
 
 
 def test_server_killed_mid_reply_leaves_the_conversation_as_it_was(tmp_path):

@@ -17,7 +17,7 @@ from fishvoice.fish.streaming import decode_streaming  # noqa: E402
 
 from .fish_tiny import write_codec  # noqa: E402
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "codec"
+GOLDEN = Path(__file__).resolve().parent / "golden" / "codec"
 
 
 @pytest.fixture(scope="module")

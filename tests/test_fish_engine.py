@@ -20,7 +20,7 @@ from fishvoice.tts.fish import engine_error  # noqa: E402
 
 from .fish_tiny import write_checkpoint  # noqa: E402
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 LAYOUTS = ["s1-mini", "s2-pro"]
 
 

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.servers import server
+
 from .conftest import speech_b64
 from .test_handler import RESPONSE_KEYS as REPLY_KEYS
-from .test_server import server
 
 CODES = {
     "invalid_input",

@@ -92,12 +92,50 @@ def test_blocking_work_runs_through_run_in_thread():
 
 
 def test_streaming_responses_close_their_streams():
-    """Starlette's StreamingResponse leaves its body open when the client goes: server/responses.py's closes it."""
+    """Starlette's StreamingResponse leaves its body open when the client goes: server/http/responses.py's closes it."""
     found = [
         f"{path}:{node.lineno}"
         for path, tree in sources()
-        if path != "server/responses.py"
+        if path != "server/http/responses.py"
         for node in ast.walk(tree)
         if isinstance(node, ast.Name) and node.id == "StreamingResponse"
     ]
     assert not found
+
+
+FEATURES = ("jobs", "openai", "fish_audio", "realtime", "page")
+
+
+def fishvoice_imports(path: str, tree: ast.Module) -> set[str]:
+    """The fishvoice modules a source file imports, relative imports resolved (`path` is from fishvoice/)."""
+    package = ["fishvoice", *Path(path).parent.parts]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            found |= {module} | {f"{module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return {name for name in found if name.startswith("fishvoice")}
+
+
+def test_no_feature_package_of_the_server_imports_another():
+    """Each API lives in its own package under server/; what two share lives in server/http/ or below."""
+    crossing = []
+    for path, tree in sources():
+        parts = Path(path).parts
+        if parts[0] != "server" or len(parts) < 3:
+            continue
+        own = parts[1]
+        others = {f"fishvoice.server.{f}" for f in (*FEATURES, "app") if f != own}
+        crossing += [
+            f"{path} imports {name}"
+            for name in fishvoice_imports(path, tree)
+            if any(name == other or name.startswith(other + ".") for other in others)
+        ]
+    assert not crossing, crossing
+    assert {p for p, _ in sources() if p.startswith("server/") and p.count("/") == 1} == {
+        "server/__init__.py",
+        "server/app.py",
+    }

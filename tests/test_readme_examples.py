@@ -12,9 +12,9 @@ import pytest
 import soundfile
 
 from fishvoice.audio import decode_audio
+from tests.servers import server
 
 from .conftest import ROOT
-from .test_server import server
 
 RUNNERS = {
     "python": [sys.executable, "-c"],

@@ -157,10 +157,10 @@ async def test_a_cancelled_caller_waits_for_its_thread_and_stops_it():
     assert stop.is_set() and ended.is_set()  # the cancel went on only once the work had ended
 
 
-async def test_a_slot_around_cancelled_work_is_free_only_once_the_work_ended():
-    from fishvoice.server.speech import Slots
+async def test_a_work_limit_around_cancelled_work_is_free_only_once_the_work_ended():
+    from fishvoice.speech_service import WorkLimit
 
-    slots, stop, ended = Slots(1), threading.Event(), threading.Event()
+    work, stop, ended = WorkLimit(1), threading.Event(), threading.Event()
 
     def recognise() -> None:  # a recogniser that notices the stop only after its current step
         stop.wait(10)
@@ -168,13 +168,13 @@ async def test_a_slot_around_cancelled_work_is_free_only_once_the_work_ended():
         ended.set()
 
     async def caller() -> None:
-        async with slots:
+        async with work:
             await run_in_thread(recognise, stop=stop)
 
     task = asyncio.create_task(caller())
-    await eventually(lambda: slots.in_use == 1)
+    await eventually(lambda: work.in_use == 1)
     task.cancel()
     await asyncio.sleep(0.1)
-    assert slots.in_use == 1 and not ended.is_set()  # still working: the slot is still taken
+    assert work.in_use == 1 and not ended.is_set()  # still working: its place is still taken
     await asyncio.gather(task, return_exceptions=True)
-    assert slots.in_use == 0 and ended.is_set()
+    assert work.in_use == 0 and ended.is_set()

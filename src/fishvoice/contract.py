@@ -33,7 +33,7 @@ from .audio import (
     encode_bytes,
     to_array,
 )
-from .errors import FishvoiceError, is_out_of_memory
+from .errors import FishvoiceError, as_api_error, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +368,7 @@ def error_event(exc: BaseException, *, debug: bool = False) -> ErrorEvent:
             FishvoiceError("backend_unavailable", "out of GPU memory; the worker will be replaced"), refresh_worker=True
         )
     trace = "".join(traceback.format_exception(exc)) if debug else None
-    return ErrorEvent(FishvoiceError("internal", f"internal error: {type(exc).__name__}"), trace)
+    return ErrorEvent(as_api_error(exc), trace)
 
 
 async def guarded(events: AsyncGenerator[ReplyEvent, None], *, debug: bool = False) -> AsyncGenerator[Event, None]:

@@ -38,3 +38,11 @@ class FishvoiceError(Exception):
 
     def __repr__(self) -> str:
         return f"FishvoiceError({self.code!r}, {self.message!r}, field={self.field!r})"
+
+
+def as_api_error(exc: BaseException) -> FishvoiceError:
+    """`exc` as a caller is told of it: itself when it is ours; anything else is `internal`, named by its type
+    only (its message may hold paths or data the caller has no business seeing)."""
+    if isinstance(exc, FishvoiceError):
+        return exc
+    return FishvoiceError("internal", f"internal error: {type(exc).__name__}")

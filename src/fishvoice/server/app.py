@@ -17,44 +17,23 @@ from .. import __version__
 from ..asr.base import ASR
 from ..assistant import Assistant
 from ..config import Settings
-from ..errors import ErrorCode, FishvoiceError
+from ..errors import ErrorCode, FishvoiceError, as_api_error
 from ..exclusive import ReportsProgress
-from ..factory import jobs_at_once
+from ..speech_service import SpeechService, WorkLimit
 from ..threads import stream_threads
-from .errors import error_response
-from .fish_api import build_fish_router
-from .jobs import QueueFull
-from .memory_store import MemoryJobStore
-from .openai_api import LISTED_MODELS, build_openai_router
-from .openai_chat import build_openai_chat_router
-from .page import build_page_router
-from .realtime import OpenSessions, RealtimeLimits, build_realtime_router
-from .references import build_references_router
-from .runner import JobLimits, JobRunner
-from .runpod_api import Auth, build_router
-from .speech import Slots, SpeechService
-from .store import JobStore
+from .fish_audio.references import build_references_router
+from .fish_audio.tts import build_fish_router
+from .http.auth import Auth
+from .http.errors import error_response
+from .jobs import build_job_runner
+from .jobs.job import QueueFull
+from .jobs.routes import build_router
+from .openai.chat import build_openai_chat_router
+from .openai.speech import LISTED_MODELS, build_openai_router
+from .page.routes import build_page_router
+from .realtime.session import OpenSessions, RealtimeLimits, build_realtime_router
 
 log = logging.getLogger(__name__)
-
-
-def build_job_store(settings: Settings, limits: JobLimits) -> JobStore:
-    """Jobs in this process (`FISHVOICE_JOBS=memory`), or in the Redis the setting names."""
-    if settings.jobs == "memory":
-        return MemoryJobStore(ttl_s=limits.ttl_s)
-    from .redis_store import RedisJobStore
-
-    return RedisJobStore(settings.jobs, prefix=settings.redis_prefix, ttl_s=limits.ttl_s, timeout_s=limits.timeout_s)
-
-
-def build_job_runner(assistant: Assistant, settings: Settings) -> JobRunner:
-    limits = JobLimits(
-        concurrency=jobs_at_once(settings.concurrency, assistant.tts, 2),
-        queue_size=settings.queue_size,
-        timeout_s=settings.job_timeout,
-        ttl_s=settings.job_ttl,
-    )
-    return JobRunner(assistant, build_job_store(settings, limits), limits, debug=settings.debug)
 
 
 def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None) -> FastAPI:
@@ -74,7 +53,9 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
 
     app = FastAPI(title="fishvoice", version=__version__, lifespan=lifespan)
     app.state.jobs = jobs
-    speech = SpeechService(assistant.tts, assistant.store, Slots(jobs.limits.concurrency), assistant.backend_timeout_s)
+    speech = SpeechService(
+        assistant.tts, assistant.store, WorkLimit(jobs.limits.concurrency), assistant.backend_timeout_s
+    )
     app.state.speech = speech
     backends = {
         "llm": assistant.llm.name,
@@ -93,7 +74,7 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
             "progress": {name: b.progress() for name, b in reporting.items() if isinstance(b, ReportsProgress)},
             "in_use": {
                 "stream_threads": stream_threads(),
-                "speech_slots": speech.slots.in_use,
+                "work": speech.work.in_use,
                 "realtime_sessions": sessions.count,
             },
         }
@@ -137,7 +118,7 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
-        error = FishvoiceError("internal", f"internal error: {type(exc).__name__}")
+        error = as_api_error(exc)
         trace = {"trace": "".join(traceback.format_exception(exc))} if settings.debug else {}
         return error_response(request.url.path, error, 500, **trace)
 

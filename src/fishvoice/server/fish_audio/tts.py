@@ -1,0 +1,328 @@
+"""Fish Speech's TTS route, `POST /v1/tts`: the request fish-speech's server and Fish Audio's API take
+(MessagePack or JSON), answered with the audio itself, whole or streamed as it is spoken.
+
+Fields and defaults are theirs. What each does here:
+- applied: `text`, `format`, `sample_rate`, `mp3_bitrate`, `opus_bitrate`, `references` (inline voices;
+  several are joined into one), `reference_id` (a voice saved with /v1/references/add), `streaming`,
+  `prosody.volume` and `prosody.speed` (pitch kept); and with the fish voice `temperature`, `top_p` and
+  `seed` (unset: the server's FISHVOICE_FISH_* settings).
+- ignored, with an `X-Fishvoice-Warning` header: sampling fields the voice has no use for (all of them
+  with Piper; `repetition_penalty` with fish, whose engine avoids repeats its own way), and inline voices
+  where the voice cannot clone (the default voice speaks, as the job API does).
+- accepted and checked, with no effect: how fish-speech batches, chunks and normalises its work
+  (`chunk_length`, `min_chunk_length`, `latency`, `normalize`, `use_memory_cache`, `max_new_tokens`,
+  `stream_tokens`, `stream_chunk_size`, `condition_on_previous_chunks`, `early_stop_threshold`,
+  `prosody.normalize_loudness`): speech here is split by sentence and its text always normalised.
+
+Errors are OpenAI's shape, as on every /v1/* route (server/errors.py).
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+from collections.abc import AsyncGenerator
+from contextlib import aclosing, suppress
+from typing import Any, Literal
+
+import msgpack
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+
+from ...audio import OPUS_RATE, SAMPLE_RATES, Audio, StreamEncoder, encode_bytes
+from ...contract import MAX_REFERENCE_TEXT_CHARS, text_field
+from ...errors import FishvoiceError
+from ...speech_service import SpeechService
+from ...threads import run_in_thread
+from ...tts.base import TTS
+from ...voices import VoiceReference, join_references, load_reference, reference_from_bytes
+from ..http.auth import Auth
+from ..http.body import read_body
+from ..http.responses import WARNING_HEADER, OwnedStreamingResponse
+
+log = logging.getLogger(__name__)
+
+FishFormat = Literal["wav", "pcm", "mp3", "opus"]
+MEDIA_TYPES: dict[str, str] = {"wav": "audio/wav", "pcm": "audio/pcm", "mp3": "audio/mpeg", "opus": "audio/ogg"}
+FISH_SAMPLE_RATES = tuple(sorted({*SAMPLE_RATES, 32000}))
+MAX_REFERENCES = 8
+_MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class FishReference(_Strict):
+    """An inline voice: the audio file (bytes in MessagePack, base64 in JSON) and what it says."""
+
+    audio: bytes | str
+    text: str = Field(max_length=MAX_REFERENCE_TEXT_CHARS)
+
+
+class FishProsody(_Strict):
+    speed: float = Field(1.0, ge=0.5, le=2.0)
+    volume: float = Field(0.0, ge=-20.0, le=20.0)  # dB
+    normalize_loudness: bool = False
+
+
+class FishTTSRequest(_Strict):
+    """The body of `POST /v1/tts`: fish-speech's ServeTTSRequest and Fish Audio's TTS request, as one."""
+
+    text: str
+    format: FishFormat = "wav"
+    sample_rate: int | None = None  # None: 44100 Hz, 48000 Hz for opus
+    mp3_bitrate: Literal[64, 128, 192] = 128  # kbps
+    opus_bitrate: Literal[-1000, 24, 32, 48, 64] = 32  # kbps; -1000: the encoder chooses
+    references: list[FishReference] = Field(default_factory=list, max_length=MAX_REFERENCES)
+    reference_id: str | None = Field(None, min_length=1, max_length=255)
+    streaming: bool = False
+    temperature: float | None = Field(None, ge=0.1, le=1.0)
+    top_p: float | None = Field(None, ge=0.1, le=1.0)
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    repetition_penalty: float = Field(1.1, ge=0.9, le=2.0)
+    prosody: FishProsody | None = None
+    chunk_length: int = Field(200, ge=100, le=1000)
+    min_chunk_length: int = Field(50, ge=0, le=100)
+    latency: Literal["normal", "balanced", "low"] = "normal"
+    normalize: bool = True
+    use_memory_cache: Literal["on", "off"] = "off"
+    max_new_tokens: int = Field(1024, ge=0, le=100_000)
+    stream_tokens: bool = False
+    stream_chunk_size: int = Field(20, ge=1, le=200)
+    condition_on_previous_chunks: bool = True
+    early_stop_threshold: float = Field(1.0, ge=0.0, le=1.0)
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        return text_field(value)
+
+    @field_validator("sample_rate")
+    @classmethod
+    def _sample_rate(cls, value: int | None) -> int | None:
+        if value is not None and value not in FISH_SAMPLE_RATES:
+            raise ValueError(f"must be one of {', '.join(map(str, FISH_SAMPLE_RATES))} (got {value})")
+        return value
+
+    @field_validator("temperature", "top_p", "repetition_penalty", "early_stop_threshold")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @property
+    def rate(self) -> int:
+        return self.sample_rate or (OPUS_RATE if self.format == "opus" else 44100)
+
+
+def decode_body(body: bytes, content_type: str) -> Any:
+    """The request's fields: MessagePack when the content type says so, else JSON (whatever the type:
+    `curl -d` sends form encoding by default)."""
+    if content_type.split(";")[0].strip().lower() in _MSGPACK_TYPES:
+        try:
+            return msgpack.unpackb(body, raw=False)
+        except Exception as exc:  # msgpack raises several types (and ValueError) for broken input
+            raise FishvoiceError(
+                "invalid_input", f"body: not valid MessagePack ({type(exc).__name__})", "body"
+            ) from None
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FishvoiceError("invalid_input", f"body: not valid JSON ({exc})", "body") from None
+
+
+def parse_fish_request(raw: Any) -> FishTTSRequest:
+    """Validate the fields; FishvoiceError naming the first bad one (`references.0.audio`)."""
+    if not isinstance(raw, dict):
+        raise FishvoiceError("invalid_input", "body: must be an object of fields", "body")
+    try:
+        request = FishTTSRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise _field_error(exc.errors()[0]) from None
+    if request.references and request.reference_id is not None:
+        raise FishvoiceError(
+            "invalid_input", "references, reference_id: give an inline voice or a saved one, not both", "reference_id"
+        )
+    if request.format == "opus" and request.rate != OPUS_RATE:
+        raise FishvoiceError(
+            "invalid_input", f"sample_rate: opus is always {OPUS_RATE} Hz (got {request.rate})", "sample_rate"
+        )
+    return request
+
+
+_KINDS = {
+    "string_type": "a string",
+    "float_type": "a number",
+    "int_type": "an integer",
+    "bool_type": "a boolean",
+    "list_type": "a list",
+    "model_type": "an object",
+    "dict_type": "an object",
+}
+
+_BOUNDS = {
+    "greater_than_equal": "at least",
+    "less_than_equal": "at most",
+    "greater_than": "more than",
+    "less_than": "less than",
+}
+
+
+def _field_error(error: ErrorDetails) -> FishvoiceError:
+    # A union (bytes | str) puts the member's name in the location: drop it.
+    loc = [str(part) for part in error["loc"] if part not in ("bytes", "str")]
+    field = ".".join(loc) or "body"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        known = FishTTSRequest.model_fields if len(loc) == 1 else {}
+        hint = difflib.get_close_matches(loc[-1], known, n=1)
+        return FishvoiceError(
+            "invalid_input", f"{field}: unknown field" + (f"; did you mean {hint[0]}?" if hint else ""), field
+        )
+    if kind == "missing":
+        return FishvoiceError("invalid_input", f"{field}: required", field)
+    if kind in _KINDS:
+        return FishvoiceError(
+            "invalid_input", f"{field}: must be {_KINDS[kind]} (got {type(error.get('input')).__name__})", field
+        )
+    if kind in ("bytes_type", "str_type") or field.endswith(".audio"):
+        return FishvoiceError("invalid_input", f"{field}: must be the audio file (bytes, or a base64 string)", field)
+    if kind == "literal_error":
+        return FishvoiceError(
+            "invalid_input", f"{field}: must be {error['ctx']['expected']} (got {error.get('input')!r:.40})", field
+        )
+    if kind in _BOUNDS:
+        limit = next(iter(error.get("ctx", {}).values()), "?")
+        return FishvoiceError(
+            "invalid_input", f"{field}: must be {_BOUNDS[kind]} {limit} (got {error.get('input')!r:.40})", field
+        )
+    if kind == "value_error":
+        return FishvoiceError("invalid_input", f"{field}: {error['ctx']['error']}", field)
+    return FishvoiceError("invalid_input", f"{field}: {error['msg'].lower()}", field)
+
+
+def _reference(reference: FishReference, field: str) -> VoiceReference:
+    text = reference.text.strip() or None
+    if isinstance(reference.audio, str):
+        return load_reference(reference.audio, text, field)
+    return reference_from_bytes(reference.audio, text, field)
+
+
+def _tune(request: FishTTSRequest, tts: TTS, warnings: list[str]) -> TTS:
+    """The voice with the request's sampling where it takes them; a warning for each field it ignores."""
+    sent = request.model_fields_set
+    sampling = {name: getattr(request, name) for name in ("temperature", "top_p", "seed") if name in sent}
+    from ...tts.fish import FishTTS  # needs no torch
+
+    ignored: list[str] = list(sampling)
+    if isinstance(tts, FishTTS):
+        ignored = []
+        if sampling:
+            tts = tts.tuned(**sampling)
+    if "repetition_penalty" in sent:
+        ignored.append("repetition_penalty")
+    if ignored:
+        warnings.append(f"{', '.join(ignored)}: the {tts.name} voice does not use this; ignored")
+    return tts
+
+
+def _gain(request: FishTTSRequest) -> float:
+    return 10 ** (request.prosody.volume / 20) if request.prosody is not None else 1.0
+
+
+def _louder(audio: Audio, gain: float) -> Audio:
+    if gain == 1.0:
+        return audio
+    return Audio(np.clip(audio.samples * np.float32(gain), -1.0, 1.0).astype(np.float32), audio.sample_rate)
+
+
+def _encoder(request: FishTTSRequest) -> StreamEncoder:
+    if request.format == "mp3":
+        return StreamEncoder("mp3", request.rate, request.mp3_bitrate * 1000)
+    if request.format == "opus":
+        return StreamEncoder(
+            "opus", request.rate, None if request.opus_bitrate == -1000 else request.opus_bitrate * 1000
+        )
+    return StreamEncoder("pcm16" if request.format == "pcm" else "wav", request.rate)
+
+
+def build_fish_router(speech: SpeechService, auth: Auth, max_body_bytes: int) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/v1/tts", response_model=None)
+    async def tts(request: Request, namespace: str = Depends(auth)) -> Response:
+        body = await read_body(request, max_body_bytes, "body")
+        fields = parse_fish_request(decode_body(body, request.headers.get("content-type", "")))
+        warnings: list[str] = []
+        voice: VoiceReference | None = None
+        if fields.references:
+            voices = [
+                await run_in_thread(_reference, reference, f"references.{i}.audio")
+                for i, reference in enumerate(fields.references)
+            ]
+            voice = join_references(voices)
+        elif fields.reference_id is not None:
+            voice = await speech.saved_voice(namespace, fields.reference_id, "reference_id")
+        if voice is not None and not speech.tts.can_clone:
+            warnings.append(f"voice cloning needs the fish voice backend; the default {speech.tts.name} voice was used")
+        voice_tts = _tune(fields, speech.tts, warnings)
+        gain = _gain(fields)
+        speed = fields.prosody.speed if fields.prosody is not None else 1.0
+        headers = {"Content-Disposition": f"attachment; filename=audio.{fields.format}"}
+        media_type = MEDIA_TYPES[fields.format]
+        pieces = speech.stream(fields.text, voice, fields.rate, speed, tts=voice_tts)  # begins when first read
+        if fields.streaming:
+            encoder = _encoder(fields)
+            # The first piece is awaited here, so a failure to start still answers with an error status.
+            first = await anext(pieces, None)
+            response: Response = OwnedStreamingResponse(
+                _stream(first, pieces, encoder, gain), owns=[pieces], media_type=media_type, headers=headers
+            )
+        else:
+            async with aclosing(pieces):
+                audio = [_louder(piece, gain) async for piece in pieces]
+            response = Response(
+                await run_in_thread(_encode_whole, fields, audio), media_type=media_type, headers=headers
+            )
+        for warning in warnings:
+            response.headers.append(WARNING_HEADER, warning)  # one header per warning
+        return response
+
+    return router
+
+
+def _encode_whole(request: FishTTSRequest, pieces: list[Audio]) -> bytes:
+    samples = np.concatenate([piece.samples for piece in pieces]) if pieces else np.zeros(0, np.float32)
+    audio = Audio(samples, request.rate)
+    if request.format == "wav":  # a file with its length in the header
+        return encode_bytes(audio, "wav")[0]
+    encoder = _encoder(request)
+    return encoder.encode(audio) + encoder.finish()
+
+
+async def _stream(
+    first: Audio | None, pieces: AsyncGenerator[Audio, None], encoder: StreamEncoder, gain: float
+) -> AsyncGenerator[bytes, None]:
+    """The audio's bytes as each piece is spoken. A failure past the first piece cannot change the
+    status any more: it is logged and the connection is cut, so the client sees an incomplete body
+    rather than a short file that looks whole."""
+    async with aclosing(pieces):
+        try:
+            if first is not None:
+                yield await run_in_thread(encoder.encode, _louder(first, gain))
+            async for piece in pieces:
+                yield await run_in_thread(encoder.encode, _louder(piece, gain))
+        except BaseException:
+            with suppress(Exception):
+                encoder.close()  # drops the unfinished file now; its bytes have nowhere to go
+            raise
+        yield await run_in_thread(encoder.finish)

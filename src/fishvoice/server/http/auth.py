@@ -1,0 +1,42 @@
+"""Bearer keys: which caller a request comes from. Each key's jobs, conversations and saved voices live
+in a namespace of their own."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from fastapi import Request
+
+from ...errors import FishvoiceError
+
+
+def key_namespace(key: str) -> str:
+    """Conversations and jobs of one key live apart from every other key's."""
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+class Auth:
+    """Bearer-key check; returns the caller's namespace ("" when auth is off)."""
+
+    def __init__(self, keys: list[str]):
+        self._keys = [key.encode() for key in keys]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def __call__(self, request: Request) -> str:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return self.namespace(given if scheme.lower() == "bearer" else None)
+
+    def namespace(self, key: str | None) -> str:
+        """The namespace of a key the caller gave (None: none given); unauthorized unless it is one of ours."""
+        if not self._keys:
+            return ""
+        given = (key or "").strip().encode()
+        # Compare against every key, always: the time taken tells nothing about which one matched.
+        matches = [hmac.compare_digest(given, known) for known in self._keys]
+        if key is None or not any(matches):
+            raise FishvoiceError("unauthorized", "a valid 'Authorization: Bearer <key>' header is needed")
+        return key_namespace(given.decode())

@@ -1,0 +1,49 @@
+"""What the routes answer with beside JSON: a streaming response that closes its streams however it ends,
+server-sent events, and the header that carries warnings.
+
+Starlette iterates a StreamingResponse's body with a bare `async for`: a client gone mid-way (a send that
+fails, or the disconnect listener cancelling it) leaves the body's generator open until garbage collection,
+and with it the voice or the reply it streams and the slot they hold. This one owns its body, and whatever
+the route began before it (a first piece fetched so that a failure still answers with a status), and
+closes them when the response ends.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+# What a request asked for and did not get as asked (a field ignored, a voice that cannot clone).
+WARNING_HEADER = "X-Fishvoice-Warning"
+
+
+def sse_event(event: dict[str, Any]) -> bytes:
+    """One server-sent event carrying `event` as compact JSON."""
+    return f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+
+
+class OwnedStreamingResponse(StreamingResponse):
+    """A StreamingResponse over `content` that closes it, and each of `owns`, once it is done."""
+
+    def __init__(
+        self,
+        content: AsyncGenerator[Any, None],
+        *,
+        owns: Sequence[AsyncGenerator[Any, None]] = (),
+        **options: Any,
+    ):
+        super().__init__(content, **options)
+        self._owned = [content, *owns]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            for stream in self._owned:  # the body first: it closes what it began itself
+                await stream.aclose()

@@ -1,0 +1,295 @@
+"""OpenAI's speech API over the voice: `POST /v1/audio/speech`, `GET /v1/models`, `GET /v1/audio/voices`.
+
+OpenAI's clients work by changing only their base URL to `<server>/v1`. The request is validated the
+way OpenAI does it (an unknown parameter is refused, not ignored) and every error names its parameter
+in OpenAI's shape (server/errors.py). The audio streams as it is spoken, sentence by sentence, through
+one encoder kept open across the sentences (audio.StreamEncoder): the parts joined are one file.
+
+Choices where fishvoice differs from OpenAI:
+- `voice` is `default` (the backend's own voice) or the id of a saved voice of the caller's key (also
+  as `{"id": ...}`); OpenAI's preset names (alloy, nova, ...) are refused with the list of voices there
+  are, unless the key saved a voice under that name.
+- `model` is any id `/v1/models` lists: `fishvoice` and OpenAI's speech model names, all one voice.
+- `instructions` are accepted but the voice cannot follow them: the `X-Fishvoice-Warning` header says so.
+- The SSE stream's `speech.audio.done` carries `usage` with zero tokens (the voice counts none).
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+
+from ...audio import MAX_SPEED, MIN_SPEED, Audio, StreamEncoder, StreamFormat
+from ...errors import FishvoiceError, as_api_error
+from ...speech_service import SpeechService
+from ...threads import run_in_thread
+from ...voices import VoiceReference
+from ..http.auth import Auth
+from ..http.body import read_json
+from ..http.errors import openai_body, status_of
+from ..http.responses import WARNING_HEADER, OwnedStreamingResponse, sse_event
+
+log = logging.getLogger(__name__)
+
+SPEECH_RATE = 24000  # OpenAI's speech is 24 kHz: what `pcm` promises, and the rate of every other format (opus: 48)
+MAX_INPUT_CHARS = 4096
+MAX_INSTRUCTIONS_CHARS = 4096
+DEFAULT_VOICE = "default"
+# `fishvoice` first; the rest are OpenAI's speech models, accepted so clients that name one work unchanged.
+MODELS: tuple[str, ...] = ("fishvoice", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+# What /v1/models lists: the speech models, and OpenAI's transcription model (openai_chat.py's routes take any).
+LISTED_MODELS: tuple[str, ...] = (*MODELS, "whisper-1")
+OPENAI_VOICES = frozenset(
+    {
+        "alloy",
+        "ash",
+        "ballad",
+        "cedar",
+        "coral",
+        "echo",
+        "fable",
+        "marin",
+        "nova",
+        "onyx",
+        "sage",
+        "shimmer",
+        "verse",
+    }
+)
+
+ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+RESPONSE_FORMATS: tuple[str, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+_ENCODINGS: dict[str, StreamFormat] = {
+    "mp3": "mp3",
+    "opus": "opus",
+    "aac": "aac",
+    "flac": "flac",
+    "wav": "wav",
+    "pcm": "pcm16",
+}
+_MEDIA_TYPES = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
+
+
+class SpeechRequest(BaseModel):
+    """The body of `POST /v1/audio/speech`, validated; `null` for an optional parameter means its default."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    model: str
+    input: str
+    voice: str
+    instructions: str | None = None
+    response_format: ResponseFormat | None = None
+    speed: float | None = None
+    stream_format: Literal["audio", "sse"] | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value[:60]!r}; use one of {', '.join(MODELS)}")
+        return value
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        if len(value) > MAX_INPUT_CHARS:
+            raise ValueError(f"must be at most {MAX_INPUT_CHARS} characters (got {len(value)})")
+        return value.strip()
+
+    @field_validator("voice", mode="before")
+    @classmethod
+    def _voice(cls, value: Any) -> Any:
+        # OpenAI's custom-voice object, `{"id": "..."}`, names the voice as the plain string does.
+        if isinstance(value, dict):
+            if set(value) != {"id"} or not isinstance(value["id"], str):
+                raise ValueError('must be a voice id or {"id": "<voice id>"}')
+            value = value["id"]
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("instructions")
+    @classmethod
+    def _instructions(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > MAX_INSTRUCTIONS_CHARS:
+            raise ValueError(f"must be at most {MAX_INSTRUCTIONS_CHARS} characters (got {len(value)})")
+        return value.strip() or None if value is not None else None
+
+    @field_validator("speed")
+    @classmethod
+    def _speed(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and MIN_SPEED <= value <= MAX_SPEED):
+            raise ValueError(f"must be between {MIN_SPEED} and {MAX_SPEED} (got {value})")
+        return value
+
+
+_TYPE_NAMES = {"string_type": "a string", "float_type": "a number", "dict_type": "an object"}
+
+
+def parse_speech_request(raw: Any) -> SpeechRequest:
+    """Validate the body; raise invalid_input naming the first bad parameter."""
+    if not isinstance(raw, dict):
+        raise FishvoiceError("invalid_input", "body: must be a JSON object", "body")
+    try:
+        return SpeechRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise _speech_error(exc.errors()[0]) from None
+
+
+def _speech_error(error: ErrorDetails) -> FishvoiceError:
+    field = str(error["loc"][0]) if error["loc"] else "body"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = f"{field[:60]}: unknown parameter"
+    elif kind == "missing":
+        message = f"{field}: required"
+    elif kind == "literal_error":
+        message = f"{field}: must be one of {error.get('ctx', {}).get('expected', '')} (got {error['input']!r:.40})"
+    elif kind in _TYPE_NAMES:
+        message = f"{field}: must be {_TYPE_NAMES[kind]} (got {type(error['input']).__name__})"
+    elif kind == "value_error":
+        message = f"{field}: {error.get('ctx', {}).get('error', error['msg'])}"
+    else:
+        message = f"{field}: {error['msg']}"
+    return FishvoiceError("invalid_input", message, field)
+
+
+async def voice_ids(speech: SpeechService, namespace: str) -> list[str]:
+    """The voices a key can name: `default`, then its saved voices."""
+    saved = await speech.store.list_saved_voices(namespace)
+    return [DEFAULT_VOICE, *(voice.id for voice in saved if voice.id != DEFAULT_VOICE)]
+
+
+async def resolve_voice(speech: SpeechService, namespace: str, name: str) -> VoiceReference | None:
+    """The voice `name` asks for: None for `default`, else the key's saved voice by that id; anything else
+    is invalid_input listing the voices there are."""
+    if name == DEFAULT_VOICE:
+        return None
+    try:
+        return await speech.saved_voice(namespace, name, "voice")
+    except FishvoiceError as exc:
+        if exc.code != "not_found":
+            raise
+    there = ", ".join(await voice_ids(speech, namespace))
+    if name.lower() in OPENAI_VOICES:
+        message = f"voice: {name!r} is one of OpenAI's voices, which this server does not have; use one of: {there}"
+    else:
+        message = f"voice: no voice {name[:60]!r}; use one of: {there}"
+    raise FishvoiceError("invalid_input", message, "voice")
+
+
+def build_openai_router(speech: SpeechService, auth: Auth, *, max_body_bytes: int = 2**20) -> APIRouter:
+    router = APIRouter()
+    caller = Depends(auth)
+    created = int(time.time())
+
+    def model_object(model_id: str) -> dict[str, Any]:
+        return {"id": model_id, "object": "model", "created": created, "owned_by": "fishvoice"}
+
+    @router.get("/v1/models")
+    async def list_models(namespace: str = caller) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [model_object(model_id) for model_id in LISTED_MODELS]})
+
+    @router.get("/v1/models/{model_id}")
+    async def get_model(model_id: str, namespace: str = caller) -> JSONResponse:
+        if model_id not in LISTED_MODELS:
+            raise FishvoiceError("not_found", f"model: no model {model_id[:60]!r}", "model")
+        return JSONResponse(model_object(model_id))
+
+    @router.get("/v1/audio/voices")
+    async def list_voices(namespace: str = caller) -> JSONResponse:
+        return JSONResponse({"voices": [{"id": name, "name": name} for name in await voice_ids(speech, namespace)]})
+
+    @router.post("/v1/audio/speech")
+    async def create_speech(request: Request, namespace: str = caller) -> Response:
+        params = parse_speech_request(await read_json(request, max_body_bytes))
+        voice = await resolve_voice(speech, namespace, params.voice)
+        warnings: list[str] = []
+        if params.instructions:
+            warnings.append(f"instructions: the {speech.tts.name} voice cannot follow instructions; they were ignored")
+        if voice is not None and not speech.tts.can_clone:
+            warnings.append(f"voice: the {speech.tts.name} voice cannot clone; its own voice was used")
+        response_format = params.response_format or "mp3"
+        encoder = StreamEncoder(_ENCODINGS[response_format], SPEECH_RATE)
+        pieces = speech.stream(params.input, voice, SPEECH_RATE, params.speed or 1.0)
+        # The first sentence is spoken before the answer starts, so a failing voice is still an error status.
+        first = await _first_piece(pieces)
+        if first is None:
+            warnings.append("input: nothing in it could be spoken")
+        chunks = _encoded(first, pieces, encoder)
+        headers = {WARNING_HEADER: "; ".join(warnings)} if warnings else {}
+        if params.stream_format == "sse":
+            return OwnedStreamingResponse(
+                _sse(chunks), owns=[chunks, pieces], media_type="text/event-stream", headers=headers
+            )
+        return OwnedStreamingResponse(chunks, owns=[pieces], media_type=_MEDIA_TYPES[response_format], headers=headers)
+
+    return router
+
+
+async def _first_piece(pieces: AsyncGenerator[Audio, None]) -> Audio | None:
+    try:
+        return await anext(pieces)
+    except StopAsyncIteration:
+        return None
+    except BaseException:
+        await pieces.aclose()
+        raise
+
+
+async def _encoded(
+    first: Audio | None, pieces: AsyncGenerator[Audio, None], encoder: StreamEncoder
+) -> AsyncGenerator[bytes, None]:
+    """The file's bytes as each sentence is spoken; the pieces (and the slot they hold) are closed however
+    this ends, a client that went away included. A failure midway ends the answer unfinished (raised)."""
+    try:
+        async with aclosing(pieces):
+            if first is not None:
+                yield await run_in_thread(encoder.encode, first)
+            async for audio in pieces:
+                if data := await run_in_thread(encoder.encode, audio):
+                    yield data
+        yield await run_in_thread(encoder.finish)
+    except Exception as exc:
+        log.warning("speech failed after its answer began: %r", exc)
+        raise
+    finally:
+        encoder.close()
+
+
+async def _sse(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    """The audio as OpenAI's server-sent events: `speech.audio.delta` (base64 audio) for each part, then
+    `speech.audio.done`; a failure midway is an `error` event in OpenAI's error shape, and the end."""
+    async with aclosing(chunks):
+        try:
+            async for data in chunks:
+                if data:
+                    yield sse_event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")})
+        except Exception as exc:
+            error = as_api_error(exc)
+            yield sse_event({"type": "error", **openai_body(error, status_of(error))})
+            return
+    usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    yield sse_event({"type": "speech.audio.done", "usage": usage})

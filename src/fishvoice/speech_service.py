@@ -1,0 +1,74 @@
+"""The voice as the HTTP APIs use it apart from a reply (Fish's /v1/tts, OpenAI's /v1/audio/speech, the
+realtime session's spoken text): the saved voices of a caller's key, and the limit on speech, recognition
+and chat work at once beside the job runner's own jobs (the job API's concurrency).
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from .audio import Audio
+from .errors import FishvoiceError
+from .memory.base import ConversationStore
+from .pipeline import speak_text, voice_speaker
+from .tts.base import TTS, prepare_voice
+from .voices import VoiceReference
+
+
+class WorkLimit:
+    """At most `size` requests working at once (an async with-block each); `in_use` counts them (/health)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.in_use = 0
+        self._free = asyncio.Semaphore(size)
+
+    async def __aenter__(self) -> None:
+        await self._free.acquire()
+        self.in_use += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.in_use -= 1
+        self._free.release()
+
+
+@dataclass
+class SpeechService:
+    tts: TTS
+    store: ConversationStore
+    work: WorkLimit  # speech, recognition and chat at once, beside the job runner's own jobs
+    stall_s: float  # longest silence of the voice before the request fails
+
+    async def saved_voice(self, namespace: str, voice_id: str, field: str) -> VoiceReference:
+        """The caller's saved voice `voice_id`; not_found (naming `field`) when this key has none by that id."""
+        voice = await self.store.saved_voice(namespace, voice_id)
+        if voice is None:
+            raise FishvoiceError("not_found", f"{field}: no saved voice {voice_id!r}", field)
+        return voice
+
+    async def stream(
+        self,
+        text: str,
+        voice: VoiceReference | None,
+        sample_rate: int,
+        speed: float = 1.0,
+        *,
+        tts: TTS | None = None,
+    ) -> AsyncGenerator[Audio, None]:
+        """The speech of `text` at `sample_rate`, sentence by sentence as each is ready, in `voice` where
+        the backend clones (else its own voice), `speed` times as fast (pitch kept). `tts` is the service's
+        voice tuned for one request (FishTTS.tuned); the service's own by default."""
+        tts = tts or self.tts
+        cloned = voice if tts.can_clone else None
+        async with self.work:
+            await prepare_voice(tts, cloned)
+            speak = voice_speaker(tts, cloned, sample_rate, self.stall_s, speed)
+            # Closed before the work's place is given back: the voice has stopped by then.
+            async with aclosing(speak_text(text, speak)) as spoken:
+                async for piece in spoken:
+                    yield piece.audio

@@ -1,0 +1,473 @@
+"""The realtime voice session (`/v1/realtime`) through the official `openai` client's realtime connection
+against a real `fishvoice serve`: spoken questions (Piper's speech as pcm16) heard with server VAD and
+answered in text and audio, barge-in cancelling a reply and keeping only what was heard, push-to-talk,
+typed turns, and bad events answered with `error` events while the session goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import websockets
+
+from fishvoice.audio import Audio, from_pcm16, resample, to_pcm16
+from fishvoice.tts.base import synthesize
+from tests.servers import server
+from tests.test_asr import word_error_rate
+
+KEY = "realtime-key"
+QUESTION = "What is the capital of France?"
+INTERRUPTION = "Please tell me about dogs instead."
+TALKATIVE = "You are a chatty assistant. Answer every question in four or five long sentences."
+RATE = 24000
+WAIT_S = 120
+
+
+@pytest.fixture(scope="module")
+def server_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("realtime")
+
+
+@pytest.fixture(scope="module")
+def url(server_dir) -> Iterator[str]:
+    with server(server_dir, api_key=KEY, concurrency="2", realtime_sessions="3") as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def question(tts) -> bytes:
+    return pcm(synthesize(tts, QUESTION))
+
+
+@pytest.fixture(scope="module")
+def interruption(tts) -> bytes:
+    return pcm(synthesize(tts, INTERRUPTION))
+
+
+def pcm(audio: Audio) -> bytes:
+    return to_pcm16(resample(audio, RATE).samples)
+
+
+def silence(seconds: float) -> bytes:
+    return bytes(2 * int(RATE * seconds))
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+def heard_as_asked(transcript: str) -> bool:
+    """The question as Whisper base hears it: "capital", and at most one word of six amiss."""
+    return "capital" in words(transcript) and word_error_rate(QUESTION, transcript) < 0.2
+
+
+@asynccontextmanager
+async def session(url: str, **query: str) -> AsyncIterator[Any]:
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+    async with client.realtime.connect(model="fishvoice", extra_query=query) as connection:
+        created = await asyncio.wait_for(connection.recv(), WAIT_S)
+        assert created.type == "session.created"
+        yield connection
+
+
+async def speak(connection: Any, data: bytes, chunk_ms: int = 100, *, paced: bool = False) -> None:
+    """Stream audio in chunks, as a microphone would: faster than real time, or `paced` at it (the
+    server's VAD then waits for silence in real time)."""
+    step, started = 2 * RATE * chunk_ms // 1000, time.monotonic()
+    for n, offset in enumerate(range(0, len(data), step)):
+        if paced:
+            await asyncio.sleep(max(0.0, started + n * chunk_ms / 1000 - time.monotonic()))
+        await connection.input_audio_buffer.append(audio=b64(data[offset : offset + step]))
+
+
+def in_order(events: list[Any], order: list[str]) -> bool:
+    """Whether the first event of each kind in `order` came in that order."""
+    kinds = [e.type for e in events]
+    return all(kind in kinds for kind in order) and [kinds.index(k) for k in order] == sorted(
+        kinds.index(k) for k in order
+    )
+
+
+async def until(connection: Any, kind: str, seen: list[Any]) -> Any:
+    """Events until one of `kind` (returned); every event is kept in `seen`. An error event fails."""
+    while True:
+        event = await asyncio.wait_for(connection.recv(), WAIT_S)
+        seen.append(event)
+        if event.type == "error" and kind != "error":
+            raise AssertionError(f"error event: {event.error}")
+        if event.type == kind:
+            return event
+
+
+async def vad_session(connection: Any, instructions: str, silence_ms: int = 500) -> None:
+    turn = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": silence_ms}
+    await connection.session.update(
+        session={
+            "type": "realtime",
+            "instructions": instructions,
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcm", "rate": RATE},
+                    "turn_detection": turn,
+                    "transcription": {"model": "whisper-1", "language": "en"},
+                }
+            },
+        }
+    )
+    updated = await until(connection, "session.updated", [])
+    assert updated.session.audio.input.turn_detection.silence_duration_ms == silence_ms
+    assert updated.session.audio.input.transcription.language == "en"
+
+
+def audio_of(events: list[Any], response_id: str) -> bytes:
+    return b"".join(
+        base64.b64decode(e.delta)
+        for e in events
+        if e.type == "response.output_audio.delta" and e.response_id == response_id
+    )
+
+
+def transcript_of(events: list[Any], response_id: str) -> str:
+    return "".join(
+        e.delta for e in events if e.type == "response.output_audio_transcript.delta" and e.response_id == response_id
+    )
+
+
+# A spoken turn's events, in the order they must come.
+ANSWERED = [
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+    "conversation.item.input_audio_transcription.completed",
+    "response.created",
+    "response.output_audio.delta",
+    "response.done",
+]
+
+
+def ask_aloud(url: str, data: bytes, *, silence_ms: int = 500, paced: bool = False) -> list[Any]:
+    """Speak `data` into a new server-VAD session (faster than real time, or `paced` at it, 20 ms a
+    message); the events until the reply's response.done."""
+
+    async def talk() -> list[Any]:
+        async with session(url) as connection:
+            await vad_session(connection, "You answer in one short sentence.", silence_ms=silence_ms)
+            await speak(connection, data, 20 if paced else 100, paced=paced)
+            seen: list[Any] = []
+            await until(connection, "response.done", seen)
+            return seen
+
+    return asyncio.run(talk())
+
+
+def test_spoken_question_is_heard_and_answered_in_text_and_speech(url, question):
+    seen = ask_aloud(url, silence(0.5) + question + silence(1.0))
+    assert in_order(seen, ["input_audio_buffer.speech_started", *ANSWERED]), [e.type for e in seen]
+    started = next(e for e in seen if e.type == "input_audio_buffer.speech_started")
+    assert 300 <= started.audio_start_ms <= 800  # the speech follows 0.5 s of silence
+    heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
+    assert heard_as_asked(heard.transcript), heard.transcript
+    done = seen[-1].response
+    assert done.status == "completed" and done.usage.output_tokens > 0
+    reply = transcript_of(seen, done.id)
+    assert reply.strip() and done.output[0].content[0].transcript == reply.strip()
+    audio = from_pcm16(audio_of(seen, done.id))
+    assert audio.size / RATE >= 0.1 * len(reply.split())
+    assert float(np.sqrt(np.mean(np.square(audio)))) > 0.01
+
+
+def test_a_turn_is_answered_from_its_pause_once_the_silence_confirms_it(url, server_dir, question):
+    """Spoken at real-time pace, the turn is heard and its reply begun at the speech's pause, while the
+    silence that ends it is still running; the reply's events are held until then, so they come in order."""
+
+    seen = ask_aloud(url, silence(0.3) + question + silence(1.5), silence_ms=1000, paced=True)
+    kinds = [e.type for e in seen]
+    assert in_order(seen, ANSWERED), kinds
+    assert kinds.count("response.created") == 1 and seen[-1].response.status == "completed"
+    log = "".join(path.read_text() for path in server_dir.glob("server-*.log"))
+    assert "a reply begun at the pause goes out" in log
+
+
+def test_pauses_inside_a_turn_do_not_answer_it_early(url, tts):
+    """Commas make pauses longer than a guess waits for and shorter than the silence that ends the turn:
+    whatever was begun at them is dropped unsent, and the whole turn is answered once."""
+    said = "Wait, stop, please tell me about dogs instead."
+    seen = ask_aloud(url, pcm(synthesize(tts, said)) + silence(1.5), silence_ms=1000, paced=True)
+    kinds = [e.type for e in seen]
+    assert kinds.count("input_audio_buffer.committed") == 1 and kinds.count("response.created") == 1
+    heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
+    assert {"wait", "dogs"} <= set(words(heard.transcript)), heard.transcript
+    assert seen[-1].response.status == "completed"
+
+
+def test_speaking_over_a_reply_cancels_it_and_keeps_what_was_heard(url, question, interruption):
+    async def talk() -> tuple[list[Any], int, str]:
+        async with session(url, conversation_id="barge-in") as connection:
+            await vad_session(connection, TALKATIVE)
+            await speak(connection, question + silence(1.0))
+            seen: list[Any] = []
+            first_audio = await until(connection, "response.output_audio.delta", seen)
+            await speak(connection, interruption)
+            await until(connection, "input_audio_buffer.speech_started", seen)
+            started = len(seen) - 1
+            # The client heard 400 ms of the reply when the user spoke.
+            await connection.conversation.item.truncate(item_id=first_audio.item_id, content_index=0, audio_end_ms=400)
+            await speak(connection, silence(1.0))
+            # The interrupted reply ends (cancelled, or it had been sent whole and was still playing), and the
+            # interruption is answered.
+            while not [e for e in seen if e.type == "response.done" and e.response.id != first_audio.response_id]:
+                await until(connection, "response.done", seen)
+            return seen, started, first_audio.response_id
+
+    seen, started, interrupted = asyncio.run(talk())
+    done = next(e.response for e in seen if e.type == "response.done" and e.response.id == interrupted)
+    assert done.status in ("cancelled", "completed")
+    if done.status == "cancelled":  # it was still being written: nothing more of it was sent
+        assert done.status_details.reason in ("turn_detected", "client_cancelled")
+        assert not [
+            e for e in seen[started:] if e.type == "response.output_audio.delta" and e.response_id == interrupted
+        ]
+    assert any(e.type == "conversation.item.truncated" and e.audio_end_ms == 400 for e in seen)
+    full = words(transcript_of(seen, interrupted))
+    sent = words(done.output[0].content[0].transcript)  # what its sent audio speaks
+    assert sent and sent == full[: len(sent)]
+    assert seen[-1].type == "response.done" and seen[-1].response.status == "completed"
+
+    # The session stored the conversation: a job on the same conversation sees the heard part only, the
+    # words of the reply's first 400 ms.
+    job = httpx.post(
+        f"{url}/runsync",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={"input": {"message": "Thanks.", "conversation_id": "barge-in", "speak": False, "max_tokens": 8}},
+        timeout=WAIT_S,
+    ).json()
+    history = job["output"]["history"]
+    assert heard_as_asked(history[0]["content"]), history[0]
+    kept = words(history[1]["content"])
+    assert history[1]["role"] == "assistant" and 1 <= len(kept) <= 3
+    assert kept == full[: len(kept)] and len(kept) < len(full)
+    assert "dogs" in words(history[2]["content"])
+
+
+def test_push_to_talk_commits_and_asks(url, question):
+    async def talk() -> list[Any]:
+        async with session(url) as connection:
+            await connection.session.update(
+                session={
+                    "type": "realtime",
+                    "instructions": "Answer in one short sentence.",
+                    "audio": {"input": {"turn_detection": None}},
+                }
+            )
+            updated = await until(connection, "session.updated", [])
+            assert updated.session.audio.input.turn_detection is None
+            await speak(connection, question + silence(1.0))
+            seen: list[Any] = []
+            await connection.input_audio_buffer.commit()
+            await connection.response.create()
+            await until(connection, "response.done", seen)
+            return seen
+
+    seen = asyncio.run(talk())
+    kinds = [e.type for e in seen]
+    assert "input_audio_buffer.speech_started" not in kinds  # no VAD: the client said when the turn ended
+    heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
+    assert heard_as_asked(heard.transcript), heard.transcript
+    done = seen[-1].response
+    assert done.status == "completed" and audio_of(seen, done.id)
+
+
+def test_bad_events_get_errors_and_the_session_goes_on(url):
+    async def talk() -> list[Any]:
+        async with session(url) as connection:
+            errors: list[Any] = []
+            sends = [
+                {"type": "no.such.event"},
+                {"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"threshold": 5}}}}},
+                {"type": "session.update", "session": {"audio": {"output": {"voice": "nobody"}}}},
+                {"type": "session.update", "session": {"colour": "blue"}},
+                {"type": "input_audio_buffer.append", "audio": "not base64!"},
+                {"type": "input_audio_buffer.commit"},
+                {"type": "response.cancel"},
+                {"type": "response.create"},
+                {"type": "conversation.item.truncate", "item_id": "item_x", "content_index": 0, "audio_end_ms": 10},
+                {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": []}},
+            ]
+            for event in sends:
+                await connection.send(event)
+                errors.append(await until(connection, "error", []))
+            await connection.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+            await until(connection, "session.updated", [])
+            await connection.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}
+            )
+            await connection.response.create(response={"max_output_tokens": 20})
+            seen: list[Any] = []
+            await until(connection, "response.done", seen)
+            return errors + seen
+
+    events = asyncio.run(talk())
+    errors = [e.error for e in events[:10]]
+    assert [(e.code, e.param) for e in errors] == [
+        ("invalid_input", "type"),
+        ("invalid_input", "session.audio.input.turn_detection.threshold"),
+        ("not_found", "session.audio.output.voice"),
+        ("invalid_input", "session.colour"),
+        ("invalid_audio", "audio"),
+        ("invalid_audio", "input_audio_buffer"),
+        ("invalid_input", "response.cancel"),
+        ("invalid_input", "response.create"),
+        ("not_found", "item_id"),
+        ("invalid_input", "item.content"),
+    ]
+    assert all(
+        e.message and e.type == ("not_found_error" if e.code == "not_found" else "invalid_request_error")
+        for e in errors
+    )
+    text = "".join(e.delta for e in events[10:] if e.type == "response.output_text.delta")
+    assert text.strip() and events[-1].response.status == "completed"
+    assert not [e for e in events if e.type == "response.output_audio.delta"]
+
+
+def test_keys_and_the_session_limit_are_enforced(url):
+    ws_url = url.replace("http://", "ws://") + "/v1/realtime?model=fishvoice"
+
+    async def refused(**options: Any) -> tuple[dict[str, Any], int | None]:
+        async with websockets.connect(ws_url, **options) as socket:
+            event = json_event(await asyncio.wait_for(socket.recv(), WAIT_S))
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(socket.recv(), WAIT_S)
+            return event, socket.close_code
+
+    async def check() -> None:
+        event, code = await refused(additional_headers={"Authorization": "Bearer wrong"})
+        assert event["error"]["code"] == "unauthorized" and code == 1008
+        # Browsers give the key as a subprotocol, or in the query.
+        async with websockets.connect(ws_url, subprotocols=["realtime", f"openai-insecure-api-key.{KEY}"]) as socket:
+            assert socket.subprotocol == "realtime"
+            assert json_event(await socket.recv())["type"] == "session.created"
+        async with websockets.connect(f"{ws_url}&api_key={KEY}") as socket:
+            assert json_event(await socket.recv())["type"] == "session.created"
+        # Three sessions at once are allowed here; a fourth is refused until one closes.
+        async with session(url), session(url), session(url):
+            event, code = await refused(additional_headers={"Authorization": f"Bearer {KEY}"})
+            assert event["error"]["code"] == "backend_unavailable" and code == 1013
+        async with session(url) as connection:
+            await connection.session.update(session={"type": "realtime", "instructions": "Hi."})
+            assert (await until(connection, "session.updated", [])).session.instructions == "Hi."
+
+    asyncio.run(check())
+
+
+def json_event(message: str | bytes) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads(message)
+    return event
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory) -> Iterator[str]:
+    """A server without keys that allows one session at once, idle for 3 s at most, and 1 MB messages."""
+    settings = {"realtime_sessions": "1", "realtime_idle": "3", "max_body_mb": "1"}
+    with server(tmp_path_factory.mktemp("realtime-limits"), **settings) as base:
+        yield base
+
+
+def test_one_session_at_once_idle_time_out_and_message_size(limited):
+    ws_url = limited.replace("http://", "ws://") + "/v1/realtime"
+
+    async def check() -> None:
+        async with websockets.connect(ws_url) as first:
+            assert json_event(await first.recv())["type"] == "session.created"
+            assert json_event(await first.recv())["type"] == "conversation.created"
+            async with websockets.connect(ws_url) as second:
+                assert json_event(await second.recv())["error"]["code"] == "backend_unavailable"
+                with pytest.raises(websockets.ConnectionClosed):
+                    await second.recv()
+                assert second.close_code == 1013
+            # A message over 1 MB is refused by name, and the session goes on.
+            await first.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (2**20 + 8)}))
+            error = json_event(await first.recv())
+            assert (error["error"]["code"], error["error"]["param"]) == ("payload_too_large", "message")
+            await first.send(json.dumps({"type": "session.update", "session": {"instructions": "Be brief."}}))
+            assert json_event(await first.recv())["type"] == "session.updated"
+            # Then 3 s of nothing closes it, saying why.
+            started = time.monotonic()
+            timeout = json_event(await asyncio.wait_for(first.recv(), 30))
+            assert timeout["error"]["code"] == "timeout" and 2.5 <= time.monotonic() - started < 30
+            with pytest.raises(websockets.ConnectionClosed):
+                await first.recv()
+            assert first.close_code == 1000
+
+    asyncio.run(check())
+
+
+def test_a_dropped_connection_stops_its_reply_and_keeps_what_was_sent(limited):
+    ws_url = limited.replace("http://", "ws://") + "/v1/realtime?conversation_id=dropped"
+
+    async def talk() -> str:
+        async with websockets.connect(ws_url) as socket:
+            ask = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a story."}]}
+            await socket.send(json.dumps({"type": "conversation.item.create", "item": ask}))
+            await socket.send(json.dumps({"type": "response.create", "response": {"instructions": TALKATIVE}}))
+            said = ""
+            while (event := json_event(await asyncio.wait_for(socket.recv(), WAIT_S)))["type"] != (
+                "response.output_audio.delta"
+            ):
+                said += event.get("delta", "") if event["type"] == "response.output_audio_transcript.delta" else ""
+            return said  # leaving the block drops the connection mid-reply
+
+    async def session_ended() -> None:
+        """This server allows one session at once: a new one opens once the dropped one has ended."""
+        while True:
+            async with websockets.connect(limited.replace("http://", "ws://") + "/v1/realtime") as socket:
+                if json_event(await socket.recv())["type"] == "session.created":
+                    return
+            await asyncio.sleep(0.2)
+
+    said = words(asyncio.run(talk()))
+    asyncio.run(asyncio.wait_for(session_ended(), WAIT_S))
+    # The exchange was stored with what the reply's sent audio speaks.
+    job = httpx.post(
+        f"{limited}/runsync",
+        json={"input": {"message": "Go on.", "conversation_id": "dropped", "speak": False, "max_tokens": 8}},
+        timeout=WAIT_S,
+    ).json()
+    history = job["output"]["history"]
+    assert history[0] == {"role": "user", "content": "Tell me a story."}
+    kept = words(history[1]["content"])
+    assert history[1]["role"] == "assistant" and kept and kept[: len(said)] == said[: len(kept)]
+
+
+def test_a_key_given_in_the_url_never_reaches_the_log(url, server_dir):
+    """Browsers can only give a WebSocket its key in the URL (`?api_key=`): uvicorn's access and WebSocket
+    lines print URLs, and no log line may show a key, right or wrong, on any route."""
+    wrong = "not-the-key-but-still-secret-0451"
+
+    async def connect(key: str) -> str:
+        ws_url = url.replace("http://", "ws://") + f"/v1/realtime?model=fishvoice&api_key={key}"
+        async with websockets.connect(ws_url) as socket:
+            return str(json_event(await socket.recv())["type"])
+
+    assert asyncio.run(connect(KEY)) == "session.created"
+    assert asyncio.run(connect(wrong)) == "error"
+    for key in (KEY, wrong):
+        httpx.get(f"{url}/health?api_key={key}", timeout=10)
+        httpx.post(f"{url}/runsync?api_key={key}&token={key}", json={"input": {}}, timeout=10)
+    time.sleep(0.5)  # the access lines are written
+    log = "".join(path.read_text() for path in server_dir.glob("server-*.log"))
+    assert "/v1/realtime?model=fishvoice&api_key=[redacted]" in log and "/health?api_key=[redacted]" in log
+    assert KEY not in log and wrong not in log
