@@ -263,7 +263,8 @@ class Assistant:
         if request.speak:
             data, sample_rate = await run_in_thread(encode_reply_audio, audio, request.audio_format)
             if sample_rate != request.sample_rate:
-                warnings.append(f"opus audio always decodes at {sample_rate} Hz; sample_rate is {sample_rate}")
+                asked = request.sample_rate
+                warnings.append(f"opus audio always decodes at {sample_rate} Hz; sample_rate {asked} was asked for")
         total = time.perf_counter() - reply.started
         first_audio = reply.ms(reply.first_audio - reply.started if reply.first_audio else None)
         log.info(

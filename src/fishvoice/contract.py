@@ -49,9 +49,6 @@ class ChatMessage(TypedDict):
     content: str
 
 
-PLANNED_FIELDS: dict[str, str] = {}
-
-
 def text_field(value: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """A text to answer or speak: trimmed, not empty, at most `limit` characters (a pydantic validator's
     ValueError otherwise, which the error mapping names with its field)."""
@@ -162,9 +159,6 @@ def parse_request(raw: Any) -> Request:
     """Validate a job's `input`; raise FishvoiceError naming the first bad field."""
     if not isinstance(raw, dict):
         raise FishvoiceError("invalid_input", "input: must be a JSON object", "input")
-    for name, what in PLANNED_FIELDS.items():
-        if name in raw:
-            raise FishvoiceError("invalid_input", f"{name}: {what} is not supported yet", name)
     if "user_audio" in raw and raw.get("user_audio") is not None and "message" in raw:
         raise FishvoiceError(
             "invalid_input",

@@ -90,7 +90,7 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
     app.include_router(router)
     app.include_router(router, prefix="/v2/{endpoint_id}")
     app.include_router(build_fish_router(speech, auth, max_body_bytes))
-    app.include_router(build_openai_router(speech, auth))
+    app.include_router(build_openai_router(speech, auth, max_body_bytes=max_body_bytes))
     app.include_router(
         build_openai_chat_router(assistant, speech, asr, auth, models=LISTED_MODELS, max_body_bytes=max_body_bytes)
     )

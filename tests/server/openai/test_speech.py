@@ -85,6 +85,18 @@ def test_every_response_format_decodes_back_at_its_rate_and_the_length_of_the_sp
         assert response.response.headers["content-type"].startswith("audio/")
 
 
+def test_the_body_limit_is_the_servers(url):
+    """FISHVOICE_MAX_BODY_MB (25 by default) bounds the speech route's body as it bounds every other route's."""
+    body = json.dumps({"model": "tts-1", "voice": "default", "input": "Hi.", "response_format": "pcm"})
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    padded = body + " " * (2 * 2**20)  # 2 MB of JSON whitespace: within the limit
+    answer = httpx.post(f"{url}/v1/audio/speech", content=padded, headers=headers, timeout=120)
+    assert answer.status_code == 200 and len(answer.content) > 4800
+    over = body + " " * (25 * 2**20)
+    answer = httpx.post(f"{url}/v1/audio/speech", content=over, headers=headers, timeout=120)
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "payload_too_large"
+
+
 def test_default_format_is_mp3_and_a_voice_object_names_the_voice(client):
     response = client.audio.speech.create(model="gpt-4o-mini-tts", voice={"id": "default"}, input="Hello there.")
     assert response.response.headers["content-type"] == "audio/mpeg"

@@ -263,6 +263,37 @@ def test_speaking_over_a_reply_cancels_it_and_keeps_what_was_heard(url, question
     assert "dogs" in words(history[2]["content"])
 
 
+def test_a_reply_truncated_to_nothing_leaves_its_question_unanswered(url):
+    """A reply sent whole, then truncated at 0 ms (the client played none of it): no empty assistant turn is
+    kept; the question is answered with the next one."""
+
+    async def talk() -> None:
+        async with session(url, conversation_id="unheard") as connection:
+            for text in ("What is the capital of France?", "And of Spain?"):
+                await connection.conversation.item.create(
+                    item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+                )
+                await connection.response.create(response={"max_output_tokens": 16})
+                done = await until(connection, "response.done", [])
+                assert done.response.status == "completed"
+                if text.startswith("What"):
+                    item = done.response.output[0].id
+                    await connection.conversation.item.truncate(item_id=item, content_index=0, audio_end_ms=0)
+                    await until(connection, "conversation.item.truncated", [])
+
+    asyncio.run(talk())
+    job = httpx.post(
+        f"{url}/runsync",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={"input": {"message": "Thanks.", "conversation_id": "unheard", "speak": False, "max_tokens": 8}},
+        timeout=WAIT_S,
+    ).json()
+    history = job["output"]["history"]
+    assert all(turn["content"].strip() for turn in history), history
+    assert [turn["role"] for turn in history] == ["user", "assistant", "user", "assistant"]
+    assert history[0]["content"] == "What is the capital of France? And of Spain?"
+
+
 def test_push_to_talk_commits_and_asks(url, question):
     async def talk() -> list[Any]:
         async with session(url) as connection:
@@ -380,8 +411,8 @@ def json_event(message: str | bytes) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory) -> Iterator[str]:
-    """A server without keys that allows one session at once, idle for 3 s at most, and 1 MB messages."""
-    settings = {"realtime_sessions": "1", "realtime_idle": "3", "max_body_mb": "1"}
+    """A server without keys that allows one session at once, idle for 3 s at most, and messages of half a MB."""
+    settings = {"realtime_sessions": "1", "realtime_idle": "3", "max_body_mb": "0.5"}
     with server(tmp_path_factory.mktemp("realtime-limits"), **settings) as base:
         yield base
 
@@ -398,10 +429,17 @@ def test_one_session_at_once_idle_time_out_and_message_size(limited):
                 with pytest.raises(websockets.ConnectionClosed):
                     await second.recv()
                 assert second.close_code == 1013
-            # A message over 1 MB is refused by name, and the session goes on.
-            await first.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (2**20 + 8)}))
-            error = json_event(await first.recv())
-            assert (error["error"]["code"], error["error"]["param"]) == ("payload_too_large", "message")
+            # A message over half a MB is refused by name, and the session goes on; the limit is in bytes, so
+            # text of fewer characters than that but more bytes (two per "é") is refused too.
+            instructions = "é" * (2**18 + 8)
+            for event in (
+                {"type": "input_audio_buffer.append", "audio": "A" * (2**19 + 8)},
+                {"type": "session.update", "session": {"instructions": instructions}},
+            ):
+                await first.send(json.dumps(event, ensure_ascii=False))
+                error = json_event(await first.recv())["error"]
+                assert (error["code"], error["param"]) == ("payload_too_large", "message")
+                assert error["message"] == "message: larger than 0.5 MB"
             await first.send(json.dumps({"type": "session.update", "session": {"instructions": "Be brief."}}))
             assert json_event(await first.recv())["type"] == "session.updated"
             # Then 3 s of nothing closes it, saying why.

@@ -200,7 +200,7 @@ async def resolve_voice(speech: SpeechService, namespace: str, name: str) -> Voi
     raise FishvoiceError("invalid_input", message, "voice")
 
 
-def build_openai_router(speech: SpeechService, auth: Auth, *, max_body_bytes: int = 2**20) -> APIRouter:
+def build_openai_router(speech: SpeechService, auth: Auth, *, max_body_bytes: int) -> APIRouter:
     router = APIRouter()
     caller = Depends(auth)
     created = int(time.time())

@@ -281,10 +281,10 @@ class RealtimeSession:
             if text is None:
                 await self.send_error(invalid("message", "send JSON events as text messages, not binary"))
                 continue
-            if len(text) > self.limits.max_message_bytes:
-                limit = self.limits.max_message_bytes // 2**20
+            if len(text.encode()) > self.limits.max_message_bytes:
+                limit = self.limits.max_message_bytes / 2**20
                 await self.send_error(
-                    FishvoiceError("payload_too_large", f"message: larger than {limit} MB", "message")
+                    FishvoiceError("payload_too_large", f"message: larger than {limit:g} MB", "message")
                 )
                 continue
             return str(text)
@@ -447,9 +447,7 @@ class RealtimeSession:
             self._reply.heard_ms = audio_end_ms
             await self._cancel_reply("client_cancelled")
         elif self._exchange is not None and self._exchange.item_id == item_id:
-            self._exchange.reply.heard_ms = audio_end_ms
-            self._exchange.assistant = self._exchange.reply.heard()
-            self.turns[-1] = {"role": "assistant", "content": self._exchange.assistant}
+            self._cut_exchange(self._exchange, audio_end_ms)
         else:
             raise FishvoiceError(
                 "not_found", f"item_id: no assistant reply {str(item_id)[:60]!r} to truncate", "item_id"
@@ -772,6 +770,17 @@ class RealtimeSession:
             return
         self.turns += [{"role": "user", "content": reply.message}, {"role": "assistant", "content": heard}]
         self._exchange = _Exchange(reply.summary.item_id, reply.message, reply, heard)
+
+    def _cut_exchange(self, exchange: _Exchange, heard_ms: int) -> None:
+        """The last exchange as far as its reply was heard; heard not at all, its question is unanswered again."""
+        exchange.reply.heard_ms = heard_ms
+        exchange.assistant = exchange.reply.heard()
+        if exchange.assistant:
+            self.turns[-1] = {"role": "assistant", "content": exchange.assistant}
+            return
+        del self.turns[-2:]
+        self._exchange = None
+        self._unanswered.insert(0, exchange.user)
 
     async def _cancel_reply(self, reason: str, *, wait: bool = False) -> None:
         """Stop the reply now: nothing more is sent from here; its generation and speech are cancelled."""
