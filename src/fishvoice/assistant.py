@@ -28,9 +28,9 @@ from .contract import (
     AudioEvent,
     ChatMessage,
     DoneEvent,
+    Reply,
     ReplyEvent,
-    Request,
-    Response,
+    ReplyRequest,
     TextEvent,
     Timings,
     TranscriptEvent,
@@ -54,7 +54,7 @@ _REFERENCE_TEXTS_KEPT = 1024
 
 
 @dataclass
-class _Reply:
+class _ReplyState:
     """What a reply gathers as its pieces go out (only the assistant's own generator writes it)."""
 
     started: float
@@ -95,7 +95,7 @@ class Assistant:
         self.backend_timeout_s = backend_timeout_s  # longest silence of the LLM or the voice before the reply fails
 
     async def respond(
-        self, request: Request, namespace: str = "", *, history: list[ChatMessage] | None = None
+        self, request: ReplyRequest, namespace: str = "", *, history: list[ChatMessage] | None = None
     ) -> AsyncGenerator[ReplyEvent, None]:
         """Yield text and audio events as they come, then the done event; raise on failure.
 
@@ -103,7 +103,7 @@ class Assistant:
         conversation: the caller keeps it, so nothing is loaded or stored (`conversation_id` must be None)."""
         if history is not None and request.conversation_id:
             raise ValueError("a reply to a given history has no stored conversation")
-        reply = _Reply(started=time.perf_counter())
+        reply = _ReplyState(started=time.perf_counter())
         warnings: list[str] = []
         if request.user_audio is not None:
             request = await self._hear(request, reply)
@@ -153,7 +153,7 @@ class Assistant:
             history = await self._remember(request, namespace, text, new_voice)
         yield DoneEvent(await self._response(request, reply, text, history, voice, warnings))
 
-    async def _hear(self, request: Request, reply: _Reply) -> Request:
+    async def _hear(self, request: ReplyRequest, reply: _ReplyState) -> ReplyRequest:
         """The request with its `user_audio` transcribed into its message (in a worker thread)."""
         assert request.user_audio is not None
         if self.asr is None:
@@ -173,7 +173,7 @@ class Assistant:
         log.info("heard %.1f s of speech (%s) in %d ms", heard.duration_s, heard.language, round(reply.asr_s * 1000))
         return request.model_copy(update={"message": text[:MAX_MESSAGE_CHARS]})
 
-    async def _new_voice(self, request: Request, namespace: str) -> VoiceReference | None:
+    async def _new_voice(self, request: ReplyRequest, namespace: str) -> VoiceReference | None:
         """The voice this request brings: a saved voice of the caller's (`reference_id`), or `system_audio`;
         without its text, transcribed where speech recognition is on and the voice clones."""
         if request.reference_id is not None:
@@ -203,7 +203,7 @@ class Assistant:
         self._reference_texts.move_to_end(voice.hash)
         return replace(voice, reference_text=text) if text else voice
 
-    async def _conversation(self, request: Request, namespace: str) -> Conversation:
+    async def _conversation(self, request: ReplyRequest, namespace: str) -> Conversation:
         if not request.conversation_id:
             return Conversation()
         return await self.store.load(namespace, request.conversation_id)
@@ -212,7 +212,7 @@ class Assistant:
         return await self.store.get_voice(conversation.voice_hash) if conversation.voice_hash else None
 
     async def _reply_events(
-        self, request: Request, words: AsyncGenerator[str | Usage, None], speak: Speak | None, reply: _Reply
+        self, request: ReplyRequest, words: AsyncGenerator[str | Usage, None], speak: Speak | None, reply: _ReplyState
     ) -> AsyncGenerator[TextEvent | AudioEvent, None]:
         """The pipeline's pieces as events, each audio piece encoded as the request asks."""
         watched = fail_on_stall(words, self.backend_timeout_s, f"the LLM ({self.llm.name})")
@@ -232,7 +232,7 @@ class Assistant:
                     yield event
 
     async def _remember(
-        self, request: Request, namespace: str, text: str, new_voice: VoiceReference | None
+        self, request: ReplyRequest, namespace: str, text: str, new_voice: VoiceReference | None
     ) -> list[ChatMessage]:
         """Store the exchange (with a new voice); the whole history, or just this exchange without a conversation."""
         if not request.conversation_id:
@@ -250,13 +250,13 @@ class Assistant:
 
     async def _response(
         self,
-        request: Request,
-        reply: _Reply,
+        request: ReplyRequest,
+        reply: _ReplyState,
         text: str,
         history: list[ChatMessage],
         voice: VoiceReference | None,
         warnings: list[str],
-    ) -> Response:
+    ) -> Reply:
         samples = np.concatenate([a.samples for a in reply.audio]) if reply.audio else np.zeros(0, np.float32)
         audio = Audio(samples, request.sample_rate)
         data, sample_rate = None, request.sample_rate
@@ -276,7 +276,7 @@ class Assistant:
             first_audio,
             round(total * 1000),
         )
-        return Response(
+        return Reply(
             text=text,
             audio=data,
             audio_format=request.audio_format,

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from .audio import MAX_SPEED, MIN_SPEED, SAMPLE_RATES, ByteFormat, encode_bytes, resample, time_stretch
 from .config import Settings
-from .contract import DoneEvent, ErrorEvent, Response, TextEvent, TranscriptEvent, guarded, parse_request
+from .contract import DoneEvent, ErrorEvent, Reply, TextEvent, TranscriptEvent, guarded, parse_request
 from .errors import FishvoiceError
 from .factory import build_assistant, build_tts
 from .process import prepare_process
@@ -120,7 +120,7 @@ async def _chat(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _show_reply(response: Response, path: Path) -> None:
+def _show_reply(response: Reply, path: Path) -> None:
     if isinstance(response.audio, str):
         _write_audio(response.audio, path)
     print(f"\n[{path}: {response.duration_s:.1f} s, first audio {response.timings_ms.first_audio} ms]")

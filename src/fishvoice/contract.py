@@ -60,7 +60,7 @@ def text_field(value: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return value
 
 
-class Request(BaseModel):
+class ReplyRequest(BaseModel):
     """One job's `input`, validated."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
@@ -155,7 +155,7 @@ _TYPE_NAMES = {
 }
 
 
-def parse_request(raw: Any) -> Request:
+def parse_request(raw: Any) -> ReplyRequest:
     """Validate a job's `input`; raise FishvoiceError naming the first bad field."""
     if not isinstance(raw, dict):
         raise FishvoiceError("invalid_input", "input: must be a JSON object", "input")
@@ -168,7 +168,7 @@ def parse_request(raw: Any) -> Request:
     if "message" not in raw and raw.get("user_audio") is None:
         raise FishvoiceError("invalid_input", "message: required (or user_audio, the message as speech)", "message")
     try:
-        request = Request.model_validate(raw)
+        request = ReplyRequest.model_validate(raw)
     except ValidationError as exc:
         raise _to_fishvoice_error(exc.errors()[0]) from None
     if request.reference_id is not None:
@@ -189,7 +189,7 @@ def _to_fishvoice_error(error: ErrorDetails) -> FishvoiceError:
     field = ".".join(str(part) for part in error["loc"]) or "input"
     kind = error["type"]
     if kind == "extra_forbidden":
-        hint = difflib.get_close_matches(field, Request.model_fields, n=1)
+        hint = difflib.get_close_matches(field, ReplyRequest.model_fields, n=1)
         suggestion = f"; did you mean {hint[0]}?" if hint else ""
         return FishvoiceError("invalid_input", f"{field}: unknown field{suggestion}", field)
     if kind == "missing":
@@ -241,7 +241,7 @@ class TranscriptInfo:
 
 
 @dataclass(frozen=True)
-class Response:
+class Reply:
     """A completed reply, as DESIGN.md's response table shows it."""
 
     text: str
@@ -307,7 +307,7 @@ class AudioEvent:
 class DoneEvent:
     """The last event of a completed reply: the whole response."""
 
-    response: Response
+    response: Reply
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "done", **self.response.to_dict()}
@@ -330,7 +330,7 @@ class ErrorEvent:
         return body
 
 
-def encode_chunk(seq: int, audio: Audio, text: str, request: Request) -> AudioEvent:
+def encode_chunk(seq: int, audio: Audio, text: str, request: ReplyRequest) -> AudioEvent:
     """A spoken piece as an event, in the request's format (an `array` reply streams its pieces as pcm16)."""
     audio_format: ByteFormat = "pcm16" if request.audio_format == "array" else request.audio_format
     data, sample_rate = encode_bytes(audio, audio_format)

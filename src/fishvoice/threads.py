@@ -96,6 +96,32 @@ class _Turn:
             self.holding = False
 
 
+def _produce(
+    iterator: Iterator[T], reader: _Reader, turn: _Turn, stop: threading.Event, put: Callable[[T], None]
+) -> None:
+    """The stream's thread: items while the reader keeps up and nobody stops it, the backend taken for each
+    and given back whenever the thread waits; the iterator closed and the backend free however it ends."""
+    try:
+        while not stop.is_set():
+            if reader.behind():
+                turn.give_back()  # paused: the backend is free for others until the reader catches up
+                if not reader.wait(stop):
+                    break
+            if not turn.take():
+                break
+            item = next(iterator, _DONE)
+            turn.progressed()
+            if isinstance(item, _Done):
+                break
+            reader.made += 1
+            put(item)
+            if reader.ahead is None and reader.gone():
+                break
+    finally:
+        getattr(iterator, "close", lambda: None)()
+        turn.give_back()
+
+
 async def iterate_in_thread(
     make_iterator: Callable[[threading.Event], Iterator[T]],
     *,
@@ -127,31 +153,9 @@ async def iterate_in_thread(
         except RuntimeError:  # the loop closed while this thread was stuck in the backend
             stop.set()
 
-    def produce(iterator: Iterator[T]) -> None:
-        turn = _Turn(hold, stop, what)
-        try:
-            while not stop.is_set():
-                if reader.behind():
-                    turn.give_back()  # paused: the backend is free for others until the reader catches up
-                    if not reader.wait(stop):
-                        break
-                if not turn.take():
-                    break
-                item = next(iterator, _DONE)
-                turn.progressed()
-                if isinstance(item, _Done):
-                    break
-                reader.made += 1
-                put(item)
-                if reader.ahead is None and reader.gone():
-                    break
-        finally:
-            getattr(iterator, "close", lambda: None)()
-            turn.give_back()
-
     def run() -> None:
         try:
-            produce(make_iterator(stop))
+            _produce(make_iterator(stop), reader, _Turn(hold, stop, what), stop, put)
             if reader.gone() and not stop.is_set():
                 log.warning("%s: nobody read it for %.0f s; stopped", what, unread_s)
         except BaseException as exc:  # handed to the consumer, raised there

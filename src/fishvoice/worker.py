@@ -15,7 +15,7 @@ from typing import Any
 
 from .assistant import Assistant
 from .config import Settings
-from .contract import DoneEvent, ErrorEvent, Event, Request, guarded, parse_request
+from .contract import DoneEvent, ErrorEvent, Event, ReplyRequest, guarded, parse_request
 from .errors import FishvoiceError
 from .factory import build_assistant, jobs_at_once
 from .process import prepare_process
@@ -26,7 +26,7 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 StreamHandler = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]
 
 
-def _parse_job(job: Any) -> Request:
+def _parse_job(job: Any) -> ReplyRequest:
     return parse_request(job.get("input") if isinstance(job, dict) else None)
 
 

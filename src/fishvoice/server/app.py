@@ -3,37 +3,45 @@
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
+from fastapi import FastAPI
 
 from .. import __version__
 from ..asr.base import ASR
 from ..assistant import Assistant
 from ..config import Settings
-from ..errors import ErrorCode, FishvoiceError, as_api_error
 from ..exclusive import ReportsProgress
 from ..speech_service import SpeechService, WorkLimit
 from ..threads import stream_threads
 from .fish_audio.references import build_references_router
 from .fish_audio.tts import build_fish_router
 from .http.auth import Auth
-from .http.errors import error_response
+from .http.errors import install_error_handlers
 from .jobs import build_job_runner
-from .jobs.job import QueueFull
 from .jobs.routes import build_router
-from .openai.chat import build_openai_chat_router
+from .openai.chat import build_chat_router
 from .openai.speech import LISTED_MODELS, build_openai_router
+from .openai.transcriptions import build_transcriptions_router
 from .page.routes import build_page_router
 from .realtime.session import OpenSessions, RealtimeLimits, build_realtime_router
 
 log = logging.getLogger(__name__)
+
+
+def _progress(assistant: Assistant, asr: ASR | None, speech: SpeechService, sessions: OpenSessions) -> dict[str, Any]:
+    """What /health adds: each backend's holder and stall (the ones that say), and what is in use."""
+    reporting = {"llm": assistant.llm, "voice": assistant.tts, "asr": asr}
+    return {
+        "progress": {name: b.progress() for name, b in reporting.items() if isinstance(b, ReportsProgress)},
+        "in_use": {
+            "stream_threads": stream_threads(),
+            "work": speech.work.in_use,
+            "realtime_sessions": sessions.count,
+        },
+    }
 
 
 def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None) -> FastAPI:
@@ -67,61 +75,30 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
     max_body_bytes = int(settings.max_body_mb * 2**20)
     sessions = OpenSessions()
 
-    def progress() -> dict[str, Any]:
-        """What /health adds: each backend's holder and stall (the ones that say), and what is in use."""
-        reporting = {"llm": assistant.llm, "voice": assistant.tts, "asr": asr}
-        return {
-            "progress": {name: b.progress() for name, b in reporting.items() if isinstance(b, ReportsProgress)},
-            "in_use": {
-                "stream_threads": stream_threads(),
-                "work": speech.work.in_use,
-                "realtime_sessions": sessions.count,
-            },
-        }
-
     router = build_router(
         jobs,
         auth,
         runsync_wait_s=settings.runsync_wait,
         max_body_bytes=max_body_bytes,
         backends=backends,
-        progress=progress,
+        progress=lambda: _progress(assistant, asr, speech, sessions),
     )
     app.include_router(router)
     app.include_router(router, prefix="/v2/{endpoint_id}")
     app.include_router(build_fish_router(speech, auth, max_body_bytes))
     app.include_router(build_openai_router(speech, auth, max_body_bytes=max_body_bytes))
     app.include_router(
-        build_openai_chat_router(assistant, speech, asr, auth, models=LISTED_MODELS, max_body_bytes=max_body_bytes)
+        build_transcriptions_router(speech, asr, auth, models=LISTED_MODELS, max_body_bytes=max_body_bytes)
+    )
+    app.include_router(
+        build_chat_router(assistant, speech, asr, auth, models=LISTED_MODELS, max_body_bytes=max_body_bytes)
     )
     app.include_router(build_references_router(speech, auth, max_body_bytes))
     app.include_router(build_page_router())
     realtime_limits = RealtimeLimits(settings.realtime_sessions, settings.realtime_idle, max_body_bytes)
     app.include_router(build_realtime_router(assistant, asr, speech, auth, realtime_limits, sessions))
 
-    @app.exception_handler(FishvoiceError)
-    async def fishvoice_error(request: Request, exc: FishvoiceError) -> JSONResponse:
-        return error_response(request.url.path, exc, 429 if isinstance(exc, QueueFull) else None)
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_parameters(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        field = str(first["loc"][-1])
-        return error_response(request.url.path, FishvoiceError("invalid_input", f"{field}: {first['msg']}", field))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        code: ErrorCode = "not_found" if exc.status_code == 404 else "invalid_input"
-        error = FishvoiceError(code, f"{request.method} {request.url.path}: {exc.detail}")
-        return error_response(request.url.path, error, exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def crash(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("%s %s failed", request.method, request.url.path)
-        error = as_api_error(exc)
-        trace = {"trace": "".join(traceback.format_exception(exc))} if settings.debug else {}
-        return error_response(request.url.path, error, 500, **trace)
-
+    install_error_handlers(app, debug=settings.debug)
     return app
 
 

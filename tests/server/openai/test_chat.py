@@ -21,7 +21,7 @@ from openai.types.audio import Transcription, TranscriptionVerbose
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from fishvoice.audio import Audio, decode_audio
-from fishvoice.server.openai.chat import LANGUAGE_NAMES
+from fishvoice.server.openai.transcriptions import LANGUAGE_NAMES
 from tests.servers import server
 
 KEY = "chat-key"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import FishvoiceError
+from ..http.errors import TooManyRequests
 
 IN_QUEUE, IN_PROGRESS = "IN_QUEUE", "IN_PROGRESS"
 COMPLETED, FAILED, CANCELLED, TIMED_OUT = "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"
@@ -20,7 +21,7 @@ FINAL_STATES = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
 Event = dict[str, Any]  # one event of a reply, JSON-ready, as /stream hands it out
 
 
-class QueueFull(FishvoiceError):
+class QueueFull(TooManyRequests):
     """The queue holds as many jobs as it may; the server answers 429."""
 
     def __init__(self, size: int):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...assistant import Assistant
-from ...contract import DoneEvent, ErrorEvent, Request, guarded, parse_request
+from ...contract import DoneEvent, ErrorEvent, ReplyRequest, guarded, parse_request
 from ...errors import FishvoiceError, as_api_error
 from .job import (
     CANCELLED,
@@ -183,13 +183,13 @@ class JobRunner:
         finally:
             self.running.pop(claimed.id, None)
 
-    async def _execute(self, job_id: str, namespace: str, request: Request) -> None:
+    async def _execute(self, job_id: str, namespace: str, request: ReplyRequest) -> None:
         started = time.monotonic()
         outcome = await self._reply(job_id, namespace, request)
         await self._record_end(job_id, outcome)
         log.info("job %s %s in %.0f ms", job_id, outcome.status, (time.monotonic() - started) * 1000)
 
-    async def _reply(self, job_id: str, namespace: str, request: Request) -> Outcome:
+    async def _reply(self, job_id: str, namespace: str, request: ReplyRequest) -> Outcome:
         """Run the assistant, keeping each event for /stream; the outcome the final event carries, or the
         one a time limit, a cancel, a stop or a failure makes."""
         outcome = Outcome.failure(FAILED, FishvoiceError("internal", "the reply ended without a result"))

@@ -1,9 +1,8 @@
-"""OpenAI's voice-in routes: `POST /v1/audio/transcriptions` (speech to text with the ASR) and
-`POST /v1/chat/completions` (the assistant: the LLM's reply, spoken when `modalities` asks for audio).
+"""OpenAI's `POST /v1/chat/completions`: the assistant's reply, spoken when `modalities` asks for audio.
 
-Conventions are openai_api.py's: the same keys, body limits and error shape, every error naming its
-parameter, an unknown parameter refused by name. Speech recognition runs in a worker thread under the
-limit on work at once; without an ASR backend, audio input is a 503 naming the audio's parameter.
+Conventions are the other OpenAI routes': the same keys, body limits and error shape, every error naming
+its parameter, an unknown parameter refused by name. Audio parts of user messages are heard under the limit
+on work at once; without an ASR backend they are a 503 naming the part.
 
 Choices where fishvoice differs from OpenAI:
 - `model` is any id `/v1/models` lists; one LLM, one voice and one ASR answer them all.
@@ -12,8 +11,6 @@ Choices where fishvoice differs from OpenAI:
   is not kept, so an assistant message cannot name a previous `audio.id` (send its transcript instead).
 - The extra field `conversation_id` answers within a stored conversation: its history comes from the
   store, the last user message is the new turn, and the turn is stored once the reply completed.
-- verbose_json's `language` is the language's English name in lower case, as OpenAI's (`english`;
-  the ASR's code where the table below lacks it); word timestamps are not supported.
 
 Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 """
@@ -28,11 +25,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 
-from ...asr.base import ASR, Segment, Transcript
+from ...asr.base import ASR
 from ...assistant import Assistant
-from ...audio import Audio, AudioFormat, b64decode_audio
+from ...audio import AudioFormat, b64decode_audio
 from ...contract import (
     CONVERSATION_ID,
     MAX_MESSAGE_CHARS,
@@ -40,27 +37,26 @@ from ...contract import (
     ChatMessage,
     DoneEvent,
     ErrorEvent,
+    Reply,
+    ReplyRequest,
     TextEvent,
     guarded,
     parse_request,
 )
-from ...contract import Response as Reply
-from ...errors import FishvoiceError, as_api_error
+from ...errors import FishvoiceError
 from ...speech_service import SpeechService, WorkLimit
-from ...threads import iterate_in_thread, run_in_thread
+from ...threads import run_in_thread
 from ...voices import speech_from_bytes
 from ..http.auth import Auth
-from ..http.body import form_items, media_type, read_body, read_json
+from ..http.body import read_json
 from ..http.errors import openai_body, status_of
-from ..http.fields import as_boolean, as_integer, as_language, as_number, invalid
+from ..http.fields import as_boolean, as_integer, as_number, invalid
 from ..http.responses import OwnedStreamingResponse, sse_event
 from .speech import DEFAULT_VOICE, SPEECH_RATE, resolve_voice
+from .transcriptions import no_asr
 
 T = TypeVar("T")
-TRANSCRIPTION_MODEL = "whisper-1"
 MAX_MESSAGES = 256
-MAX_PROMPT_CHARS = 4096
-TRANSCRIPTION_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 CHAT_AUDIO_FORMATS: dict[str, AudioFormat] = {
     "wav": "wav",
     "mp3": "mp3",
@@ -70,110 +66,6 @@ CHAT_AUDIO_FORMATS: dict[str, AudioFormat] = {
 }
 INPUT_AUDIO_FORMATS = ("wav", "mp3")
 AUDIO_EXPIRES_S = 3600
-# The languages Whisper tells apart, by the code the ASR reports, named as OpenAI's verbose_json names them.
-# No installed package carries this table (faster-whisper has the codes alone), so it is kept here.
-LANGUAGE_NAMES: dict[str, str] = {
-    "af": "afrikaans",
-    "am": "amharic",
-    "ar": "arabic",
-    "as": "assamese",
-    "az": "azerbaijani",
-    "ba": "bashkir",
-    "be": "belarusian",
-    "bg": "bulgarian",
-    "bn": "bengali",
-    "bo": "tibetan",
-    "br": "breton",
-    "bs": "bosnian",
-    "ca": "catalan",
-    "cs": "czech",
-    "cy": "welsh",
-    "da": "danish",
-    "de": "german",
-    "el": "greek",
-    "en": "english",
-    "es": "spanish",
-    "et": "estonian",
-    "eu": "basque",
-    "fa": "persian",
-    "fi": "finnish",
-    "fo": "faroese",
-    "fr": "french",
-    "gl": "galician",
-    "gu": "gujarati",
-    "ha": "hausa",
-    "haw": "hawaiian",
-    "he": "hebrew",
-    "hi": "hindi",
-    "hr": "croatian",
-    "ht": "haitian creole",
-    "hu": "hungarian",
-    "hy": "armenian",
-    "id": "indonesian",
-    "is": "icelandic",
-    "it": "italian",
-    "ja": "japanese",
-    "jw": "javanese",
-    "ka": "georgian",
-    "kk": "kazakh",
-    "km": "khmer",
-    "kn": "kannada",
-    "ko": "korean",
-    "la": "latin",
-    "lb": "luxembourgish",
-    "ln": "lingala",
-    "lo": "lao",
-    "lt": "lithuanian",
-    "lv": "latvian",
-    "mg": "malagasy",
-    "mi": "maori",
-    "mk": "macedonian",
-    "ml": "malayalam",
-    "mn": "mongolian",
-    "mr": "marathi",
-    "ms": "malay",
-    "mt": "maltese",
-    "my": "myanmar",
-    "ne": "nepali",
-    "nl": "dutch",
-    "nn": "nynorsk",
-    "no": "norwegian",
-    "oc": "occitan",
-    "pa": "punjabi",
-    "pl": "polish",
-    "ps": "pashto",
-    "pt": "portuguese",
-    "ro": "romanian",
-    "ru": "russian",
-    "sa": "sanskrit",
-    "sd": "sindhi",
-    "si": "sinhala",
-    "sk": "slovak",
-    "sl": "slovenian",
-    "sn": "shona",
-    "so": "somali",
-    "sq": "albanian",
-    "sr": "serbian",
-    "su": "sundanese",
-    "sv": "swedish",
-    "sw": "swahili",
-    "ta": "tamil",
-    "te": "telugu",
-    "tg": "tajik",
-    "th": "thai",
-    "tk": "turkmen",
-    "tl": "tagalog",
-    "tr": "turkish",
-    "tt": "tatar",
-    "uk": "ukrainian",
-    "ur": "urdu",
-    "uz": "uzbek",
-    "vi": "vietnamese",
-    "yi": "yiddish",
-    "yo": "yoruba",
-    "yue": "cantonese",
-    "zh": "chinese",
-}
 _CHAT_FIELDS = frozenset(
     {
         "model",
@@ -190,189 +82,6 @@ _CHAT_FIELDS = frozenset(
         "user",
     }
 )
-_TRANSCRIPTION_FIELDS = frozenset(
-    {"file", "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]", "stream"}
-)
-
-
-def _no_asr(field: str) -> FishvoiceError:
-    return FishvoiceError(
-        "backend_unavailable", f"{field}: speech recognition is not available on this server (no ASR backend)", field
-    )
-
-
-def _error_event(exc: BaseException) -> dict[str, Any]:
-    error = as_api_error(exc)
-    return openai_body(error, status_of(error))
-
-
-def join_segments(segments: list[Segment]) -> str:
-    return " ".join(text for segment in segments if (text := segment.text.strip()))
-
-
-# Transcriptions
-
-
-FormFields = dict[str, list[str | bytes]]
-
-
-async def read_form(request: Request, max_bytes: int) -> FormFields:
-    """A multipart form's fields, each with every value it was given (`timestamp_granularities[]` repeats)."""
-    body = await read_body(request, max_bytes, "file")
-    if media_type(request) != "multipart/form-data":
-        raise invalid("body", "send a multipart form (multipart/form-data) with the audio as `file`")
-    fields: FormFields = {}
-    for name, value in await form_items(request, body, max_files=2):
-        fields.setdefault(name, []).append(value)
-    return fields
-
-
-@dataclass(frozen=True)
-class TranscriptionParams:
-    file: bytes
-    model: str
-    language: str | None
-    prompt: str | None
-    response_format: str
-    stream: bool
-
-
-def _form_text(fields: FormFields, name: str) -> str | None:
-    values = fields.get(name)
-    if not values:
-        return None
-    if len(values) > 1:
-        raise invalid(name, "given more than once")
-    if not isinstance(values[0], str):
-        raise invalid(name, "must be text, not a file")
-    return values[0]
-
-
-def parse_transcription(fields: FormFields, models: tuple[str, ...]) -> TranscriptionParams:
-    """Validate the form; raise invalid_input naming the first bad parameter."""
-    for name in fields:
-        if name not in _TRANSCRIPTION_FIELDS:
-            raise invalid(name[:60], "unknown parameter")
-    files = fields.get("file")
-    if not files:
-        raise FishvoiceError("invalid_audio", "file: required (the audio file, in a multipart form)", "file")
-    if len(files) > 1 or not isinstance(files[0], bytes):
-        raise FishvoiceError("invalid_audio", "file: must be one audio file, not text", "file")
-    model = _form_text(fields, "model")
-    if model is None:
-        raise invalid("model", "required")
-    if model not in models:
-        raise invalid("model", f"unknown model {model[:60]!r}; use one of {', '.join(models)}")
-    language = _form_text(fields, "language") or None
-    if language is not None:
-        as_language(language, "language")
-    prompt = _form_text(fields, "prompt")
-    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
-        raise invalid("prompt", f"must be at most {MAX_PROMPT_CHARS} characters (got {len(prompt)})")
-    response_format = _form_text(fields, "response_format") or "json"
-    if response_format not in TRANSCRIPTION_FORMATS:
-        raise invalid(
-            "response_format", f"must be one of {', '.join(TRANSCRIPTION_FORMATS)} (got {response_format[:40]!r})"
-        )
-    temperature = _form_text(fields, "temperature")
-    if temperature is not None:
-        try:
-            value = float(temperature)
-        except ValueError:
-            raise invalid("temperature", f"must be a number (got {temperature[:20]!r})") from None
-        as_number(value, "temperature", 0.0, 1.0)
-    for granularity in fields.get("timestamp_granularities[]", []):
-        if granularity == "word":
-            raise invalid("timestamp_granularities[]", "word timestamps are not supported; use segment")
-        if granularity != "segment":
-            raise invalid("timestamp_granularities[]", f"must be segment (got {str(granularity)[:20]!r})")
-    if "timestamp_granularities[]" in fields and response_format != "verbose_json":
-        raise invalid("timestamp_granularities[]", "needs response_format verbose_json")
-    stream_text = (_form_text(fields, "stream") or "false").lower()
-    if stream_text not in ("true", "false"):
-        raise invalid("stream", f"must be true or false (got {stream_text[:20]!r})")
-    stream = stream_text == "true"
-    if stream and response_format not in ("json", "text"):
-        raise invalid("stream", f"streaming is not supported with response_format {response_format}")
-    return TranscriptionParams(files[0], model, language, prompt or None, response_format, stream)
-
-
-def _timestamp(seconds: float, separator: str) -> str:
-    millis = max(0, round(seconds * 1000))
-    hours, rest = divmod(millis, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs, millis = divmod(rest, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
-
-
-def subtitles(segments: list[Segment], kind: Literal["srt", "vtt"]) -> str:
-    """The segments as an SRT or WebVTT file."""
-    separator = "," if kind == "srt" else "."
-    cues = []
-    for number, segment in enumerate(segments, 1):
-        span = f"{_timestamp(segment.start, separator)} --> {_timestamp(segment.end, separator)}"
-        cue = f"{span}\n{segment.text.strip()}\n"
-        cues.append(f"{number}\n{cue}" if kind == "srt" else cue)
-    body = "\n".join(cues)
-    return f"WEBVTT\n\n{body}" if kind == "vtt" else body
-
-
-def transcription_response(transcript: Transcript, response_format: str) -> Response:
-    text = transcript.text.strip()
-    if response_format == "text":
-        return PlainTextResponse(text + "\n" if text else "")
-    if response_format in ("srt", "vtt"):
-        media = "text/vtt" if response_format == "vtt" else "application/x-subrip"
-        kind: Literal["srt", "vtt"] = "vtt" if response_format == "vtt" else "srt"
-        return PlainTextResponse(subtitles(transcript.segments, kind), media_type=media)
-    if response_format == "verbose_json":
-        segments = [
-            {
-                "id": number,
-                "seek": 0,
-                "start": round(segment.start, 3),
-                "end": round(segment.end, 3),
-                "text": segment.text.strip(),
-                "tokens": [],
-                "temperature": 0.0,
-                "avg_logprob": 0.0,
-                "compression_ratio": 0.0,
-                "no_speech_prob": 0.0,
-            }
-            for number, segment in enumerate(transcript.segments)
-        ]
-        body = {
-            "language": LANGUAGE_NAMES.get(transcript.language, transcript.language),
-            "duration": round(transcript.duration_s, 3),
-            "text": text,
-            "segments": segments,
-        }
-        return JSONResponse(body)
-    return JSONResponse({"text": text})
-
-
-async def _transcript_events(
-    asr: ASR, audio: Audio, params: TranscriptionParams, work: WorkLimit
-) -> AsyncGenerator[bytes, None]:
-    """`transcript.text.delta` as each segment is recognised, then `transcript.text.done`; a failure is
-    an `error` event and the end."""
-    pieces: list[str] = []
-    try:
-        async with work:
-            segments = iterate_in_thread(
-                lambda stop: asr.segments(audio, language=params.language, prompt=params.prompt, stop=stop)
-            )
-            async with aclosing(segments):
-                async for segment in segments:
-                    if text := segment.text.strip():
-                        yield sse_event({"type": "transcript.text.delta", "delta": f" {text}" if pieces else text})
-                        pieces.append(text)
-    except Exception as exc:
-        yield sse_event({"type": "error", **_error_event(exc)})
-        return
-    yield sse_event({"type": "transcript.text.done", "text": " ".join(pieces)})
-
-
 # Chat completions
 
 
@@ -499,40 +208,8 @@ def parse_chat(raw: Any, models: tuple[str, ...]) -> ChatParams:
     if raw.get("user") is not None and not isinstance(raw["user"], str):
         raise invalid("user", "must be a string")
     stream = _optional(raw, "stream", as_boolean) or False
-    options = raw.get("stream_options")
-    include_usage = False
-    if options is not None:
-        if not stream:
-            raise invalid("stream_options", "only with stream: true")
-        if not isinstance(options, dict) or set(options) - {"include_usage"}:
-            raise invalid("stream_options", 'must be {"include_usage": true or false}')
-        include_usage = _optional(options, "include_usage", as_boolean) or False
-    modalities = raw.get("modalities") or ["text"]
-    if not isinstance(modalities, list) or sorted(modalities) not in (["text"], ["audio", "text"]):
-        raise invalid("modalities", '["text"] or ["text", "audio"]')
-    audio_format: AudioFormat | None = None
-    voice = DEFAULT_VOICE
-    audio = raw.get("audio")
-    if "audio" in modalities:
-        if not isinstance(audio, dict):
-            raise invalid("audio", 'required with the audio modality: {"voice": ..., "format": ...}')
-        for name in audio:
-            if name not in ("voice", "format"):
-                raise invalid(f"audio.{str(name)[:60]}", "unknown parameter")
-        asked = audio.get("voice")
-        if isinstance(asked, dict) and set(asked) == {"id"}:
-            asked = asked["id"]
-        if not isinstance(asked, str) or not asked.strip():
-            raise invalid("audio.voice", "required: default or a saved voice's id")
-        voice = asked
-        if audio.get("format") not in CHAT_AUDIO_FORMATS:
-            formats = ", ".join(CHAT_AUDIO_FORMATS)
-            raise invalid("audio.format", f"must be one of {formats} (got {str(audio.get('format'))[:20]!r})")
-        audio_format = CHAT_AUDIO_FORMATS[audio["format"]]
-        if stream and audio_format != "pcm16":
-            raise invalid("audio.format", "streamed audio is pcm16 only")
-    elif audio is not None:
-        raise invalid("audio", 'only with modalities ["text", "audio"]')
+    include_usage = _include_usage(raw.get("stream_options"), stream)
+    audio_format, voice = _audio_output(raw, stream)
     conversation_id = raw.get("conversation_id")
     if conversation_id is not None and (
         not isinstance(conversation_id, str) or not CONVERSATION_ID.match(conversation_id)
@@ -552,6 +229,46 @@ def parse_chat(raw: Any, models: tuple[str, ...]) -> ChatParams:
     )
 
 
+def _include_usage(options: Any, stream: bool) -> bool:
+    """`stream_options`: whether a streamed reply ends with its usage."""
+    if options is None:
+        return False
+    if not stream:
+        raise invalid("stream_options", "only with stream: true")
+    if not isinstance(options, dict) or set(options) - {"include_usage"}:
+        raise invalid("stream_options", 'must be {"include_usage": true or false}')
+    return _optional(options, "include_usage", as_boolean) or False
+
+
+def _audio_output(raw: dict[str, Any], stream: bool) -> tuple[AudioFormat | None, str]:
+    """`modalities` and `audio`: the spoken reply's format (None: text only) and voice."""
+    modalities = raw.get("modalities") or ["text"]
+    if not isinstance(modalities, list) or sorted(modalities) not in (["text"], ["audio", "text"]):
+        raise invalid("modalities", '["text"] or ["text", "audio"]')
+    audio = raw.get("audio")
+    if "audio" not in modalities:
+        if audio is not None:
+            raise invalid("audio", 'only with modalities ["text", "audio"]')
+        return None, DEFAULT_VOICE
+    if not isinstance(audio, dict):
+        raise invalid("audio", 'required with the audio modality: {"voice": ..., "format": ...}')
+    for name in audio:
+        if name not in ("voice", "format"):
+            raise invalid(f"audio.{str(name)[:60]}", "unknown parameter")
+    voice = audio.get("voice")
+    if isinstance(voice, dict) and set(voice) == {"id"}:
+        voice = voice["id"]
+    if not isinstance(voice, str) or not voice.strip():
+        raise invalid("audio.voice", "required: default or a saved voice's id")
+    if audio.get("format") not in CHAT_AUDIO_FORMATS:
+        formats = ", ".join(CHAT_AUDIO_FORMATS)
+        raise invalid("audio.format", f"must be one of {formats} (got {str(audio.get('format'))[:20]!r})")
+    audio_format = CHAT_AUDIO_FORMATS[audio["format"]]
+    if stream and audio_format != "pcm16":
+        raise invalid("audio.format", "streamed audio is pcm16 only")
+    return audio_format, voice
+
+
 async def _message_text(message: _Message, asr: ASR | None, work: WorkLimit) -> str:
     """A message's text: its text parts and the transcripts of its audio parts, in order."""
     texts = []
@@ -560,7 +277,7 @@ async def _message_text(message: _Message, asr: ASR | None, work: WorkLimit) -> 
             texts.append(part.strip())
             continue
         if asr is None:
-            raise _no_asr(part.field)
+            raise no_asr(part.field)
         audio = await run_in_thread(speech_from_bytes, b64decode_audio(part.data, part.field), part.field, 0)
         async with work:
             transcript = await run_in_thread(asr.transcribe, audio)
@@ -670,7 +387,30 @@ async def _chunks(
     yield b"data: [DONE]\n\n"
 
 
-def build_openai_chat_router(
+def _reply_request(params: ChatParams, message: str, system: str | None, reference_id: str | None) -> ReplyRequest:
+    """The assistant's request for the chat, its errors renamed to the chat's parameters."""
+    raw: dict[str, Any] = {
+        "message": message,
+        "system_message": system,
+        "conversation_id": params.conversation_id,
+        "reference_id": reference_id,
+        "temperature": params.temperature,
+        "speak": params.audio_format is not None,
+        "audio_format": params.audio_format or "pcm16",
+        "sample_rate": SPEECH_RATE,
+        "max_tokens": params.max_tokens,
+    }
+    try:
+        return parse_request({name: value for name, value in raw.items() if value is not None})
+    except FishvoiceError as exc:
+        renamed = {"max_tokens": params.tokens_field, "message": "messages", "system_message": "messages"}
+        field = renamed.get(exc.field or "", exc.field)
+        prefix = f"{exc.field}:"
+        text = exc.message[len(prefix) :].strip() if exc.message.startswith(prefix) else exc.message
+        raise FishvoiceError(exc.code, f"{field}: {text}", field) from None
+
+
+def build_chat_router(
     assistant: Assistant,
     speech: SpeechService,
     asr: ASR | None,
@@ -681,20 +421,6 @@ def build_openai_chat_router(
 ) -> APIRouter:
     router = APIRouter()
     caller = Depends(auth)
-
-    @router.post("/v1/audio/transcriptions")
-    async def create_transcription(request: Request, namespace: str = caller) -> Response:
-        params = parse_transcription(await read_form(request, max_body_bytes), models)
-        if asr is None:
-            raise _no_asr("file")
-        audio = await run_in_thread(speech_from_bytes, params.file, "file", 0)
-        if params.stream:
-            return OwnedStreamingResponse(
-                _transcript_events(asr, audio, params, speech.work), media_type="text/event-stream"
-            )
-        async with speech.work:
-            transcript = await run_in_thread(asr.transcribe, audio, language=params.language, prompt=params.prompt)
-        return transcription_response(transcript, params.response_format)
 
     @router.post("/v1/chat/completions")
     async def create_chat_completion(request: Request, namespace: str = caller) -> Response:
@@ -707,26 +433,7 @@ def build_openai_chat_router(
                 raise FishvoiceError(exc.code, f"audio.{exc.message}", "audio.voice") from None
             reference_id = params.voice
         system, turns, message = await _conversation(params, asr, speech.work)
-        raw: dict[str, Any] = {
-            "message": message,
-            "system_message": system,
-            "conversation_id": params.conversation_id,
-            "reference_id": reference_id,
-            "temperature": params.temperature,
-            "speak": params.audio_format is not None,
-            "audio_format": params.audio_format or "pcm16",
-            "sample_rate": SPEECH_RATE,
-        }
-        if params.max_tokens is not None:
-            raw["max_tokens"] = params.max_tokens
-        try:
-            reply_request = parse_request({name: value for name, value in raw.items() if value is not None})
-        except FishvoiceError as exc:
-            renamed = {"max_tokens": params.tokens_field, "message": "messages", "system_message": "messages"}
-            field = renamed.get(exc.field or "", exc.field)
-            prefix = f"{exc.field}:"
-            text = exc.message[len(prefix) :].strip() if exc.message.startswith(prefix) else exc.message
-            raise FishvoiceError(exc.code, f"{field}: {text}", field) from None
+        reply_request = _reply_request(params, message, system, reference_id)
         history = None if params.conversation_id else turns
         completion = _Completion(
             id=f"chatcmpl-{uuid.uuid4().hex}",

@@ -41,7 +41,7 @@ from starlette.websockets import WebSocketState
 from ...asr.base import ASR
 from ...assistant import Assistant
 from ...audio import Audio, from_pcm16
-from ...contract import CONVERSATION_ID, MAX_MESSAGE_CHARS, AudioEvent, ChatMessage, DoneEvent, Request, TextEvent
+from ...contract import CONVERSATION_ID, MAX_MESSAGE_CHARS, AudioEvent, ChatMessage, DoneEvent, ReplyRequest, TextEvent
 from ...errors import FishvoiceError, as_api_error
 from ...process import release_free_memory
 from ...speech_service import SpeechService
@@ -678,9 +678,9 @@ class RealtimeSession:
         else:
             await self.send(event)
 
-    def _request(self, reply: _Reply) -> Request:
+    def _request(self, reply: _Reply) -> ReplyRequest:
         config = reply.config
-        return Request(
+        return ReplyRequest(
             message=reply.message,
             system_message=config.instructions,
             reference_id=None if config.voice == DEFAULT_VOICE else config.voice,
