@@ -26,7 +26,8 @@ from .openai.chat import build_chat_router
 from .openai.speech import LISTED_MODELS, build_openai_router
 from .openai.transcriptions import build_transcriptions_router
 from .page.routes import build_page_router
-from .realtime.session import OpenSessions, RealtimeLimits, build_realtime_router
+from .realtime.connection import RealtimeLimits
+from .realtime.routes import OpenSessions, build_realtime_router
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,208 @@
+"""The session's replies: begun, streamed as text and audio, held back while a guess, then confirmed or
+dropped, cancelled (barge-in, `response.cancel`, a closed session) and truncated to what was heard."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import aclosing
+from dataclasses import replace
+from typing import Any
+
+from ...assistant import Assistant
+from ...contract import MAX_MESSAGE_CHARS, AudioEvent, DoneEvent, ReplyRequest, TextEvent
+from ...errors import FishvoiceError, as_api_error
+from ...speech_service import WorkLimit
+from .connection import Connection
+from .conversation import Conversation
+from .input_audio import PER_MS
+from .protocol import (
+    DEFAULT_VOICE,
+    REALTIME_RATE,
+    ResponseSummary,
+    SessionConfig,
+    assistant_item,
+    error_event,
+    new_id,
+)
+from .reply import Guess, Reply
+
+log = logging.getLogger(__name__)
+
+
+class Responder:
+    """At most one reply at a time (`current`); the conversation learns what each reply's listener heard."""
+
+    def __init__(self, connection: Connection, assistant: Assistant, work: WorkLimit, conversation: Conversation):
+        self.connection = connection
+        self.assistant = assistant
+        self.work = work
+        self.conversation = conversation
+        self.current: Reply | None = None
+
+    @property
+    def undecided(self) -> Reply | None:
+        """The current reply, if it is a guess not yet confirmed or dropped."""
+        return self.current if self.current is not None and self.current.undecided else None
+
+    async def start(self, config: SessionConfig, guessed: tuple[int, str] | None = None) -> None:
+        """Answer what the user said since the last reply; `guessed` (where the speech paused, what it said
+        so far): a reply kept back until the turn is confirmed to have ended there."""
+        conversation = self.conversation
+        summary = ResponseSummary(new_id("resp"), new_id("item"), config.audio, voice=config.voice)
+        if guessed is None:
+            reply = Reply(summary, " ".join(conversation.unanswered)[:MAX_MESSAGE_CHARS], config)
+            self.current, conversation.unanswered = reply, []
+            reply.previous_item, conversation.last_item = conversation.last_item, summary.item_id
+        else:
+            at, said = guessed
+            message = " ".join([*conversation.unanswered, said])[:MAX_MESSAGE_CHARS]
+            guess = Guess(at, said, asyncio.get_running_loop().create_future())
+            reply = self.current = Reply(summary, message, config, guess=guess)
+        await self.emit(reply, {"type": "response.created", "response": summary.to_dict()})
+        reply.task = asyncio.create_task(self._run(reply))
+        if guessed is None:  # the turn before, stored while this reply starts (a guess stores it when confirmed)
+            await self.store_exchange()
+
+    async def emit(self, reply: Reply, event: dict[str, Any]) -> None:
+        """One of a reply's events: sent, or kept back while the reply is a guess."""
+        if reply.held_back:
+            assert reply.guess is not None
+            reply.guess.held.append(event)
+        else:
+            await self.connection.send(event)
+
+    async def cancel(self, reason: str, *, wait: bool = False) -> None:
+        """Stop the reply now: nothing more is sent from here; its generation and speech are cancelled."""
+        reply = self.current
+        if reply is None or reply.cancelled:
+            return
+        if reply.undecided:
+            self.discard(reply)
+            return
+        reply.cancelled = reason
+        log.info(
+            "realtime %s: reply %s cancelled (%s) after %d ms of audio",
+            self.connection.session_id,
+            reply.summary.response_id,
+            reason,
+            reply.sent_ms,
+        )
+        if reply.task is not None:
+            reply.task.cancel()
+            if wait:
+                await asyncio.gather(reply.task, return_exceptions=True)
+
+    def discard(self, reply: Reply) -> None:
+        """Drop a guessed reply: the speech went on. None of it was sent."""
+        assert reply.guess is not None
+        reply.cancelled = "discarded"
+        reply.guess.decided.set_result(False)
+        log.info("realtime %s: a reply begun at a pause is dropped: the speech went on", self.connection.session_id)
+        if reply.task is not None:
+            reply.task.cancel()
+        if self.current is reply:
+            self.current = None
+
+    async def truncate(self, item_id: Any, audio_end_ms: int) -> None:
+        """The client played `audio_end_ms` of the reply `item_id`: the conversation keeps what that says."""
+        exchange = self.conversation.exchange
+        if self.current is not None and self.current.summary.item_id == item_id:
+            self.current.heard_ms = audio_end_ms
+            await self.cancel("client_cancelled")
+        elif exchange is not None and exchange.item_id == item_id:
+            self.conversation.cut(exchange, audio_end_ms)
+        else:
+            raise FishvoiceError(
+                "not_found", f"item_id: no assistant reply {str(item_id)[:60]!r} to truncate", "item_id"
+            )
+
+    async def store_exchange(self) -> None:
+        try:
+            await self.conversation.store_exchange()
+        except FishvoiceError as error:
+            await self.connection.send_error(error)
+
+    def _request(self, reply: Reply) -> ReplyRequest:
+        config = reply.config
+        return ReplyRequest(
+            message=reply.message,
+            system_message=config.instructions,
+            reference_id=None if config.voice == DEFAULT_VOICE else config.voice,
+            temperature=min(max(config.temperature, 0.1), 1.0),
+            max_tokens=config.max_output_tokens,
+            audio_format="pcm16",
+            sample_rate=REALTIME_RATE,
+            speak=config.audio,
+        )
+
+    async def _run(self, reply: Reply) -> None:
+        summary = reply.summary
+        ids = {"response_id": summary.response_id, "item_id": summary.item_id, "output_index": 0, "content_index": 0}
+        item = assistant_item(summary.item_id, "", reply.config.audio, "in_progress")
+        await self.emit(
+            reply,
+            {"type": "response.output_item.added", "response_id": summary.response_id, "output_index": 0, "item": item},
+        )
+        await self.emit(
+            reply, {"type": "conversation.item.added", "previous_item_id": reply.previous_item, "item": item}
+        )
+        try:
+            await self._stream(reply, ids)
+        except asyncio.CancelledError:
+            pass  # cancelled by barge-in, response.cancel or a closed session: finished below as such
+        except Exception as exc:
+            error = as_api_error(exc)
+            if not isinstance(exc, FishvoiceError):
+                log.error("realtime reply failed", exc_info=exc)
+            log.info("realtime %s: reply failed: %s (%s)", self.connection.session_id, error.message, error.code)
+            await self.emit(reply, error_event(error))
+            reply.summary = replace(reply.summary, status="failed", error=error_event(error)["error"])
+        await self._finish(reply, ids)
+
+    async def _stream(self, reply: Reply, ids: dict[str, Any]) -> None:
+        """The assistant's events as the reply's deltas, until it is done or cancelled."""
+        text_kind = "response.output_audio_transcript.delta" if reply.config.audio else "response.output_text.delta"
+        history = list(self.conversation.turns)
+        async with self.work:
+            events = self.assistant.respond(self._request(reply), self.conversation.namespace, history=history)
+            async with aclosing(events) as replies:
+                async for event in replies:
+                    if reply.cancelled:
+                        break
+                    if isinstance(event, TextEvent):
+                        reply.text.append(event.text)
+                        await self.emit(reply, {"type": text_kind, **ids, "delta": event.text})
+                    elif isinstance(event, AudioEvent):
+                        reply.sent_audio(len(event.audio) * 3 // 4 // 2 // PER_MS, event.text)  # base64 pcm16
+                        await self.emit(reply, {"type": "response.output_audio.delta", **ids, "delta": event.audio})
+                    elif isinstance(event, DoneEvent):
+                        usage = event.response.usage
+                        reply.summary = replace(reply.summary, usage=(usage.prompt_tokens, usage.completion_tokens))
+
+    async def _finish(self, reply: Reply, ids: dict[str, Any]) -> None:
+        if reply.guess is not None and not await reply.guess.decided:
+            return  # a guess the speech went past: nothing of it was sent, nothing is kept
+        summary = reply.summary
+        if reply.cancelled:
+            summary = replace(summary, status="cancelled", reason=reply.cancelled)
+        elif summary.status == "in_progress":
+            summary = replace(summary, status="completed")
+        heard = reply.heard() if summary.status != "failed" else ""
+        summary = reply.summary = replace(summary, text=heard)
+        if summary.status == "completed":
+            spoken = "".join(reply.text).strip()
+            if reply.config.audio:
+                await self.emit(reply, {"type": "response.output_audio.done", **ids})
+                await self.emit(reply, {"type": "response.output_audio_transcript.done", **ids, "transcript": spoken})
+            else:
+                await self.emit(reply, {"type": "response.output_text.done", **ids, "text": spoken})
+        item = assistant_item(summary.item_id, heard, reply.config.audio, "completed")
+        await self.emit(
+            reply,
+            {"type": "response.output_item.done", "response_id": summary.response_id, "output_index": 0, "item": item},
+        )
+        await self.emit(reply, {"type": "response.done", "response": summary.to_dict()})
+        self.conversation.remember(reply, heard)
+        if self.current is reply:
+            self.current = None

@@ -1,0 +1,103 @@
+"""`/v1/realtime`: the WebSocket accepted, its key and the session limit checked, then a session served."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from fastapi import APIRouter, WebSocket
+
+from ...asr.base import ASR
+from ...assistant import Assistant
+from ...contract import CONVERSATION_ID
+from ...errors import FishvoiceError
+from ...process import release_free_memory
+from ...speech_service import SpeechService
+from ...threads import run_in_thread
+from ..http.auth import Auth
+from ..http.fields import invalid
+from .connection import Connection, RealtimeLimits
+from .conversation import Conversation
+from .protocol import error_event, new_id
+from .session import RealtimeSession
+
+log = logging.getLogger(__name__)
+
+_KEY_PROTOCOL = "openai-insecure-api-key."
+
+
+@dataclass
+class OpenSessions:
+    """Realtime sessions open now: what the limit counts, and /health shows."""
+
+    count: int = 0
+
+
+def _offered_key(socket: WebSocket) -> str | None:
+    """The key a client gave: a bearer header, `?api_key=`, or a browser's key subprotocol."""
+    scheme, _, given = socket.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and given.strip():
+        return given.strip()
+    if key := socket.query_params.get("api_key"):
+        return key
+    for protocol in socket.scope.get("subprotocols", []):
+        if protocol.startswith(_KEY_PROTOCOL):
+            return str(protocol[len(_KEY_PROTOCOL) :])
+    return None
+
+
+def _refusal(
+    socket: WebSocket, auth: Auth, limits: RealtimeLimits, open_sessions: OpenSessions
+) -> tuple[FishvoiceError, int] | str:
+    """Why the session cannot open (the error, and the close code), else the caller's namespace."""
+    try:
+        namespace = auth.namespace(_offered_key(socket))
+    except FishvoiceError as error:
+        return error, 1008
+    conversation_id = socket.query_params.get("conversation_id")
+    if conversation_id is not None and not CONVERSATION_ID.match(conversation_id):
+        return invalid("conversation_id", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -"), 1008
+    if open_sessions.count >= limits.sessions:
+        busy = f"all {limits.sessions} realtime sessions are in use; try again later"
+        return FishvoiceError("backend_unavailable", busy), 1013
+    return namespace
+
+
+def build_realtime_router(
+    assistant: Assistant,
+    asr: ASR | None,
+    speech: SpeechService,
+    auth: Auth,
+    limits: RealtimeLimits,
+    open_sessions: OpenSessions,
+) -> APIRouter:
+    router = APIRouter()
+
+    @router.websocket("/v1/realtime")
+    async def realtime(socket: WebSocket) -> None:
+        offered = socket.scope.get("subprotocols", [])
+        await socket.accept(subprotocol="realtime" if "realtime" in offered else None)
+        refused = _refusal(socket, auth, limits, open_sessions)
+        if not isinstance(refused, str):
+            error, code = refused
+            await socket.send_text(json.dumps({"event_id": new_id("event"), **error_event(error)}))
+            await socket.close(code, error.code)
+            return
+        conversation = Conversation(
+            assistant.store, refused, socket.query_params.get("conversation_id") or new_id("conv")
+        )
+        connection = Connection(socket, new_id("sess"), limits)
+        open_sessions.count += 1
+        log.info("realtime %s: open (conversation %s)", connection.session_id, conversation.id)
+        try:
+            await RealtimeSession(connection, assistant, asr, speech, conversation).run()
+        except FishvoiceError as error:  # the store failed as the session began
+            await connection.send_error(error)
+        finally:
+            open_sessions.count -= 1
+            await connection.close(1000, "done")
+            log.info("realtime %s: closed", connection.session_id)
+            await run_in_thread(release_free_memory)  # what the session's replies freed, back to the system
+
+    return router
