@@ -27,7 +27,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from contextlib import aclosing, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, suppress
 from typing import Any, TypeVar
 
 import redis.asyncio as redis
@@ -150,9 +150,7 @@ class RedisJobStore:
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._keep_ms = int((timeout_s + UNFINISHED_KEEP_S) * 1000)
         self._scripts = {name: self._redis.register_script(body) for name, body in SCRIPTS.items()}
-        self._watchers: dict[str, set[asyncio.Event]] = {}
-        self._on_cancel: CancelHandler = _ignore
-        self._listening = asyncio.Event()
+        self._messages = _Messages(self._redis, self._key("finished"), self._key("cancel"))
         self._chores: list[asyncio.Task[None]] = []
 
     def _key(self, *parts: str) -> str:
@@ -166,15 +164,15 @@ class RedisJobStore:
 
     # Lifecycle.
     async def open(self, on_cancel: CancelHandler) -> None:
-        self._on_cancel = on_cancel
+        self._messages.on_cancel = on_cancel
         await self._call(self._redis.ping())  # an unreachable Redis stops the server before its port opens
         await self._heartbeat()
         self._chores = [
-            asyncio.create_task(self._listen(), name="job-messages"),
+            asyncio.create_task(self._messages.listen(), name="job-messages"),
             asyncio.create_task(self._upkeep(), name="job-upkeep"),
         ]
         with suppress(TimeoutError):  # /runsync wakes on messages: subscribe before the first job
-            await asyncio.wait_for(self._listening.wait(), LISTEN_WAIT_S)
+            await asyncio.wait_for(self._messages.listening.wait(), LISTEN_WAIT_S)
         log.info("jobs kept in Redis (%s), shared; this server is %s", self._base.rstrip(":"), self.worker)
 
     async def close(self) -> None:
@@ -276,17 +274,8 @@ class RedisJobStore:
             error=found["error"] or None,
         )
 
-    @asynccontextmanager
-    async def watch(self, job_id: str) -> AsyncIterator[asyncio.Event]:
-        ended = asyncio.Event()
-        self._watchers.setdefault(job_id, set()).add(ended)
-        try:
-            yield ended
-        finally:
-            watchers = self._watchers.get(job_id, set())
-            watchers.discard(ended)
-            if not watchers:
-                self._watchers.pop(job_id, None)
+    def watch(self, job_id: str) -> AbstractAsyncContextManager[asyncio.Event]:
+        return self._messages.watch(job_id)
 
     async def queued(self, namespace: str) -> list[str]:
         ids = [_text(job_id) for job_id in await self._call(self._redis.lrange(self._key("queue"), 0, -1))]
@@ -367,29 +356,6 @@ class RedisJobStore:
         return len(job_ids)
 
     # Chores.
-    async def _listen(self) -> None:
-        """Wake watchers when a job ends anywhere; pass on cancels of running jobs."""
-        finished, cancel = self._key("finished"), self._key("cancel")
-        while True:
-            try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(finished, cancel)
-                    self._listening.set()
-                    async with aclosing(pubsub.listen()) as messages:
-                        async for message in messages:
-                            if message["type"] == "message":
-                                self._on_message(message["channel"], message["data"], cancel)
-            except redis.RedisError as exc:
-                log.warning("job messages interrupted (%s); listening again", exc)
-                await asyncio.sleep(1.0)
-
-    def _on_message(self, channel: str, job_id: str, cancel_channel: str) -> None:
-        if channel == cancel_channel:
-            self._on_cancel(job_id)
-            return
-        for ended in self._watchers.get(job_id, ()):
-            ended.set()
-
     async def _upkeep(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
@@ -417,7 +383,52 @@ class RedisJobStore:
             flags = await self._call(pipe.execute())
         for job_id, flag in zip(job_ids, flags, strict=True):
             if flag:
-                self._on_cancel(job_id)
+                self._messages.on_cancel(job_id)
+
+
+class _Messages:
+    """The jobs' messages: a job ended (on any server: its watchers here wake), or a running job is to be
+    cancelled (passed on to `on_cancel`, which stops it if it runs here)."""
+
+    def __init__(self, client: redis.Redis, finished: str, cancel: str):
+        self._redis = client
+        self._finished, self._cancel = finished, cancel
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self.on_cancel: CancelHandler = _ignore
+        self.listening = asyncio.Event()
+
+    async def listen(self) -> None:
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self._finished, self._cancel)
+                    self.listening.set()
+                    async with aclosing(pubsub.listen()) as messages:
+                        async for message in messages:
+                            if message["type"] == "message":
+                                self._on_message(message["channel"], message["data"])
+            except redis.RedisError as exc:
+                log.warning("job messages interrupted (%s); listening again", exc)
+                await asyncio.sleep(1.0)
+
+    def _on_message(self, channel: str, job_id: str) -> None:
+        if channel == self._cancel:
+            self.on_cancel(job_id)
+            return
+        for ended in self._watchers.get(job_id, ()):
+            ended.set()
+
+    @asynccontextmanager
+    async def watch(self, job_id: str) -> AsyncIterator[asyncio.Event]:
+        ended = asyncio.Event()
+        self._watchers.setdefault(job_id, set()).add(ended)
+        try:
+            yield ended
+        finally:
+            watchers = self._watchers.get(job_id, set())
+            watchers.discard(ended)
+            if not watchers:
+                self._watchers.pop(job_id, None)
 
 
 def _text(value: bytes | str) -> str:
