@@ -96,7 +96,7 @@ def build(layout: str, args: argparse.Namespace, slots: int) -> FishEngine:
     model = random_model(layout, device, dtype)
     torch.manual_seed(1)
     codec = Codec(CodecConfig()).to(device=device, dtype=dtype).eval()
-    return FishEngine.from_models(
+    return FishEngine(
         model,
         codec,
         IM_END,

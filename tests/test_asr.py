@@ -167,7 +167,7 @@ def fish_tts(tmp_path_factory):
     from .fish_tiny import write_voice
 
     path = write_voice(tmp_path_factory.mktemp("fish") / "tiny-s1")
-    return FishTTS(FishEngine(path, device="cpu", first_frames=4, chunk_frames=16), Sampling(seed=1))
+    return FishTTS(FishEngine.load(path, device="cpu", first_frames=4, chunk_frames=16), Sampling(seed=1))
 
 
 async def test_a_reference_without_its_text_is_transcribed_once_and_stored_with_the_voice(

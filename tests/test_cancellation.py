@@ -181,7 +181,7 @@ def fish_voice(tmp_path_factory):
     from .fish_tiny import write_voice
 
     checkpoint = write_voice(tmp_path_factory.mktemp("fish") / "tiny-s1")
-    voice = FishTTS(FishEngine(checkpoint, device="cpu", first_frames=4, chunk_frames=16), Sampling(seed=1))
+    voice = FishTTS(FishEngine.load(checkpoint, device="cpu", first_frames=4, chunk_frames=16), Sampling(seed=1))
     yield voice
     voice.engine.close()
 

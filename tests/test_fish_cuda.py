@@ -69,7 +69,7 @@ def greedy_codes(engine: FishEngine) -> list[list[list[int]]]:
 def test_captured_steps_give_the_greedy_codes_of_the_eager_step(checkpoint):
     codes = {}
     for name, options in {"eager": {"cuda_graphs": False}, "graphs": {}, "compiled": {"compile": True}}.items():
-        engine = FishEngine(checkpoint, device="cuda", dtype="float32", max_concurrency=8, **options)
+        engine = FishEngine.load(checkpoint, device="cuda", dtype="float32", max_concurrency=8, **options)
         try:
             codes[name] = greedy_codes(engine)
             if name != "eager":
@@ -84,7 +84,7 @@ def test_captured_steps_give_the_greedy_codes_of_the_eager_step(checkpoint):
 def test_nothing_recompiles_after_warm_up_and_sixteen_streams_run_at_once(checkpoint):
     import torch._dynamo
 
-    engine = FishEngine(checkpoint, device="cuda", compile=True, max_concurrency=16)  # bf16, as served
+    engine = FishEngine.load(checkpoint, device="cuda", compile=True, max_concurrency=16)  # bf16, as served
     try:
         compiled = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         audio: list[list] = [[] for _ in range(16)]

@@ -34,7 +34,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def fish_tts(checkpoint) -> FishTTS:
-    return FishTTS(FishEngine(checkpoint, device="cpu", first_frames=4, chunk_frames=16), Sampling(seed=1))
+    return FishTTS(FishEngine.load(checkpoint, device="cpu", first_frames=4, chunk_frames=16), Sampling(seed=1))
 
 
 def test_speech_streams_in_chunks_at_44_1_khz(fish_tts):
@@ -46,7 +46,7 @@ def test_speech_streams_in_chunks_at_44_1_khz(fish_tts):
 
 def test_a_fixed_seed_gives_the_same_audio(checkpoint):
     def speak(seed):
-        return synthesize(FishTTS(FishEngine(checkpoint, device="cpu"), Sampling(seed=seed)), "Hi there.").samples
+        return synthesize(FishTTS(FishEngine.load(checkpoint, device="cpu"), Sampling(seed=seed)), "Hi there.").samples
 
     first, again = speak(3), speak(3)
     assert np.array_equal(first, again) and not np.array_equal(first, speak(4))
@@ -115,7 +115,7 @@ def test_codec_that_does_not_fit_the_model_is_refused(tmp_path):
         (tmp_path / "codec.json").read_text().replace('"n_codebooks": 3', '"n_codebooks": 2')
     )
     with pytest.raises(CheckpointError):
-        FishEngine(tmp_path, device="cpu")
+        FishEngine.load(tmp_path, device="cpu")
 
 
 def test_hub_ids_download_once_and_fail_clearly_offline(tmp_path, monkeypatch):
@@ -131,13 +131,13 @@ def test_cuda_device_without_a_gpu_is_a_clear_error(checkpoint):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(CheckpointError, match="no CUDA device"):
-        FishEngine(checkpoint, device="cuda")
+        FishEngine.load(checkpoint, device="cuda")
 
 
 def test_concurrent_callers_get_the_speech_they_would_get_alone(checkpoint):
     import threading
 
-    engine = FishEngine(checkpoint, device="cpu", max_concurrency=4, first_frames=4, chunk_frames=16)
+    engine = FishEngine.load(checkpoint, device="cpu", max_concurrency=4, first_frames=4, chunk_frames=16)
     tts = FishTTS(engine, Sampling(seed=9))
     texts = ["Hello world.", "This is a tiny voice test.", "Hello.", "Text Speech."]
     alone = [synthesize(tts, text).samples for text in texts]
@@ -218,7 +218,7 @@ async def test_unreadable_stored_codes_are_encoded_again(fish_tts, store, speech
 
 
 async def test_a_job_with_a_saved_voice_clones_it_and_keeps_it_with_the_conversation(llm, store, speech, checkpoint):
-    engine = FishEngine(checkpoint, device="cpu", first_frames=4, chunk_frames=16)
+    engine = FishEngine.load(checkpoint, device="cpu", first_frames=4, chunk_frames=16)
     tts = FishTTS(engine, Sampling(seed=1), codes=store, codec_id="fish:tiny")
     handler = make_handler(Assistant(llm, tts, store, default_system_message=SYSTEM))
     voice = load_reference(speech_b64(speech), "The quick brown fox")

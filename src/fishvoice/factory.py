@@ -67,7 +67,7 @@ def build_fish_tts(settings: Settings, codes: VoiceCodeStore | None = None) -> T
         )
     try:
         checkpoint = locate_checkpoint(settings.fish_checkpoint, settings.fish_cache_dir)
-        engine = FishEngine(
+        engine = FishEngine.load(
             checkpoint,
             device=settings.fish_device,
             dtype=settings.fish_dtype,

@@ -4,8 +4,9 @@ for many callers at once.
 
 `stream` may be called from any number of threads: their requests are decoded together, one frame of
 every request per step (scheduler.py), each request's audio decoded chunk by chunk on the codec's
-thread (streaming.py). Everything is loaded, captured and warmed up in the constructor, so the first
-caller does not pay for it.
+thread (streaming.py). Everything is captured and warmed up in the constructor, so the first
+caller does not pay for it. The engine is built from loaded parts (`FishEngine(model, codec, ...)`);
+`FishEngine.load(checkpoint)` reads them from a checkpoint first.
 """
 
 from __future__ import annotations
@@ -63,61 +64,10 @@ class FishEngine:
 
     def __init__(
         self,
-        checkpoint: str | Path,
-        *,
-        device: str = "auto",
-        dtype: str = "auto",
-        compile: bool = False,
-        cuda_graphs: bool = True,
-        compile_cache: str | None = None,
-        max_concurrency: int | None = None,
-        max_len: int | None = None,
-        first_frames: int = 4,
-        chunk_frames: int = 24,
-    ):
-        path = Path(checkpoint)
-        resolved = resolve_device(device)
-        precision = resolve_dtype(dtype, resolved)
-        text_to_semantic = load_text_to_semantic(path, resolved, precision)
-        codec_config = CodecConfig.from_json(path / "codec.json") if (path / "codec.json").is_file() else CodecConfig()
-        # The codec stays in fp32 off the GPU: its output is the audio itself.
-        codec = load_codec(
-            path / "codec.pth", codec_config, resolved, precision if resolved.type == "cuda" else torch.float32
-        )
-        if codec_config.num_codebooks != text_to_semantic.model.config.num_codebooks:
-            raise CheckpointError(
-                f"{path / 'codec.pth'}: the codec has {codec_config.num_codebooks} codebooks; "
-                f"the model expects {text_to_semantic.model.config.num_codebooks}"
-            )
-        self._start(
-            text_to_semantic.model,
-            codec,
-            text_to_semantic.tokenizer,
-            text_to_semantic.tokenizer.im_end_id,
-            compile=compile,
-            cuda_graphs=cuda_graphs,
-            compile_cache=compile_cache,
-            max_concurrency=max_concurrency,
-            max_len=max_len,
-            first_frames=first_frames,
-            chunk_frames=chunk_frames,
-        )
-
-    @classmethod
-    def from_models(
-        cls, model: DualAR, codec: Codec, im_end_id: int, tokenizer: FishTokenizer | None = None, **options: Any
-    ) -> FishEngine:
-        """An engine over models already built (benchmarks with random weights at the published sizes)."""
-        engine = cls.__new__(cls)
-        engine._start(model, codec, tokenizer, im_end_id, **options)
-        return engine
-
-    def _start(
-        self,
         model: DualAR,
         codec: Codec,
-        tokenizer: FishTokenizer | None,
         im_end_id: int,
+        tokenizer: FishTokenizer | None = None,
         *,
         compile: bool = False,
         cuda_graphs: bool = True,
@@ -127,6 +77,8 @@ class FishEngine:
         first_frames: int = 4,
         chunk_frames: int = 24,
     ) -> None:
+        """An engine over models already built (`load` reads them from a checkpoint; benchmarks build them
+        with random weights at the published sizes), captured and warmed up before it returns."""
         started = time.perf_counter()
         self.model, self.codec, self.tokenizer = model.requires_grad_(False), codec.requires_grad_(False), tokenizer
         self.device = model.embeddings.weight.device
@@ -156,6 +108,27 @@ class FishEngine:
             "CUDA graphs" + (" (compiled)" if compile else "") if runner.captured else "eager",
             self.warmup_s,
         )
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, *, device: str = "auto", dtype: str = "auto", **options: Any) -> FishEngine:
+        """The engine of a checkpoint directory (its model, tokenizer and codec); `options` are the
+        constructor's."""
+        path = Path(checkpoint)
+        resolved = resolve_device(device)
+        precision = resolve_dtype(dtype, resolved)
+        text_to_semantic = load_text_to_semantic(path, resolved, precision)
+        codec_config = CodecConfig.from_json(path / "codec.json") if (path / "codec.json").is_file() else CodecConfig()
+        # The codec stays in fp32 off the GPU: its output is the audio itself.
+        codec = load_codec(
+            path / "codec.pth", codec_config, resolved, precision if resolved.type == "cuda" else torch.float32
+        )
+        if codec_config.num_codebooks != text_to_semantic.model.config.num_codebooks:
+            raise CheckpointError(
+                f"{path / 'codec.pth'}: the codec has {codec_config.num_codebooks} codebooks; "
+                f"the model expects {text_to_semantic.model.config.num_codebooks}"
+            )
+        tokenizer = text_to_semantic.tokenizer
+        return cls(text_to_semantic.model, codec, tokenizer.im_end_id, tokenizer, **options)
 
     def _warm_up(self) -> None:
         """One short request through the whole path (prefill, steps, codec), so the first caller finds it warm."""
