@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 8000
 MAX_REFERENCE_TEXT_CHARS = 2000
 CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+CONVERSATION_ID_RULE = "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -"
+
+
+def is_conversation_id(value: object) -> bool:
+    """Whether `value` may name a conversation (or a saved voice: the same rule)."""
+    return isinstance(value, str) and CONVERSATION_ID.match(value) is not None
 
 
 class ChatMessage(TypedDict):
@@ -113,8 +119,8 @@ class ReplyRequest(BaseModel):
     @field_validator("conversation_id", "reference_id")
     @classmethod
     def _conversation_id(cls, value: str | None) -> str | None:
-        if value is not None and not CONVERSATION_ID.match(value):
-            raise ValueError("must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+        if value is not None and not is_conversation_id(value):
+            raise ValueError(CONVERSATION_ID_RULE)
         return value
 
     @field_validator("temperature")

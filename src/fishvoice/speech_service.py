@@ -19,6 +19,8 @@ from .pipeline import speak_text, voice_speaker
 from .tts.base import TTS, prepare_voice
 from .voices import VoiceReference
 
+DEFAULT_VOICE = "default"  # the voice's own, as the OpenAI routes and realtime sessions name it
+
 
 class WorkLimit:
     """At most `size` requests working at once (an async with-block each); `in_use` counts them (/health)."""

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from ...contract import CONVERSATION_ID, MAX_REFERENCE_TEXT_CHARS
+from ...contract import CONVERSATION_ID_RULE, MAX_REFERENCE_TEXT_CHARS, is_conversation_id
 from ...errors import FishvoiceError
 from ...speech_service import SpeechService
 from ...threads import run_in_thread
@@ -66,8 +66,8 @@ def text_field(fields: Fields, name: str) -> str:
 def voice_id(fields: Fields, name: str) -> str:
     """A saved voice's id: the rule of conversation_id."""
     value = text_field(fields, name)
-    if not CONVERSATION_ID.match(value):
-        raise invalid(name, "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+    if not is_conversation_id(value):
+        raise invalid(name, CONVERSATION_ID_RULE)
     return value
 
 

@@ -25,8 +25,7 @@ import difflib
 import json
 import logging
 import math
-from collections.abc import AsyncGenerator
-from contextlib import aclosing, suppress
+from contextlib import aclosing
 from typing import Any, Literal
 
 import msgpack
@@ -45,7 +44,7 @@ from ...tts.base import TTS
 from ...voices import VoiceReference, join_references, load_reference, reference_from_bytes
 from ..http.auth import Auth
 from ..http.body import read_body
-from ..http.responses import WARNING_HEADER, OwnedStreamingResponse
+from ..http.responses import WARNING_HEADER, OwnedStreamingResponse, encoded_audio, first_piece
 
 log = logging.getLogger(__name__)
 
@@ -283,10 +282,9 @@ def build_fish_router(speech: SpeechService, auth: Auth, max_body_bytes: int) ->
         if fields.streaming:
             encoder = _encoder(fields)
             # The first piece is awaited here, so a failure to start still answers with an error status.
-            first = await anext(pieces, None)
-            response: Response = OwnedStreamingResponse(
-                _stream(first, pieces, encoder, gain), owns=[pieces], media_type=media_type, headers=headers
-            )
+            first = await first_piece(pieces)
+            chunks = encoded_audio(first, pieces, encoder, lambda piece: _louder(piece, gain))
+            response: Response = OwnedStreamingResponse(chunks, owns=[pieces], media_type=media_type, headers=headers)
         else:
             async with aclosing(pieces):
                 audio = [_louder(piece, gain) async for piece in pieces]
@@ -307,22 +305,3 @@ def _encode_whole(request: FishTTSRequest, pieces: list[Audio]) -> bytes:
         return encode_bytes(audio, "wav")[0]
     encoder = _encoder(request)
     return encoder.encode(audio) + encoder.finish()
-
-
-async def _stream(
-    first: Audio | None, pieces: AsyncGenerator[Audio, None], encoder: StreamEncoder, gain: float
-) -> AsyncGenerator[bytes, None]:
-    """The audio's bytes as each piece is spoken. A failure past the first piece cannot change the
-    status any more: it is logged and the connection is cut, so the client sees an incomplete body
-    rather than a short file that looks whole."""
-    async with aclosing(pieces):
-        try:
-            if first is not None:
-                yield await run_in_thread(encoder.encode, _louder(first, gain))
-            async for piece in pieces:
-                yield await run_in_thread(encoder.encode, _louder(piece, gain))
-        except BaseException:
-            with suppress(Exception):
-                encoder.close()  # drops the unfinished file now; its bytes have nowhere to go
-            raise
-        yield await run_in_thread(encoder.finish)

@@ -13,11 +13,18 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Sequence
+import logging
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
 from typing import Any
 
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
+
+from ...audio import Audio, StreamEncoder
+from ...threads import run_in_thread
+
+log = logging.getLogger(__name__)
 
 # What a request asked for and did not get as asked (a field ignored, a voice that cannot clone).
 WARNING_HEADER = "X-Fishvoice-Warning"
@@ -47,3 +54,40 @@ class OwnedStreamingResponse(StreamingResponse):
         finally:
             for stream in self._owned:  # the body first: it closes what it began itself
                 await stream.aclose()
+
+
+async def first_piece(pieces: AsyncGenerator[Audio, None]) -> Audio | None:
+    """The speech's first piece (None: nothing to speak), awaited before the answer begins so that a voice
+    failing to start is still an error status; the pieces are closed if it fails."""
+    try:
+        return await anext(pieces)
+    except StopAsyncIteration:
+        return None
+    except BaseException:
+        await pieces.aclose()
+        raise
+
+
+async def encoded_audio(
+    first: Audio | None,
+    pieces: AsyncGenerator[Audio, None],
+    encoder: StreamEncoder,
+    adjust: Callable[[Audio], Audio] = lambda audio: audio,
+) -> AsyncGenerator[bytes, None]:
+    """The file's bytes as each piece is spoken (each `adjust`ed first); the pieces, and the work limit they
+    hold, are closed however this ends, a client gone included. A failure past the first piece cannot change
+    the status any more: it is logged and raised, so the connection is cut and the client sees an incomplete
+    body rather than a short file that looks whole."""
+    try:
+        async with aclosing(pieces):
+            if first is not None:
+                yield await run_in_thread(encoder.encode, adjust(first))
+            async for audio in pieces:
+                if data := await run_in_thread(encoder.encode, adjust(audio)):
+                    yield data
+        yield await run_in_thread(encoder.finish)
+    except Exception as exc:
+        log.warning("speech failed after its answer began: %r", exc)
+        raise
+    finally:
+        encoder.close()  # an unfinished file is dropped; its bytes have nowhere to go

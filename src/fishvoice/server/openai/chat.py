@@ -31,7 +31,7 @@ from ...asr.base import ASR
 from ...assistant import Assistant
 from ...audio import AudioFormat, b64decode_audio
 from ...contract import (
-    CONVERSATION_ID,
+    CONVERSATION_ID_RULE,
     MAX_MESSAGE_CHARS,
     AudioEvent,
     ChatMessage,
@@ -41,10 +41,11 @@ from ...contract import (
     ReplyRequest,
     TextEvent,
     guarded,
+    is_conversation_id,
     parse_request,
 )
 from ...errors import FishvoiceError
-from ...speech_service import SpeechService, WorkLimit
+from ...speech_service import DEFAULT_VOICE, SpeechService, WorkLimit
 from ...threads import run_in_thread
 from ...voices import speech_from_bytes
 from ..http.auth import Auth
@@ -52,7 +53,7 @@ from ..http.body import read_json
 from ..http.errors import openai_body, status_of
 from ..http.fields import as_boolean, as_integer, as_number, invalid
 from ..http.responses import OwnedStreamingResponse, sse_event
-from .speech import DEFAULT_VOICE, SPEECH_RATE, resolve_voice
+from .speech import SPEECH_RATE, resolve_voice
 from .transcriptions import no_asr
 
 T = TypeVar("T")
@@ -211,10 +212,8 @@ def parse_chat(raw: Any, models: tuple[str, ...]) -> ChatParams:
     include_usage = _include_usage(raw.get("stream_options"), stream)
     audio_format, voice = _audio_output(raw, stream)
     conversation_id = raw.get("conversation_id")
-    if conversation_id is not None and (
-        not isinstance(conversation_id, str) or not CONVERSATION_ID.match(conversation_id)
-    ):
-        raise invalid("conversation_id", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+    if conversation_id is not None and not is_conversation_id(conversation_id):
+        raise invalid("conversation_id", CONVERSATION_ID_RULE)
     return ChatParams(
         model=model,
         messages=messages,

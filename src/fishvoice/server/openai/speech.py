@@ -31,22 +31,20 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
-from ...audio import MAX_SPEED, MIN_SPEED, Audio, StreamEncoder, StreamFormat
+from ...audio import MAX_SPEED, MIN_SPEED, StreamEncoder, StreamFormat
 from ...errors import FishvoiceError, as_api_error
-from ...speech_service import SpeechService
-from ...threads import run_in_thread
+from ...speech_service import DEFAULT_VOICE, SpeechService
 from ...voices import VoiceReference
 from ..http.auth import Auth
 from ..http.body import read_json
 from ..http.errors import openai_body, status_of
-from ..http.responses import WARNING_HEADER, OwnedStreamingResponse, sse_event
+from ..http.responses import WARNING_HEADER, OwnedStreamingResponse, encoded_audio, first_piece, sse_event
 
 log = logging.getLogger(__name__)
 
 SPEECH_RATE = 24000  # OpenAI's speech is 24 kHz: what `pcm` promises, and the rate of every other format (opus: 48)
 MAX_INPUT_CHARS = 4096
 MAX_INSTRUCTIONS_CHARS = 4096
-DEFAULT_VOICE = "default"
 # `fishvoice` first; the rest are OpenAI's speech models, accepted so clients that name one work unchanged.
 MODELS: tuple[str, ...] = ("fishvoice", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 # What /v1/models lists: the speech models, and OpenAI's transcription model (openai_chat.py's routes take any).
@@ -235,10 +233,10 @@ def build_openai_router(speech: SpeechService, auth: Auth, *, max_body_bytes: in
         encoder = StreamEncoder(_ENCODINGS[response_format], SPEECH_RATE)
         pieces = speech.stream(params.input, voice, SPEECH_RATE, params.speed or 1.0)
         # The first sentence is spoken before the answer starts, so a failing voice is still an error status.
-        first = await _first_piece(pieces)
+        first = await first_piece(pieces)
         if first is None:
             warnings.append("input: nothing in it could be spoken")
-        chunks = _encoded(first, pieces, encoder)
+        chunks = encoded_audio(first, pieces, encoder)
         headers = {WARNING_HEADER: "; ".join(warnings)} if warnings else {}
         if params.stream_format == "sse":
             return OwnedStreamingResponse(
@@ -247,36 +245,6 @@ def build_openai_router(speech: SpeechService, auth: Auth, *, max_body_bytes: in
         return OwnedStreamingResponse(chunks, owns=[pieces], media_type=_MEDIA_TYPES[response_format], headers=headers)
 
     return router
-
-
-async def _first_piece(pieces: AsyncGenerator[Audio, None]) -> Audio | None:
-    try:
-        return await anext(pieces)
-    except StopAsyncIteration:
-        return None
-    except BaseException:
-        await pieces.aclose()
-        raise
-
-
-async def _encoded(
-    first: Audio | None, pieces: AsyncGenerator[Audio, None], encoder: StreamEncoder
-) -> AsyncGenerator[bytes, None]:
-    """The file's bytes as each sentence is spoken; the pieces (and the slot they hold) are closed however
-    this ends, a client that went away included. A failure midway ends the answer unfinished (raised)."""
-    try:
-        async with aclosing(pieces):
-            if first is not None:
-                yield await run_in_thread(encoder.encode, first)
-            async for audio in pieces:
-                if data := await run_in_thread(encoder.encode, audio):
-                    yield data
-        yield await run_in_thread(encoder.finish)
-    except Exception as exc:
-        log.warning("speech failed after its answer began: %r", exc)
-        raise
-    finally:
-        encoder.close()
 
 
 async def _sse(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:

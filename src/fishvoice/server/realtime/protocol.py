@@ -16,13 +16,13 @@ from typing import Any
 
 from ...contract import MAX_MESSAGE_CHARS
 from ...errors import FishvoiceError
+from ...speech_service import DEFAULT_VOICE
 from ...vad import TurnOptions
 from ..http.errors import openai_body, status_of
 from ..http.fields import as_boolean, as_integer, as_language, as_number, invalid
 
 REALTIME_RATE = 24000  # pcm16 in and out, as OpenAI's `audio/pcm`
 MAX_OUTPUT_TOKENS = 4096
-DEFAULT_VOICE = "default"
 _IGNORED = frozenset(
     {"type", "model", "tools", "tool_choice", "tracing", "include", "prompt", "truncation", "object", "id", "reasoning"}
 )

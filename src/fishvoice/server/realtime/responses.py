@@ -12,12 +12,11 @@ from typing import Any
 from ...assistant import Assistant
 from ...contract import MAX_MESSAGE_CHARS, AudioEvent, DoneEvent, ReplyRequest, TextEvent
 from ...errors import FishvoiceError, as_api_error
-from ...speech_service import WorkLimit
+from ...speech_service import DEFAULT_VOICE, WorkLimit
 from .connection import Connection
 from .conversation import Conversation
 from .input_audio import PER_MS
 from .protocol import (
-    DEFAULT_VOICE,
     REALTIME_RATE,
     ResponseSummary,
     SessionConfig,

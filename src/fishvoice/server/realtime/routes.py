@@ -10,7 +10,7 @@ from fastapi import APIRouter, WebSocket
 
 from ...asr.base import ASR
 from ...assistant import Assistant
-from ...contract import CONVERSATION_ID
+from ...contract import CONVERSATION_ID_RULE, is_conversation_id
 from ...errors import FishvoiceError
 from ...process import release_free_memory
 from ...speech_service import SpeechService
@@ -56,8 +56,8 @@ def _refusal(
     except FishvoiceError as error:
         return error, 1008
     conversation_id = socket.query_params.get("conversation_id")
-    if conversation_id is not None and not CONVERSATION_ID.match(conversation_id):
-        return invalid("conversation_id", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -"), 1008
+    if conversation_id is not None and not is_conversation_id(conversation_id):
+        return invalid("conversation_id", CONVERSATION_ID_RULE), 1008
     if open_sessions.count >= limits.sessions:
         busy = f"all {limits.sessions} realtime sessions are in use; try again later"
         return FishvoiceError("backend_unavailable", busy), 1013

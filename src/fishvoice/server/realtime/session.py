@@ -23,14 +23,14 @@ from typing import Any
 
 from ...asr.base import ASR
 from ...assistant import Assistant
-from ...contract import CONVERSATION_ID, MAX_MESSAGE_CHARS
+from ...contract import MAX_MESSAGE_CHARS, is_conversation_id
 from ...errors import FishvoiceError
-from ...speech_service import SpeechService
+from ...speech_service import DEFAULT_VOICE, SpeechService
 from ..http.fields import invalid
 from .connection import Connection, Handler
 from .conversation import Conversation
 from .input_audio import PER_MS, pcm16
-from .protocol import DEFAULT_VOICE, SessionConfig, new_id, response_overrides, update_config, user_item
+from .protocol import SessionConfig, new_id, response_overrides, update_config, user_item
 from .responses import Responder
 from .turns import TurnTaking
 
@@ -131,7 +131,7 @@ class RealtimeSession:
         item = event.get("item")
         text = _message_text(item)
         item_id = new_id("item")
-        if isinstance(item, dict) and isinstance(item.get("id"), str) and CONVERSATION_ID.match(item["id"]):
+        if isinstance(item, dict) and is_conversation_id(item.get("id")):
             item_id = item["id"]
         self.conversation.unanswered.append(text)
         added = {"previous_item_id": self.conversation.last_item, "item": user_item(item_id, text=text)}

@@ -197,11 +197,11 @@ class TurnTaking:
     ) -> None:
         """The samples become the user's turn `item_id`: heard (after the turns before it), then answered
         if `respond`."""
-        await self._committed(item_id)
+        await self._send_committed(item_id)
         heard = transcript or asyncio.create_task(self._transcribe(Audio(samples, REALTIME_RATE)))
         self._hearing = asyncio.create_task(self._hear(heard, item_id, respond, self._hearing))
 
-    async def _committed(self, item_id: str) -> None:
+    async def _send_committed(self, item_id: str) -> None:
         previous, self.conversation.last_item = self.conversation.last_item, item_id
         await self.connection.send(
             {"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id}
@@ -210,7 +210,7 @@ class TurnTaking:
             {"type": "conversation.item.added", "previous_item_id": previous, "item": user_item(item_id)}
         )
 
-    async def _heard(self, item_id: str, text: str) -> None:
+    async def _send_transcript(self, item_id: str, text: str) -> None:
         event = {"item_id": item_id, "content_index": 0, "transcript": text}
         await self.connection.send({"type": "conversation.item.input_audio_transcription.completed", **event})
 
@@ -221,8 +221,8 @@ class TurnTaking:
         assert guess is not None
         await self.replies.store_exchange()
         self.conversation.unanswered = []
-        await self._committed(item_id)
-        await self._heard(item_id, guess.said)
+        await self._send_committed(item_id)
+        await self._send_transcript(item_id, guess.said)
         reply.previous_item, self.conversation.last_item = item_id, reply.summary.item_id
         while guess.held:
             event = guess.held.pop(0)
@@ -260,7 +260,7 @@ class TurnTaking:
             await self.connection.send({"type": "conversation.item.input_audio_transcription.failed", **failed})
             return
         self.conversation.unanswered.append(text)
-        await self._heard(item_id, text)
+        await self._send_transcript(item_id, text)
         if respond and self.speech_item is None and not self.closed:
             if self.replies.current is not None:  # not interrupting: answered after the reply before it
                 await asyncio.gather(self.replies.current.task or asyncio.sleep(0), return_exceptions=True)
