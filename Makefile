@@ -7,7 +7,7 @@ PORT ?= 8000
 # sandbox or another machine refuses, and the wheel is cached and reused by later installs.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +27,10 @@ run: $(VENV)/.installed
 ## All tests, on the real embedded models.
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+## What loads no model (parsing, protocols, state machines, stores, layout): under a minute.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not model"
 
 ## ruff (lint and format) and mypy (strict), as CI runs them.
 lint: $(VENV)/.installed

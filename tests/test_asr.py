@@ -23,6 +23,8 @@ from .conftest import SYSTEM, run_job, speech_b64
 from .test_cli import fishvoice
 from .test_handler import RESPONSE_KEYS
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it runs away."
 
 

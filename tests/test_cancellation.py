@@ -28,6 +28,8 @@ from fishvoice.tts.base import synthesize
 
 from .conftest import SYSTEM, speech_b64
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 PACKAGE = str(Path(fishvoice.__file__).parent)
 _SUSPENDING = 0x80 | 0x200  # CO_COROUTINE | CO_ASYNC_GENERATOR
 # Nearly greedy, so every run of the reply passes the same awaits.

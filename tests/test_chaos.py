@@ -22,6 +22,8 @@ from fishvoice.tts.base import synthesize
 from tests.server.realtime.test_session import QUESTION, TALKATIVE, b64, pcm, session, silence, speak, vad_session
 from tests.servers import server
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 # Seconds from the end of the question's speech: the pause is guessed at about 0.1 s, the turn confirmed
 # by 0.3 s of silence, and the reply's first chunk spoken within about half a second after.
 OFFSETS = [0.1, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 1.0]

@@ -13,6 +13,8 @@ from fishvoice.audio import decode_audio
 
 from .conftest import free_port
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 
 def fishvoice(*args: str, stdin: str | None = None, cwd=None, env=None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -19,6 +19,8 @@ from tests.servers import server
 from .conftest import free_port, speech_b64
 from .test_asr import SENTENCE, word_error_rate
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory) -> Iterator[str]:

@@ -13,6 +13,8 @@ from fishvoice.contract import parse_request
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 
 def test_hub_json_describes_a_serverless_worker_with_its_settings():
     hub = json.loads((ROOT / ".runpod" / "hub.json").read_text())

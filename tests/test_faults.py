@@ -18,6 +18,8 @@ from tests.servers import STORY, start_server, wait_final, wait_status
 
 from .conftest import free_port, stop
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 
 def test_server_killed_mid_reply_leaves_the_conversation_as_it_was(tmp_path):
     base, process = start_server(tmp_path, concurrency="1")

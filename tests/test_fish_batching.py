@@ -9,6 +9,8 @@ import threading
 
 import pytest
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 torch = pytest.importorskip("torch", reason="the Fish engine needs the `fish` extra (torch)")
 
 from fishvoice.fish.checkpoints import TextToSemantic, load_text_to_semantic  # noqa: E402

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 torch = pytest.importorskip("torch", reason="the Fish engine needs the `fish` extra (torch)")
 
 from fishvoice.fish.codec import CodecConfig, DecodeState, load_codec  # noqa: E402

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 torch = pytest.importorskip("torch", reason="the Fish engine needs the `fish` extra (torch)")
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)

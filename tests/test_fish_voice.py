@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 torch = pytest.importorskip("torch", reason="the Fish engine needs the `fish` extra (torch)")
 
 from fishvoice.assistant import Assistant  # noqa: E402

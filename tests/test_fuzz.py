@@ -19,6 +19,8 @@ from tests.servers import server
 from .conftest import speech_b64
 from .test_handler import RESPONSE_KEYS as REPLY_KEYS
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 CODES = {
     "invalid_input",
     "invalid_audio",

@@ -20,6 +20,8 @@ from fishvoice.worker import make_handler, make_stream_handler
 
 from .conftest import SYSTEM, free_port, pcm16_samples, run_job
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 RESPONSE_KEYS = {
     "text",
     "audio",

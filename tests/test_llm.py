@@ -7,8 +7,12 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
+
 from fishvoice.contract import ChatMessage, Usage
 from fishvoice.llm.llama_cpp import LlamaCppLLM, _Text
+
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
 
 STORY: list[ChatMessage] = [
     {"role": "system", "content": "You are helpful."},

@@ -16,6 +16,8 @@ from tests.servers import server
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 RUNNERS = {
     "python": [sys.executable, "-c"],
     "python-stream": [sys.executable, "-c"],

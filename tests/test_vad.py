@@ -22,6 +22,8 @@ from fishvoice.vad import (
     TurnOptions,
 )
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 
 @pytest.fixture(scope="module")
 def spoken(tts) -> np.ndarray:

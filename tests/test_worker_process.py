@@ -15,6 +15,8 @@ from fishvoice.contract import parse_request
 
 from .conftest import ROOT, free_port, stop, wait_for_http
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 
 def worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "FISHVOICE_STORE": str(tmp_path / "db.sqlite3"), **extra}

@@ -14,6 +14,8 @@ from fishvoice.voices import load_reference
 from tests.conftest import run_job, speech_b64
 from tests.servers import server
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 KEYS = "key-one,key-two"
 
 

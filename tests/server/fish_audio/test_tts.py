@@ -22,6 +22,8 @@ from tests.conftest import speech_b64
 from tests.servers import server
 from tests.test_fuzz import CODES
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 KEY = "fish-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 TEXT = "Hello there. This is a test of the fish route."

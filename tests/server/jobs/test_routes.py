@@ -12,6 +12,8 @@ import pytest
 
 from tests.servers import STORY, server, wait_final, wait_status
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def job_table(request) -> dict[str, str]:

@@ -14,6 +14,8 @@ from fishvoice.server.jobs.job import CANCELLED, COMPLETED, FAILED, IN_PROGRESS,
 from fishvoice.server.jobs.redis_store import RedisJobStore
 from fishvoice.server.jobs.runner import JobLimits, JobRunner
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 ENDLESS = "Write an endless story about the sea. Never stop, never sum up."
 
 

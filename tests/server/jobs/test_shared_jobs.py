@@ -20,6 +20,8 @@ import redis
 from tests.conftest import stop
 from tests.servers import STORY, start_server, wait_final, wait_status
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 SHORT = {"message": "Say hello.", "max_tokens": 6, "speak": False}
 
 

@@ -24,6 +24,8 @@ from fishvoice.audio import Audio, decode_audio
 from fishvoice.server.openai.transcriptions import LANGUAGE_NAMES
 from tests.servers import server
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 KEY = "chat-key"
 SAID = "The quick brown fox jumps over the lazy dog."
 SHORT = {"model": "fishvoice", "max_tokens": 40, "temperature": 0.2}

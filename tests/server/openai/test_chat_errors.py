@@ -22,6 +22,8 @@ from fishvoice.factory import build_asr
 from fishvoice.server.app import create_app
 from fishvoice.server.http.auth import key_namespace
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 KEY = "asr-key"
 
 

@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from fishvoice.audio import Audio, decode_audio
 from tests.servers import server
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 KEY = "speech-key"
 TEXT = "The quick brown fox jumps over the lazy dog. Then it runs far away into the green forest."
 SENTENCES = "One small step for a robot. Two steps for a painter. Three steps for a singer. Four for the road."

@@ -30,6 +30,8 @@ from fishvoice.tts.base import synthesize
 from tests.conftest import ROOT
 from tests.servers import server
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 KEY = "page-test-key"
 QUESTION = "How many legs does a spider have?"

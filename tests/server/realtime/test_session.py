@@ -26,6 +26,8 @@ from fishvoice.tts.base import synthesize
 from tests.servers import server
 from tests.test_asr import word_error_rate
 
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
 KEY = "realtime-key"
 QUESTION = "What is the capital of France?"
 INTERRUPTION = "Please tell me about dogs instead."
