@@ -219,3 +219,19 @@ def pcm16_samples(b64: str):
     import numpy as np
 
     return np.frombuffer(base64.b64decode(b64), dtype="<i2")
+
+
+@pytest.fixture(scope="session")
+def question(tts: PiperTTS) -> bytes:
+    """The realtime tests' spoken question, as pcm16 at 24 kHz."""
+    from tests.realtime_client import QUESTION, pcm
+
+    return pcm(synthesize(tts, QUESTION))
+
+
+@pytest.fixture(scope="session")
+def interruption(tts: PiperTTS) -> bytes:
+    """What the realtime tests say over a reply, as pcm16 at 24 kHz."""
+    from tests.realtime_client import INTERRUPTION, pcm
+
+    return pcm(synthesize(tts, INTERRUPTION))

@@ -18,8 +18,7 @@ import httpx
 import pytest
 import websockets
 
-from fishvoice.tts.base import synthesize
-from tests.server.realtime.test_session import QUESTION, TALKATIVE, b64, pcm, session, silence, speak, vad_session
+from tests.realtime_client import TALKATIVE, b64, session, silence, speak, vad_session
 from tests.servers import server
 
 pytestmark = pytest.mark.model  # loads models (or starts a server that does)
@@ -43,16 +42,6 @@ def url(request, tmp_path_factory) -> Iterator[str]:
         settings |= {"voice": "fish", "fish_checkpoint": str(checkpoint), "fish_device": "cpu", "fish_seed": "1"}
     with server(tmp_path_factory.mktemp(f"chaos-{request.param}"), **settings) as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def question(tts) -> bytes:
-    return pcm(synthesize(tts, QUESTION))
-
-
-@pytest.fixture(scope="module")
-def interruption(tts) -> bytes:
-    return pcm(synthesize(tts, "No wait, tell me about dogs."))
 
 
 def in_use(url: str) -> dict[str, Any]:

@@ -6,34 +6,42 @@ typed turns, and bad events answered with `error` events while the session goes 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import re
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import openai
 import pytest
 import websockets
 
-from fishvoice.audio import Audio, from_pcm16, resample, to_pcm16
+from fishvoice.audio import from_pcm16
 from fishvoice.tts.base import synthesize
+from tests.realtime_client import (
+    ANSWERED,
+    KEY,
+    RATE,
+    TALKATIVE,
+    WAIT_S,
+    ask_aloud,
+    audio_of,
+    heard_as_asked,
+    in_order,
+    pcm,
+    session,
+    silence,
+    speak,
+    stored_history,
+    transcript_of,
+    until,
+    vad_session,
+    words,
+)
 from tests.servers import server
-from tests.test_asr import word_error_rate
 
 pytestmark = pytest.mark.model  # loads models (or starts a server that does)
-
-KEY = "realtime-key"
-QUESTION = "What is the capital of France?"
-INTERRUPTION = "Please tell me about dogs instead."
-TALKATIVE = "You are a chatty assistant. Answer every question in four or five long sentences."
-RATE = 24000
-WAIT_S = 120
 
 
 @pytest.fixture(scope="module")
@@ -45,135 +53,6 @@ def server_dir(tmp_path_factory) -> Path:
 def url(server_dir) -> Iterator[str]:
     with server(server_dir, api_key=KEY, concurrency="2", realtime_sessions="3") as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def question(tts) -> bytes:
-    return pcm(synthesize(tts, QUESTION))
-
-
-@pytest.fixture(scope="module")
-def interruption(tts) -> bytes:
-    return pcm(synthesize(tts, INTERRUPTION))
-
-
-def pcm(audio: Audio) -> bytes:
-    return to_pcm16(resample(audio, RATE).samples)
-
-
-def silence(seconds: float) -> bytes:
-    return bytes(2 * int(RATE * seconds))
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z']+", text.lower())
-
-
-def heard_as_asked(transcript: str) -> bool:
-    """The question as Whisper base hears it: "capital", and at most one word of six amiss."""
-    return "capital" in words(transcript) and word_error_rate(QUESTION, transcript) < 0.2
-
-
-@asynccontextmanager
-async def session(url: str, **query: str) -> AsyncIterator[Any]:
-    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
-    async with client.realtime.connect(model="fishvoice", extra_query=query) as connection:
-        created = await asyncio.wait_for(connection.recv(), WAIT_S)
-        assert created.type == "session.created"
-        yield connection
-
-
-async def speak(connection: Any, data: bytes, chunk_ms: int = 100, *, paced: bool = False) -> None:
-    """Stream audio in chunks, as a microphone would: faster than real time, or `paced` at it (the
-    server's VAD then waits for silence in real time)."""
-    step, started = 2 * RATE * chunk_ms // 1000, time.monotonic()
-    for n, offset in enumerate(range(0, len(data), step)):
-        if paced:
-            await asyncio.sleep(max(0.0, started + n * chunk_ms / 1000 - time.monotonic()))
-        await connection.input_audio_buffer.append(audio=b64(data[offset : offset + step]))
-
-
-def in_order(events: list[Any], order: list[str]) -> bool:
-    """Whether the first event of each kind in `order` came in that order."""
-    kinds = [e.type for e in events]
-    return all(kind in kinds for kind in order) and [kinds.index(k) for k in order] == sorted(
-        kinds.index(k) for k in order
-    )
-
-
-async def until(connection: Any, kind: str, seen: list[Any]) -> Any:
-    """Events until one of `kind` (returned); every event is kept in `seen`. An error event fails."""
-    while True:
-        event = await asyncio.wait_for(connection.recv(), WAIT_S)
-        seen.append(event)
-        if event.type == "error" and kind != "error":
-            raise AssertionError(f"error event: {event.error}")
-        if event.type == kind:
-            return event
-
-
-async def vad_session(connection: Any, instructions: str, silence_ms: int = 500) -> None:
-    turn = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": silence_ms}
-    await connection.session.update(
-        session={
-            "type": "realtime",
-            "instructions": instructions,
-            "audio": {
-                "input": {
-                    "format": {"type": "audio/pcm", "rate": RATE},
-                    "turn_detection": turn,
-                    "transcription": {"model": "whisper-1", "language": "en"},
-                }
-            },
-        }
-    )
-    updated = await until(connection, "session.updated", [])
-    assert updated.session.audio.input.turn_detection.silence_duration_ms == silence_ms
-    assert updated.session.audio.input.transcription.language == "en"
-
-
-def audio_of(events: list[Any], response_id: str) -> bytes:
-    return b"".join(
-        base64.b64decode(e.delta)
-        for e in events
-        if e.type == "response.output_audio.delta" and e.response_id == response_id
-    )
-
-
-def transcript_of(events: list[Any], response_id: str) -> str:
-    return "".join(
-        e.delta for e in events if e.type == "response.output_audio_transcript.delta" and e.response_id == response_id
-    )
-
-
-# A spoken turn's events, in the order they must come.
-ANSWERED = [
-    "input_audio_buffer.speech_stopped",
-    "input_audio_buffer.committed",
-    "conversation.item.input_audio_transcription.completed",
-    "response.created",
-    "response.output_audio.delta",
-    "response.done",
-]
-
-
-def ask_aloud(url: str, data: bytes, *, silence_ms: int = 500, paced: bool = False) -> list[Any]:
-    """Speak `data` into a new server-VAD session (faster than real time, or `paced` at it, 20 ms a
-    message); the events until the reply's response.done."""
-
-    async def talk() -> list[Any]:
-        async with session(url) as connection:
-            await vad_session(connection, "You answer in one short sentence.", silence_ms=silence_ms)
-            await speak(connection, data, 20 if paced else 100, paced=paced)
-            seen: list[Any] = []
-            await until(connection, "response.done", seen)
-            return seen
-
-    return asyncio.run(talk())
 
 
 def test_spoken_question_is_heard_and_answered_in_text_and_speech(url, question):
@@ -251,13 +130,7 @@ def test_speaking_over_a_reply_cancels_it_and_keeps_what_was_heard(url, question
 
     # The session stored the conversation: a job on the same conversation sees the heard part only, the
     # words of the reply's first 400 ms.
-    job = httpx.post(
-        f"{url}/runsync",
-        headers={"Authorization": f"Bearer {KEY}"},
-        json={"input": {"message": "Thanks.", "conversation_id": "barge-in", "speak": False, "max_tokens": 8}},
-        timeout=WAIT_S,
-    ).json()
-    history = job["output"]["history"]
+    history = stored_history(url, "barge-in")
     assert heard_as_asked(history[0]["content"]), history[0]
     kept = words(history[1]["content"])
     assert history[1]["role"] == "assistant" and 1 <= len(kept) <= 3
@@ -284,13 +157,7 @@ def test_a_reply_truncated_to_nothing_leaves_its_question_unanswered(url):
                     await until(connection, "conversation.item.truncated", [])
 
     asyncio.run(talk())
-    job = httpx.post(
-        f"{url}/runsync",
-        headers={"Authorization": f"Bearer {KEY}"},
-        json={"input": {"message": "Thanks.", "conversation_id": "unheard", "speak": False, "max_tokens": 8}},
-        timeout=WAIT_S,
-    ).json()
-    history = job["output"]["history"]
+    history = stored_history(url, "unheard")
     assert all(turn["content"].strip() for turn in history), history
     assert [turn["role"] for turn in history] == ["user", "assistant", "user", "assistant"]
     assert history[0]["content"] == "What is the capital of France? And of Spain?"
@@ -481,12 +348,7 @@ def test_a_dropped_connection_stops_its_reply_and_keeps_what_was_sent(limited):
     said = words(asyncio.run(talk()))
     asyncio.run(asyncio.wait_for(session_ended(), WAIT_S))
     # The exchange was stored with what the reply's sent audio speaks.
-    job = httpx.post(
-        f"{limited}/runsync",
-        json={"input": {"message": "Go on.", "conversation_id": "dropped", "speak": False, "max_tokens": 8}},
-        timeout=WAIT_S,
-    ).json()
-    history = job["output"]["history"]
+    history = stored_history(limited, "dropped", key=None, message="Go on.")
     assert history[0] == {"role": "user", "content": "Tell me a story."}
     kept = words(history[1]["content"])
     assert history[1]["role"] == "assistant" and kept and kept[: len(said)] == said[: len(kept)]
