@@ -7,7 +7,6 @@ names the field. Types are strict (a boolean is not a number, 1.5 is not an inte
 from __future__ import annotations
 
 import base64
-import difflib
 import logging
 import math
 import re
@@ -18,10 +17,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
-from pydantic_core import ErrorDetails
 
 from .audio import (
-    AUDIO_FORMATS,
     MAX_AUDIO_BASE64_CHARS,
     MAX_AUDIO_BYTES,
     MAX_SPEED,
@@ -34,6 +31,7 @@ from .audio import (
     to_array,
 )
 from .errors import FishvoiceError, as_api_error, is_out_of_memory
+from .validation import first_error
 
 log = logging.getLogger(__name__)
 
@@ -152,15 +150,6 @@ class ReplyRequest(BaseModel):
         return value
 
 
-_TYPE_NAMES = {
-    "string_type": "a string",
-    "float_type": "a number",
-    "int_type": "an integer",
-    "bool_type": "a boolean",
-    "literal_error": "one of " + ", ".join(AUDIO_FORMATS),
-}
-
-
 def parse_request(raw: Any) -> ReplyRequest:
     """Validate a job's `input`; raise FishvoiceError naming the first bad field."""
     if not isinstance(raw, dict):
@@ -176,7 +165,7 @@ def parse_request(raw: Any) -> ReplyRequest:
     try:
         request = ReplyRequest.model_validate(raw)
     except ValidationError as exc:
-        raise _to_fishvoice_error(exc.errors()[0]) from None
+        raise first_error(exc, ReplyRequest, whole="input") from None
     if request.reference_id is not None:
         for other in ("system_audio", "reference_text"):
             if getattr(request, other) is not None:
@@ -189,24 +178,6 @@ def parse_request(raw: Any) -> ReplyRequest:
     if request.reference_text and not request.system_audio:
         raise FishvoiceError("invalid_input", "reference_text: given without system_audio", "reference_text")
     return request
-
-
-def _to_fishvoice_error(error: ErrorDetails) -> FishvoiceError:
-    field = ".".join(str(part) for part in error["loc"]) or "input"
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        hint = difflib.get_close_matches(field, ReplyRequest.model_fields, n=1)
-        suggestion = f"; did you mean {hint[0]}?" if hint else ""
-        return FishvoiceError("invalid_input", f"{field}: unknown field{suggestion}", field)
-    if kind == "missing":
-        return FishvoiceError("invalid_input", f"{field}: required", field)
-    if kind in _TYPE_NAMES:
-        value = error.get("input")
-        got = repr(value)[:40] if kind == "literal_error" else type(value).__name__
-        return FishvoiceError("invalid_input", f"{field}: must be {_TYPE_NAMES[kind]} (got {got})", field)
-    if kind == "value_error":
-        return FishvoiceError("invalid_input", f"{field}: {error['ctx']['error']}", field)
-    return FishvoiceError("invalid_input", f"{field}: {error['msg']}", field)
 
 
 # The response: the job's output, and the events a reply is made of, serialised at the edge by `to_dict`.

@@ -162,7 +162,7 @@ def test_prosody_volume_is_applied_in_decibels(url):
     ("fields", "param", "words"),
     [
         ({"text": "   "}, "text", "must not be empty"),
-        ({"text": "Hi", "format": "flac"}, "format", "'wav', 'pcm', 'mp3' or 'opus'"),
+        ({"text": "Hi", "format": "flac"}, "format", "must be one of wav, pcm, mp3, opus"),
         ({"text": "Hi", "sample_rate": 11025}, "sample_rate", "must be one of"),
         ({"text": "Hi", "format": "opus", "sample_rate": 24000}, "sample_rate", "48000 Hz"),
         ({"text": "Hi", "temperature": 1.5}, "temperature", "at most 1.0"),

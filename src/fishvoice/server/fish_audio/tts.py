@@ -21,7 +21,6 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import math
@@ -33,7 +32,6 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import ErrorDetails
 
 from ...audio import OPUS_RATE, SAMPLE_RATES, Audio, StreamEncoder, encode_bytes
 from ...contract import MAX_REFERENCE_TEXT_CHARS, text_field
@@ -41,6 +39,7 @@ from ...errors import FishvoiceError
 from ...speech_service import SpeechService
 from ...threads import run_in_thread
 from ...tts.base import TTS
+from ...validation import field_error
 from ...voices import VoiceReference, join_references, load_reference, reference_from_bytes
 from ..http.auth import Auth
 from ..http.body import read_body
@@ -139,6 +138,9 @@ def decode_body(body: bytes, content_type: str) -> Any:
         raise FishvoiceError("invalid_input", f"body: not valid JSON ({exc})", "body") from None
 
 
+_AUDIO_FIELD = "must be the audio file (bytes, or a base64 string)"
+
+
 def parse_fish_request(raw: Any) -> FishTTSRequest:
     """Validate the fields; FishvoiceError naming the first bad one (`references.0.audio`)."""
     if not isinstance(raw, dict):
@@ -146,7 +148,11 @@ def parse_fish_request(raw: Any) -> FishTTSRequest:
     try:
         request = FishTTSRequest.model_validate(raw)
     except ValidationError as exc:
-        raise _field_error(exc.errors()[0]) from None
+        first = exc.errors()[0]
+        error = field_error(first, FishTTSRequest, whole="body")
+        if str(error.field).endswith(".audio") and first["type"] not in ("extra_forbidden", "missing"):
+            error = FishvoiceError("invalid_input", f"{error.field}: {_AUDIO_FIELD}", error.field)
+        raise error from None
     if request.references and request.reference_id is not None:
         raise FishvoiceError(
             "invalid_input", "references, reference_id: give an inline voice or a saved one, not both", "reference_id"
@@ -156,57 +162,6 @@ def parse_fish_request(raw: Any) -> FishTTSRequest:
             "invalid_input", f"sample_rate: opus is always {OPUS_RATE} Hz (got {request.rate})", "sample_rate"
         )
     return request
-
-
-_KINDS = {
-    "string_type": "a string",
-    "float_type": "a number",
-    "int_type": "an integer",
-    "bool_type": "a boolean",
-    "list_type": "a list",
-    "model_type": "an object",
-    "dict_type": "an object",
-}
-
-_BOUNDS = {
-    "greater_than_equal": "at least",
-    "less_than_equal": "at most",
-    "greater_than": "more than",
-    "less_than": "less than",
-}
-
-
-def _field_error(error: ErrorDetails) -> FishvoiceError:
-    # A union (bytes | str) puts the member's name in the location: drop it.
-    loc = [str(part) for part in error["loc"] if part not in ("bytes", "str")]
-    field = ".".join(loc) or "body"
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        known = FishTTSRequest.model_fields if len(loc) == 1 else {}
-        hint = difflib.get_close_matches(loc[-1], known, n=1)
-        return FishvoiceError(
-            "invalid_input", f"{field}: unknown field" + (f"; did you mean {hint[0]}?" if hint else ""), field
-        )
-    if kind == "missing":
-        return FishvoiceError("invalid_input", f"{field}: required", field)
-    if kind in _KINDS:
-        return FishvoiceError(
-            "invalid_input", f"{field}: must be {_KINDS[kind]} (got {type(error.get('input')).__name__})", field
-        )
-    if kind in ("bytes_type", "str_type") or field.endswith(".audio"):
-        return FishvoiceError("invalid_input", f"{field}: must be the audio file (bytes, or a base64 string)", field)
-    if kind == "literal_error":
-        return FishvoiceError(
-            "invalid_input", f"{field}: must be {error['ctx']['expected']} (got {error.get('input')!r:.40})", field
-        )
-    if kind in _BOUNDS:
-        limit = next(iter(error.get("ctx", {}).values()), "?")
-        return FishvoiceError(
-            "invalid_input", f"{field}: must be {_BOUNDS[kind]} {limit} (got {error.get('input')!r:.40})", field
-        )
-    if kind == "value_error":
-        return FishvoiceError("invalid_input", f"{field}: {error['ctx']['error']}", field)
-    return FishvoiceError("invalid_input", f"{field}: {error['msg'].lower()}", field)
 
 
 def _reference(reference: FishReference, field: str) -> VoiceReference:

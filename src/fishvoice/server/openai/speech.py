@@ -29,11 +29,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-from pydantic_core import ErrorDetails
 
 from ...audio import MAX_SPEED, MIN_SPEED, StreamEncoder, StreamFormat
 from ...errors import FishvoiceError, as_api_error
 from ...speech_service import DEFAULT_VOICE, SpeechService
+from ...validation import first_error
 from ...voices import VoiceReference
 from ..http.auth import Auth
 from ..http.body import read_json
@@ -143,9 +143,6 @@ class SpeechRequest(BaseModel):
         return value
 
 
-_TYPE_NAMES = {"string_type": "a string", "float_type": "a number", "dict_type": "an object"}
-
-
 def parse_speech_request(raw: Any) -> SpeechRequest:
     """Validate the body; raise invalid_input naming the first bad parameter."""
     if not isinstance(raw, dict):
@@ -153,25 +150,7 @@ def parse_speech_request(raw: Any) -> SpeechRequest:
     try:
         return SpeechRequest.model_validate(raw)
     except ValidationError as exc:
-        raise _speech_error(exc.errors()[0]) from None
-
-
-def _speech_error(error: ErrorDetails) -> FishvoiceError:
-    field = str(error["loc"][0]) if error["loc"] else "body"
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        message = f"{field[:60]}: unknown parameter"
-    elif kind == "missing":
-        message = f"{field}: required"
-    elif kind == "literal_error":
-        message = f"{field}: must be one of {error.get('ctx', {}).get('expected', '')} (got {error['input']!r:.40})"
-    elif kind in _TYPE_NAMES:
-        message = f"{field}: must be {_TYPE_NAMES[kind]} (got {type(error['input']).__name__})"
-    elif kind == "value_error":
-        message = f"{field}: {error.get('ctx', {}).get('error', error['msg'])}"
-    else:
-        message = f"{field}: {error['msg']}"
-    return FishvoiceError("invalid_input", message, field)
+        raise first_error(exc, SpeechRequest, whole="body", unknown="unknown parameter", depth=1) from None
 
 
 async def voice_ids(speech: SpeechService, namespace: str) -> list[str]:

@@ -1,0 +1,72 @@
+"""One translation of pydantic's validation errors into the contract's error: `invalid_input`, the field
+at fault as a dotted path (`references.0.audio`), and a message saying what the field must be. Each API
+keeps its own words for an unknown field and its own name for the whole body."""
+
+from __future__ import annotations
+
+import difflib
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from .errors import FishvoiceError
+
+_KINDS = {
+    "string_type": "a string",
+    "float_type": "a number",
+    "int_type": "an integer",
+    "bool_type": "a boolean",
+    "list_type": "a list",
+    "model_type": "an object",
+    "dict_type": "an object",
+}
+_BOUNDS = {
+    "greater_than_equal": "at least",
+    "less_than_equal": "at most",
+    "greater_than": "more than",
+    "less_than": "less than",
+}
+_UNION_MEMBERS = ("bytes", "str")  # a union (bytes | str) names the member it tried in the location
+
+
+def first_error(
+    exc: ValidationError,
+    model: type[BaseModel],
+    *,
+    whole: str,
+    unknown: str = "unknown field",
+    depth: int | None = None,
+) -> FishvoiceError:
+    """The first of `exc`'s errors in the contract's terms. `whole` names the body when the error is about
+    all of it; `unknown` is what an unknown field is called; `depth` keeps only that many parts of the
+    field's path (OpenAI names the top-level parameter)."""
+    return field_error(exc.errors()[0], model, whole=whole, unknown=unknown, depth=depth)
+
+
+def field_error(
+    error: ErrorDetails, model: type[BaseModel], *, whole: str, unknown: str = "unknown field", depth: int | None = None
+) -> FishvoiceError:
+    path = [str(part) for part in error["loc"] if part not in _UNION_MEMBERS][:depth]
+    field = ".".join(path) or whole
+    return FishvoiceError("invalid_input", f"{field}: {_message(error, path, model, unknown)}", field)
+
+
+def _message(error: ErrorDetails, path: list[str], model: type[BaseModel], unknown: str) -> str:
+    kind, given = error["type"], error.get("input")
+    context = error.get("ctx", {})
+    if kind == "extra_forbidden":
+        hint = difflib.get_close_matches(path[-1], model.model_fields, n=1) if len(path) == 1 else []
+        return unknown + (f"; did you mean {hint[0]}?" if hint else "")
+    if kind == "missing":
+        return "required"
+    if kind in _KINDS:
+        return f"must be {_KINDS[kind]} (got {type(given).__name__})"
+    if kind == "literal_error":
+        expected = str(context.get("expected", "")).replace("'", "").replace(" or ", ", ")
+        return f"must be one of {expected} (got {given!r:.40})"
+    if kind in _BOUNDS:
+        limit = next(iter(context.values()), "?")
+        return f"must be {_BOUNDS[kind]} {limit} (got {given!r:.40})"
+    if kind == "value_error":
+        return str(context.get("error", error["msg"]))
+    return error["msg"].lower()
