@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from .. import __version__
 from ..asr.base import ASR
@@ -20,8 +20,9 @@ from .fish_audio.references import build_references_router
 from .fish_audio.tts import build_fish_router
 from .http.auth import Auth
 from .http.errors import install_error_handlers
+from .http.openapi import install_openapi, operation_id
 from .jobs import build_job_runner
-from .jobs.routes import build_router
+from .jobs.routes import ENDPOINT_PREFIX, build_router, endpoint_id
 from .openai.chat import build_chat_router
 from .openai.speech import LISTED_MODELS, build_openai_router
 from .openai.transcriptions import build_transcriptions_router
@@ -60,7 +61,8 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
         finally:
             await jobs.stop()
 
-    app = FastAPI(title="fishvoice", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="fishvoice", version=__version__, lifespan=lifespan, generate_unique_id_function=operation_id)
+    install_openapi(app)
     app.state.jobs = jobs
     speech = SpeechService(
         assistant.tts, assistant.store, WorkLimit(jobs.limits.concurrency), assistant.backend_timeout_s
@@ -85,7 +87,7 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
         progress=lambda: _progress(assistant, asr, speech, sessions),
     )
     app.include_router(router)
-    app.include_router(router, prefix="/v2/{endpoint_id}")
+    app.include_router(router, prefix=ENDPOINT_PREFIX, dependencies=[Depends(endpoint_id)])
     app.include_router(build_fish_router(speech, auth, max_body_bytes))
     app.include_router(build_openai_router(speech, auth, max_body_bytes=max_body_bytes))
     app.include_router(

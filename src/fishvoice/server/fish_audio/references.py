@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from ...contract import CONVERSATION_ID_RULE, MAX_REFERENCE_TEXT_CHARS, is_conversation_id
+from ...contract import CONVERSATION_ID, CONVERSATION_ID_RULE, MAX_REFERENCE_TEXT_CHARS, is_conversation_id
 from ...errors import FishvoiceError
 from ...speech_service import SpeechService
 from ...threads import run_in_thread
@@ -25,6 +25,7 @@ from ...voices import reference_from_bytes
 from ..http.auth import Auth
 from ..http.body import FORM_TYPES, form_items, media_type, read_body
 from ..http.fields import invalid
+from ..http.openapi import form_body
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +92,22 @@ def audio_file(fields: Fields) -> bytes:
     return value
 
 
+_ID = {"type": "string", "pattern": CONVERSATION_ID.pattern}
+_ADD: dict[str, dict[str, Any]] = {
+    "id": _ID,
+    "audio": {"type": "string", "format": "binary", "description": "the voice's recording"},
+    "text": {"type": "string", "maxLength": MAX_REFERENCE_TEXT_CHARS, "description": "what the recording says"},
+}
+_RENAME = {"old_reference_id": _ID, "new_reference_id": _ID}
+_DELETE = {"reference_id": _ID}
+
+
 def build_references_router(speech: SpeechService, auth: Auth, max_body_bytes: int) -> APIRouter:
     router = APIRouter(prefix="/v1/references")
     caller = Depends(auth)
     store = speech.store
 
-    @router.post("/add")
+    @router.post("/add", openapi_extra=form_body(_ADD, required=["id", "audio"]))
     async def add(request: Request, namespace: str = caller) -> JSONResponse:
         fields = await read_fields(request, max_body_bytes)
         name = voice_id(fields, "id")
@@ -120,7 +131,7 @@ def build_references_router(speech: SpeechService, auth: Auth, max_body_bytes: i
         }
         return JSONResponse(body)
 
-    @router.post("/update")
+    @router.post("/update", openapi_extra=form_body(_RENAME, required=list(_RENAME)))
     async def rename(request: Request, namespace: str = caller) -> JSONResponse:
         fields = await read_fields(request, max_body_bytes)
         old, new = voice_id(fields, "old_reference_id"), voice_id(fields, "new_reference_id")
@@ -141,7 +152,7 @@ def build_references_router(speech: SpeechService, auth: Auth, max_body_bytes: i
             }
         )
 
-    @router.delete("/delete")
+    @router.delete("/delete", openapi_extra=form_body(_DELETE, required=list(_DELETE)))
     async def delete(request: Request, namespace: str = caller) -> JSONResponse:
         name = voice_id(await read_fields(request, max_body_bytes), "reference_id")
         if not await store.delete_saved_voice(namespace, name):

@@ -43,6 +43,7 @@ from ...validation import field_error
 from ...voices import VoiceReference, join_references, load_reference, reference_from_bytes
 from ..http.auth import Auth
 from ..http.body import read_body
+from ..http.openapi import json_body
 from ..http.responses import WARNING_HEADER, OwnedStreamingResponse, encoded_audio, first_piece
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ def _encoder(request: FishTTSRequest) -> StreamEncoder:
 def build_fish_router(speech: SpeechService, auth: Auth, max_body_bytes: int) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/v1/tts", response_model=None)
+    @router.post("/v1/tts", response_model=None, openapi_extra=json_body(FishTTSRequest, *_MSGPACK_TYPES))
     async def tts(request: Request, namespace: str = Depends(auth)) -> Response:
         body = await read_body(request, max_body_bytes, "body")
         fields = parse_fish_request(decode_body(body, request.headers.get("content-type", "")))

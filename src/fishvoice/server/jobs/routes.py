@@ -9,14 +9,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 
+from ...contract import ReplyRequest
 from ...errors import FishvoiceError
 from ..http.auth import Auth
 from ..http.body import parse_json, read_body
+from ..http.openapi import json_body
 from .job import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, TIMED_OUT
 from .runner import JobRunner
+
+ENDPOINT_PREFIX = "/v2/{endpoint_id}"
+
+
+class JobBody(BaseModel):
+    """A job as RunPod's API takes it."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: ReplyRequest
+
+
+def endpoint_id(
+    endpoint_id: str = Path(description="RunPod's endpoint id: any value, this server being the endpoint"),
+) -> None:
+    """The routes under /v2/{endpoint_id}/ are the same as at the root, whatever the id."""
+
 
 _HEALTH_NAMES = {
     IN_QUEUE: "inQueue",
@@ -36,6 +55,15 @@ async def read_input(request: Request, max_bytes: int) -> Any:
     return payload["input"]
 
 
+async def _health(jobs: JobRunner) -> dict[str, Any]:
+    counts = await jobs.counts()  # every server's jobs where the table is shared; `workers` are this server's
+    return {
+        "status": "ok",
+        "jobs": {_HEALTH_NAMES[state]: n for state, n in counts.items()},  # RunPod's names, and ours for the rest
+        "workers": {"running": jobs.running_here, "idle": jobs.limits.concurrency - jobs.running_here},
+    }
+
+
 def build_router(
     jobs: JobRunner,
     auth: Auth,
@@ -49,12 +77,12 @@ def build_router(
     router = APIRouter()
     caller = Depends(auth)
 
-    @router.post("/run")
+    @router.post("/run", openapi_extra=json_body(JobBody))
     async def run(request: Request, namespace: str = caller) -> JSONResponse:
         job = await jobs.submit(await read_input(request, max_body_bytes), namespace)
         return JSONResponse(job.summary())
 
-    @router.post("/runsync")
+    @router.post("/runsync", openapi_extra=json_body(JobBody))
     async def runsync(
         request: Request, namespace: str = caller, wait: int | None = Query(None, ge=1000, le=300_000)
     ) -> JSONResponse:
@@ -62,11 +90,13 @@ def build_router(
         job = await jobs.wait(job.id, namespace, wait / 1000 if wait else runsync_wait_s)
         return JSONResponse(job.summary())
 
-    @router.api_route("/status/{job_id}", methods=["GET", "POST"])
+    @router.get("/status/{job_id}")
+    @router.post("/status/{job_id}")
     async def status(job_id: str, namespace: str = caller) -> JSONResponse:
         return JSONResponse((await jobs.view(job_id, namespace)).summary())
 
-    @router.api_route("/stream/{job_id}", methods=["GET", "POST"])
+    @router.get("/stream/{job_id}")
+    @router.post("/stream/{job_id}")
     async def stream(job_id: str, namespace: str = caller) -> JSONResponse:
         status, events = await jobs.take_stream(job_id, namespace)
         return JSONResponse({"id": job_id, "status": status, "stream": [{"output": event} for event in events]})
@@ -81,17 +111,6 @@ def build_router(
 
     @router.get("/health")
     async def health() -> JSONResponse:
-        counts = await jobs.counts()  # every server's jobs where the table is shared; `workers` are this server's
-        return JSONResponse(
-            {
-                "status": "ok",
-                "jobs": {
-                    _HEALTH_NAMES[state]: n for state, n in counts.items()
-                },  # RunPod's names, and ours for the rest
-                "workers": {"running": jobs.running_here, "idle": jobs.limits.concurrency - jobs.running_here},
-                "backends": backends,
-                **progress(),
-            }
-        )
+        return JSONResponse({**await _health(jobs), "backends": backends, **progress()})
 
     return router

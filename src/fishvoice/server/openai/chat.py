@@ -53,19 +53,11 @@ from ..http.body import read_json
 from ..http.errors import openai_body, status_of
 from ..http.fields import as_boolean, as_integer, as_number, invalid
 from ..http.responses import OwnedStreamingResponse, sse_event
+from .protocol import CHAT_AUDIO_FORMATS, CHAT_BODY, INPUT_AUDIO_FORMATS, MAX_MESSAGES
 from .speech import SPEECH_RATE, resolve_voice
 from .transcriptions import no_asr
 
 T = TypeVar("T")
-MAX_MESSAGES = 256
-CHAT_AUDIO_FORMATS: dict[str, AudioFormat] = {
-    "wav": "wav",
-    "mp3": "mp3",
-    "flac": "flac",
-    "opus": "opus",
-    "pcm16": "pcm16",
-}
-INPUT_AUDIO_FORMATS = ("wav", "mp3")
 AUDIO_EXPIRES_S = 3600
 _CHAT_FIELDS = frozenset(
     {
@@ -421,7 +413,7 @@ def build_chat_router(
     router = APIRouter()
     caller = Depends(auth)
 
-    @router.post("/v1/chat/completions")
+    @router.post("/v1/chat/completions", openapi_extra=CHAT_BODY)
     async def create_chat_completion(request: Request, namespace: str = caller) -> Response:
         params = parse_chat(await read_json(request, max_body_bytes), models)
         reference_id = None

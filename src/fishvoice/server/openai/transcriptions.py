@@ -29,6 +29,7 @@ from ..http.auth import Auth
 from ..http.body import form_items, media_type, read_body
 from ..http.errors import openai_body, status_of
 from ..http.fields import as_language, as_number, invalid
+from ..http.openapi import form_body
 from ..http.responses import OwnedStreamingResponse, sse_event
 
 MAX_PROMPT_CHARS = 4096
@@ -313,13 +314,28 @@ async def _transcript_events(
     yield sse_event({"type": "transcript.text.done", "text": " ".join(pieces)})
 
 
+_FORM = form_body(
+    {
+        "file": {"type": "string", "format": "binary", "description": "the audio"},
+        "model": {"type": "string", "description": "an id /v1/models lists"},
+        "language": {"type": "string", "description": "ISO 639-1 code (2 or 3 letters)"},
+        "prompt": {"type": "string", "maxLength": MAX_PROMPT_CHARS},
+        "response_format": {"type": "string", "enum": list(TRANSCRIPTION_FORMATS), "default": "json"},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+        "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["segment"]}},
+        "stream": {"type": "boolean", "default": False},
+    },
+    required=["file", "model"],
+)
+
+
 def build_transcriptions_router(
     speech: SpeechService, asr: ASR | None, auth: Auth, *, models: tuple[str, ...], max_body_bytes: int
 ) -> APIRouter:
     router = APIRouter()
     caller = Depends(auth)
 
-    @router.post("/v1/audio/transcriptions")
+    @router.post("/v1/audio/transcriptions", openapi_extra=_FORM)
     async def create_transcription(request: Request, namespace: str = caller) -> Response:
         params = parse_transcription(await read_form(request, max_body_bytes), models)
         if asr is None:
