@@ -28,6 +28,7 @@ from .contract import (
     AudioEvent,
     ChatMessage,
     DoneEvent,
+    LLMItem,
     Reply,
     ReplyEvent,
     ReplyRequest,
@@ -212,7 +213,7 @@ class Assistant:
         return await self.store.get_voice(conversation.voice_hash) if conversation.voice_hash else None
 
     async def _reply_events(
-        self, request: ReplyRequest, words: AsyncGenerator[str | Usage, None], speak: Speak | None, reply: _ReplyState
+        self, request: ReplyRequest, words: AsyncGenerator[LLMItem, None], speak: Speak | None, reply: _ReplyState
     ) -> AsyncGenerator[TextEvent | AudioEvent, None]:
         """The pipeline's pieces as events, each audio piece encoded as the request asks."""
         watched = fail_on_stall(words, self.backend_timeout_s, f"the LLM ({self.llm.name})")

@@ -191,6 +191,11 @@ class Usage:
     completion_tokens: int
 
 
+# What an LLM's stream yields, defined once for every backend and the pipeline: the reply's text deltas as
+# they come, then one Usage. (A tool call is the next kind to join this union.)
+LLMItem = str | Usage
+
+
 @dataclass(frozen=True)
 class VoiceInfo:
     backend: str

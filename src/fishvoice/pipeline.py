@@ -21,7 +21,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from .audio import Audio, TimeStretch, resample
-from .contract import Usage
+from .contract import LLMItem
 from .text import SpeechChunker, is_speakable, normalize_for_speech
 from .threads import fail_on_stall, iterate_in_thread, run_in_thread
 from .tts.base import TTS
@@ -38,12 +38,12 @@ class Spoken:
 
 
 # What the pipeline yields: a text delta, the LLM's token counts (once, after its last delta), or speech.
-Piece = str | Usage | Spoken
+Piece = LLMItem | Spoken
 Speak = Callable[[str], AsyncGenerator[Audio, None]]
 _END = None  # the last item on a queue
 
 
-async def speech_pipeline(words: AsyncGenerator[str | Usage, None], speak: Speak | None) -> AsyncGenerator[Piece, None]:
+async def speech_pipeline(words: AsyncGenerator[LLMItem, None], speak: Speak | None) -> AsyncGenerator[Piece, None]:
     """Yield the LLM's items as they come and, when `speak` is given, the speech of each chunk of them.
 
     The tasks run in a TaskGroup inside a task of their own, so a failure cancels its sibling but never
@@ -60,9 +60,7 @@ async def speech_pipeline(words: AsyncGenerator[str | Usage, None], speak: Speak
         await asyncio.gather(runner, return_exceptions=True)
 
 
-async def _run(
-    words: AsyncGenerator[str | Usage, None], speak: Speak | None, pieces: asyncio.Queue[Piece | None]
-) -> None:
+async def _run(words: AsyncGenerator[LLMItem, None], speak: Speak | None, pieces: asyncio.Queue[Piece | None]) -> None:
     try:
         async with asyncio.TaskGroup() as group:
             chunks: asyncio.Queue[str | None] | None = None
@@ -78,7 +76,7 @@ async def _run(
 
 
 async def _read_words(
-    words: AsyncGenerator[str | Usage, None],
+    words: AsyncGenerator[LLMItem, None],
     pieces: asyncio.Queue[Piece | None],
     chunks: asyncio.Queue[str | None] | None,
     first_out: asyncio.Event,
@@ -152,7 +150,7 @@ def voice_speaker(
 async def speak_text(text: str, speak: Speak) -> AsyncGenerator[Spoken, None]:
     """The speech of a whole text, chunk by chunk as each is ready (what the TTS-only routes serve)."""
 
-    async def words() -> AsyncGenerator[str | Usage, None]:
+    async def words() -> AsyncGenerator[LLMItem, None]:
         yield text
 
     async with aclosing(speech_pipeline(words(), speak)) as pieces:

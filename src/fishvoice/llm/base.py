@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
-from ..contract import ChatMessage, Usage
+from ..contract import ChatMessage, LLMItem, Usage
 
-__all__ = ["LLM", "ChatMessage", "Usage"]
+__all__ = ["LLM", "ChatMessage", "LLMItem", "Usage"]
 
 
 class LLM(Protocol):
@@ -22,7 +22,7 @@ class LLM(Protocol):
 
     def stream(
         self, messages: list[ChatMessage], *, temperature: float, max_tokens: int
-    ) -> AsyncGenerator[str | Usage, None]:
+    ) -> AsyncGenerator[LLMItem, None]:
         """Yield the reply's text deltas as they come, then one Usage.
 
         Raises FishvoiceError("backend_unavailable") when the model cannot answer. Closing the

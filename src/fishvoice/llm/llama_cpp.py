@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..errors import FishvoiceError
 from ..exclusive import Exclusive
 from ..threads import iterate_in_thread
-from .base import ChatMessage, Usage
+from .base import ChatMessage, LLMItem, Usage
 
 if TYPE_CHECKING:  # llama_cpp itself loads when a model does
     from llama_cpp import Llama
@@ -121,7 +121,7 @@ class LlamaCppLLM:
 
     async def stream(
         self, messages: list[ChatMessage], *, temperature: float, max_tokens: int
-    ) -> AsyncGenerator[str | Usage, None]:
+    ) -> AsyncGenerator[LLMItem, None]:
         prompt = self._prompt(messages)
         completion: list[int] = []
         seed = self._seeds.randrange(2**32)

@@ -10,7 +10,7 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from ..errors import FishvoiceError
-from .base import ChatMessage, Usage
+from .base import ChatMessage, LLMItem, Usage
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class OpenAICompatibleLLM:
 
     async def stream(
         self, messages: list[ChatMessage], *, temperature: float, max_tokens: int
-    ) -> AsyncGenerator[str | Usage, None]:
+    ) -> AsyncGenerator[LLMItem, None]:
         usage: Usage | None = None
         deltas = 0
         try:
