@@ -40,22 +40,49 @@ def first_error(
     """The first of `exc`'s errors in the contract's terms. `whole` names the body when the error is about
     all of it; `unknown` is what an unknown field is called; `depth` keeps only that many parts of the
     field's path (OpenAI names the top-level parameter)."""
-    return field_error(exc.errors()[0], model, whole=whole, unknown=unknown, depth=depth)
+    return field_error(exc.errors()[0], model, whole=whole, unknown=unknown, depth=depth, brackets=False)
 
 
 def field_error(
-    error: ErrorDetails, model: type[BaseModel], *, whole: str, unknown: str = "unknown field", depth: int | None = None
+    error: ErrorDetails,
+    model: type[BaseModel],
+    *,
+    whole: str,
+    unknown: str = "unknown field",
+    depth: int | None = None,
+    brackets: bool = False,
 ) -> FishvoiceError:
-    path = [str(part) for part in error["loc"] if part not in _UNION_MEMBERS][:depth]
-    field = ".".join(path) or whole
+    """One error in the contract's terms (see `first_error`); `brackets` writes list positions as OpenAI does
+    (`messages[0].content`), else as parts of the dotted path (`references.0.audio`)."""
+    path = field_path(error)[:depth]
+    field = _joined(path, brackets) or whole
     return FishvoiceError("invalid_input", f"{field}: {_message(error, path, model, unknown)}", field)
 
 
-def _message(error: ErrorDetails, path: list[str], model: type[BaseModel], unknown: str) -> str:
+def field_path(error: ErrorDetails) -> list[str | int]:
+    """The error's location without the union members pydantic names in it (`str`, `list[...]`, a tag)."""
+    return [
+        part
+        for part in error["loc"]
+        if isinstance(part, int) or not (part in _UNION_MEMBERS or " " in part or "[" in part)
+    ]
+
+
+def _joined(path: list[str | int], brackets: bool) -> str:
+    field = ""
+    for part in path:
+        if isinstance(part, int) and brackets:
+            field += f"[{part}]"
+        else:
+            field += f".{part}" if field else str(part)
+    return field
+
+
+def _message(error: ErrorDetails, path: list[str | int], model: type[BaseModel], unknown: str) -> str:
     kind, given = error["type"], error.get("input")
     context = error.get("ctx", {})
     if kind == "extra_forbidden":
-        hint = difflib.get_close_matches(path[-1], model.model_fields, n=1) if len(path) == 1 else []
+        hint = difflib.get_close_matches(str(path[-1]), model.model_fields, n=1) if len(path) == 1 else []
         return unknown + (f"; did you mean {hint[0]}?" if hint else "")
     if kind == "missing":
         return "required"
@@ -67,6 +94,10 @@ def _message(error: ErrorDetails, path: list[str], model: type[BaseModel], unkno
     if kind in _BOUNDS:
         limit = next(iter(context.values()), "?")
         return f"must be {_BOUNDS[kind]} {limit} (got {given!r:.40})"
+    if kind == "too_short":
+        return f"must hold at least {context.get('min_length')} item(s)"
+    if kind == "too_long":
+        return f"must hold at most {context.get('max_length')} items (got {context.get('actual_length')})"
     if kind == "value_error":
         return str(context.get("error", error["msg"]))
     return error["msg"].lower()

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from ...asr.base import ASR
 from ...assistant import Assistant
@@ -47,34 +49,19 @@ from ...contract import (
 from ...errors import FishvoiceError
 from ...speech_service import DEFAULT_VOICE, SpeechService, WorkLimit
 from ...threads import run_in_thread
+from ...validation import field_error
 from ...voices import speech_from_bytes
 from ..http.auth import Auth
 from ..http.body import read_json
 from ..http.errors import openai_body, status_of
-from ..http.fields import as_boolean, as_integer, as_number, invalid
+from ..http.fields import invalid
+from ..http.openapi import json_body
 from ..http.responses import OwnedStreamingResponse, sse_event
-from .protocol import CHAT_AUDIO_FORMATS, CHAT_BODY, INPUT_AUDIO_FORMATS, MAX_MESSAGES
+from .protocol import CHAT_AUDIO_FORMATS, ChatCompletionRequest, Message, StreamOptions, TextPart
 from .speech import SPEECH_RATE, resolve_voice
 from .transcriptions import no_asr
 
-T = TypeVar("T")
 AUDIO_EXPIRES_S = 3600
-_CHAT_FIELDS = frozenset(
-    {
-        "model",
-        "messages",
-        "temperature",
-        "max_tokens",
-        "max_completion_tokens",
-        "stream",
-        "stream_options",
-        "modalities",
-        "audio",
-        "conversation_id",
-        "n",
-        "user",
-    }
-)
 # Chat completions
 
 
@@ -108,153 +95,92 @@ class ChatParams:
     conversation_id: str | None
 
 
-def _optional(raw: dict[str, Any], name: str, check: Callable[..., T], *bounds: float) -> T | None:
-    """`raw[name]` passed through `check` (fields.as_number, as_integer or as_boolean), or None when absent or
-    null."""
-    value = raw.get(name)
-    return None if value is None else check(value, name, *bounds)
-
-
-def _parse_parts(content: Any, field: str, role: str) -> list[_Part]:
-    if isinstance(content, str):
-        return [content]
-    if not isinstance(content, list) or not content:
-        raise invalid(field, "must be a string or a non-empty list of content parts")
-    parts: list[_Part] = []
-    for number, part in enumerate(content):
-        where = f"{field}[{number}]"
-        if not isinstance(part, dict):
-            raise invalid(where, "must be an object")
-        kind = part.get("type")
-        if kind == "text":
-            if set(part) - {"type", "text"}:
-                raise invalid(f"{where}.{sorted(set(part) - {'type', 'text'})[0][:60]}", "unknown parameter")
-            if not isinstance(part.get("text"), str):
-                raise invalid(f"{where}.text", "required, a string")
-            parts.append(part["text"])
-        elif kind == "input_audio":
-            if role != "user":
-                raise invalid(f"{where}.type", "input_audio parts are for user messages")
-            if set(part) - {"type", "input_audio"}:
-                raise invalid(f"{where}.{sorted(set(part) - {'type', 'input_audio'})[0][:60]}", "unknown parameter")
-            audio = part.get("input_audio")
-            if not isinstance(audio, dict):
-                raise invalid(f"{where}.input_audio", 'required, {"data": "<base64>", "format": "wav" or "mp3"}')
-            if set(audio) - {"data", "format"}:
-                extra = sorted(set(audio) - {"data", "format"})[0][:60]
-                raise invalid(f"{where}.input_audio.{extra}", "unknown parameter")
-            if audio.get("format") not in INPUT_AUDIO_FORMATS:
-                raise invalid(
-                    f"{where}.input_audio.format", f"must be wav or mp3 (got {str(audio.get('format'))[:20]!r})"
-                )
-            if not isinstance(audio.get("data"), str):
-                raise invalid(f"{where}.input_audio.data", "required, base64 audio")
-            parts.append(_AudioPart(f"{where}.input_audio", audio["data"], audio["format"]))
-        else:
-            raise invalid(f"{where}.type", f"must be text or input_audio (got {str(kind)[:30]!r})")
-    return parts
-
-
-def _parse_messages(value: Any) -> list[_Message]:
-    if not isinstance(value, list) or not value:
-        raise invalid("messages", "required, a non-empty list of messages")
-    if len(value) > MAX_MESSAGES:
-        raise invalid("messages", f"at most {MAX_MESSAGES} messages (got {len(value)})")
-    messages = []
-    for number, message in enumerate(value):
-        where = f"messages[{number}]"
-        if not isinstance(message, dict):
-            raise invalid(where, "must be an object")
-        role = message.get("role")
-        if role not in ("system", "developer", "user", "assistant"):
-            raise invalid(f"{where}.role", f"must be system, developer, user or assistant (got {str(role)[:30]!r})")
-        if role == "assistant" and message.get("audio") is not None:
-            raise invalid(f"{where}.audio", "a previous reply's audio is not kept here; send its transcript as content")
-        for name in message:
-            if name not in ("role", "content", "name", "audio"):
-                raise invalid(f"{where}.{name[:60]}", "unknown parameter")
-        parts = _parse_parts(message.get("content"), f"{where}.content", role)
-        messages.append(_Message("system" if role == "developer" else role, parts))
-    if messages[-1].role != "user":
-        raise invalid("messages", "the last message must be the user's")
-    return messages
-
-
 def parse_chat(raw: Any, models: tuple[str, ...]) -> ChatParams:
-    """Validate the body; raise invalid_input naming the first bad parameter."""
+    """Validate the body; raise invalid_input naming the first bad parameter as OpenAI names it."""
     if not isinstance(raw, dict):
         raise invalid("body", "must be a JSON object")
-    for name in raw:
-        if name not in _CHAT_FIELDS:
-            raise invalid(str(name)[:60], "unknown parameter")
-    model = raw.get("model")
-    if not isinstance(model, str):
-        raise invalid("model", "required, a string")
-    if model not in models:
-        raise invalid("model", f"unknown model {model[:60]!r}; use one of {', '.join(models)}")
-    messages = _parse_messages(raw.get("messages"))
-    temperature = _optional(raw, "temperature", as_number, 0.0, 2.0)
-    tokens_field = "max_completion_tokens" if raw.get("max_completion_tokens") is not None else "max_tokens"
-    max_tokens = _optional(raw, tokens_field, as_integer)
-    if (n := _optional(raw, "n", as_integer)) is not None and n != 1:
-        raise invalid("n", f"only 1 choice is made (got {n})")
-    if raw.get("user") is not None and not isinstance(raw["user"], str):
-        raise invalid("user", "must be a string")
-    stream = _optional(raw, "stream", as_boolean) or False
-    include_usage = _include_usage(raw.get("stream_options"), stream)
-    audio_format, voice = _audio_output(raw, stream)
-    conversation_id = raw.get("conversation_id")
-    if conversation_id is not None and not is_conversation_id(conversation_id):
+    try:
+        body = ChatCompletionRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise _chat_error(exc.errors()[0]) from None
+    if body.model not in models:
+        raise invalid("model", f"unknown model {body.model[:60]!r}; use one of {', '.join(models)}")
+    if body.n is not None and body.n != 1:
+        raise invalid("n", f"only 1 choice is made (got {body.n})")
+    if body.conversation_id is not None and not is_conversation_id(body.conversation_id):
         raise invalid("conversation_id", CONVERSATION_ID_RULE)
+    stream = bool(body.stream)
+    audio_format, voice = _audio_output(body, stream)
+    tokens_field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
     return ChatParams(
-        model=model,
-        messages=messages,
-        temperature=0.7 if temperature is None else min(1.0, max(0.1, temperature)),
-        max_tokens=max_tokens,
+        model=body.model,
+        messages=_messages(body.messages),
+        temperature=0.7 if body.temperature is None else min(1.0, max(0.1, body.temperature)),
+        max_tokens=body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens,
         tokens_field=tokens_field,
         stream=stream,
-        include_usage=include_usage,
+        include_usage=_include_usage(body.stream_options, stream),
         audio_format=audio_format,
         voice=voice.strip(),
-        conversation_id=conversation_id,
+        conversation_id=body.conversation_id,
     )
 
 
-def _include_usage(options: Any, stream: bool) -> bool:
+def _chat_error(error: ErrorDetails) -> FishvoiceError:
+    """A validation error with OpenAI's name of the parameter (`messages[0].content[1].type`)."""
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):  # a content part of no known type
+        where = field_error(error, ChatCompletionRequest, whole="body", brackets=True).field
+        return invalid(f"{where}.type", "must be text or input_audio")
+    return field_error(error, ChatCompletionRequest, whole="body", unknown="unknown parameter", brackets=True)
+
+
+def _messages(messages: list[Message]) -> list[_Message]:
+    """The messages as the assistant takes them (developer is system), their audio parts to be heard."""
+    taken = []
+    for number, message in enumerate(messages):
+        where = f"messages[{number}]"
+        if message.role == "assistant" and message.audio is not None:
+            raise invalid(f"{where}.audio", "a previous reply's audio is not kept here; send its transcript as content")
+        content = [message.content] if isinstance(message.content, str) else message.content
+        parts: list[_Part] = []
+        for index, part in enumerate(content):
+            if isinstance(part, str | TextPart):
+                parts.append(part if isinstance(part, str) else part.text)
+                continue
+            if message.role != "user":
+                raise invalid(f"{where}.content[{index}].type", "input_audio parts are for user messages")
+            audio = part.input_audio
+            parts.append(_AudioPart(f"{where}.content[{index}].input_audio", audio.data, audio.format))
+        taken.append(_Message("system" if message.role == "developer" else message.role, parts))
+    if taken[-1].role != "user":
+        raise invalid("messages", "the last message must be the user's")
+    return taken
+
+
+def _include_usage(options: StreamOptions | None, stream: bool) -> bool:
     """`stream_options`: whether a streamed reply ends with its usage."""
     if options is None:
         return False
     if not stream:
         raise invalid("stream_options", "only with stream: true")
-    if not isinstance(options, dict) or set(options) - {"include_usage"}:
-        raise invalid("stream_options", 'must be {"include_usage": true or false}')
-    return _optional(options, "include_usage", as_boolean) or False
+    return bool(options.include_usage)
 
 
-def _audio_output(raw: dict[str, Any], stream: bool) -> tuple[AudioFormat | None, str]:
+def _audio_output(body: ChatCompletionRequest, stream: bool) -> tuple[AudioFormat | None, str]:
     """`modalities` and `audio`: the spoken reply's format (None: text only) and voice."""
-    modalities = raw.get("modalities") or ["text"]
-    if not isinstance(modalities, list) or sorted(modalities) not in (["text"], ["audio", "text"]):
+    modalities = body.modalities or ["text"]
+    if sorted(modalities) not in (["text"], ["audio", "text"]):
         raise invalid("modalities", '["text"] or ["text", "audio"]')
-    audio = raw.get("audio")
     if "audio" not in modalities:
-        if audio is not None:
+        if body.audio is not None:
             raise invalid("audio", 'only with modalities ["text", "audio"]')
         return None, DEFAULT_VOICE
-    if not isinstance(audio, dict):
+    if body.audio is None:
         raise invalid("audio", 'required with the audio modality: {"voice": ..., "format": ...}')
-    for name in audio:
-        if name not in ("voice", "format"):
-            raise invalid(f"audio.{str(name)[:60]}", "unknown parameter")
-    voice = audio.get("voice")
-    if isinstance(voice, dict) and set(voice) == {"id"}:
-        voice = voice["id"]
-    if not isinstance(voice, str) or not voice.strip():
+    voice = body.audio.voice if isinstance(body.audio.voice, str) else body.audio.voice.id
+    if not voice.strip():
         raise invalid("audio.voice", "required: default or a saved voice's id")
-    if audio.get("format") not in CHAT_AUDIO_FORMATS:
-        formats = ", ".join(CHAT_AUDIO_FORMATS)
-        raise invalid("audio.format", f"must be one of {formats} (got {str(audio.get('format'))[:20]!r})")
-    audio_format = CHAT_AUDIO_FORMATS[audio["format"]]
+    audio_format = CHAT_AUDIO_FORMATS[body.audio.format]
     if stream and audio_format != "pcm16":
         raise invalid("audio.format", "streamed audio is pcm16 only")
     return audio_format, voice
@@ -413,7 +339,7 @@ def build_chat_router(
     router = APIRouter()
     caller = Depends(auth)
 
-    @router.post("/v1/chat/completions", openapi_extra=CHAT_BODY)
+    @router.post("/v1/chat/completions", openapi_extra=json_body(ChatCompletionRequest))
     async def create_chat_completion(request: Request, namespace: str = caller) -> Response:
         params = parse_chat(await read_json(request, max_body_bytes), models)
         reference_id = None

@@ -1,13 +1,16 @@
-"""The shapes of OpenAI's chat completions request as this server takes it: what `/openapi.json` shows
-of the body (the route checks it by hand, naming each bad parameter as OpenAI does)."""
+"""OpenAI's chat completions request as this server takes it, as pydantic models: what the route validates
+the body against and what `/openapi.json` shows of it. Rules that span fields (the last message is the
+user's, audio parts only in user messages, the audio modality needs its `audio`) are the route's."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictInt, Tag
+
 from ...audio import AudioFormat
-from ..http.openapi import schema_body
 
 MAX_MESSAGES = 256
-INPUT_AUDIO_FORMATS = ("wav", "mp3")
 CHAT_AUDIO_FORMATS: dict[str, AudioFormat] = {
     "wav": "wav",
     "mp3": "mp3",
@@ -15,53 +18,76 @@ CHAT_AUDIO_FORMATS: dict[str, AudioFormat] = {
     "opus": "opus",
     "pcm16": "pcm16",
 }
+# The names of the members of the unions below: pydantic puts them in an error's location, validation.py
+# leaves them out of the field's name (a space keeps them apart from any field's name).
+TEXT_PART, AUDIO_PART, TEXT_CONTENT, PARTS_CONTENT = "text part", "audio part", "text content", "parts content"
 
-_PART = {
-    "type": "object",
-    "required": ["type"],
-    "properties": {
-        "type": {"type": "string", "enum": ["text", "input_audio"]},
-        "text": {"type": "string"},
-        "input_audio": {
-            "type": "object",
-            "required": ["data", "format"],
-            "properties": {"data": {"type": "string"}, "format": {"type": "string", "enum": list(INPUT_AUDIO_FORMATS)}},
-        },
-    },
-}
-_MESSAGE = {
-    "type": "object",
-    "required": ["role", "content"],
-    "properties": {
-        "role": {"type": "string", "enum": ["system", "developer", "user", "assistant"]},
-        "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": _PART, "minItems": 1}]},
-        "name": {"type": "string"},
-    },
-}
-CHAT_BODY = schema_body(
-    {
-        "type": "object",
-        "required": ["model", "messages"],
-        "additionalProperties": False,
-        "properties": {
-            "model": {"type": "string", "description": "an id /v1/models lists"},
-            "messages": {"type": "array", "items": _MESSAGE, "minItems": 1, "maxItems": MAX_MESSAGES},
-            "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-            "max_tokens": {"type": "integer", "minimum": 1},
-            "max_completion_tokens": {"type": "integer", "minimum": 1},
-            "stream": {"type": "boolean"},
-            "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
-            "modalities": {"type": "array", "items": {"type": "string", "enum": ["text", "audio"]}},
-            "audio": {
-                "type": "object",
-                "properties": {
-                    "voice": {"type": "string", "description": "default, or a saved voice's id"},
-                    "format": {"type": "string", "enum": list(CHAT_AUDIO_FORMATS)},
-                },
-            },
-            "conversation_id": {"type": "string", "description": "answer within this stored conversation"},
-            "n": {"type": "integer", "enum": [1]},
-            "user": {"type": "string"},
-        },
-    }
-)
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputAudio(_Strict):
+    data: str = Field(description="base64 of the audio file")
+    format: Literal["wav", "mp3"]
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class AudioPart(_Strict):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+def _part_kind(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else None
+    return {"text": TEXT_PART, "input_audio": AUDIO_PART}.get(kind) if isinstance(kind, str) else None
+
+
+def _content_kind(value: Any) -> str:
+    return TEXT_CONTENT if isinstance(value, str) else PARTS_CONTENT
+
+
+Part = Annotated[Annotated[TextPart, Tag(TEXT_PART)] | Annotated[AudioPart, Tag(AUDIO_PART)], Discriminator(_part_kind)]
+Content = Annotated[
+    Annotated[str, Tag(TEXT_CONTENT)] | Annotated[list[Part], Field(min_length=1), Tag(PARTS_CONTENT)],
+    Discriminator(_content_kind),
+]
+
+
+class Message(_Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Content
+    name: str | None = None
+    audio: Any = Field(None, description="not kept here: send a previous reply's transcript as its content")
+
+
+class StreamOptions(_Strict):
+    include_usage: StrictBool | None = None
+
+
+class VoiceId(_Strict):
+    id: str
+
+
+class AudioOutput(_Strict):
+    voice: str | VoiceId = Field(description="default, or a saved voice's id")
+    format: Literal["wav", "mp3", "flac", "opus", "pcm16"]
+
+
+class ChatCompletionRequest(_Strict):
+    model: str = Field(description="an id /v1/models lists")
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+    temperature: Annotated[float, Field(strict=True, ge=0, le=2, allow_inf_nan=False)] | None = None
+    max_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = None
+    stream: StrictBool | None = None
+    stream_options: StreamOptions | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: AudioOutput | None = None
+    conversation_id: str | None = Field(None, description="answer within this stored conversation")
+    n: StrictInt | None = None
+    user: str | None = None
