@@ -1,4 +1,4 @@
-"""The layering DESIGN.md describes, checked on what each package really imports."""
+"""The layering docs/ARCHITECTURE.md describes, checked on what each package really imports."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The API contract: the request with its rules, the response, and the events a reply is made of.
 
-Validation runs before any model: every rule of DESIGN.md's table maps to one clear error that
+Validation runs before any model: every rule of the README's request table maps to one clear error that
 names the field. Types are strict (a boolean is not a number, 1.5 is not an integer).
 """
 
@@ -224,7 +224,7 @@ class TranscriptInfo:
 
 @dataclass(frozen=True)
 class Reply:
-    """A completed reply, as DESIGN.md's response table shows it."""
+    """A completed reply, as the README's response table shows it."""
 
     text: str
     audio: str | list[float] | None
