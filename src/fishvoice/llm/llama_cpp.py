@@ -12,8 +12,7 @@ import codecs
 import functools
 import logging
 import os
-import zlib
-from array import array
+import random
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -103,6 +102,7 @@ class LlamaCppLLM:
             eos_token=self._token_text(self._vocab.token_eos()),
             bos_token=self._token_text(self._vocab.token_bos()),
         )
+        self._seeds = random.Random(0)  # each reply draws its own seed: a process's replies are reproducible
         log.info("loaded %s (context %d tokens, %d threads)", path.name, self.context_window, threads)
 
     def _token_text(self, token: int) -> str:
@@ -124,10 +124,7 @@ class LlamaCppLLM:
     ) -> AsyncGenerator[LLMItem, None]:
         prompt = self._prompt(messages)
         completion: list[int] = []
-        # The seed follows from the prompt: the same conversation gets the same reply, whatever was asked
-        # before it in this process and however busy the server was (a dropped guess and its confirmed
-        # turn, a test run alone or in a suite).
-        seed = zlib.crc32(array("i", prompt.tokens).tobytes())
+        seed = self._seeds.randrange(2**32)
         # A couple of tokens ahead at most: a reader that waits (the first chunk being spoken) pauses the
         # generation, so the CPU goes to what the listener waits for, and the model to whoever needs it.
         generation = iterate_in_thread(
