@@ -14,6 +14,7 @@ import soundfile
 from fishvoice.assistant import Assistant
 from fishvoice.audio import decode_audio
 from fishvoice.contract import AudioEvent, parse_request
+from fishvoice.llm.llama_cpp import LlamaCppLLM
 from fishvoice.llm.openai import OpenAICompatibleLLM
 from fishvoice.memory.sqlite import SQLiteStore
 from fishvoice.worker import make_handler, make_stream_handler
@@ -360,9 +361,14 @@ async def test_a_hanging_llm_server_fails_only_that_job_and_the_next_one_succeed
     assert healthy["text"] and len(healthy["history"]) == 2
 
 
-async def test_a_voice_that_raises_or_hangs_fails_only_that_job_and_the_next_one_succeeds(llm, tts, store, monkeypatch):
+ASK_FOR_WORDS = "Please say good morning to me."
+
+
+async def test_a_voice_that_raises_or_hangs_fails_only_that_job_and_the_next_one_succeeds(tts, store, monkeypatch):
     """Faults injected under our Piper adapter, into the real voice: onnxruntime raising, then a synthesis
-    that never returns."""
+    that never returns. The LLM is this test's own: its replies (drawn in order from a fixed seed) are then
+    the same whatever ran before, and each one has words for the voice to speak."""
+    llm = LlamaCppLLM(context=2048)
     real = tts._voice.synthesize
     release = threading.Event()
 
@@ -384,12 +390,13 @@ async def test_a_voice_that_raises_or_hangs_fails_only_that_job_and_the_next_one
             monkeypatch.setattr(tts._voice, "synthesize", fault)
             conversation = f"voice-{fault.__name__}"
             failed = await asyncio.wait_for(
-                run_job(handler, message="Say hi.", max_tokens=8, conversation_id=conversation), 60
+                run_job(handler, message=ASK_FOR_WORDS, max_tokens=8, conversation_id=conversation), 60
             )
             assert failed["error_code"] == "backend_unavailable" and words in failed["error"], failed
             assert (await store.load("", conversation)).turns == []
             monkeypatch.setattr(tts._voice, "synthesize", real)
-            healthy = await run_job(handler, message="Say hi.", max_tokens=8, conversation_id=conversation)
+            healthy = await run_job(handler, message=ASK_FOR_WORDS, max_tokens=8, conversation_id=conversation)
             assert healthy["audio"] and len(healthy["history"]) == 2
     finally:
         release.set()
+        await llm.close()
