@@ -58,7 +58,7 @@ async def test_a_stream_nobody_reads_stops_and_gives_its_backend_back():
     backend = exclusive()
     made: list[int] = []
     before = stream_threads()
-    lost = iterate_in_thread(lambda stop: counting(made, backend), ahead=2, hold=backend, unread_s=0.3)
+    lost = iterate_in_thread(lambda stop: counting(made, backend), ahead=2, hold=backend, unread_s=1.0)
     assert await anext(lost) == 0  # then its reader forgets it, without closing it
     await eventually(lambda: stream_threads() == before, within=3)
     assert len(made) == 3 and backend.report()["held_by"] is None

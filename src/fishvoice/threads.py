@@ -54,6 +54,13 @@ class _Reader:
             self.taken_at = time.monotonic()
             self.cond.notify()
 
+    def produced(self) -> None:
+        """One more item made; the first to wait since the reader last took one starts the unread clock
+        (not the stream's start: a slow first item is not a gone reader)."""
+        if self.made == self.taken:
+            self.taken_at = time.monotonic()
+        self.made += 1
+
     def behind(self) -> bool:
         return self.ahead is not None and self.made - self.taken >= self.ahead
 
@@ -113,7 +120,7 @@ def _produce(
             turn.progressed()
             if isinstance(item, _Done):
                 break
-            reader.made += 1
+            reader.produced()
             put(item)
             if reader.ahead is None and reader.gone():
                 break
