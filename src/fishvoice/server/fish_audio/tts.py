@@ -21,7 +21,6 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from contextlib import aclosing
@@ -42,7 +41,8 @@ from ...tts.base import TTS
 from ...validation import field_error
 from ...voices import VoiceReference, join_references, load_reference, reference_from_bytes
 from ..http.auth import Auth
-from ..http.body import read_body
+from ..http.body import media_type as body_media_type
+from ..http.body import parse_json, read_body
 from ..http.openapi import json_body
 from ..http.responses import WARNING_HEADER, OwnedStreamingResponse, encoded_audio, first_piece
 
@@ -123,20 +123,17 @@ class FishTTSRequest(_Strict):
         return self.sample_rate or (OPUS_RATE if self.format == "opus" else 44100)
 
 
-def decode_body(body: bytes, content_type: str) -> Any:
-    """The request's fields: MessagePack when the content type says so, else JSON (whatever the type:
+def decode_body(body: bytes, media: str) -> Any:
+    """The request's fields: MessagePack when the media type says so, else JSON (whatever the type:
     `curl -d` sends form encoding by default)."""
-    if content_type.split(";")[0].strip().lower() in _MSGPACK_TYPES:
+    if media in _MSGPACK_TYPES:
         try:
             return msgpack.unpackb(body, raw=False)
         except Exception as exc:  # msgpack raises several types (and ValueError) for broken input
             raise FishvoiceError(
                 "invalid_input", f"body: not valid MessagePack ({type(exc).__name__})", "body"
             ) from None
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FishvoiceError("invalid_input", f"body: not valid JSON ({exc})", "body") from None
+    return parse_json(body)
 
 
 _AUDIO_FIELD = "must be the audio file (bytes, or a base64 string)"
@@ -216,7 +213,7 @@ def build_fish_router(speech: SpeechService, auth: Auth, max_body_bytes: int) ->
     @router.post("/v1/tts", response_model=None, openapi_extra=json_body(FishTTSRequest, *_MSGPACK_TYPES))
     async def tts(request: Request, namespace: str = Depends(auth)) -> Response:
         body = await read_body(request, max_body_bytes, "body")
-        fields = parse_fish_request(decode_body(body, request.headers.get("content-type", "")))
+        fields = parse_fish_request(decode_body(body, body_media_type(request)))
         warnings: list[str] = []
         voice: VoiceReference | None = None
         if fields.references:
