@@ -209,7 +209,7 @@ async def test_a_truncation_to_nothing_gives_the_question_back(tmp_path: Path):
     conversation.remember(reply, reply.heard())
     assert conversation.turns[-1] == {"role": "assistant", "content": "In France."}
     assert conversation.exchange is not None
-    conversation.cut(conversation.exchange, 0)
+    conversation.cut(0)
     assert conversation.turns == [] and conversation.exchange is None
     assert conversation.unanswered == ["Where is Paris?"]
     await conversation.store_exchange()  # nothing is stored

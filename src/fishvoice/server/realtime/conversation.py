@@ -45,8 +45,10 @@ class Conversation:
         self.turns += [{"role": "user", "content": reply.message}, {"role": "assistant", "content": heard}]
         self.exchange = Exchange(reply.summary.item_id, reply.message, reply, heard)
 
-    def cut(self, exchange: Exchange, heard_ms: int) -> None:
+    def cut(self, heard_ms: int) -> None:
         """The last exchange as far as its reply was heard; heard not at all, its question is unanswered again."""
+        exchange = self.exchange
+        assert exchange is not None
         exchange.reply.heard_ms = heard_ms
         exchange.assistant = exchange.reply.heard()
         if exchange.assistant:

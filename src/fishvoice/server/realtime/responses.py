@@ -110,7 +110,7 @@ class Responder:
             self.current.heard_ms = audio_end_ms
             await self.cancel("client_cancelled")
         elif exchange is not None and exchange.item_id == item_id:
-            self.conversation.cut(exchange, audio_end_ms)
+            self.conversation.cut(audio_end_ms)
         else:
             raise FishvoiceError(
                 "not_found", f"item_id: no assistant reply {str(item_id)[:60]!r} to truncate", "item_id"
