@@ -5,6 +5,7 @@ is heard, answered in words and the answer's audio played, hands-free and holdin
 
 from __future__ import annotations
 
+import base64
 import html.parser
 import os
 import re
@@ -180,21 +181,46 @@ def question_wav(question, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def asked_twice_wav(question, tmp_path_factory) -> Path:
-    """The question, then twelve seconds later (while a long answer plays) again."""
-    padded = np.concatenate([silence(1), question, silence(12), question, silence(3)])
-    return write_wav(Audio(padded, 48000), tmp_path_factory.mktemp("page") / "asked-twice.wav")
-
-
-@pytest.fixture(scope="module")
 def url(tmp_path_factory) -> Iterator[str]:
     with server(tmp_path_factory.mktemp("page-server"), api_key=KEY) as base:
         yield base
 
 
+# The page's microphone replaced by a stream the test speaks into when it chooses (silence between), so
+# a test can speak over a reply whenever it plays, however long the reply is.
+SCRIPTED_MICROPHONE = """(() => {
+  let context = null;
+  let line = null;
+  navigator.mediaDevices.getUserMedia = async () => {
+    context ??= new AudioContext();
+    line ??= context.createMediaStreamDestination();
+    return line.stream;
+  };
+  window.speakIntoMicrophone = (pcm16, rate) => {
+    const bytes = Uint8Array.from(atob(pcm16), (c) => c.charCodeAt(0));
+    const samples = new Int16Array(bytes.buffer);
+    const buffer = context.createBuffer(1, samples.length, rate);
+    buffer.getChannelData(0).set(Float32Array.from(samples, (s) => s / 32768));
+    const source = context.createBufferSource();
+    source.buffer = buffer;
+    source.connect(line);
+    source.start();
+  };
+})();"""
+
+
+def speak_into_microphone(driver: Any, samples: np.ndarray, rate: int = 48000) -> None:
+    """Plays `samples` into the scripted microphone (chromium(scripted_microphone=True))."""
+    pcm16 = np.clip(samples * 32767, -32768, 32767).astype("<i2").tobytes()
+    driver.execute_script(
+        "window.speakIntoMicrophone(arguments[0], arguments[1])", base64.b64encode(pcm16).decode(), rate
+    )
+
+
 @contextmanager
-def chromium(microphone: Path | None = None) -> Iterator[Any]:
-    """Debian's chromium, headless, its microphone fake: a beep, or `microphone` played once."""
+def chromium(microphone: Path | None = None, *, scripted_microphone: bool = False) -> Iterator[Any]:
+    """Debian's chromium, headless, its microphone fake: a beep, `microphone` played once, or (scripted)
+    silence until the test speaks."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -217,6 +243,8 @@ def chromium(microphone: Path | None = None) -> Iterator[Any]:
         options.add_argument(f"--use-file-for-fake-audio-capture={microphone}%noloop")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    if scripted_microphone:
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": SCRIPTED_MICROPHONE})
     try:
         yield driver
         errors = [entry for entry in driver.get_log("browser") if entry["source"] == "javascript"]
@@ -403,12 +431,15 @@ def test_holding_space_talks_and_typing_over_the_reply_interrupts_it(url, questi
         assert report["error"] is None, report
 
 
-def test_speaking_over_the_reply_stops_it_and_tells_the_server_how_much_was_heard(url, asked_twice_wav):
-    """Hands-free: the question is asked again while the long answer to it plays."""
-    with chromium(asked_twice_wav) as driver:
+def test_speaking_over_the_reply_stops_it_and_tells_the_server_how_much_was_heard(url, question):
+    """Hands-free: the question is asked again as soon as the answer to it plays."""
+    with chromium(scripted_microphone=True) as driver:
         open_page(driver, url, system="You tell long stories. Answer with at least ten sentences.")
         driver.find_element("id", "connect").click()
+        wait_for(driver, lambda: page_report(driver)["mic"] == "on", 30, "the microphone on")
+        speak_into_microphone(driver, question)
         wait_for(driver, lambda: page_report(driver)["state"] == "speaking", 120, "the first answer playing")
+        speak_into_microphone(driver, question)
         wait_for(driver, lambda: sent(driver, "conversation.item.truncate"), 60, "the answer cut")
         cut = page_report(driver)
         assert cut["state"] != "speaking"
