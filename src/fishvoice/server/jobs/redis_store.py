@@ -26,9 +26,9 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, suppress
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as redis
 from redis.typing import EncodableT, FieldT
@@ -403,7 +403,8 @@ class _Messages:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(self._finished, self._cancel)
                     self.listening.set()
-                    async with aclosing(pubsub.listen()) as messages:
+                    listening = cast("AsyncGenerator[Any, None]", pubsub.listen())  # an async generator
+                    async with aclosing(listening) as messages:
                         async for message in messages:
                             if message["type"] == "message":
                                 self._on_message(message["channel"], message["data"])
