@@ -14,7 +14,7 @@ import traceback
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
@@ -41,7 +41,7 @@ CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 CONVERSATION_ID_RULE = "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -"
 
 
-def is_conversation_id(value: object) -> bool:
+def is_conversation_id(value: object) -> TypeGuard[str]:
     """Whether `value` may name a conversation (or a saved voice: the same rule)."""
     return isinstance(value, str) and CONVERSATION_ID.match(value) is not None
 
@@ -272,17 +272,31 @@ class TextEvent:
 
 
 @dataclass(frozen=True)
+class WordTiming:
+    """Where a word of a spoken piece is heard, in ms from the piece's start."""
+
+    word: str
+    start_ms: int
+    end_ms: int
+
+
+@dataclass(frozen=True)
 class AudioEvent:
-    """A spoken piece of the reply (base64 in `audio_format`), with the text it speaks."""
+    """A spoken piece of the reply (base64 in `audio_format`), with the text it speaks and, where the voice
+    tells them, its words' timings (said only when known)."""
 
     seq: int
     audio: str
     audio_format: AudioFormat
     sample_rate: int
     text: str
+    words: tuple[WordTiming, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "audio", **asdict(self)}
+        body = {"type": "audio", **asdict(self)}
+        if not self.words:
+            del body["words"]
+        return body
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,9 @@ _BOUNDS = {
     "greater_than": "more than",
     "less_than": "less than",
 }
-_UNION_MEMBERS = ("bytes", "str")  # a union (bytes | str) names the member it tried in the location
+# A union names the member it tried in an error's location: a plain type (bytes | str), a model by its class
+# (PcmFormat), a constrained type (constrained-int), a literal or a tag (literal['inf'], "text part").
+_UNION_MEMBERS = ("bytes", "str", "int", "float")
 
 
 def first_error(
@@ -64,7 +66,7 @@ def field_path(error: ErrorDetails) -> list[str | int]:
     return [
         part
         for part in error["loc"]
-        if isinstance(part, int) or not (part in _UNION_MEMBERS or " " in part or "[" in part)
+        if isinstance(part, int) or not (part in _UNION_MEMBERS or part[:1].isupper() or any(c in part for c in " [-"))
     ]
 
 

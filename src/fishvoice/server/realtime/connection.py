@@ -17,11 +17,12 @@ from starlette.websockets import WebSocketState
 
 from ...errors import FishvoiceError, as_api_error
 from ..http.fields import invalid
+from .client_events import parse_event
 from .protocol import error_event, new_id
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], Awaitable[None]]
+Handler = Callable[[Any], Awaitable[None]]  # takes the event's model (client_events.py)
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ class Connection:
                 await self.socket.close(code, reason)
 
     async def dispatch(self, text: str, handlers: Mapping[str, Handler]) -> None:
-        """Run the handler of the event's type; its failure is an `error` event naming the client's event."""
+        """Run the handler of the event's type with the event parsed; a bad event, or its handler's failure,
+        is an `error` event naming the client's event."""
         event_id: str | None = None
         try:
             try:
@@ -95,11 +97,8 @@ class Connection:
             if not isinstance(event, dict):
                 raise invalid("message", "an event must be a JSON object")
             event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
-            kind = event.get("type")
-            handler = handlers.get(kind) if isinstance(kind, str) else None
-            if handler is None:
-                raise invalid("type", f"unknown or unsupported event type {str(kind)[:60]!r}")
-            await handler(event)
+            parsed = parse_event(event)
+            await handlers[parsed.type](parsed)
         except FishvoiceError as error:
             await self.send_error(error, event_id)
         except Exception as exc:  # a fault of ours: said as `internal`, and the session goes on

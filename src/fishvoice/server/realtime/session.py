@@ -19,18 +19,30 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any
 
 from ...asr.base import ASR
 from ...assistant import Assistant
-from ...contract import MAX_MESSAGE_CHARS, is_conversation_id
+from ...contract import is_conversation_id
 from ...errors import FishvoiceError
 from ...speech_service import DEFAULT_VOICE, SpeechService
 from ..http.fields import invalid
+from .client_events import (
+    AudioAppend,
+    AudioClear,
+    AudioCommit,
+    ItemCreate,
+    ItemTruncate,
+    ResponseCancel,
+    ResponseCreate,
+    SessionUpdate,
+    for_response,
+    updated,
+    user_text,
+)
 from .connection import Connection, Handler
 from .conversation import Conversation
 from .input_audio import PER_MS, pcm16
-from .protocol import SessionConfig, new_id, response_overrides, update_config, user_item
+from .protocol import SessionConfig, new_id, user_item
 from .responses import Responder
 from .turns import TurnTaking
 
@@ -90,8 +102,8 @@ class RealtimeSession:
             "conversation.item.truncate": self._truncate,
         }
 
-    async def _update_session(self, event: dict[str, Any]) -> None:
-        config = update_config(self.config, event.get("session"))
+    async def _update_session(self, event: SessionUpdate) -> None:
+        config = updated(self.config, event.session)
         if config.voice != self.config.voice:
             await self._check_voice(config.voice, "session.audio.output.voice")
         vad_changed = config.turns != self.config.turns
@@ -105,10 +117,10 @@ class RealtimeSession:
         if voice != DEFAULT_VOICE and await self.assistant.store.saved_voice(namespace, voice) is None:
             raise FishvoiceError("not_found", f"{path}: no saved voice {voice[:60]!r}", path)
 
-    async def _append(self, event: dict[str, Any]) -> None:
-        await self.turns.append(pcm16(event.get("audio"), "audio"))
+    async def _append(self, event: AudioAppend) -> None:
+        await self.turns.append(pcm16(event.audio, "audio"))
 
-    async def _commit_buffer(self, event: dict[str, Any]) -> None:
+    async def _commit_buffer(self, event: AudioCommit) -> None:
         buffer = self.turns.input
         if buffer.size < MIN_COMMIT_MS * PER_MS:
             raise FishvoiceError(
@@ -121,30 +133,27 @@ class RealtimeSession:
         self.turns.reset()
         await self.turns.commit(buffer.take_all(), item_id, respond=False)
 
-    async def _clear_buffer(self, event: dict[str, Any]) -> None:
+    async def _clear_buffer(self, event: AudioClear) -> None:
         self.turns.input.clear()
         self.turns.speech_item = None
         self.turns.reset()
         await self.connection.send({"type": "input_audio_buffer.cleared"})
 
-    async def _create_item(self, event: dict[str, Any]) -> None:
-        item = event.get("item")
-        text = _message_text(item)
-        item_id = new_id("item")
-        if isinstance(item, dict) and is_conversation_id(item.get("id")):
-            item_id = item["id"]
+    async def _create_item(self, event: ItemCreate) -> None:
+        text = user_text(event.item)
+        item_id = event.item.id if is_conversation_id(event.item.id) else new_id("item")
         self.conversation.unanswered.append(text)
         added = {"previous_item_id": self.conversation.last_item, "item": user_item(item_id, text=text)}
         self.conversation.last_item = item_id
         await self.connection.send({"type": "conversation.item.added", **added})
         await self.connection.send({"type": "conversation.item.done", **added})
 
-    async def _create_response(self, event: dict[str, Any]) -> None:
+    async def _create_response(self, event: ResponseCreate) -> None:
         if (guessed := self.replies.undecided) is not None:
             self.replies.discard(guessed)
         if self.replies.current is not None:
             raise FishvoiceError("conflict", "response.create: a response is already in progress", "response")
-        config = response_overrides(self.config, event.get("response"))
+        config = for_response(self.config, event.response)
         if config.voice != self.config.voice:
             await self._check_voice(config.voice, "response.audio.output.voice")
         await self.turns.hearing_done()  # the committed turn is heard before it is answered
@@ -152,39 +161,13 @@ class RealtimeSession:
             raise invalid("response.create", "there is nothing to answer: commit speech or add a user message first")
         await self.replies.start(config)
 
-    async def _cancel_response(self, event: dict[str, Any]) -> None:
+    async def _cancel_response(self, event: ResponseCancel) -> None:
         if self.replies.current is None or self.replies.undecided:  # a guessed reply is not the client's to cancel
             raise invalid("response.cancel", "no response is in progress")
         await self.replies.cancel("client_cancelled")
 
-    async def _truncate(self, event: dict[str, Any]) -> None:
-        item_id, audio_end_ms = event.get("item_id"), event.get("audio_end_ms")
-        if isinstance(audio_end_ms, bool) or not isinstance(audio_end_ms, int) or audio_end_ms < 0:
-            raise invalid("audio_end_ms", "required, a whole number of milliseconds >= 0")
+    async def _truncate(self, event: ItemTruncate) -> None:
+        item_id, audio_end_ms = event.item_id, event.audio_end_ms
         await self.replies.truncate(item_id, audio_end_ms)
         truncated = {"item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}
         await self.connection.send({"type": "conversation.item.truncated", **truncated})
-
-
-def _message_text(item: Any) -> str:
-    """The text of a user message item the client adds (its input_text parts joined)."""
-    if not isinstance(item, dict) or item.get("type", "message") != "message":
-        raise invalid("item", "must be a message item")
-    if item.get("role") != "user":
-        raise invalid("item.role", "only user messages can be added")
-    content = item.get("content")
-    if not isinstance(content, list) or not content:
-        raise invalid("item.content", "must be a non-empty list of input_text parts")
-    texts = []
-    for number, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in ("input_text", "text"):
-            raise invalid(f"item.content[{number}].type", "only input_text parts are supported here")
-        if not isinstance(part.get("text"), str):
-            raise invalid(f"item.content[{number}].text", "required, a string")
-        texts.append(part["text"])
-    text = " ".join(texts).strip()
-    if not text:
-        raise invalid("item.content", "the message is empty")
-    if len(text) > MAX_MESSAGE_CHARS:
-        raise invalid("item.content", f"must be at most {MAX_MESSAGE_CHARS} characters (got {len(text)})")
-    return text

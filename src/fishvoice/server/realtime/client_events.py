@@ -1,0 +1,320 @@
+"""What a realtime client sends, as pydantic models (one per event type), and how a `session.update` or a
+`response.create` changes the session's settings.
+
+A session takes the GA shape of `session.update` and the beta's flat one. Fields OpenAI defines that have
+no meaning here (tools, tracing, noise reduction...) are accepted and ignored; anything else is refused by
+name, as is any bad value (`session.audio.input.turn_detection.threshold: must be at most 1`). Only the
+fields a client sends change anything: an update is partial.
+
+Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from ...contract import MAX_MESSAGE_CHARS
+from ...errors import FishvoiceError
+from ...vad import TurnOptions
+from ...validation import field_error
+from ..http.fields import as_language, invalid
+from .protocol import SessionConfig
+
+MAX_OUTPUT_TOKENS = 4096
+
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Instructions = Annotated[StrictStr, Field(max_length=MAX_MESSAGE_CHARS)]
+Voice = Annotated[StrictStr, Field(min_length=1, description="default, or a saved voice's id")]
+Modalities = Annotated[list[Literal["text", "audio"]], Field(min_length=1, description='["audio"] or ["text"]')]
+MaxTokens = Annotated[StrictInt, Field(ge=1, le=MAX_OUTPUT_TOKENS)] | Literal["inf"]
+
+
+def _language(value: str) -> str:
+    try:
+        return as_language(value, "language")
+    except FishvoiceError as exc:
+        raise ValueError(exc.message.removeprefix("language: ")) from None
+
+
+def _speed(value: float) -> float:
+    if value != 1.0:
+        raise ValueError("only 1.0 is supported in a realtime session")
+    return value
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Ignoring(_Event):
+    """An object of OpenAI's whose fields without meaning here are taken and ignored."""
+
+    type: Any = None
+    model: Any = None
+    object: Any = None
+    id: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    tracing: Any = None
+    include: Any = None
+    prompt: Any = None
+    truncation: Any = None
+    reasoning: Any = None
+    metadata: Any = None
+
+
+class PcmFormat(_Event):
+    """pcm16 at 24 kHz, the only audio a session takes and sends (the beta names it "pcm16")."""
+
+    type: Literal["audio/pcm"]
+    rate: Literal[24000] = 24000  # REALTIME_RATE
+
+
+AudioFormat = PcmFormat | Literal["pcm16"]
+
+
+class TurnDetection(_Event):
+    type: Literal["server_vad"] = "server_vad"
+    threshold: Annotated[Number, Field(ge=0, le=1)] | None = None
+    prefix_padding_ms: Annotated[StrictInt, Field(ge=0, le=5000)] | None = None
+    silence_duration_ms: Annotated[StrictInt, Field(ge=100, le=10000)] | None = None
+    create_response: StrictBool | None = None
+    interrupt_response: StrictBool | None = None
+    idle_timeout_ms: Any = None  # ignored: the server's own idle limit holds
+
+
+class Transcription(_Event):
+    """The language of the user's speech (its detection skipped); the model is the server's."""
+
+    model: Any = None
+    prompt: Any = None
+    language: Annotated[StrictStr, AfterValidator(_language)] | None = None
+
+
+class AudioInput(_Event):
+    format: AudioFormat | None = None
+    turn_detection: TurnDetection | None = None
+    transcription: Transcription | None = None
+    noise_reduction: Any = None
+
+
+class AudioOutput(_Event):
+    format: AudioFormat | None = None
+    voice: Voice | None = None
+    speed: Annotated[Number, AfterValidator(_speed)] = 1.0
+
+
+class SessionAudio(_Event):
+    input: AudioInput | None = None
+    output: AudioOutput | None = None
+
+
+class Session(_Ignoring):
+    """`session.update`'s session: the GA fields, and the beta's flat ones beside them."""
+
+    instructions: Instructions | None = None
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
+    max_output_tokens: MaxTokens | None = None
+    output_modalities: Modalities | None = None
+    audio: SessionAudio | None = None
+    # the beta's
+    max_response_output_tokens: MaxTokens | None = None
+    modalities: Modalities | None = None
+    voice: Voice | None = None
+    input_audio_format: AudioFormat | None = None
+    output_audio_format: AudioFormat | None = None
+    turn_detection: TurnDetection | None = None
+    input_audio_transcription: Transcription | None = None
+
+
+class ResponseAudioOutput(_Event):
+    voice: Voice | None = None
+    format: AudioFormat | None = None
+
+
+class ResponseAudio(_Event):
+    output: ResponseAudioOutput | None = None
+
+
+class ResponseParams(_Ignoring):
+    """`response.create`'s response: settings for that reply only."""
+
+    instructions: Instructions | None = None
+    output_modalities: Modalities | None = None
+    modalities: Modalities | None = None
+    max_output_tokens: MaxTokens | None = None
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
+    audio: ResponseAudio | None = None
+    conversation: Literal["auto"] = Field("auto", description="the session's conversation (the only one here)")
+    input: Any = None  # refused with a reason: replies answer the session's conversation
+
+
+class InputText(_Event):
+    type: Literal["input_text", "text"]
+    text: StrictStr
+
+
+class UserMessage(_Event):
+    type: Literal["message"] = "message"
+    role: Literal["user"] = Field(description="only user messages can be added")
+    content: Annotated[list[InputText], Field(min_length=1)]
+    id: StrictStr | None = None
+    object: Any = None
+    status: Any = None
+
+
+class ClientEvent(_Event):
+    type: str
+    event_id: StrictStr | None = None
+
+
+class SessionUpdate(ClientEvent):
+    type: Literal["session.update"]
+    session: Session
+
+
+class AudioAppend(ClientEvent):
+    type: Literal["input_audio_buffer.append"]
+    audio: StrictStr = Field(description="base64 of pcm16 at 24 kHz")
+
+
+class AudioCommit(ClientEvent):
+    type: Literal["input_audio_buffer.commit"]
+
+
+class AudioClear(ClientEvent):
+    type: Literal["input_audio_buffer.clear"]
+
+
+class ItemCreate(ClientEvent):
+    type: Literal["conversation.item.create"]
+    item: UserMessage
+    previous_item_id: StrictStr | None = None
+
+
+class ItemTruncate(ClientEvent):
+    type: Literal["conversation.item.truncate"]
+    item_id: StrictStr
+    content_index: Literal[0] = 0
+    audio_end_ms: Annotated[StrictInt, Field(ge=0)]
+
+
+class ResponseCreate(ClientEvent):
+    type: Literal["response.create"]
+    response: ResponseParams | None = None
+
+
+class ResponseCancel(ClientEvent):
+    type: Literal["response.cancel"]
+    response_id: StrictStr | None = None
+
+
+CLIENT_EVENTS: dict[str, type[ClientEvent]] = {
+    "session.update": SessionUpdate,
+    "input_audio_buffer.append": AudioAppend,
+    "input_audio_buffer.commit": AudioCommit,
+    "input_audio_buffer.clear": AudioClear,
+    "conversation.item.create": ItemCreate,
+    "conversation.item.truncate": ItemTruncate,
+    "response.create": ResponseCreate,
+    "response.cancel": ResponseCancel,
+}
+
+
+def parse_event(event: dict[str, Any]) -> ClientEvent:
+    """The client's event as its model; a bad one is an `invalid_input` naming the field at fault."""
+    kind = event.get("type")
+    model = CLIENT_EVENTS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise invalid("type", f"unknown or unsupported event type {str(kind)[:60]!r}")
+    try:
+        return model.model_validate(event)
+    except ValidationError as exc:
+        raise field_error(exc.errors()[0], model, whole=str(kind), unknown="unknown parameter", brackets=True) from None
+
+
+def updated(config: SessionConfig, session: Session) -> SessionConfig:
+    """`config` with a `session.update`'s fields applied (those sent, and only those)."""
+    config = _replies(config, session)
+    if session.max_response_output_tokens is not None:
+        config = replace(config, max_output_tokens=_tokens(session.max_response_output_tokens))
+    if session.voice is not None:
+        config = replace(config, voice=session.voice)
+    if "turn_detection" in session.model_fields_set:
+        config = _detection(config, session.turn_detection)
+    if session.input_audio_transcription is not None:
+        config = _transcription(config, session.input_audio_transcription)
+    if (audio := session.audio) is not None:
+        if audio.input is not None and "turn_detection" in audio.input.model_fields_set:
+            config = _detection(config, audio.input.turn_detection)
+        if audio.input is not None and audio.input.transcription is not None:
+            config = _transcription(config, audio.input.transcription)
+        if audio.output is not None and audio.output.voice is not None:
+            config = replace(config, voice=audio.output.voice)
+    return config
+
+
+def for_response(config: SessionConfig, response: ResponseParams | None) -> SessionConfig:
+    """The session's settings with a `response.create`'s own applied, for that reply only."""
+    if response is None:
+        return config
+    if "input" in response.model_fields_set:
+        raise invalid("response.input", "replies answer the session's conversation; send conversation.item.create")
+    config = _replies(config, response)
+    if response.audio is not None and response.audio.output is not None and response.audio.output.voice:
+        config = replace(config, voice=response.audio.output.voice)
+    return config
+
+
+def user_text(item: UserMessage) -> str:
+    """The text of a user message the client adds: its parts joined."""
+    text = " ".join(part.text for part in item.content).strip()
+    if not text:
+        raise invalid("item.content", "the message is empty")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise invalid("item.content", f"must be at most {MAX_MESSAGE_CHARS} characters (got {len(text)})")
+    return text
+
+
+def _replies(config: SessionConfig, given: Session | ResponseParams) -> SessionConfig:
+    """What a session and a response both set: instructions, temperature, length and modalities."""
+    if given.instructions is not None:
+        config = replace(config, instructions=given.instructions.strip() or None)
+    if given.temperature is not None:
+        config = replace(config, temperature=given.temperature)
+    if given.max_output_tokens is not None:
+        config = replace(config, max_output_tokens=_tokens(given.max_output_tokens))
+    for modalities in (given.output_modalities, given.modalities):
+        if modalities is not None:
+            config = replace(config, audio="audio" in modalities)
+    return config
+
+
+def _tokens(value: int | str) -> int:
+    return MAX_OUTPUT_TOKENS if value == "inf" else int(value)
+
+
+def _detection(config: SessionConfig, detection: TurnDetection | None) -> SessionConfig:
+    """Server VAD's settings changed (those sent), or turned off (null: push-to-talk)."""
+    if detection is None:
+        return replace(config, turns=None)
+    turns = config.turns or TurnOptions()
+    if detection.threshold is not None:
+        turns = replace(turns, threshold=detection.threshold)
+    if detection.prefix_padding_ms is not None:
+        turns = replace(turns, prefix_ms=detection.prefix_padding_ms)
+    if detection.silence_duration_ms is not None:
+        turns = replace(turns, silence_ms=detection.silence_duration_ms)
+    config = replace(config, turns=turns)
+    if detection.create_response is not None:
+        config = replace(config, create_response=detection.create_response)
+    if detection.interrupt_response is not None:
+        config = replace(config, interrupt_response=detection.interrupt_response)
+    return config
+
+
+def _transcription(config: SessionConfig, transcription: Transcription) -> SessionConfig:
+    return replace(config, language=transcription.language)
