@@ -56,3 +56,19 @@ def test_the_endpoint_id_of_runpods_paths_is_a_parameter(spec):
 
 def test_docs_page_loads(spec):
     assert "swagger-ui" in spec["docs"] and "/openapi.json" in spec["docs"]
+
+
+def test_every_route_says_what_it_answers_and_its_errors(spec):
+    for path, operations in spec["paths"].items():
+        error = "OpenAIErrorBody" if path.startswith("/v1/") else "ErrorBody"
+        for method, operation in operations.items():
+            for status in ("4XX", "5XX"):
+                schema = operation["responses"][status]["content"]["application/json"]["schema"]
+                assert schema["$ref"].endswith("/" + error), (method, path, status, schema)
+    job = spec["paths"]["/runsync"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert job["$ref"].endswith("/JobAnswer")
+    assert {"id", "status", "output", "error"} <= set(spec["components"]["schemas"]["JobAnswer"]["properties"])
+    speech = spec["paths"]["/v1/audio/speech"]["post"]["responses"]["200"]["content"]
+    assert {"audio/mpeg", "audio/wav", "audio/pcm", "text/event-stream"} <= set(speech)
+    assert {"audio/wav", "audio/mpeg"} <= set(spec["paths"]["/v1/tts"]["post"]["responses"]["200"]["content"])
+    assert "text/event-stream" in spec["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]

@@ -43,7 +43,7 @@ from ...voices import VoiceReference, join_references, load_reference, reference
 from ..http.auth import Auth
 from ..http.body import media_type as body_media_type
 from ..http.body import parse_json, read_body
-from ..http.openapi import json_body
+from ..http.openapi import answers, json_body
 from ..http.responses import WARNING_HEADER, OwnedStreamingResponse, encoded_audio, first_piece
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,12 @@ def _encoder(request: FishTTSRequest) -> StreamEncoder:
 def build_fish_router(speech: SpeechService, auth: Auth, max_body_bytes: int) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/v1/tts", response_model=None, openapi_extra=json_body(FishTTSRequest, *_MSGPACK_TYPES))
+    @router.post(
+        "/v1/tts",
+        response_model=None,
+        openapi_extra=json_body(FishTTSRequest, *_MSGPACK_TYPES),
+        responses=answers("the speech, streamed where asked", *MEDIA_TYPES.values()),
+    )
     async def tts(request: Request, namespace: str = Depends(auth)) -> Response:
         body = await read_body(request, max_body_bytes, "body")
         fields = parse_fish_request(decode_body(body, body_media_type(request)))

@@ -11,13 +11,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ...contract import ReplyRequest
 from ...errors import FishvoiceError
 from ..http.auth import Auth
 from ..http.body import parse_json, read_body
-from ..http.openapi import json_body
+from ..http.openapi import answers, json_body
 from .job import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, TIMED_OUT
 from .runner import JobRunner
 
@@ -29,6 +29,20 @@ class JobBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     input: ReplyRequest
+
+
+class JobAnswer(BaseModel):
+    """A job as /run, /runsync, /status and /cancel answer it (RunPod's shape; times in ms)."""
+
+    id: str
+    status: str = Field(description="IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED or TIMED_OUT")
+    delayTime: int | None = Field(None, description="from submission to start, in ms")
+    executionTime: int | None = Field(None, description="running time, in ms")
+    output: Any = Field(None, description="the reply: text, audio, history (see the README's contract)")
+    error: Any = Field(None, description="why the job failed, as the contract's error")
+
+
+_JOB = answers("the job", model=JobAnswer)
 
 
 def endpoint_id(
@@ -77,12 +91,12 @@ def build_router(
     router = APIRouter()
     caller = Depends(auth)
 
-    @router.post("/run", openapi_extra=json_body(JobBody))
+    @router.post("/run", openapi_extra=json_body(JobBody), responses=_JOB)
     async def run(request: Request, namespace: str = caller) -> JSONResponse:
         job = await jobs.submit(await read_input(request, max_body_bytes), namespace)
         return JSONResponse(job.summary())
 
-    @router.post("/runsync", openapi_extra=json_body(JobBody))
+    @router.post("/runsync", openapi_extra=json_body(JobBody), responses=_JOB)
     async def runsync(
         request: Request, namespace: str = caller, wait: int | None = Query(None, ge=1000, le=300_000)
     ) -> JSONResponse:
@@ -90,8 +104,8 @@ def build_router(
         job = await jobs.wait(job.id, namespace, wait / 1000 if wait else runsync_wait_s)
         return JSONResponse(job.summary())
 
-    @router.get("/status/{job_id}")
-    @router.post("/status/{job_id}")
+    @router.get("/status/{job_id}", responses=_JOB)
+    @router.post("/status/{job_id}", responses=_JOB)
     async def status(job_id: str, namespace: str = caller) -> JSONResponse:
         return JSONResponse((await jobs.view(job_id, namespace)).summary())
 

@@ -55,7 +55,7 @@ from ..http.auth import Auth
 from ..http.body import read_json
 from ..http.errors import openai_body, status_of
 from ..http.fields import invalid
-from ..http.openapi import json_body
+from ..http.openapi import answers, json_body
 from ..http.responses import OwnedStreamingResponse, sse_event
 from .protocol import CHAT_AUDIO_FORMATS, ChatCompletionRequest, Message, StreamOptions, TextPart
 from .speech import SPEECH_RATE, resolve_voice
@@ -339,7 +339,11 @@ def build_chat_router(
     router = APIRouter()
     caller = Depends(auth)
 
-    @router.post("/v1/chat/completions", openapi_extra=json_body(ChatCompletionRequest))
+    @router.post(
+        "/v1/chat/completions",
+        openapi_extra=json_body(ChatCompletionRequest),
+        responses=answers("the chat completion (JSON), or its chunks (stream: true)", "text/event-stream"),
+    )
     async def create_chat_completion(request: Request, namespace: str = caller) -> Response:
         params = parse_chat(await read_json(request, max_body_bytes), models)
         reference_id = None

@@ -38,7 +38,7 @@ from ...voices import VoiceReference
 from ..http.auth import Auth
 from ..http.body import read_json
 from ..http.errors import openai_body, status_of
-from ..http.openapi import json_body
+from ..http.openapi import answers, json_body
 from ..http.responses import WARNING_HEADER, OwnedStreamingResponse, encoded_audio, first_piece, sse_event
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,11 @@ def build_openai_router(speech: SpeechService, auth: Auth, *, max_body_bytes: in
     async def list_voices(namespace: str = caller) -> JSONResponse:
         return JSONResponse({"voices": [{"id": name, "name": name} for name in await voice_ids(speech, namespace)]})
 
-    @router.post("/v1/audio/speech", openapi_extra=json_body(SpeechRequest))
+    @router.post(
+        "/v1/audio/speech",
+        openapi_extra=json_body(SpeechRequest),
+        responses=answers("the speech, streamed", *_MEDIA_TYPES.values(), "text/event-stream"),
+    )
     async def create_speech(request: Request, namespace: str = caller) -> Response:
         params = parse_speech_request(await read_json(request, max_body_bytes))
         voice = await resolve_voice(speech, namespace, params.voice)
