@@ -26,9 +26,7 @@ _BOUNDS = {
     "greater_than": "more than",
     "less_than": "less than",
 }
-# A union names the member it tried in an error's location: a plain type (bytes | str), a model by its class
-# (PcmFormat), a constrained type (constrained-int), a literal or a tag (literal['inf'], "text part").
-_UNION_MEMBERS = ("bytes", "str", "int", "float")
+_UNION_MEMBERS = ("bytes", "str", "int", "float")  # plain types a union names its members by
 
 
 def first_error(
@@ -62,12 +60,21 @@ def field_error(
 
 
 def field_path(error: ErrorDetails) -> list[str | int]:
-    """The error's location without the union members pydantic names in it (`str`, `list[...]`, a tag)."""
-    return [
-        part
-        for part in error["loc"]
-        if isinstance(part, int) or not (part in _UNION_MEMBERS or part[:1].isupper() or any(c in part for c in " [-"))
-    ]
+    """The error's location without the union members pydantic names in it; an unknown field's own name
+    (the caller's, whatever it looks like) is kept."""
+    *within, last = error["loc"] or ("",)
+    path = [part for part in within if not _is_member(part)]
+    return [*path, last] if error["type"] == "extra_forbidden" or not _is_member(last) else path
+
+
+def _is_member(part: str | int) -> bool:
+    """A union's member as pydantic names it in a location: a type (str), a model (PcmFormat), a constrained
+    or wrapped type (constrained-int, function-after[...]), a literal (literal['inf']) or a tag ("text part").
+    A field named with brackets (timestamp_granularities[]) is not one."""
+    if isinstance(part, int):
+        return False
+    bracketed = "[" in part and not part.endswith("[]")
+    return part in _UNION_MEMBERS or part[:1].isupper() or " " in part or "-" in part or bracketed
 
 
 def _joined(path: list[str | int], brackets: bool) -> str:

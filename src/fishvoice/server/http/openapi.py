@@ -64,6 +64,13 @@ def json_body(model: type[BaseModel], *media_types: str) -> dict[str, Any]:
     }
 
 
+def form_model(model: type[BaseModel]) -> dict[str, Any]:
+    """A route's `openapi_extra`: its body is a multipart form of `model`'s fields."""
+    _BODIES.add(model)
+    schema = {"schema": {"$ref": _REF.format(model=model.__name__)}}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": schema}}}
+
+
 def schema_body(schema: dict[str, Any]) -> dict[str, Any]:
     """A route's `openapi_extra`: its body is JSON described by `schema` (a route that checks its body by hand)."""
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

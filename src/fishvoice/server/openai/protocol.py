@@ -1,6 +1,7 @@
-"""OpenAI's chat completions request as this server takes it, as pydantic models: what the route validates
-the body against and what `/openapi.json` shows of it. Rules that span fields (the last message is the
-user's, audio parts only in user messages, the audio modality needs its `audio`) are the route's."""
+"""OpenAI's chat completions request and transcription form as this server takes them, as pydantic models:
+what the routes validate their bodies against and what `/openapi.json` shows of them. Rules that span
+fields (the last message is the user's, audio parts only in user messages, the audio modality needs its
+`audio`; a transcription's stream or timestamps need their format) are the routes'."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictInt, Tag
 
 from ...audio import AudioFormat
+from ..http.fields import LanguageCode
 
 MAX_MESSAGES = 256
+MAX_PROMPT_CHARS = 4096
+TranscriptionFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 CHAT_AUDIO_FORMATS: dict[str, AudioFormat] = {
     "wav": "wav",
     "mp3": "mp3",
@@ -91,3 +95,18 @@ class ChatCompletionRequest(_Strict):
     conversation_id: str | None = Field(None, description="answer within this stored conversation")
     n: StrictInt | None = None
     user: str | None = None
+
+
+class TranscriptionForm(_Strict):
+    """`POST /v1/audio/transcriptions`'s multipart form (its text fields as text; pydantic reads the numbers
+    and booleans from them)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    file: bytes = Field(description="the audio file")
+    model: str = Field(description="an id /v1/models lists")
+    language: LanguageCode | None = Field(None, description="ISO 639-1 code (2 or 3 letters); else detected")
+    prompt: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)] | None = None
+    response_format: TranscriptionFormat = "json"
+    temperature: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    timestamp_granularities: list[Literal["segment"]] = Field([], alias="timestamp_granularities[]")
+    stream: bool = False

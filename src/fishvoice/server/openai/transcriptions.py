@@ -13,27 +13,27 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import ValidationError
 
 from ...asr.base import ASR, Segment, Transcript
 from ...audio import Audio
 from ...errors import FishvoiceError, as_api_error
 from ...speech_service import SpeechService, WorkLimit
 from ...threads import iterate_in_thread, run_in_thread
+from ...validation import first_error
 from ...voices import speech_from_bytes
 from ..http.auth import Auth
 from ..http.body import form_items, media_type, read_body
 from ..http.errors import openai_body, status_of
-from ..http.fields import as_language, as_number, invalid
-from ..http.openapi import form_body
+from ..http.fields import invalid
+from ..http.openapi import form_model
 from ..http.responses import OwnedStreamingResponse, sse_event
+from .protocol import TranscriptionForm
 
-MAX_PROMPT_CHARS = 4096
-TRANSCRIPTION_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 # The languages Whisper tells apart, by the code the ASR reports, named as OpenAI's verbose_json names them.
 # No installed package carries this table (faster-whisper has the codes alone), so it is kept here.
 LANGUAGE_NAMES: dict[str, str] = {
@@ -138,9 +138,7 @@ LANGUAGE_NAMES: dict[str, str] = {
     "yue": "cantonese",
     "zh": "chinese",
 }
-_TRANSCRIPTION_FIELDS = frozenset(
-    {"file", "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]", "stream"}
-)
+_LISTS = ("timestamp_granularities[]",)  # the form's one field given once per value
 
 
 def no_asr(field: str) -> FishvoiceError:
@@ -168,17 +166,8 @@ async def read_form(request: Request, max_bytes: int) -> FormFields:
     return fields
 
 
-@dataclass(frozen=True)
-class TranscriptionParams:
-    file: bytes
-    model: str
-    language: str | None
-    prompt: str | None
-    response_format: str
-    stream: bool
-
-
 def _form_text(fields: FormFields, name: str) -> str | None:
+    """A field given once as text; None where it is missing or empty (its default)."""
     values = fields.get(name)
     if not values:
         return None
@@ -186,56 +175,34 @@ def _form_text(fields: FormFields, name: str) -> str | None:
         raise invalid(name, "given more than once")
     if not isinstance(values[0], str):
         raise invalid(name, "must be text, not a file")
-    return values[0]
+    return values[0] or None
 
 
-def parse_transcription(fields: FormFields, models: tuple[str, ...]) -> TranscriptionParams:
-    """Validate the form; raise invalid_input naming the first bad parameter."""
-    for name in fields:
-        if name not in _TRANSCRIPTION_FIELDS:
-            raise invalid(name[:60], "unknown parameter")
+def _audio_file(fields: FormFields) -> bytes:
     files = fields.get("file")
     if not files:
         raise FishvoiceError("invalid_audio", "file: required (the audio file, in a multipart form)", "file")
     if len(files) > 1 or not isinstance(files[0], bytes):
         raise FishvoiceError("invalid_audio", "file: must be one audio file, not text", "file")
-    model = _form_text(fields, "model")
-    if model is None:
-        raise invalid("model", "required")
-    if model not in models:
-        raise invalid("model", f"unknown model {model[:60]!r}; use one of {', '.join(models)}")
-    language = _form_text(fields, "language") or None
-    if language is not None:
-        as_language(language, "language")
-    prompt = _form_text(fields, "prompt")
-    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
-        raise invalid("prompt", f"must be at most {MAX_PROMPT_CHARS} characters (got {len(prompt)})")
-    response_format = _form_text(fields, "response_format") or "json"
-    if response_format not in TRANSCRIPTION_FORMATS:
-        raise invalid(
-            "response_format", f"must be one of {', '.join(TRANSCRIPTION_FORMATS)} (got {response_format[:40]!r})"
-        )
-    temperature = _form_text(fields, "temperature")
-    if temperature is not None:
-        try:
-            value = float(temperature)
-        except ValueError:
-            raise invalid("temperature", f"must be a number (got {temperature[:20]!r})") from None
-        as_number(value, "temperature", 0.0, 1.0)
-    for granularity in fields.get("timestamp_granularities[]", []):
-        if granularity == "word":
-            raise invalid("timestamp_granularities[]", "word timestamps are not supported; use segment")
-        if granularity != "segment":
-            raise invalid("timestamp_granularities[]", f"must be segment (got {str(granularity)[:20]!r})")
-    if "timestamp_granularities[]" in fields and response_format != "verbose_json":
+    return files[0]
+
+
+def parse_transcription(fields: FormFields, models: tuple[str, ...]) -> TranscriptionForm:
+    """The form validated; raise the first bad parameter's error, named as OpenAI names it."""
+    texts = {name: _form_text(fields, name) for name in fields if name not in ("file", *_LISTS)}
+    given: dict[str, Any] = {name: value for name, value in texts.items() if value is not None}
+    given.update({name: fields[name] for name in _LISTS if name in fields}, file=_audio_file(fields))
+    try:
+        form = TranscriptionForm.model_validate(given)
+    except ValidationError as exc:
+        raise first_error(exc, TranscriptionForm, whole="body", unknown="unknown parameter", depth=1) from None
+    if form.model not in models:
+        raise invalid("model", f"unknown model {form.model[:60]!r}; use one of {', '.join(models)}")
+    if form.timestamp_granularities and form.response_format != "verbose_json":
         raise invalid("timestamp_granularities[]", "needs response_format verbose_json")
-    stream_text = (_form_text(fields, "stream") or "false").lower()
-    if stream_text not in ("true", "false"):
-        raise invalid("stream", f"must be true or false (got {stream_text[:20]!r})")
-    stream = stream_text == "true"
-    if stream and response_format not in ("json", "text"):
-        raise invalid("stream", f"streaming is not supported with response_format {response_format}")
-    return TranscriptionParams(files[0], model, language, prompt or None, response_format, stream)
+    if form.stream and form.response_format not in ("json", "text"):
+        raise invalid("stream", f"streaming is not supported with response_format {form.response_format}")
+    return form
 
 
 def _timestamp(seconds: float, separator: str) -> str:
@@ -293,7 +260,7 @@ def transcription_response(transcript: Transcript, response_format: str) -> Resp
 
 
 async def _transcript_events(
-    asr: ASR, audio: Audio, params: TranscriptionParams, work: WorkLimit
+    asr: ASR, audio: Audio, params: TranscriptionForm, work: WorkLimit
 ) -> AsyncGenerator[bytes, None]:
     """`transcript.text.delta` as each segment is recognised, then `transcript.text.done`; a failure is
     an `error` event and the end."""
@@ -314,28 +281,13 @@ async def _transcript_events(
     yield sse_event({"type": "transcript.text.done", "text": " ".join(pieces)})
 
 
-_FORM = form_body(
-    {
-        "file": {"type": "string", "format": "binary", "description": "the audio"},
-        "model": {"type": "string", "description": "an id /v1/models lists"},
-        "language": {"type": "string", "description": "ISO 639-1 code (2 or 3 letters)"},
-        "prompt": {"type": "string", "maxLength": MAX_PROMPT_CHARS},
-        "response_format": {"type": "string", "enum": list(TRANSCRIPTION_FORMATS), "default": "json"},
-        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
-        "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["segment"]}},
-        "stream": {"type": "boolean", "default": False},
-    },
-    required=["file", "model"],
-)
-
-
 def build_transcriptions_router(
     speech: SpeechService, asr: ASR | None, auth: Auth, *, models: tuple[str, ...], max_body_bytes: int
 ) -> APIRouter:
     router = APIRouter()
     caller = Depends(auth)
 
-    @router.post("/v1/audio/transcriptions", openapi_extra=_FORM)
+    @router.post("/v1/audio/transcriptions", openapi_extra=form_model(TranscriptionForm))
     async def create_transcription(request: Request, namespace: str = caller) -> Response:
         params = parse_transcription(await read_form(request, max_body_bytes), models)
         if asr is None:

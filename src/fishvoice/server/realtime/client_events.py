@@ -17,10 +17,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from ...contract import MAX_MESSAGE_CHARS
-from ...errors import FishvoiceError
 from ...vad import TurnOptions
 from ...validation import field_error
-from ..http.fields import as_language, invalid
+from ..http.fields import LanguageCode, invalid
 from .protocol import SessionConfig
 
 MAX_OUTPUT_TOKENS = 4096
@@ -30,13 +29,6 @@ Instructions = Annotated[StrictStr, Field(max_length=MAX_MESSAGE_CHARS)]
 Voice = Annotated[StrictStr, Field(min_length=1, description="default, or a saved voice's id")]
 Modalities = Annotated[list[Literal["text", "audio"]], Field(min_length=1, description='["audio"] or ["text"]')]
 MaxTokens = Annotated[StrictInt, Field(ge=1, le=MAX_OUTPUT_TOKENS)] | Literal["inf"]
-
-
-def _language(value: str) -> str:
-    try:
-        return as_language(value, "language")
-    except FishvoiceError as exc:
-        raise ValueError(exc.message.removeprefix("language: ")) from None
 
 
 def _speed(value: float) -> float:
@@ -91,7 +83,7 @@ class Transcription(_Event):
 
     model: Any = None
     prompt: Any = None
-    language: Annotated[StrictStr, AfterValidator(_language)] | None = None
+    language: LanguageCode | None = None
 
 
 class AudioInput(_Event):
