@@ -22,6 +22,13 @@ from .voices import VoiceReference
 DEFAULT_VOICE = "default"  # the voice's own, as the OpenAI routes and realtime sessions name it
 
 
+def no_asr(field: str) -> FishvoiceError:
+    """The error of a route given audio to hear on a server without a recogniser."""
+    return FishvoiceError(
+        "backend_unavailable", f"{field}: speech recognition is not available on this server (no ASR backend)", field
+    )
+
+
 class WorkLimit:
     """At most `size` requests working at once (an async with-block each); `in_use` counts them (/health)."""
 

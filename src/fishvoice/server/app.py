@@ -16,6 +16,7 @@ from ..config import Settings
 from ..exclusive import ReportsProgress
 from ..speech_service import SpeechService, WorkLimit
 from ..threads import stream_threads
+from .fish_audio.asr import build_asr_router
 from .fish_audio.references import build_references_router
 from .fish_audio.tts import build_fish_router
 from .http.auth import Auth
@@ -97,6 +98,7 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
         build_chat_router(assistant, speech, asr, auth, models=LISTED_MODELS, max_body_bytes=max_body_bytes)
     )
     app.include_router(build_references_router(speech, auth, max_body_bytes))
+    app.include_router(build_asr_router(speech, asr, auth, max_body_bytes))
     app.include_router(build_page_router())
     realtime_limits = RealtimeLimits(settings.realtime_sessions, settings.realtime_idle, max_body_bytes)
     app.include_router(build_realtime_router(assistant, asr, speech, auth, realtime_limits, sessions))

@@ -26,7 +26,6 @@ import math
 from contextlib import aclosing
 from typing import Any, Literal
 
-import msgpack
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -42,9 +41,10 @@ from ...validation import field_error
 from ...voices import VoiceReference, join_references, load_reference, reference_from_bytes
 from ..http.auth import Auth
 from ..http.body import media_type as body_media_type
-from ..http.body import parse_json, read_body
+from ..http.body import read_body
 from ..http.openapi import answers, json_body
 from ..http.responses import WARNING_HEADER, OwnedStreamingResponse, encoded_audio, first_piece
+from .body import MSGPACK_TYPES, decode_body
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ FishFormat = Literal["wav", "pcm", "mp3", "opus"]
 MEDIA_TYPES: dict[str, str] = {"wav": "audio/wav", "pcm": "audio/pcm", "mp3": "audio/mpeg", "opus": "audio/ogg"}
 FISH_SAMPLE_RATES = tuple(sorted({*SAMPLE_RATES, 32000}))
 MAX_REFERENCES = 8
-_MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 
 
 class _Strict(BaseModel):
@@ -121,19 +120,6 @@ class FishTTSRequest(_Strict):
     @property
     def rate(self) -> int:
         return self.sample_rate or (OPUS_RATE if self.format == "opus" else 44100)
-
-
-def decode_body(body: bytes, media: str) -> Any:
-    """The request's fields: MessagePack when the media type says so, else JSON (whatever the type:
-    `curl -d` sends form encoding by default)."""
-    if media in _MSGPACK_TYPES:
-        try:
-            return msgpack.unpackb(body, raw=False)
-        except Exception as exc:  # msgpack raises several types (and ValueError) for broken input
-            raise FishvoiceError(
-                "invalid_input", f"body: not valid MessagePack ({type(exc).__name__})", "body"
-            ) from None
-    return parse_json(body)
 
 
 _AUDIO_FIELD = "must be the audio file (bytes, or a base64 string)"
@@ -213,7 +199,7 @@ def build_fish_router(speech: SpeechService, auth: Auth, max_body_bytes: int) ->
     @router.post(
         "/v1/tts",
         response_model=None,
-        openapi_extra=json_body(FishTTSRequest, *_MSGPACK_TYPES),
+        openapi_extra=json_body(FishTTSRequest, *MSGPACK_TYPES),
         responses=answers("the speech, streamed where asked", *MEDIA_TYPES.values()),
     )
     async def tts(request: Request, namespace: str = Depends(auth)) -> Response:

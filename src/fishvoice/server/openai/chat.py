@@ -47,7 +47,7 @@ from ...contract import (
     parse_request,
 )
 from ...errors import FishvoiceError
-from ...speech_service import DEFAULT_VOICE, SpeechService, WorkLimit
+from ...speech_service import DEFAULT_VOICE, SpeechService, WorkLimit, no_asr
 from ...threads import run_in_thread
 from ...validation import field_error
 from ...voices import speech_from_bytes
@@ -59,7 +59,6 @@ from ..http.openapi import answers, json_body
 from ..http.responses import OwnedStreamingResponse, sse_event
 from .protocol import CHAT_AUDIO_FORMATS, ChatCompletionRequest, Message, StreamOptions, TextPart
 from .speech import SPEECH_RATE, resolve_voice
-from .transcriptions import no_asr
 
 AUDIO_EXPIRES_S = 3600
 # Chat completions

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from ...asr.base import ASR, Segment, Transcript
 from ...audio import Audio
 from ...errors import FishvoiceError, as_api_error
-from ...speech_service import SpeechService, WorkLimit
+from ...speech_service import SpeechService, WorkLimit, no_asr
 from ...threads import iterate_in_thread, run_in_thread
 from ...validation import first_error
 from ...voices import speech_from_bytes
@@ -139,12 +139,6 @@ LANGUAGE_NAMES: dict[str, str] = {
     "zh": "chinese",
 }
 _LISTS = ("timestamp_granularities[]",)  # the form's one field given once per value
-
-
-def no_asr(field: str) -> FishvoiceError:
-    return FishvoiceError(
-        "backend_unavailable", f"{field}: speech recognition is not available on this server (no ASR backend)", field
-    )
 
 
 def _error_event(exc: BaseException) -> dict[str, Any]:
