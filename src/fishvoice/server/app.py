@@ -17,6 +17,7 @@ from ..exclusive import ReportsProgress
 from ..speech_service import SpeechService, WorkLimit
 from ..threads import stream_threads
 from .fish_audio.asr import build_asr_router
+from .fish_audio.live import LiveLimits, OpenLive, build_live_router
 from .fish_audio.references import build_references_router
 from .fish_audio.tts import build_fish_router
 from .http.auth import Auth
@@ -34,7 +35,9 @@ from .realtime.routes import OpenSessions, build_realtime_router
 log = logging.getLogger(__name__)
 
 
-def _progress(assistant: Assistant, asr: ASR | None, speech: SpeechService, sessions: OpenSessions) -> dict[str, Any]:
+def _progress(
+    assistant: Assistant, asr: ASR | None, speech: SpeechService, sessions: OpenSessions, live: OpenLive
+) -> dict[str, Any]:
     """What /health adds: each backend's holder and stall (the ones that say), and what is in use."""
     reporting = {"llm": assistant.llm, "voice": assistant.tts, "asr": asr}
     return {
@@ -43,6 +46,7 @@ def _progress(assistant: Assistant, asr: ASR | None, speech: SpeechService, sess
             "stream_threads": stream_threads(),
             "work": speech.work.in_use,
             "realtime_sessions": sessions.count,
+            "tts_live_sockets": live.count,
         },
     }
 
@@ -78,6 +82,7 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
     auth = Auth(settings.api_keys())
     max_body_bytes = int(settings.max_body_mb * 2**20)
     sessions = OpenSessions()
+    live = OpenLive(settings.realtime_sessions)
 
     router = build_router(
         jobs,
@@ -85,7 +90,7 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
         runsync_wait_s=settings.runsync_wait,
         max_body_bytes=max_body_bytes,
         backends=backends,
-        progress=lambda: _progress(assistant, asr, speech, sessions),
+        progress=lambda: _progress(assistant, asr, speech, sessions, live),
     )
     app.include_router(router)
     app.include_router(router, prefix=ENDPOINT_PREFIX, dependencies=[Depends(endpoint_id)])
@@ -99,6 +104,7 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
     )
     app.include_router(build_references_router(speech, auth, max_body_bytes))
     app.include_router(build_asr_router(speech, asr, auth, max_body_bytes))
+    app.include_router(build_live_router(speech, auth, LiveLimits(settings.realtime_idle, max_body_bytes), live))
     app.include_router(build_page_router())
     realtime_limits = RealtimeLimits(settings.realtime_sessions, settings.realtime_idle, max_body_bytes)
     app.include_router(build_realtime_router(assistant, asr, speech, auth, realtime_limits, sessions))

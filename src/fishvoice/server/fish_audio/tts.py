@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import aclosing
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -52,6 +52,8 @@ FishFormat = Literal["wav", "pcm", "mp3", "opus"]
 MEDIA_TYPES: dict[str, str] = {"wav": "audio/wav", "pcm": "audio/pcm", "mp3": "audio/mpeg", "opus": "audio/ogg"}
 FISH_SAMPLE_RATES = tuple(sorted({*SAMPLE_RATES, 32000}))
 MAX_REFERENCES = 8
+GREEDY_TOP_P = 1e-6  # keeps the likeliest token alone; the engine's temperature must stay above 0
+GREEDY_TEMPERATURE = 0.1
 
 
 class _Strict(BaseModel):
@@ -125,15 +127,18 @@ class FishTTSRequest(_Strict):
 _AUDIO_FIELD = "must be the audio file (bytes, or a base64 string)"
 
 
-def parse_fish_request(raw: Any) -> FishTTSRequest:
-    """Validate the fields; FishvoiceError naming the first bad one (`references.0.audio`)."""
+FishRequest = TypeVar("FishRequest", bound=FishTTSRequest)  # /v1/tts's request, or /v1/tts/live's start
+
+
+def parse_fish_request(raw: Any, model: type[FishRequest]) -> FishRequest:
+    """Validate the fields as `model`; FishvoiceError naming the first bad one (`references.0.audio`)."""
     if not isinstance(raw, dict):
         raise FishvoiceError("invalid_input", "body: must be an object of fields", "body")
     try:
-        request = FishTTSRequest.model_validate(raw)
+        request = model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        error = field_error(first, FishTTSRequest, whole="body")
+        error = field_error(first, model, whole="body")
         if str(error.field).endswith(".audio") and first["type"] not in ("extra_forbidden", "missing"):
             error = FishvoiceError("invalid_input", f"{error.field}: {_AUDIO_FIELD}", error.field)
         raise error from None
@@ -155,10 +160,33 @@ def _reference(reference: FishReference, field: str) -> VoiceReference:
     return reference_from_bytes(reference.audio, text, field)
 
 
-def _tune(request: FishTTSRequest, tts: TTS, warnings: list[str]) -> TTS:
+async def request_voice(
+    speech: SpeechService, namespace: str, request: FishTTSRequest, warnings: list[str]
+) -> VoiceReference | None:
+    """The request's voice: its inline references joined, or the caller's saved voice; None for the
+    server's own. A warning where the voice cannot clone."""
+    voice: VoiceReference | None = None
+    if request.references:
+        voices = [
+            await run_in_thread(_reference, reference, f"references.{i}.audio")
+            for i, reference in enumerate(request.references)
+        ]
+        voice = join_references(voices)
+    elif request.reference_id is not None:
+        voice = await speech.saved_voice(namespace, request.reference_id, "reference_id")
+    if voice is not None and not speech.tts.can_clone:
+        warnings.append(f"voice cloning needs the fish voice backend; the default {speech.tts.name} voice was used")
+    return voice
+
+
+def tune(request: FishTTSRequest, tts: TTS, warnings: list[str]) -> TTS:
     """The voice with the request's sampling where it takes them; a warning for each field it ignores."""
     sent = request.model_fields_set
-    sampling = {name: getattr(request, name) for name in ("temperature", "top_p", "seed") if name in sent}
+    sampling: dict[str, Any] = {
+        name: getattr(request, name) for name in ("temperature", "top_p", "seed") if name in sent
+    }
+    if sampling.get("temperature") == 0 or sampling.get("top_p") == 0:  # Fish's clients mean greedy by 0
+        sampling.update(temperature=sampling.get("temperature") or GREEDY_TEMPERATURE, top_p=GREEDY_TOP_P)
     from ...tts.fish import FishTTS  # needs no torch
 
     ignored: list[str] = list(sampling)
@@ -173,17 +201,17 @@ def _tune(request: FishTTSRequest, tts: TTS, warnings: list[str]) -> TTS:
     return tts
 
 
-def _gain(request: FishTTSRequest) -> float:
+def gain(request: FishTTSRequest) -> float:
     return 10 ** (request.prosody.volume / 20) if request.prosody is not None else 1.0
 
 
-def _louder(audio: Audio, gain: float) -> Audio:
+def louder(audio: Audio, gain: float) -> Audio:
     if gain == 1.0:
         return audio
     return Audio(np.clip(audio.samples * np.float32(gain), -1.0, 1.0).astype(np.float32), audio.sample_rate)
 
 
-def _encoder(request: FishTTSRequest) -> StreamEncoder:
+def stream_encoder(request: FishTTSRequest) -> StreamEncoder:
     if request.format == "mp3":
         return StreamEncoder("mp3", request.rate, request.mp3_bitrate * 1000)
     if request.format == "opus":
@@ -204,34 +232,24 @@ def build_fish_router(speech: SpeechService, auth: Auth, max_body_bytes: int) ->
     )
     async def tts(request: Request, namespace: str = Depends(auth)) -> Response:
         body = await read_body(request, max_body_bytes, "body")
-        fields = parse_fish_request(decode_body(body, body_media_type(request)))
+        fields = parse_fish_request(decode_body(body, body_media_type(request)), FishTTSRequest)
         warnings: list[str] = []
-        voice: VoiceReference | None = None
-        if fields.references:
-            voices = [
-                await run_in_thread(_reference, reference, f"references.{i}.audio")
-                for i, reference in enumerate(fields.references)
-            ]
-            voice = join_references(voices)
-        elif fields.reference_id is not None:
-            voice = await speech.saved_voice(namespace, fields.reference_id, "reference_id")
-        if voice is not None and not speech.tts.can_clone:
-            warnings.append(f"voice cloning needs the fish voice backend; the default {speech.tts.name} voice was used")
-        voice_tts = _tune(fields, speech.tts, warnings)
-        gain = _gain(fields)
+        voice = await request_voice(speech, namespace, fields, warnings)
+        voice_tts = tune(fields, speech.tts, warnings)
+        volume = gain(fields)
         speed = fields.prosody.speed if fields.prosody is not None else 1.0
         headers = {"Content-Disposition": f"attachment; filename=audio.{fields.format}"}
         media_type = MEDIA_TYPES[fields.format]
         pieces = speech.stream(fields.text, voice, fields.rate, speed, tts=voice_tts)  # begins when first read
         if fields.streaming:
-            encoder = _encoder(fields)
+            encoder = stream_encoder(fields)
             # The first piece is awaited here, so a failure to start still answers with an error status.
             first = await first_piece(pieces)
-            chunks = encoded_audio(first, pieces, encoder, lambda piece: _louder(piece, gain))
+            chunks = encoded_audio(first, pieces, encoder, lambda piece: louder(piece, volume))
             response: Response = OwnedStreamingResponse(chunks, owns=[pieces], media_type=media_type, headers=headers)
         else:
             async with aclosing(pieces):
-                audio = [_louder(piece, gain) async for piece in pieces]
+                audio = [louder(piece, volume) async for piece in pieces]
             response = Response(
                 await run_in_thread(_encode_whole, fields, audio), media_type=media_type, headers=headers
             )
@@ -247,5 +265,5 @@ def _encode_whole(request: FishTTSRequest, pieces: list[Audio]) -> bytes:
     audio = Audio(samples, request.rate)
     if request.format == "wav":  # a file with its length in the header
         return encode_bytes(audio, "wav")[0]
-    encoder = _encoder(request)
+    encoder = stream_encoder(request)
     return encoder.encode(audio) + encoder.finish()

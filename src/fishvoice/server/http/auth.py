@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from fastapi import Request
+from fastapi import Request, WebSocket
 
 from ...errors import FishvoiceError
+
+_KEY_PROTOCOL = "openai-insecure-api-key."  # how a browser, which cannot set headers, offers a key
 
 
 def key_namespace(key: str) -> str:
@@ -40,3 +42,16 @@ class Auth:
         if key is None or not any(matches):
             raise FishvoiceError("unauthorized", "a valid 'Authorization: Bearer <key>' header is needed")
         return key_namespace(given.decode())
+
+
+def socket_key(socket: WebSocket) -> str | None:
+    """The key a WebSocket client gave: a bearer header, `?api_key=`, or a browser's key subprotocol."""
+    scheme, _, given = socket.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and given.strip():
+        return given.strip()
+    if key := socket.query_params.get("api_key"):
+        return key
+    for protocol in socket.scope.get("subprotocols", []):
+        if protocol.startswith(_KEY_PROTOCOL):
+            return str(protocol[len(_KEY_PROTOCOL) :])
+    return None

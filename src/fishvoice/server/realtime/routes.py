@@ -15,7 +15,7 @@ from ...errors import FishvoiceError
 from ...process import release_free_memory
 from ...speech_service import SpeechService
 from ...threads import run_in_thread
-from ..http.auth import Auth
+from ..http.auth import Auth, socket_key
 from ..http.fields import invalid
 from .connection import Connection, RealtimeLimits
 from .conversation import Conversation
@@ -23,8 +23,6 @@ from .protocol import error_event, new_id
 from .session import RealtimeSession
 
 log = logging.getLogger(__name__)
-
-_KEY_PROTOCOL = "openai-insecure-api-key."
 
 
 @dataclass
@@ -34,25 +32,12 @@ class OpenSessions:
     count: int = 0
 
 
-def _offered_key(socket: WebSocket) -> str | None:
-    """The key a client gave: a bearer header, `?api_key=`, or a browser's key subprotocol."""
-    scheme, _, given = socket.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and given.strip():
-        return given.strip()
-    if key := socket.query_params.get("api_key"):
-        return key
-    for protocol in socket.scope.get("subprotocols", []):
-        if protocol.startswith(_KEY_PROTOCOL):
-            return str(protocol[len(_KEY_PROTOCOL) :])
-    return None
-
-
 def _refusal(
     socket: WebSocket, auth: Auth, limits: RealtimeLimits, open_sessions: OpenSessions
 ) -> tuple[FishvoiceError, int] | str:
     """Why the session cannot open (the error, and the close code), else the caller's namespace."""
     try:
-        namespace = auth.namespace(_offered_key(socket))
+        namespace = auth.namespace(socket_key(socket))
     except FishvoiceError as error:
         return error, 1008
     conversation_id = socket.query_params.get("conversation_id")
