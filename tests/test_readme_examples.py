@@ -25,6 +25,7 @@ RUNNERS = {
     "curl": ["bash", "-c"],
     "fish-python": [sys.executable, "-c"],
     "fish-curl": ["bash", "-c"],
+    "fish-sdk": [sys.executable, "-c"],
     "openai": [sys.executable, "-c"],
     "openai-chat": [sys.executable, "-c"],
     "openai-realtime": [sys.executable, "-c"],
@@ -80,6 +81,8 @@ def test_readme_example_runs(worker_url, tmp_path, name):
         assert done.stdout.startswith("audio/wav []") and soundfile.info(tmp_path / "reply.wav").samplerate == 44100
     if name == "fish-curl":
         assert done.stdout.strip() == "200 audio/mpeg"
+    if name == "fish-sdk":
+        assert {"live", "spoken", "written"} <= set(re.findall(r"[a-z]+", done.stdout.lower())), done.stdout
     if name == "openai":
         assert "'fishvoice'" in done.stdout and soundfile.info(tmp_path / "reply.wav").samplerate == 24000
 
