@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fishvoice.audio import Audio
-from fishvoice.memory.base import SavedVoice
+from fishvoice.memory.base import VoiceDetails
 from fishvoice.memory.redis import RedisStore
 from fishvoice.memory.sqlite import SQLiteStore, sqlite_path
 from fishvoice.voices import VoiceReference
@@ -107,10 +107,12 @@ async def test_a_saved_voice_round_trips_and_lists(any_store):
     back = await any_store.saved_voice("k", "alice")
     assert back is not None and (back.hash, back.reference_text) == ("hash-0", "what it says")
     assert np.allclose(back.audio.samples, voice.audio.samples, atol=1 / 32767)
-    assert await any_store.list_saved_voices("k") == [
-        SavedVoice("alice", "what it says", "hash-0"),
-        SavedVoice("bob", None, "hash-1"),
+    listed = await any_store.list_saved_voices("k")
+    assert [(v.id, v.reference_text, v.hash, v.details) for v in listed] == [
+        ("alice", "what it says", "hash-0", VoiceDetails()),
+        ("bob", None, "hash-1", VoiceDetails()),
     ]
+    assert all(time.time() - 60 < v.created_at == v.updated_at <= time.time() for v in listed)
     assert await any_store.get_voice("hash-0") is not None  # stored by content hash, as conversations store voices
 
 
@@ -231,3 +233,49 @@ def test_store_setting_accepts_urls_and_paths():
     assert str(sqlite_path("sqlite:////var/db/x.sqlite3")) == "/var/db/x.sqlite3"
     assert str(sqlite_path("sqlite:///data/x.sqlite3")) == "data/x.sqlite3"
     assert str(sqlite_path("/tmp/x.sqlite3")) == "/tmp/x.sqlite3"
+
+
+async def test_a_voices_details_are_kept_and_replaced(any_store):
+    details = VoiceDetails("Narrator", "calm and slow", ("calm", "english"), "public", ("first sample", None))
+    assert await any_store.add_saved_voice("k", "narrator", a_voice(), details) is True
+    (saved,) = await any_store.list_saved_voices("k")
+    assert saved.details == details
+    await asyncio.sleep(0.01)
+    changed = VoiceDetails("Storyteller", "", (), "private", details.samples)
+    assert await any_store.update_saved_voice("k", "narrator", changed) is True
+    (updated,) = await any_store.list_saved_voices("k")
+    assert updated.details == changed and updated.created_at == saved.created_at < updated.updated_at
+    assert (await any_store.saved_voice("k", "narrator")).hash == "hash-0"  # the audio is kept
+    assert await any_store.update_saved_voice("k", "nobody", changed) is False
+    assert await any_store.update_saved_voice("other-key", "narrator", changed) is False
+    assert await any_store.rename_saved_voice("k", "narrator", "teller") is True
+    assert (await any_store.list_saved_voices("k"))[0].details == changed  # a rename keeps them
+
+
+async def test_racing_updates_of_one_voice_all_land_whole(any_store):
+    await any_store.add_saved_voice("k", "v", a_voice())
+    versions = [VoiceDetails(f"title {n}", f"description {n}") for n in range(6)]
+    assert all(await asyncio.gather(*(any_store.update_saved_voice("k", "v", d) for d in versions)))
+    assert (await any_store.list_saved_voices("k"))[0].details in versions  # one of them, not a mix
+
+
+async def test_a_voice_saved_before_details_were_kept_lists_with_defaults(make_store, tmp_path, request):
+    store = make_store()
+    voice = a_voice()
+    if isinstance(store, SQLiteStore):  # a file made before the columns existed
+        path = tmp_path / "old.sqlite3"
+        with sqlite3.connect(path) as db:
+            db.execute(
+                "CREATE TABLE saved_voices (namespace TEXT NOT NULL, id TEXT NOT NULL, voice_hash TEXT NOT NULL,"
+                " reference_text TEXT, created_at REAL NOT NULL, PRIMARY KEY (namespace, id))"
+            )
+            db.execute("INSERT INTO saved_voices VALUES ('k', 'old', 'hash-0', 'what it says', 1000.0)")
+        store = SQLiteStore(path)
+        await store.put_voice(voice)
+    else:  # a record written before they were kept
+        record = '{"hash": "hash-0", "reference_text": "what it says"}'
+        await store._redis.hset(store._saved_key("k"), "old", record)
+    (old,) = await store.list_saved_voices("k")
+    assert (old.id, old.details, old.updated_at) == ("old", VoiceDetails(), old.created_at)
+    assert await store.update_saved_voice("k", "old", VoiceDetails("Old voice")) is True
+    assert (await store.list_saved_voices("k"))[0].details.title == "Old voice"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,12 +21,42 @@ class Conversation:
 
 
 @dataclass(frozen=True)
+class VoiceDetails:
+    """What Fish's voice routes (`/model`) keep of a saved voice beside its audio: the voice's title,
+    description, tags and visibility as its owner gave them, and the text of each of its samples (the
+    samples' audio is the voice's, joined)."""
+
+    title: str = ""
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    visibility: str = "private"
+    samples: tuple[str | None, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> VoiceDetails:
+        """The details stored as `to_json` wrote them; the defaults for a voice saved before they were kept."""
+        if not text:
+            return cls()
+        given = json.loads(text)
+        return cls(
+            given["title"], given["description"], tuple(given["tags"]), given["visibility"], tuple(given["samples"])
+        )
+
+
+@dataclass(frozen=True)
 class SavedVoice:
-    """A voice saved under a name (`/v1/references/add`), as its list shows it."""
+    """A voice saved under a name (`/v1/references/add`, `POST /model`), as its list shows it; times are
+    Unix seconds (0 for a voice saved before they were kept)."""
 
     id: str
     reference_text: str | None
     hash: str
+    details: VoiceDetails = field(default_factory=VoiceDetails)
+    created_at: float = 0.0
+    updated_at: float = 0.0
 
 
 class ConversationStore(Protocol):
@@ -62,13 +94,19 @@ class ConversationStore(Protocol):
     async def close(self) -> None: ...
 
     # Saved voices: named per namespace (another key cannot see, use or delete them).
-    async def add_saved_voice(self, namespace: str, voice_id: str, voice: VoiceReference) -> bool:
+    async def add_saved_voice(
+        self, namespace: str, voice_id: str, voice: VoiceReference, details: VoiceDetails | None = None
+    ) -> bool:
         """Save `voice` as `voice_id`; False (nothing changed) when the namespace has that id already."""
         ...
 
     async def saved_voice(self, namespace: str, voice_id: str) -> VoiceReference | None: ...
 
     async def list_saved_voices(self, namespace: str) -> list[SavedVoice]: ...
+
+    async def update_saved_voice(self, namespace: str, voice_id: str, details: VoiceDetails) -> bool:
+        """Replace the voice's details (its audio kept) and its update time; False when `voice_id` is unknown."""
+        ...
 
     async def rename_saved_voice(self, namespace: str, voice_id: str, new_id: str) -> bool:
         """False when `voice_id` is unknown or `new_id` is taken."""

@@ -27,7 +27,7 @@ from ..contract import ChatMessage
 from ..errors import FishvoiceError
 from ..redis_client import answered, connect
 from ..voices import VoiceReference
-from .base import Conversation, SavedVoice
+from .base import Conversation, SavedVoice, VoiceDetails
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,6 +79,12 @@ if redis.call('DECR', ARGV[3] .. hash) <= 0 then
 end
 return 1
 """
+# KEYS: saved voices. ARGV: id, its record as read, the new record. 0 if the record changed meanwhile.
+REPLACE_SAVED = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
 # KEYS: meta, turns, appended ids. ARGV: ttl, id, user turn, assistant turn, meta field, value pairs.
 # The whole history, after the exchange (or after the same id's earlier append).
 APPEND_EXCHANGE = """
@@ -95,6 +101,7 @@ SCRIPTS = {
     "get_saved": GET_SAVED,
     "rename_saved": RENAME_SAVED,
     "delete_saved": DELETE_SAVED,
+    "replace_saved": REPLACE_SAVED,
 }
 
 
@@ -187,8 +194,19 @@ class RedisStore:
     async def close(self) -> None:
         await self._redis.aclose()
 
-    async def add_saved_voice(self, namespace: str, voice_id: str, voice: VoiceReference) -> bool:
-        record = json.dumps({"hash": voice.hash, "reference_text": voice.reference_text})
+    async def add_saved_voice(
+        self, namespace: str, voice_id: str, voice: VoiceReference, details: VoiceDetails | None = None
+    ) -> bool:
+        now = time.time()
+        record = json.dumps(
+            {
+                "hash": voice.hash,
+                "reference_text": voice.reference_text,
+                "details": (details or VoiceDetails()).to_json(),
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
         keys = [self._saved_key(namespace), self._voice_key(voice.hash), self._pins_key(voice.hash)]
         return bool(await self._script("add_saved", keys, [voice_id, record, voice.pcm16()]))
 
@@ -202,7 +220,18 @@ class RedisStore:
     async def list_saved_voices(self, namespace: str) -> list[SavedVoice]:
         found = await self._call(self._redis.hgetall(self._saved_key(namespace)))
         records = sorted((_text(voice_id), json.loads(record)) for voice_id, record in found.items())
-        return [SavedVoice(voice_id, record["reference_text"], record["hash"]) for voice_id, record in records]
+        return [_saved_voice(voice_id, record) for voice_id, record in records]
+
+    async def update_saved_voice(self, namespace: str, voice_id: str, details: VoiceDetails) -> bool:
+        key = self._saved_key(namespace)
+        for _ in range(_RETRIES):  # another update, a rename or a delete may land between the read and the write
+            found = await self._call(self._redis.hget(key, voice_id))
+            if found is None:
+                return False
+            record = {**json.loads(found), "details": details.to_json(), "updated_at": time.time()}
+            if await self._script("replace_saved", [key], [voice_id, found, json.dumps(record)]):
+                return True
+        raise FishvoiceError("backend_unavailable", f"the voice {voice_id!r} kept changing; try again")
 
     async def rename_saved_voice(self, namespace: str, voice_id: str, new_id: str) -> bool:
         return bool(await self._script("rename_saved", [self._saved_key(namespace)], [voice_id, new_id]))
@@ -220,6 +249,18 @@ class RedisStore:
     async def voice_codes(self, key: str) -> bytes | None:
         found = await self._call(self._redis.getex(self._codes_key(key), ex=self.ttl_s))
         return found.encode() if isinstance(found, str) else found
+
+
+_RETRIES = 8
+
+
+def _saved_voice(voice_id: str, record: dict[str, Any]) -> SavedVoice:
+    """A saved voice's record; one saved before details and times were kept has none."""
+    created = record.get("created_at", 0.0)
+    details = VoiceDetails.from_json(record.get("details"))
+    return SavedVoice(
+        voice_id, record["reference_text"], record["hash"], details, created, record.get("updated_at", created)
+    )
 
 
 def _text(value: bytes | str) -> str:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..contract import ChatMessage
 from ..threads import run_in_thread
 from ..voices import VoiceReference
-from .base import Conversation, SavedVoice
+from .base import Conversation, SavedVoice, VoiceDetails
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -27,10 +29,20 @@ CREATE TABLE IF NOT EXISTS voices (
     hash TEXT PRIMARY KEY, pcm16 BLOB NOT NULL, reference_text TEXT, used_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS saved_voices (
     namespace TEXT NOT NULL, id TEXT NOT NULL, voice_hash TEXT NOT NULL, reference_text TEXT,
-    created_at REAL NOT NULL, PRIMARY KEY (namespace, id));
+    created_at REAL NOT NULL, details TEXT, updated_at REAL, PRIMARY KEY (namespace, id));
 CREATE TABLE IF NOT EXISTS voice_codes (key TEXT PRIMARY KEY, data BLOB NOT NULL, used_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS conversations_updated ON conversations (updated_at);
 """
+
+
+# Columns added since a store was first made: (table, column, type); an older file gains them at start-up.
+_ADDED_COLUMNS = (("saved_voices", "details", "TEXT"), ("saved_voices", "updated_at", "REAL"))
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, column, kind in _ADDED_COLUMNS:
+        if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def sqlite_path(store: str) -> Path:
@@ -48,6 +60,7 @@ class SQLiteStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            _add_missing_columns(db)
         self._purge()  # start-up is a quiet moment to drop what expired while we were down
 
     @contextmanager
@@ -199,17 +212,20 @@ class SQLiteStore:
 
     # Saved voices: a row per (namespace, id) naming a voice by hash; the audio is in `voices`, shared.
 
-    async def add_saved_voice(self, namespace: str, voice_id: str, voice: VoiceReference) -> bool:
-        return await run_in_thread(self._add_saved_voice, namespace, voice_id, voice)
+    async def add_saved_voice(
+        self, namespace: str, voice_id: str, voice: VoiceReference, details: VoiceDetails | None = None
+    ) -> bool:
+        return await run_in_thread(self._add_saved_voice, namespace, voice_id, voice, details or VoiceDetails())
 
-    def _add_saved_voice(self, namespace: str, voice_id: str, voice: VoiceReference) -> bool:
+    def _add_saved_voice(self, namespace: str, voice_id: str, voice: VoiceReference, details: VoiceDetails) -> bool:
+        now = time.time()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 added = db.execute(
-                    """INSERT INTO saved_voices (namespace, id, voice_hash, reference_text, created_at)
-                       VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, id) DO NOTHING""",
-                    (namespace, voice_id, voice.hash, voice.reference_text, time.time()),
+                    """INSERT INTO saved_voices (namespace, id, voice_hash, reference_text, created_at, details,
+                       updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, id) DO NOTHING""",
+                    (namespace, voice_id, voice.hash, voice.reference_text, now, details.to_json(), now),
                 ).rowcount
                 if added:
                     self._insert_voice(db, voice)
@@ -234,35 +250,25 @@ class SQLiteStore:
         return VoiceReference.from_pcm16(row[0], row[1], row[2]) if row else None
 
     async def list_saved_voices(self, namespace: str) -> list[SavedVoice]:
-        return await run_in_thread(self._list_saved_voices, namespace)
+        return await self._run(_list_saved_voices, namespace)
 
-    def _list_saved_voices(self, namespace: str) -> list[SavedVoice]:
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT id, reference_text, voice_hash FROM saved_voices WHERE namespace=? ORDER BY id", (namespace,)
-            ).fetchall()
-        return [SavedVoice(voice_id, text, voice_hash) for voice_id, text, voice_hash in rows]
+    async def update_saved_voice(self, namespace: str, voice_id: str, details: VoiceDetails) -> bool:
+        return await self._run(_update_saved_voice, namespace, voice_id, details)
 
     async def rename_saved_voice(self, namespace: str, voice_id: str, new_id: str) -> bool:
-        return await run_in_thread(self._rename_saved_voice, namespace, voice_id, new_id)
-
-    def _rename_saved_voice(self, namespace: str, voice_id: str, new_id: str) -> bool:
-        with self._connect() as db:
-            try:  # one statement: atomic; the primary key refuses a taken id
-                renamed = db.execute(
-                    "UPDATE saved_voices SET id=? WHERE namespace=? AND id=?", (new_id, namespace, voice_id)
-                ).rowcount
-            except sqlite3.IntegrityError:
-                return False
-        return bool(renamed)
+        return await self._run(_rename_saved_voice, namespace, voice_id, new_id)
 
     async def delete_saved_voice(self, namespace: str, voice_id: str) -> bool:
-        return await run_in_thread(self._delete_saved_voice, namespace, voice_id)
+        return await self._run(_delete_saved_voice, namespace, voice_id)
 
-    def _delete_saved_voice(self, namespace: str, voice_id: str) -> bool:
-        with self._connect() as db:
-            deleted = db.execute("DELETE FROM saved_voices WHERE namespace=? AND id=?", (namespace, voice_id)).rowcount
-        return bool(deleted)
+    async def _run(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(db, *args)` in a worker thread, on a connection of its own."""
+
+        def call() -> T:
+            with self._connect() as db:
+                return work(db, *args)
+
+        return await run_in_thread(call)
 
     async def put_voice_codes(self, key: str, data: bytes) -> None:
         await run_in_thread(self._put_voice_codes, key, data)
@@ -284,3 +290,42 @@ class SQLiteStore:
             if row is not None:
                 db.execute("UPDATE voice_codes SET used_at=? WHERE key=?", (time.time(), key))
         return bytes(row[0]) if row else None
+
+
+# Saved voices' steps on a connection (SQLiteStore._run gives them one).
+
+
+def _list_saved_voices(db: sqlite3.Connection, namespace: str) -> list[SavedVoice]:
+    rows = db.execute(
+        """SELECT id, reference_text, voice_hash, details, created_at, updated_at FROM saved_voices
+           WHERE namespace=? ORDER BY id""",
+        (namespace,),
+    ).fetchall()
+    return [
+        SavedVoice(voice_id, text, voice_hash, VoiceDetails.from_json(details), created, updated or created)
+        for voice_id, text, voice_hash, details, created, updated in rows
+    ]
+
+
+def _update_saved_voice(db: sqlite3.Connection, namespace: str, voice_id: str, details: VoiceDetails) -> bool:
+    return bool(
+        db.execute(
+            "UPDATE saved_voices SET details=?, updated_at=? WHERE namespace=? AND id=?",
+            (details.to_json(), time.time(), namespace, voice_id),
+        ).rowcount
+    )
+
+
+def _rename_saved_voice(db: sqlite3.Connection, namespace: str, voice_id: str, new_id: str) -> bool:
+    try:  # one statement: atomic; the primary key refuses a taken id
+        return bool(
+            db.execute(
+                "UPDATE saved_voices SET id=? WHERE namespace=? AND id=?", (new_id, namespace, voice_id)
+            ).rowcount
+        )
+    except sqlite3.IntegrityError:
+        return False
+
+
+def _delete_saved_voice(db: sqlite3.Connection, namespace: str, voice_id: str) -> bool:
+    return bool(db.execute("DELETE FROM saved_voices WHERE namespace=? AND id=?", (namespace, voice_id)).rowcount)

@@ -16,10 +16,8 @@ from ..config import Settings
 from ..exclusive import ReportsProgress
 from ..speech_service import SpeechService, WorkLimit
 from ..threads import stream_threads
-from .fish_audio.asr import build_asr_router
-from .fish_audio.live import LiveLimits, OpenLive, build_live_router
-from .fish_audio.references import build_references_router
-from .fish_audio.tts import build_fish_router
+from .fish_audio import build_fish_audio_router
+from .fish_audio.live import LiveLimits, OpenLive
 from .http.auth import Auth
 from .http.errors import install_error_handlers
 from .http.openapi import install_openapi, operation_id
@@ -94,7 +92,8 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
     )
     app.include_router(router)
     app.include_router(router, prefix=ENDPOINT_PREFIX, dependencies=[Depends(endpoint_id)])
-    app.include_router(build_fish_router(speech, auth, max_body_bytes))
+    live_limits = LiveLimits(settings.realtime_idle, max_body_bytes)
+    app.include_router(build_fish_audio_router(speech, asr, auth, max_body_bytes, live_limits, live))
     app.include_router(build_openai_router(speech, auth, max_body_bytes=max_body_bytes))
     app.include_router(
         build_transcriptions_router(speech, asr, auth, models=LISTED_MODELS, max_body_bytes=max_body_bytes)
@@ -102,9 +101,6 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
     app.include_router(
         build_chat_router(assistant, speech, asr, auth, models=LISTED_MODELS, max_body_bytes=max_body_bytes)
     )
-    app.include_router(build_references_router(speech, auth, max_body_bytes))
-    app.include_router(build_asr_router(speech, asr, auth, max_body_bytes))
-    app.include_router(build_live_router(speech, auth, LiveLimits(settings.realtime_idle, max_body_bytes), live))
     app.include_router(build_page_router())
     realtime_limits = RealtimeLimits(settings.realtime_sessions, settings.realtime_idle, max_body_bytes)
     app.include_router(build_realtime_router(assistant, asr, speech, auth, realtime_limits, sessions))

@@ -18,6 +18,8 @@ from .fields import invalid
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 # A form's field as given, in order: (name, text or an uploaded file's bytes).
 FormItems = list[tuple[str, str | bytes]]
+# A form's fields by name, each with every value it was given (a list field repeats its name).
+FormFields = dict[str, list[str | bytes]]
 
 
 def media_type(request: Request) -> str:
@@ -69,3 +71,23 @@ async def form_items(request: Request, body: bytes, max_files: int) -> FormItems
         detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
         raise invalid("body", f"not a readable form ({detail})") from None
     return items
+
+
+async def form_fields(request: Request, body: bytes, max_files: int) -> FormFields:
+    """The fields of a form body already read, each name with all its values in order."""
+    fields: FormFields = {}
+    for name, value in await form_items(request, body, max_files):
+        fields.setdefault(name, []).append(value)
+    return fields
+
+
+def form_text(fields: FormFields, name: str) -> str | None:
+    """A field given once as text; None where it is missing or empty (its default)."""
+    values = fields.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise invalid(name, "given more than once")
+    if not isinstance(values[0], str):
+        raise invalid(name, "must be text, not a file")
+    return values[0] or None

@@ -1,5 +1,5 @@
 """Error responses in the shape of the API a route speaks: RunPod's job API gets the contract's
-`{"error", "error_code", "field"}`; every `/v1/*` route (Fish's and OpenAI's) gets OpenAI's
+`{"error", "error_code", "field"}`; every `/v1/*` route (Fish's and OpenAI's) and Fish's `/model` get OpenAI's
 `{"error": {"message", "type", "param", "code"}}`, with the contract's code and field inside.
 
 Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
@@ -40,8 +40,9 @@ def status_of(error: FishvoiceError) -> int:
     return STATUS.get(error.code, 500)
 
 
-def is_v1(path: str) -> bool:
-    return path.startswith("/v1/")
+def openai_shaped(path: str) -> bool:
+    """Whether the route at `path` answers errors in OpenAI's shape: every /v1/* route, and Fish's /model."""
+    return path.startswith("/v1/") or path == "/model" or path.startswith("/model/")
 
 
 def openai_body(error: FishvoiceError, status: int) -> dict[str, Any]:
@@ -52,8 +53,8 @@ def openai_body(error: FishvoiceError, status: int) -> dict[str, Any]:
 def error_response(path: str, error: FishvoiceError, status: int | None = None, **extra: Any) -> JSONResponse:
     """The error as the route at `path` answers it; `extra` (a debug trace) joins the body."""
     status = status or status_of(error)
-    body = openai_body(error, status) if is_v1(path) else error.to_dict()
-    (body["error"] if is_v1(path) else body).update(extra)
+    body = openai_body(error, status) if openai_shaped(path) else error.to_dict()
+    (body["error"] if openai_shaped(path) else body).update(extra)
     return JSONResponse(body, status_code=status)
 
 

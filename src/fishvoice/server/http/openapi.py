@@ -1,7 +1,7 @@
 """What `/openapi.json` says of the bodies the routes read themselves (within their size limits, with
 their own errors) and of their answers: the pydantic model a route validates its body against, referenced
 from the route and defined once among the schema's components; the media a route answers in; and on every
-route, the error body of its API (OpenAI's under /v1, the contract's elsewhere)."""
+route, the error body of its API (OpenAI's under /v1 and /model, the contract's elsewhere)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
-from .errors import is_v1
+from .errors import openai_shaped
 
 _REF = "#/components/schemas/{model}"
 _BODIES: set[type[BaseModel]] = set()  # every model a route names as its body or its answer
@@ -109,7 +109,7 @@ def install_openapi(app: FastAPI) -> None:
 def _error_answers(spec: dict[str, Any]) -> None:
     """Every operation answers its errors (4XX, 5XX) in its API's error body."""
     for path, operations in spec.get("paths", {}).items():
-        model = OpenAIErrorBody if is_v1(path) else ErrorBody
+        model = OpenAIErrorBody if openai_shaped(path) else ErrorBody
         body = {"application/json": {"schema": {"$ref": _REF.format(model=model.__name__)}}}
         for operation in operations.values():
             responses = operation.setdefault("responses", {})

@@ -27,7 +27,7 @@ from ...threads import iterate_in_thread, run_in_thread
 from ...validation import first_error
 from ...voices import speech_from_bytes
 from ..http.auth import Auth
-from ..http.body import form_items, media_type, read_body
+from ..http.body import FormFields, form_fields, form_text, media_type, read_body
 from ..http.errors import openai_body, status_of
 from ..http.fields import invalid
 from ..http.openapi import form_model
@@ -146,30 +146,12 @@ def _error_event(exc: BaseException) -> dict[str, Any]:
     return openai_body(error, status_of(error))
 
 
-FormFields = dict[str, list[str | bytes]]
-
-
 async def read_form(request: Request, max_bytes: int) -> FormFields:
     """A multipart form's fields, each with every value it was given (`timestamp_granularities[]` repeats)."""
     body = await read_body(request, max_bytes, "file")
     if media_type(request) != "multipart/form-data":
         raise invalid("body", "send a multipart form (multipart/form-data) with the audio as `file`")
-    fields: FormFields = {}
-    for name, value in await form_items(request, body, max_files=2):
-        fields.setdefault(name, []).append(value)
-    return fields
-
-
-def _form_text(fields: FormFields, name: str) -> str | None:
-    """A field given once as text; None where it is missing or empty (its default)."""
-    values = fields.get(name)
-    if not values:
-        return None
-    if len(values) > 1:
-        raise invalid(name, "given more than once")
-    if not isinstance(values[0], str):
-        raise invalid(name, "must be text, not a file")
-    return values[0] or None
+    return await form_fields(request, body, max_files=2)
 
 
 def _audio_file(fields: FormFields) -> bytes:
@@ -183,7 +165,7 @@ def _audio_file(fields: FormFields) -> bytes:
 
 def parse_transcription(fields: FormFields, models: tuple[str, ...]) -> TranscriptionForm:
     """The form validated; raise the first bad parameter's error, named as OpenAI names it."""
-    texts = {name: _form_text(fields, name) for name in fields if name not in ("file", *_LISTS)}
+    texts = {name: form_text(fields, name) for name in fields if name not in ("file", *_LISTS)}
     given: dict[str, Any] = {name: value for name, value in texts.items() if value is not None}
     given.update({name: fields[name] for name in _LISTS if name in fields}, file=_audio_file(fields))
     try:
