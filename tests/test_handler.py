@@ -303,7 +303,7 @@ async def test_next_turn_on_another_worker_continues_the_conversation_through_re
 class _OutOfMemoryVoice:
     """Stands in for a GPU voice that runs out of memory: no GPU here can be made to."""
 
-    name, sample_rate, can_clone = "gpu-voice", 44100, False
+    name, sample_rate, can_clone, renders_markers = "gpu-voice", 44100, False, False
 
     def stream(self, text, voice=None, stop=None):
         import torch

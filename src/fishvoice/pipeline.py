@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from .audio import Audio, TimeStretch, resample
 from .contract import LLMItem
+from .markers import without_markers
 from .text import SpeechChunker, is_speakable, normalize_for_speech
 from .threads import fail_on_stall, iterate_in_thread, run_in_thread
 from .tts.base import TTS
@@ -129,6 +130,8 @@ def voice_speaker(
     backend_unavailable."""
 
     async def speak(text: str) -> AsyncGenerator[Audio, None]:
+        if not tts.renders_markers and not is_speakable(text := without_markers(text)):
+            return  # markers alone: nothing this voice would say
         pieces = iterate_in_thread(
             lambda stop: tts.stream(text, voice, stop), unread_s=stall_s, what=f"speech ({tts.name})"
         )

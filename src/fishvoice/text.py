@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from .markers import masked, split_markers
+
 # A sentence ends at . ! ? (or …) followed by space, unless the word before the stop is a common
 # abbreviation or a single letter (initials); "3.5" never splits since no space follows the dot.
 _SENTENCE_END = re.compile(r"([.!?…]+[\"')\]]*)(\s+)")
@@ -97,6 +99,7 @@ class SpeechChunker:
         self.first_max_words = first_max_words
         self.second_ratio = second_ratio
         self._buffer = ""
+        self._view = ""
         self._emitted = 0
         self._first_chars = 0
 
@@ -114,6 +117,7 @@ class SpeechChunker:
         return [rest] if rest else []
 
     def _next_chunk(self) -> str | None:
+        self._view = masked(self._buffer)  # where cuts are looked for: the buffer, its markers blanked
         clause_min = self.min_chars
         if self._emitted == 0:
             cut = self._early_cut(0, 0)
@@ -125,7 +129,7 @@ class SpeechChunker:
         if cut is None and self._emitted > 0 and len(self._buffer) >= self.clause_chars:
             cut = self._last_match(_CLAUSE_END, clause_min)
         if cut is None and len(self._buffer) > self.max_chars:
-            cut = self._buffer.rfind(" ", 0, self.max_chars) + 1 or self.max_chars
+            cut = self._view.rfind(" ", 0, self.max_chars) + 1 or self.max_chars
         if cut is None:
             return None
         chunk, self._buffer = self._buffer[:cut].strip(), self._buffer[cut:]
@@ -139,11 +143,11 @@ class SpeechChunker:
         """The earliest natural break: a sentence end; a clause end of `first_min_words` words and
         `clause_chars` characters or more; or a pause between words (see the class) past `phrase_chars`."""
         cuts = [self._sentence_cut()]
-        for match in _CLAUSE_END.finditer(self._buffer):
-            if match.end(1) >= clause_chars and len(self._buffer[: match.end(1)].split()) >= self.first_min_words:
+        for match in _CLAUSE_END.finditer(self._view):
+            if match.end(1) >= clause_chars and len(self._view[: match.end(1)].split()) >= self.first_min_words:
                 cuts.append(match.end(1))
                 break
-        words = list(_WORD.finditer(self._buffer))
+        words = list(_WORD.finditer(self._view))
         for index, word in enumerate(words[self.first_words - 1 :], start=self.first_words):
             if word.end() < phrase_chars or not _breaks_after(word.group()):
                 continue
@@ -155,10 +159,10 @@ class SpeechChunker:
         return min(found) if found else None
 
     def _sentence_cut(self) -> int | None:
-        for match in _SENTENCE_END.finditer(self._buffer):
+        for match in _SENTENCE_END.finditer(self._view):
             if match.end(1) < self.min_chars and self._emitted > 0:  # merge a short sentence, but not the first
                 continue
-            last_word = self._buffer[: match.start(1)].rsplit(None, 1)[-1:] or [""]
+            last_word = self._view[: match.start(1)].rsplit(None, 1)[-1:] or [""]
             word = last_word[0].lower().rstrip(".")
             if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha() and match.group(1) == "."):
                 continue
@@ -166,7 +170,7 @@ class SpeechChunker:
         return None
 
     def _last_match(self, pattern: re.Pattern[str], min_end: int) -> int | None:
-        ends = [m.end(1) for m in pattern.finditer(self._buffer) if m.end(1) >= min_end]
+        ends = [m.end(1) for m in pattern.finditer(self._view) if m.end(1) >= min_end]
         return ends[-1] if ends else None
 
 
@@ -188,11 +192,13 @@ def _breaks_after(word: str) -> bool:
 
 def normalize_for_speech(text: str) -> str:
     """Strip what should not be read aloud: control characters (a voice may refuse a NUL), markdown marks,
-    links' targets, bare URLs, extra space."""
-    text = _CONTROL.sub(" ", text)
-    text = _URL.sub("", _LINK.sub(r"\1", text))
-    text = _MARKS.sub("", text)
-    return _SPACES.sub(" ", text).strip()
+    links' targets, bare URLs, extra space. Fish's control markers are left whole (markers.py)."""
+    runs = [marker if is_marker else _plain(marker) for marker, is_marker in split_markers(_CONTROL.sub(" ", text))]
+    return _SPACES.sub(" ", "".join(runs)).strip()
+
+
+def _plain(text: str) -> str:
+    return _MARKS.sub("", _URL.sub("", _LINK.sub(r"\1", text)))
 
 
 def is_speakable(text: str) -> bool:

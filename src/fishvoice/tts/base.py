@@ -22,6 +22,7 @@ class TTS(Protocol):
     name: str
     sample_rate: int
     can_clone: bool
+    renders_markers: bool  # reads Fish's control markers ((happy), [whisper], <|speaker:0|>); else they are removed
     capacity: int  # texts it speaks at once to good effect (jobs beyond that only wait)
 
     def stream(

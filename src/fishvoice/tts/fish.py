@@ -48,6 +48,7 @@ class FishTTS:
 
     name = "fish"
     can_clone = True
+    renders_markers = True
 
     def __init__(
         self,

@@ -43,6 +43,7 @@ class PiperTTS:
     """Piper speaks in its own voice; a reference voice is ignored (the assistant warns)."""
 
     can_clone = False
+    renders_markers = False
     capacity = 1
 
     def __init__(self, model_path: str | Path | None = None):
