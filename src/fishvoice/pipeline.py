@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from .audio import Audio, TimeStretch, resample
 from .contract import LLMItem
 from .markers import without_markers
+from .numbers import spell_out_numbers
 from .text import SpeechChunker, is_speakable, normalize_for_speech
 from .threads import fail_on_stall, iterate_in_thread, run_in_thread
 from .tts.base import TTS
@@ -123,15 +124,24 @@ async def _speak_chunks(
 
 
 def voice_speaker(
-    tts: TTS, voice: VoiceReference | None, sample_rate: int, stall_s: float, speed: float = 1.0
+    tts: TTS,
+    voice: VoiceReference | None,
+    sample_rate: int,
+    stall_s: float,
+    speed: float = 1.0,
+    *,
+    numbers_in_words: bool = True,
 ) -> Speak:
     """Speech of a chunk of text with `tts`, piece by piece at `sample_rate`, `speed` times as fast (pitch
-    kept); the voice runs in a thread, and one that yields nothing for `stall_s` seconds fails with
-    backend_unavailable."""
+    kept), its numbers said in words unless asked not to (numbers.py) and Fish's markers removed where the
+    voice does not render them; the voice runs in a thread, and one that yields nothing for `stall_s`
+    seconds fails with backend_unavailable."""
 
     async def speak(text: str) -> AsyncGenerator[Audio, None]:
         if not tts.renders_markers and not is_speakable(text := without_markers(text)):
             return  # markers alone: nothing this voice would say
+        if numbers_in_words:
+            text = spell_out_numbers(text)
         pieces = iterate_in_thread(
             lambda stop: tts.stream(text, voice, stop), unread_s=stall_s, what=f"speech ({tts.name})"
         )

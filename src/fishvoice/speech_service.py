@@ -68,15 +68,17 @@ class SpeechService:
         speed: float = 1.0,
         *,
         tts: TTS | None = None,
+        normalize: bool = True,
     ) -> AsyncGenerator[Audio, None]:
         """The speech of `text` at `sample_rate`, sentence by sentence as each is ready, in `voice` where
-        the backend clones (else its own voice), `speed` times as fast (pitch kept). `tts` is the service's
-        voice tuned for one request (FishTTS.tuned); the service's own by default."""
+        the backend clones (else its own voice), `speed` times as fast (pitch kept), its numbers in words
+        unless `normalize` is False. `tts` is the service's voice tuned for one request (FishTTS.tuned); the
+        service's own by default."""
         tts = tts or self.tts
         cloned = voice if tts.can_clone else None
         async with self.work:
             await prepare_voice(tts, cloned)
-            speak = voice_speaker(tts, cloned, sample_rate, self.stall_s, speed)
+            speak = voice_speaker(tts, cloned, sample_rate, self.stall_s, speed, numbers_in_words=normalize)
             # Closed before the work's place is given back: the voice has stopped by then.
             async with aclosing(speak_text(text, speak)) as spoken:
                 async for piece in spoken:

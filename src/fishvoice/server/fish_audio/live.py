@@ -184,7 +184,7 @@ class LiveSession:
             while (text := await utterance.pieces.get()) is not None:
                 utterance.waiting_chars -= len(text)
                 utterance.speaking = True
-                pieces = self.speech.stream(text, voice, request.rate, speed, tts=tts)
+                pieces = self.speech.stream(text, voice, request.rate, speed, tts=tts, normalize=request.normalize)
                 async with aclosing(pieces):
                     async for piece in pieces:
                         await self._send_audio(await run_in_thread(encoder.encode, louder(piece, volume)))

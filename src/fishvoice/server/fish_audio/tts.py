@@ -9,10 +9,11 @@ Fields and defaults are theirs. What each does here:
 - ignored, with an `X-Fishvoice-Warning` header: sampling fields the voice has no use for (all of them
   with Piper; `repetition_penalty` with fish, whose engine avoids repeats its own way), and inline voices
   where the voice cannot clone (the default voice speaks, as the job API does).
-- accepted and checked, with no effect: how fish-speech batches, chunks and normalises its work
-  (`chunk_length`, `min_chunk_length`, `latency`, `normalize`, `use_memory_cache`, `max_new_tokens`,
+- `normalize`: numbers said in words (fishvoice/numbers.py), true by default; false gives the voice digits.
+- accepted and checked, with no effect: how fish-speech batches and chunks its work (`chunk_length`,
+  `min_chunk_length`, `latency` here (/v1/tts/live's cuts by it), `use_memory_cache`, `max_new_tokens`,
   `stream_tokens`, `stream_chunk_size`, `condition_on_previous_chunks`, `early_stop_threshold`,
-  `prosody.normalize_loudness`): speech here is split by sentence and its text always normalised.
+  `prosody.normalize_loudness`): speech here is split by sentence.
 
 Errors are OpenAI's shape, as on every /v1/* route (server/errors.py).
 
@@ -240,7 +241,7 @@ def build_fish_router(speech: SpeechService, auth: Auth, max_body_bytes: int) ->
         speed = fields.prosody.speed if fields.prosody is not None else 1.0
         headers = {"Content-Disposition": f"attachment; filename=audio.{fields.format}"}
         media_type = MEDIA_TYPES[fields.format]
-        pieces = speech.stream(fields.text, voice, fields.rate, speed, tts=voice_tts)  # begins when first read
+        pieces = speech.stream(fields.text, voice, fields.rate, speed, tts=voice_tts, normalize=fields.normalize)
         if fields.streaming:
             encoder = stream_encoder(fields)
             # The first piece is awaited here, so a failure to start still answers with an error status.
