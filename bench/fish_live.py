@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,9 +108,8 @@ def main() -> None:
     report("whole, first audio after the first word written", waited)
     report("live, the whole utterance", [total for _, total in lives])
     report("whole, the whole utterance", [total for _, total in wholes])
-    live_first = statistics.median(first for first, _ in lives)
-    ratio = live_first / statistics.median(waited)
-    print(f"live first audio / whole-text first audio (writing included): {ratio:.2f} (medians)")
+    ratio = percentile([first for first, _ in lives], 0.5) / percentile(waited, 0.5)
+    print(f"live first audio / whole-text first audio (writing included): {ratio:.2f} (p50s)")
 
 
 def report(name: str, values: list[float]) -> None:
