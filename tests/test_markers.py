@@ -13,9 +13,9 @@ import pytest
 
 from fishvoice.audio import Audio
 from fishvoice.markers import MARKER, without_markers
-from fishvoice.pipeline import voice_speaker
+from fishvoice.pipeline import speak_text, voice_speaker
 from fishvoice.text import SpeechChunker, normalize_for_speech
-from fishvoice.voices import VoiceReference
+from fishvoice.voices import VoiceReference, as_speakers
 
 DIALOGUE = (
     "[whispering to herself, with a smile] <|speaker:0|>(happy) Good morning, my friend! "
@@ -97,3 +97,34 @@ def test_a_voice_gets_the_markers_only_if_it_renders_them(renders):
     assert asyncio.run(say("<|speaker:1|>[pause]")) == (1 if renders else 0)  # markers alone: nothing to say
     expected = ["(happy) [laugh] Hello there!", "<|speaker:1|>[pause]"] if renders else ["Hello there!"]
     assert voice.said == expected
+
+
+def test_a_dialogues_speaker_is_carried_into_the_chunks_cut_from_its_turn():
+    voice = RecordingVoice(renders_markers=True)
+    speak = voice_speaker(voice, None, 16000, stall_s=10, numbers_in_words=False)
+    dialogue = (
+        "<|speaker:0|>Good morning, my friend! How have you been keeping all this long and busy week? "
+        "<|speaker:1|>Very well, thank you. The garden is finally blooming, and the bees are back."
+    )
+
+    async def say_all() -> None:
+        async for _ in speak_text(dialogue, speak):
+            pass
+
+    asyncio.run(say_all())
+    assert len(voice.said) >= 3
+    assert all(said.startswith("<|speaker:") for said in voice.said), voice.said
+    assert [said[:13] for said in voice.said] == sorted(said[:13] for said in voice.said)  # 0s, then 1s
+    assert " ".join(s.replace("<|speaker:0|>", "").replace("<|speaker:1|>", "") for s in voice.said).split() == (
+        dialogue.replace("<|speaker:0|>", "").replace("<|speaker:1|>", "").split()
+    )
+
+
+def test_speakers_voices_become_one_tagged_prompt():
+    first = VoiceReference("a", Audio(np.ones(16000, np.float32) * 0.1, 16000), "Hello there.")
+    second = VoiceReference("b", Audio(np.ones(8000, np.float32) * 0.2, 16000), None)
+    assert as_speakers([first]) is first
+    both = as_speakers([first, second])
+    assert both.reference_text == "<|speaker:0|>Hello there.\n<|speaker:1|>"
+    assert both.audio.samples.size == 24000 and both.hash not in ("a", "b")
+    assert as_speakers([second, first]).hash != both.hash

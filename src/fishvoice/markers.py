@@ -123,3 +123,15 @@ def split_markers(text: str) -> list[tuple[str, bool]]:
     if at < len(text):
         runs.append((text[at:], False))
     return runs
+
+
+_SPEAKER_TAG = re.compile(_SPEAKER)
+
+
+def carry_speaker(text: str, speaker: str | None) -> tuple[str, str | None]:
+    """A dialogue's chunk with the speaker it continues (`speaker`, the last tag before it) put in front
+    where it names none first, and the speaker the next chunk continues."""
+    if speaker is not None and not text.lstrip().startswith("<|speaker:"):
+        text = speaker + text
+    tags = _SPEAKER_TAG.findall(text)
+    return text, tags[-1] if tags else speaker

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from .audio import Audio, TimeStretch, resample
 from .contract import LLMItem
-from .markers import without_markers
+from .markers import carry_speaker, without_markers
 from .numbers import spell_out_numbers
 from .text import SpeechChunker, is_speakable, normalize_for_speech
 from .threads import fail_on_stall, iterate_in_thread, run_in_thread
@@ -137,8 +137,13 @@ def voice_speaker(
     voice does not render them; the voice runs in a thread, and one that yields nothing for `stall_s`
     seconds fails with backend_unavailable."""
 
+    speaker: str | None = None  # a dialogue's speaker so far (<|speaker:N|>): a chunk cut in a turn carries it
+
     async def speak(text: str) -> AsyncGenerator[Audio, None]:
-        if not tts.renders_markers and not is_speakable(text := without_markers(text)):
+        nonlocal speaker
+        if tts.renders_markers:
+            text, speaker = carry_speaker(text, speaker)
+        elif not is_speakable(text := without_markers(text)):
             return  # markers alone: nothing this voice would say
         if numbers_in_words:
             text = spell_out_numbers(text)

@@ -29,6 +29,16 @@ _BOUNDS = {
 _UNION_MEMBERS = ("bytes", "str", "int", "float")  # plain types a union names its members by
 
 
+_MISMATCH = frozenset({*_KINDS, "none_required", "literal_error", "is_instance_of"})
+
+
+def best_error(errors: list[ErrorDetails]) -> ErrorDetails:
+    """The error to tell: the first, unless a union's members disagree about it, when the one that got past
+    the value's type (too short, a missing field inside) says more than "must be a string"."""
+    where = field_path(errors[0])
+    return next((e for e in errors if e["type"] not in _MISMATCH and field_path(e)[: len(where)] == where), errors[0])
+
+
 def first_error(
     exc: ValidationError,
     model: type[BaseModel],
@@ -40,7 +50,7 @@ def first_error(
     """The first of `exc`'s errors in the contract's terms. `whole` names the body when the error is about
     all of it; `unknown` is what an unknown field is called; `depth` keeps only that many parts of the
     field's path (OpenAI names the top-level parameter)."""
-    return field_error(exc.errors()[0], model, whole=whole, unknown=unknown, depth=depth, brackets=False)
+    return field_error(best_error(exc.errors()), model, whole=whole, unknown=unknown, depth=depth, brackets=False)
 
 
 def field_error(

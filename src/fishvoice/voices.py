@@ -88,3 +88,15 @@ def join_references(voices: list[VoiceReference]) -> VoiceReference:
     texts = [voice.reference_text for voice in voices if voice.reference_text]
     digest = hashlib.sha256(to_pcm16(samples)).hexdigest()
     return VoiceReference(digest, Audio(samples, VOICE_RATE), " ".join(texts) or None)
+
+
+def as_speakers(speakers: list[VoiceReference]) -> VoiceReference:
+    """Several speakers' voices as one dialogue prompt, as Fish's models read one: speaker i's text tagged
+    `<|speaker:i|>`, a line each, and their audio one after another, each cut to its share of the 30 s."""
+    if len(speakers) == 1:
+        return speakers[0]
+    share = int(USED_REFERENCE_S * VOICE_RATE / len(speakers))
+    samples = np.concatenate([speaker.audio.samples[:share] for speaker in speakers])
+    text = "\n".join(f"<|speaker:{n}|>{speaker.reference_text or ''}" for n, speaker in enumerate(speakers))
+    digest = hashlib.sha256(to_pcm16(samples) + text.encode()).hexdigest()  # the same audio may be tagged otherwise
+    return VoiceReference(digest, Audio(samples, VOICE_RATE), text)

@@ -176,6 +176,9 @@ def test_prosody_volume_is_applied_in_decibels(url):
         ),
         ({"text": "Hi", "message": "Hi"}, "message", "unknown field"),
         ({}, "text", "required"),
+        ({"text": "Hi", "reference_id": []}, "reference_id", "at least 1"),
+        ({"text": "Hi", "references": [[]]}, "references.0", "at least 1"),
+        ({"text": "Hi", "references": [[{"audio": b"RIFF"}]]}, "references.0.0.text", "required"),
     ],
 )
 def test_bad_fields_are_refused_in_openais_shape_naming_the_field(url, fields, param, words):
@@ -250,7 +253,9 @@ def fish_url(tmp_path_factory):
 
 
 def fish_post(url: str, fields: dict) -> httpx.Response:
-    return httpx.post(f"{url}/v1/tts", content=msgpack.packb(fields), headers={"Content-Type": "application/msgpack"})
+    return httpx.post(
+        f"{url}/v1/tts", content=msgpack.packb(fields), headers={"Content-Type": "application/msgpack"}, timeout=120
+    )
 
 
 def test_fish_voice_clones_an_inline_reference_through_the_route(fish_url, speech):
@@ -281,6 +286,31 @@ def test_fish_voice_takes_the_requests_seed_and_sampling(fish_url):
     assert reply.headers.get_list("x-fishvoice-warning") == [
         "repetition_penalty: the fish voice does not use this; ignored"
     ]
+
+
+DIALOGUE = "<|speaker:0|>Hello there, how are you today? <|speaker:1|>Very well, thank you. <|speaker:0|>Good."
+
+
+def test_fish_voice_speaks_a_dialogue_in_a_voice_per_speaker(fish_url, speech):
+    first = {"audio": base64.b64decode(speech_b64(speech, "wav")), "text": "The quick brown fox"}
+    reversed_speech = Audio(speech.samples[::-1].copy(), speech.sample_rate)
+    second = {"audio": base64.b64decode(speech_b64(reversed_speech, "wav")), "text": "A second voice"}
+    one = fish_post(fish_url, {"text": DIALOGUE, "format": "pcm", "seed": 3, "references": [first]})
+    two = fish_post(fish_url, {"text": DIALOGUE, "format": "pcm", "seed": 3, "references": [[first], [second]]})
+    again = fish_post(fish_url, {"text": DIALOGUE, "format": "pcm", "seed": 3, "references": [[first], [second]]})
+    for reply in (one, two, again):
+        assert reply.status_code == 200 and "x-fishvoice-warning" not in reply.headers, reply.text
+    assert two.content and two.content != one.content and two.content == again.content  # the second voice heard
+
+
+def test_piper_speaks_a_dialogue_in_its_one_voice_without_reading_the_tags(url, speech):
+    reference = {"audio": base64.b64decode(speech_b64(speech, "wav")), "text": "The quick brown fox"}
+    reply = post_msgpack(url, {"text": DIALOGUE, "format": "wav", "references": [[reference], [reference]]})
+    assert reply.status_code == 200, reply.text
+    assert "voice cloning needs the fish voice backend" in reply.headers["x-fishvoice-warning"]
+    assert decode(reply.content, "wav", 44100).duration_s > 2
+    unknown = post_msgpack(url, {"text": DIALOGUE, "reference_id": ["nobody", "nobody-else"]})
+    assert_error(unknown, 404, "not_found", "reference_id.0")
 
 
 def test_json_reference_is_decoded_like_system_audio(fish_url, speech):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import aclosing
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -38,8 +38,8 @@ from ...errors import FishvoiceError
 from ...speech_service import SpeechService
 from ...threads import run_in_thread
 from ...tts.base import TTS
-from ...validation import field_error
-from ...voices import VoiceReference, join_references, load_reference, reference_from_bytes
+from ...validation import best_error, field_error
+from ...voices import VoiceReference, as_speakers, join_references, load_reference, reference_from_bytes
 from ..http.auth import Auth
 from ..http.body import media_type as body_media_type
 from ..http.body import read_body
@@ -53,6 +53,7 @@ FishFormat = Literal["wav", "pcm", "mp3", "opus"]
 MEDIA_TYPES: dict[str, str] = {"wav": "audio/wav", "pcm": "audio/pcm", "mp3": "audio/mpeg", "opus": "audio/ogg"}
 FISH_SAMPLE_RATES = tuple(sorted({*SAMPLE_RATES, 32000}))
 MAX_REFERENCES = 8
+VoiceId = Annotated[str, Field(min_length=1, max_length=255)]
 GREEDY_TOP_P = 1e-6  # keeps the likeliest token alone; the engine's temperature must stay above 0
 GREEDY_TEMPERATURE = 0.1
 
@@ -82,8 +83,14 @@ class FishTTSRequest(_Strict):
     sample_rate: int | None = None  # None: 44100 Hz, 48000 Hz for opus
     mp3_bitrate: Literal[64, 128, 192] = 128  # kbps
     opus_bitrate: Literal[-1000, 24, 32, 48, 64] = 32  # kbps; -1000: the encoder chooses
-    references: list[FishReference] = Field(default_factory=list, max_length=MAX_REFERENCES)
-    reference_id: str | None = Field(None, min_length=1, max_length=255)
+    references: list[FishReference | Annotated[list[FishReference], Field(min_length=1)]] = Field(
+        default_factory=list,
+        max_length=MAX_REFERENCES,
+        description="inline voices, joined into one; or one list per speaker of a <|speaker:N|> dialogue",
+    )
+    reference_id: VoiceId | Annotated[list[VoiceId], Field(min_length=1, max_length=MAX_REFERENCES)] | None = Field(
+        None, description="a saved voice; or one per speaker of a <|speaker:N|> dialogue"
+    )
     streaming: bool = False
     temperature: float | None = Field(None, ge=0.1, le=1.0)
     top_p: float | None = Field(None, ge=0.1, le=1.0)
@@ -138,7 +145,7 @@ def parse_fish_request(raw: Any, model: type[FishRequest]) -> FishRequest:
     try:
         request = model.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        first = best_error(exc.errors())
         error = field_error(first, model, whole="body")
         if str(error.field).endswith(".audio") and first["type"] not in ("extra_forbidden", "missing"):
             error = FishvoiceError("invalid_input", f"{error.field}: {_AUDIO_FIELD}", error.field)
@@ -164,20 +171,33 @@ def _reference(reference: FishReference, field: str) -> VoiceReference:
 async def request_voice(
     speech: SpeechService, namespace: str, request: FishTTSRequest, warnings: list[str]
 ) -> VoiceReference | None:
-    """The request's voice: its inline references joined, or the caller's saved voice; None for the
-    server's own. A warning where the voice cannot clone."""
-    voice: VoiceReference | None = None
-    if request.references:
-        voices = [
-            await run_in_thread(_reference, reference, f"references.{i}.audio")
-            for i, reference in enumerate(request.references)
-        ]
-        voice = join_references(voices)
-    elif request.reference_id is not None:
-        voice = await speech.saved_voice(namespace, request.reference_id, "reference_id")
-    if voice is not None and not speech.tts.can_clone:
+    """The request's voice: its inline references joined, or the caller's saved voice; for a dialogue, one
+    voice per speaker (as_speakers); None for the server's own. A warning where the voice cannot clone."""
+    speakers = await _speakers(speech, namespace, request)
+    if speakers and not speech.tts.can_clone:
         warnings.append(f"voice cloning needs the fish voice backend; the default {speech.tts.name} voice was used")
-    return voice
+    return as_speakers(speakers) if speakers else None
+
+
+async def _speakers(speech: SpeechService, namespace: str, request: FishTTSRequest) -> list[VoiceReference]:
+    """Each speaker's voice: one for a plain request, one per list of references or saved id in a dialogue."""
+    if any(isinstance(item, list) for item in request.references):  # one list per speaker
+        return [
+            join_references(await _inline(item if isinstance(item, list) else [item], f"references.{n}"))
+            for n, item in enumerate(request.references)
+        ]
+    if request.references:
+        flat = [item for item in request.references if not isinstance(item, list)]
+        return [join_references(await _inline(flat, "references"))]
+    if isinstance(request.reference_id, list):
+        return [await speech.saved_voice(namespace, i, f"reference_id.{n}") for n, i in enumerate(request.reference_id)]
+    if request.reference_id is not None:
+        return [await speech.saved_voice(namespace, request.reference_id, "reference_id")]
+    return []
+
+
+async def _inline(references: list[FishReference], field: str) -> list[VoiceReference]:
+    return [await run_in_thread(_reference, ref, f"{field}.{n}.audio") for n, ref in enumerate(references)]
 
 
 def tune(request: FishTTSRequest, tts: TTS, warnings: list[str]) -> TTS:

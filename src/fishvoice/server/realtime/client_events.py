@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, S
 
 from ...contract import MAX_MESSAGE_CHARS
 from ...vad import TurnOptions
-from ...validation import field_error
+from ...validation import best_error, field_error
 from ..http.fields import LanguageCode, invalid
 from .protocol import SessionConfig
 
@@ -225,7 +225,9 @@ def parse_event(event: dict[str, Any]) -> ClientEvent:
     try:
         return model.model_validate(event)
     except ValidationError as exc:
-        raise field_error(exc.errors()[0], model, whole=str(kind), unknown="unknown parameter", brackets=True) from None
+        raise field_error(
+            best_error(exc.errors()), model, whole=str(kind), unknown="unknown parameter", brackets=True
+        ) from None
 
 
 def updated(config: SessionConfig, session: Session) -> SessionConfig:
