@@ -46,6 +46,15 @@ def test_speech_streams_in_chunks_at_44_1_khz(fish_tts):
     assert all(np.isfinite(p.samples).all() and np.abs(p.samples).max() <= 1.0 for p in pieces)
 
 
+def test_a_clients_model_is_matched_with_the_checkpoints_family(fish_tts, tts):
+    from fishvoice.server.fish_audio.tts import model_warning
+
+    assert fish_tts.family == "s1-mini"  # the tiny checkpoint has S1-mini's layout
+    assert [model_warning(fish_tts, model) for model in (None, "s1", "S1-mini", "openaudio-s1-mini")] == [None] * 4
+    assert model_warning(fish_tts, "s2-pro") == "model 's2-pro': answered by the server's fish voice"
+    assert model_warning(tts, "s1") == "model 's1': answered by the server's piper voice"
+
+
 def test_a_fixed_seed_gives_the_same_audio(checkpoint):
     def speak(seed):
         return synthesize(FishTTS(FishEngine.load(checkpoint, device="cpu"), Sampling(seed=seed)), "Hi there.").samples

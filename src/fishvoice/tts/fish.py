@@ -63,6 +63,7 @@ class FishTTS:
         self.engine = engine
         self.sampling = sampling
         self.sample_rate = engine.sample_rate
+        self.family = engine.model.config.layout  # s1-mini or s2-pro: what a client's `model` names
         self.capacity = engine.max_concurrency  # requests the engine decodes together
         self.codes = codes
         self.codec_id = codec_id

@@ -38,7 +38,16 @@ from ...voices import VoiceReference
 from ..http.auth import Auth, socket_key
 from ..http.fields import invalid
 from .body import unpack
-from .tts import FishTTSRequest, gain, louder, parse_fish_request, request_voice, stream_encoder, tune
+from .tts import (
+    FishTTSRequest,
+    gain,
+    louder,
+    model_warning,
+    parse_fish_request,
+    request_voice,
+    stream_encoder,
+    tune,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +167,8 @@ class LiveSession:
         warnings: list[str] = []
         voice = await request_voice(self.speech, self.namespace, request, warnings)
         voice_tts = tune(request, self.speech.tts, warnings)
-        model = self.socket.headers.get("model")
-        if model and model.lower() not in voice_tts.name.lower():
-            warnings.append(f"model {model[:40]!r}: answered by the server's {voice_tts.name} voice")
+        if warning := model_warning(voice_tts, self.socket.headers.get("model")):
+            warnings.append(warning)
         for warning in warnings:
             log.warning("tts live: %s", warning)
         utterance = Utterance(SpeechChunker(**_LATENCY_FIRST_CUT[request.latency]))

@@ -200,6 +200,19 @@ async def _inline(references: list[FishReference], field: str) -> list[VoiceRefe
     return [await run_in_thread(_reference, ref, f"{field}.{n}.audio") for n, ref in enumerate(references)]
 
 
+def model_warning(tts: TTS, model: str | None) -> str | None:
+    """A warning where a client's `model` header (s1, s2-pro, ...) names a voice other than the server's."""
+    from ...tts.fish import FishTTS  # needs no torch
+
+    if not model:
+        return None
+    name = model.lower()
+    family = "s1-mini" if name.startswith(("s1", "openaudio-s1")) else "s2-pro" if name.startswith("s2") else None
+    if isinstance(tts, FishTTS) and family == tts.family:
+        return None
+    return f"model {model[:40]!r}: answered by the server's {tts.name} voice"
+
+
 def tune(request: FishTTSRequest, tts: TTS, warnings: list[str]) -> TTS:
     """The voice with the request's sampling where it takes them; a warning for each field it ignores."""
     sent = request.model_fields_set
@@ -257,6 +270,8 @@ def build_fish_router(speech: SpeechService, auth: Auth, max_body_bytes: int) ->
         warnings: list[str] = []
         voice = await request_voice(speech, namespace, fields, warnings)
         voice_tts = tune(fields, speech.tts, warnings)
+        if warning := model_warning(voice_tts, request.headers.get("model")):
+            warnings.append(warning)
         volume = gain(fields)
         speed = fields.prosody.speed if fields.prosody is not None else 1.0
         headers = {"Content-Disposition": f"attachment; filename=audio.{fields.format}"}
