@@ -147,7 +147,8 @@ def test_sdk_style_request_with_every_default_sent_works_and_names_what_piper_ig
     )
     assert reply.status_code == 200, reply.text
     assert reply.headers.get_list("x-fishvoice-warning") == [
-        "temperature, top_p, repetition_penalty: the piper voice does not use this; ignored"
+        "temperature, top_p, repetition_penalty: the piper voice does not use this; ignored",
+        "model 's1': answered by the server's piper voice",
     ]
     assert decode(reply.content, "mp3", 44100).duration_s > 1.5
 
