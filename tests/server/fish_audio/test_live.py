@@ -29,6 +29,7 @@ KEY = "fish-live-key"
 FIRST = "Hello there, this is the first sentence of a streamed reply. "
 SECOND = "And here comes the second one, which was written after the first was heard."
 FREE_S = 10
+FREE_S_SPEAKING = 1.5  # well before 40 sentences' speech could end on its own
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +45,12 @@ def heard(url: str, wav: bytes) -> set[str]:
     return set(re.findall(r"[a-z]+", text.lower()))
 
 
-def nothing_held(url: str) -> None:
-    deadline = time.monotonic() + FREE_S
+def nothing_held(url: str, within: float = FREE_S, but: str | None = None) -> None:
+    """Nothing in use on the server (`but` that count) within `within` seconds."""
+    deadline = time.monotonic() + within
     while True:
         held = httpx.get(f"{url}/health", timeout=10).json()["in_use"]
+        held.pop(but, None)
         if not any(held.values()):
             return
         assert time.monotonic() < deadline, f"still held: {held}"
@@ -185,6 +188,21 @@ async def test_a_client_gone_mid_utterance_leaves_nothing_speaking(url):
         await socket.send(pack("stop"))
         assert (await events(socket, until="audio"))[-1]["audio"]
     nothing_held(url)  # the speaking stopped with the socket, well before the text's minutes of speech
+
+
+async def test_a_bad_event_while_speaking_stops_the_speech_and_the_socket_goes_on(url):
+    long_text = " ".join(f"This is sentence number {n} of a long text cut short." for n in range(40))
+    async with connect(url) as socket:
+        await socket.send(pack("start", request={"text": "", "format": "pcm"}))
+        await socket.send(pack("text", text=long_text))
+        assert (await events(socket, until="audio"))[-1]["audio"]  # speaking now
+        await socket.send(pack("text", text=7))
+        finish = (await events(socket))[-1]
+        assert (finish["reason"], finish["field"]) == ("error", "text")
+        nothing_held(url, FREE_S_SPEAKING, but="tts_live_sockets")  # stopped with the error, the socket open
+        await socket.send(pack("start", request={"text": "Still here.", "format": "pcm"}))
+        await socket.send(pack("stop"))
+        assert (await events(socket))[-1] == {"event": "finish", "reason": "stop"}
 
 
 async def test_an_idle_socket_is_closed(url):
