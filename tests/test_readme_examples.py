@@ -32,6 +32,7 @@ RUNNERS = {
     "openai-realtime": [sys.executable, "-c"],
     "curl-openai": ["bash", "-c"],
     "curl-voices": ["bash", "-c"],
+    "timestamps": [sys.executable, "-c"],
 }
 REPLY_FILES = {"fish-curl": "reply.mp3"}
 
@@ -86,6 +87,8 @@ def test_readme_example_runs(worker_url, tmp_path, name, speech):
         assert done.stdout.strip() == "200 audio/mpeg"
     if name == "fish-voices":
         assert done.stdout.strip().endswith("Narrator ['Narrator']"), done.stdout
+    if name == "timestamps":
+        assert re.findall(r"[\d.]+ (\S+)", done.stdout) == ["Hello", "there,", "friend!", "It", "is", "3:30."]
     if name == "fish-sdk":
         assert {"live", "spoken", "written"} <= set(re.findall(r"[a-z]+", done.stdout.lower())), done.stdout
     if name == "openai":

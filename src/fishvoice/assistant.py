@@ -38,13 +38,15 @@ from .contract import (
     TranscriptInfo,
     Usage,
     VoiceInfo,
+    WordsEvent,
+    WordTiming,
     encode_chunk,
     encode_reply_audio,
 )
 from .errors import FishvoiceError
 from .llm.base import LLM
 from .memory.base import Conversation, ConversationStore
-from .pipeline import Speak, speech_pipeline, voice_speaker
+from .pipeline import Speak, Words, speech_pipeline, voice_speaker
 from .threads import fail_on_stall, run_in_thread
 from .tts.base import TTS, prepare_voice
 from .voices import VoiceReference, load_reference, load_speech
@@ -61,6 +63,7 @@ class _ReplyState:
     started: float
     text: list[str] = field(default_factory=list)
     audio: list[Audio] = field(default_factory=list)
+    words: list[WordTiming] = field(default_factory=list)
     usage: Usage = field(default_factory=lambda: Usage(0, 0))
     first_audio: float | None = None
     asr_s: float | None = None
@@ -131,12 +134,7 @@ class Assistant:
         warnings += [prompt.warning] if prompt.warning else []
 
         words = self.llm.stream(prompt.messages, temperature=request.temperature, max_tokens=prompt.max_tokens)
-        cloned = voice if self.tts.can_clone else None
-        speak = (
-            voice_speaker(self.tts, cloned, request.sample_rate, self.backend_timeout_s, request.speed)
-            if request.speak
-            else None
-        )
+        speak = self._speaker(request, voice) if request.speak else None
         async with aclosing(self._reply_events(request, words, speak, reply)) as events:
             async for event in events:
                 yield event
@@ -153,6 +151,11 @@ class Assistant:
         else:
             history = await self._remember(request, namespace, text, new_voice)
         yield DoneEvent(await self._response(request, reply, text, history, voice, warnings))
+
+    def _speaker(self, request: ReplyRequest, voice: VoiceReference | None) -> Speak:
+        cloned = voice if self.tts.can_clone else None
+        timeout, timed = self.backend_timeout_s, request.word_timestamps
+        return voice_speaker(self.tts, cloned, request.sample_rate, timeout, request.speed, word_timings=timed)
 
     async def _hear(self, request: ReplyRequest, reply: _ReplyState) -> ReplyRequest:
         """The request with its `user_audio` transcribed into its message (in a worker thread)."""
@@ -214,7 +217,7 @@ class Assistant:
 
     async def _reply_events(
         self, request: ReplyRequest, words: AsyncGenerator[LLMItem, None], speak: Speak | None, reply: _ReplyState
-    ) -> AsyncGenerator[TextEvent | AudioEvent, None]:
+    ) -> AsyncGenerator[TextEvent | AudioEvent | WordsEvent, None]:
         """The pipeline's pieces as events, each audio piece encoded as the request asks."""
         watched = fail_on_stall(words, self.backend_timeout_s, f"the LLM ({self.llm.name})")
         llm_started = time.perf_counter()
@@ -225,6 +228,9 @@ class Assistant:
                 elif isinstance(piece, str):
                     reply.text.append(piece)
                     yield TextEvent(piece)
+                elif isinstance(piece, Words):
+                    reply.words += piece.words
+                    yield WordsEvent(piece.words)
                 else:
                     event = await run_in_thread(encode_chunk, len(reply.audio), piece.audio, piece.text, request)
                     reply.audio.append(piece.audio)
@@ -296,4 +302,5 @@ class Assistant:
             ),
             warnings=warnings,
             transcript=reply.transcript,
+            words=reply.words if request.word_timestamps and request.speak else None,
         )

@@ -8,22 +8,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
+import json
 import sys
 import uuid
 from collections.abc import Callable
 from contextlib import aclosing
 from pathlib import Path
 
+import numpy as np
+import webvtt
 from pydantic import ValidationError
 
-from .audio import MAX_SPEED, MIN_SPEED, SAMPLE_RATES, ByteFormat, encode_bytes, resample, time_stretch
+from .audio import MAX_SPEED, MIN_SPEED, SAMPLE_RATES, Audio, ByteFormat, encode_bytes
 from .config import Settings
-from .contract import DoneEvent, ErrorEvent, Reply, TextEvent, TranscriptEvent, guarded, parse_request
+from .contract import DoneEvent, ErrorEvent, Reply, TextEvent, TranscriptEvent, WordTiming, guarded, parse_request
 from .errors import FishvoiceError
 from .factory import build_assistant, build_tts
+from .pipeline import Speak, Words, speak_text, voice_speaker
 from .process import prepare_process
-from .tts.base import synthesize
 
+_CAPTIONS = (".srt", ".vtt", ".json")
 _EXTENSIONS: dict[str, ByteFormat] = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "opus", ".opus": "opus"}
 
 
@@ -38,15 +43,60 @@ def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
         raise FishvoiceError(
             "invalid_input", f"output: use one of {', '.join(_EXTENSIONS)} as the file extension", "output"
         )
+    if args.words not in (None, "-") and Path(args.words).suffix.lower() not in _CAPTIONS:
+        raise FishvoiceError(
+            "invalid_input", f"words: use one of {', '.join(_CAPTIONS)} as the file extension", "words"
+        )
     text = args.text.strip()
     if not text:
         raise FishvoiceError("invalid_input", "text: must not be empty", "text")
     tts = build_tts(settings)
-    audio = time_stretch(resample(synthesize(tts, text), args.sample_rate), args.speed)
+    speak = voice_speaker(
+        tts, None, args.sample_rate, settings.backend_timeout, args.speed, word_timings=args.words is not None
+    )
+    audio, words = asyncio.run(_say(text, speak, args.sample_rate))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(encode_bytes(audio, fmt)[0])
     print(f"{args.output}: {audio.duration_s:.2f} s at {audio.sample_rate} Hz ({tts.name})")
+    if args.words == "-":
+        for word in words:
+            print(f"{word.start:8.3f} {word.end:8.3f}  {word.word}")
+    elif args.words is not None:
+        _write_words(words, Path(args.words))
+        print(f"{args.words}: {len(words)} words")
     return 0
+
+
+async def _say(text: str, speak: Speak, sample_rate: int) -> tuple[Audio, list[WordTiming]]:
+    """The whole speech of `text`, and its words' timings where the speaker gives them."""
+    pieces: list[Audio] = []
+    words: list[WordTiming] = []
+    async with aclosing(speak_text(text, speak)) as spoken:
+        async for piece in spoken:
+            if isinstance(piece, Words):
+                words += piece.words
+            else:
+                pieces.append(piece.audio)
+    samples = np.concatenate([piece.samples for piece in pieces]) if pieces else np.zeros(0, np.float32)
+    return Audio(samples, sample_rate), words
+
+
+def _write_words(words: list[WordTiming], path: Path) -> None:
+    """The words as captions, one a cue (.srt, .vtt), or as JSON (.json)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps([dataclasses.asdict(word) for word in words], indent=1) + "\n", encoding="utf-8")
+        return
+    captions = webvtt.WebVTT()
+    for word in words:
+        captions.captions.append(webvtt.Caption(_clock(word.start), _clock(word.end), word.word))
+    with path.open("w", encoding="utf-8") as out:
+        captions.write(out, format=path.suffix.lower()[1:])
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(seconds, 60)
+    return f"{int(minutes // 60):02d}:{int(minutes % 60):02d}:{seconds:06.3f}"
 
 
 def _speed(value: str) -> float:
@@ -169,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("-o", "--output", type=Path, default=Path("out.wav"), help="file to write (.wav .flac .mp3 .ogg)")
     say.add_argument("--sample-rate", type=int, choices=SAMPLE_RATES, default=44100)
     say.add_argument("--speed", type=_speed, default=1.0, help="speaking rate, 0.25 to 4.0 (pitch kept; default 1)")
+    say.add_argument(
+        "--words",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="when each word is heard: printed, or written to FILE (.srt .vtt .json)",
+    )
     say.set_defaults(run=cmd_say)
 
     chat = commands.add_parser(

@@ -82,6 +82,7 @@ class ReplyRequest(BaseModel):
     sample_rate: int = 44100
     speak: bool = True
     speed: float = 1.0
+    word_timestamps: bool = False  # the reply's words with when each is heard (`words`)
 
     @field_validator("message")
     @classmethod
@@ -223,6 +224,15 @@ class TranscriptInfo:
 
 
 @dataclass(frozen=True)
+class WordTiming:
+    """Where a word of the reply is heard: seconds from the start of its audio (after `speed`)."""
+
+    word: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
 class Reply:
     """A completed reply, as the README's response table shows it."""
 
@@ -238,13 +248,15 @@ class Reply:
     timings_ms: Timings
     warnings: list[str]
     transcript: TranscriptInfo | None = None  # present when the request carried user_audio
+    words: list[WordTiming] | None = None  # present when the request asked for word_timestamps
 
     def to_dict(self) -> dict[str, Any]:
-        """The response's fields; `transcript` and `timings_ms.asr` only where speech was recognised, so a
-        reply to a text message keeps exactly its keys."""
+        """The response's fields; `transcript` and `timings_ms.asr` only where speech was recognised, and
+        `words` where they were asked for, so a reply to a text message keeps exactly its keys."""
         body = asdict(self)
-        if body["transcript"] is None:
-            del body["transcript"]
+        for optional in ("transcript", "words"):
+            if body[optional] is None:
+                del body[optional]
         if body["timings_ms"]["asr"] is None:
             del body["timings_ms"]["asr"]
         return body
@@ -272,31 +284,27 @@ class TextEvent:
 
 
 @dataclass(frozen=True)
-class WordTiming:
-    """Where a word of a spoken piece is heard, in ms from the piece's start."""
-
-    word: str
-    start_ms: int
-    end_ms: int
-
-
-@dataclass(frozen=True)
 class AudioEvent:
-    """A spoken piece of the reply (base64 in `audio_format`), with the text it speaks and, where the voice
-    tells them, its words' timings (said only when known)."""
+    """A spoken piece of the reply (base64 in `audio_format`), with the text it speaks."""
 
     seq: int
     audio: str
     audio_format: AudioFormat
     sample_rate: int
     text: str
-    words: tuple[WordTiming, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        body = {"type": "audio", **asdict(self)}
-        if not self.words:
-            del body["words"]
-        return body
+        return {"type": "audio", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class WordsEvent:
+    """The timings of a spoken chunk's words (asked for by `word_timestamps`), after its audio events."""
+
+    words: tuple[WordTiming, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "words", "words": [asdict(word) for word in self.words]}
 
 
 @dataclass(frozen=True)
@@ -341,7 +349,7 @@ def encode_reply_audio(audio: Audio, audio_format: AudioFormat) -> tuple[str | l
     return base64.b64encode(data).decode("ascii"), sample_rate
 
 
-ReplyEvent = TranscriptEvent | TextEvent | AudioEvent | DoneEvent
+ReplyEvent = TranscriptEvent | TextEvent | AudioEvent | WordsEvent | DoneEvent
 Event = ReplyEvent | ErrorEvent
 
 

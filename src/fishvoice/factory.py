@@ -47,7 +47,7 @@ def build_tts(settings: Settings, codes: VoiceCodeStore | None = None) -> TTS:
         return build_fish_tts(settings, codes)
     from .tts.piper import PiperTTS
 
-    return PiperTTS(settings.piper_model_path)
+    return PiperTTS(settings.piper_model_path, cache_dir=settings.cache_dir)
 
 
 def build_fish_tts(settings: Settings, codes: VoiceCodeStore | None = None) -> TTS:

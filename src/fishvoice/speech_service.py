@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .audio import Audio
 from .errors import FishvoiceError
 from .memory.base import ConversationStore
-from .pipeline import speak_text, voice_speaker
+from .pipeline import Spoken, Words, speak_text, voice_speaker
 from .tts.base import TTS, prepare_voice
 from .voices import VoiceReference
 
@@ -74,12 +74,32 @@ class SpeechService:
         the backend clones (else its own voice), `speed` times as fast (pitch kept), its numbers in words
         unless `normalize` is False. `tts` is the service's voice tuned for one request (FishTTS.tuned); the
         service's own by default."""
+        async with aclosing(self.spoken(text, voice, sample_rate, speed, tts=tts, normalize=normalize)) as spoken:
+            async for piece in spoken:
+                if isinstance(piece, Spoken):
+                    yield piece.audio
+
+    async def spoken(
+        self,
+        text: str,
+        voice: VoiceReference | None,
+        sample_rate: int,
+        speed: float = 1.0,
+        *,
+        tts: TTS | None = None,
+        normalize: bool = True,
+        word_timings: bool = False,
+    ) -> AsyncGenerator[Spoken | Words, None]:
+        """As `stream`, each piece with the chunk of text it speaks; with `word_timings`, each chunk's words'
+        timings after its audio (pipeline.Words)."""
         tts = tts or self.tts
         cloned = voice if tts.can_clone else None
         async with self.work:
             await prepare_voice(tts, cloned)
-            speak = voice_speaker(tts, cloned, sample_rate, self.stall_s, speed, numbers_in_words=normalize)
+            speak = voice_speaker(
+                tts, cloned, sample_rate, self.stall_s, speed, numbers_in_words=normalize, word_timings=word_timings
+            )
             # Closed before the work's place is given back: the voice has stopped by then.
             async with aclosing(speak_text(text, speak)) as spoken:
                 async for piece in spoken:
-                    yield piece.audio
+                    yield piece

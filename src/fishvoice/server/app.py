@@ -23,6 +23,7 @@ from .http.errors import install_error_handlers
 from .http.openapi import install_openapi, operation_id
 from .jobs import build_job_runner
 from .jobs.routes import ENDPOINT_PREFIX, build_router, endpoint_id
+from .openai.captioned import build_captioned_router
 from .openai.chat import build_chat_router
 from .openai.speech import LISTED_MODELS, build_openai_router
 from .openai.transcriptions import build_transcriptions_router
@@ -95,6 +96,7 @@ def create_app(assistant: Assistant, settings: Settings, asr: ASR | None = None)
     live_limits = LiveLimits(settings.realtime_idle, max_body_bytes)
     app.include_router(build_fish_audio_router(speech, asr, auth, max_body_bytes, live_limits, live))
     app.include_router(build_openai_router(speech, auth, max_body_bytes=max_body_bytes))
+    app.include_router(build_captioned_router(speech, auth, max_body_bytes=max_body_bytes))
     app.include_router(
         build_transcriptions_router(speech, asr, auth, models=LISTED_MODELS, max_body_bytes=max_body_bytes)
     )

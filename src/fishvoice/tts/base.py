@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..align.words import Span
 from ..audio import Audio
 from ..voices import VoiceReference
 
@@ -45,6 +46,16 @@ class PreparesVoices(Protocol):
     encoding from the store); `stream` then finds it ready. Backends without the step need nothing."""
 
     async def prepare(self, voice: VoiceReference) -> None: ...
+
+
+@runtime_checkable
+class TimesWords(Protocol):
+    """A voice that tells where the words of its speech are (Piper, from its own phoneme durations): each
+    piece comes with its words' spans, in seconds from the piece's start. Others are aligned afterwards."""
+
+    def stream_timed(
+        self, text: str, voice: VoiceReference | None = None, stop: threading.Event | None = None
+    ) -> Iterator[tuple[Audio, list[Span]]]: ...
 
 
 async def prepare_voice(tts: TTS, voice: VoiceReference | None) -> None:

@@ -12,6 +12,8 @@ from typing import cast
 import numpy as np
 import onnxruntime
 
+from ..align.piper import patched_model, phoneme_spans
+from ..align.words import Span
 from ..audio import Audio
 from ..errors import FishvoiceError
 from ..voices import VoiceReference
@@ -46,7 +48,7 @@ class PiperTTS:
     renders_markers = False
     capacity = 1
 
-    def __init__(self, model_path: str | Path | None = None):
+    def __init__(self, model_path: str | Path | None = None, *, cache_dir: str | Path | None = None):
         from piper import PiperVoice
         from piper.config import PiperConfig
 
@@ -57,7 +59,8 @@ class PiperTTS:
                 raise FishvoiceError("backend_unavailable", f"Piper voice file not found: {needed}")
         # Built from its parts rather than PiperVoice.load, so the model is loaded once, in a quiet session.
         settings = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
-        self._voice = PiperVoice(session=_quiet_session(path), config=settings)
+        # A copy that also outputs its phoneme durations, for word timings (align/piper.py); the same voice.
+        self._voice = PiperVoice(session=_quiet_session(patched_model(path, cache_dir) or path), config=settings)
         self.sample_rate = int(self._voice.config.sample_rate)
         self.name = "piper"
         log.info("loaded Piper voice %s (%d Hz)", path.stem, self.sample_rate)
@@ -66,10 +69,19 @@ class PiperTTS:
         self, text: str, voice: VoiceReference | None = None, stop: threading.Event | None = None
     ) -> Iterator[Audio]:
         """One piece per sentence Piper finds in the text."""
+        for audio, _ in self.stream_timed(text, voice, stop):
+            yield audio
+
+    def stream_timed(
+        self, text: str, voice: VoiceReference | None = None, stop: threading.Event | None = None
+    ) -> Iterator[tuple[Audio, list[Span]]]:
+        """Each sentence's audio with its words' spans, from the voice's own phoneme durations (none where
+        the voice could not be patched to tell them)."""
         try:
-            for chunk in self._voice.synthesize(text):
+            for chunk in self._voice.synthesize(text, include_alignments=True):
                 if stop is not None and stop.is_set():
                     return
-                yield Audio(chunk.audio_float_array.astype(np.float32), self.sample_rate)
+                audio = Audio(chunk.audio_float_array.astype(np.float32), self.sample_rate)
+                yield audio, phoneme_spans(chunk.phoneme_alignments, self.sample_rate)
         except Exception as exc:
             raise FishvoiceError("backend_unavailable", f"the voice failed: {exc}") from exc

@@ -298,6 +298,24 @@ def open_page(driver: Any, url: str, *, mode: str = "hands-free", system: str = 
     driver.find_element(By.CSS_SELECTOR, f'input[name="mode"][value="{mode}"]').click()
 
 
+def watch_highlights(driver: Any) -> None:
+    """Each word the page highlights as heard is kept in `window.highlighted` ({text, start}), in turn."""
+    driver.execute_script(
+        """window.highlighted = [];
+        let last = null;
+        new MutationObserver((changes) => {
+          for (const change of changes) {
+            const word = change.target;
+            const now = word.classList && word.classList.contains("word") && word.classList.contains("now");
+            if (now && word.dataset.start !== last) {  // a word re-rendered as more text came is the same word
+              last = word.dataset.start;
+              window.highlighted.push({text: word.textContent, start: Number(word.dataset.start)});
+            }
+          }
+        }).observe(document.body, {subtree: true, attributes: true, attributeFilter: ["class"]});"""
+    )
+
+
 def sent(driver: Any, kind: str) -> list[dict[str, Any]]:
     """The events of type `kind` the page sent."""
     return [event for event in driver.execute_script("return window.sent") if event["type"] == kind]
@@ -377,6 +395,7 @@ def test_hands_free_the_page_hears_the_question_answers_it_and_plays_the_reply(u
 
     with chromium(question_wav) as driver:
         open_page(driver, url)
+        watch_highlights(driver)
         driver.find_element(By.ID, "connect").click()
         wait_for(driver, lambda: page_report(driver)["mic"] == "on", 30, "the microphone on")
         assert page_report(driver)["state"] in ("listening", "thinking")
@@ -385,6 +404,17 @@ def test_hands_free_the_page_hears_the_question_answers_it_and_plays_the_reply(u
         assert report["ms"] > 0 and "Played" in driver.find_element(By.ID, "playback").text
         wait_for(driver, lambda: page_report(driver)["state"] == "listening", 120, "back to listening")
         assert "Listening" in driver.find_element(By.ID, "state-text").text
+        # Words of the reply were highlighted as they were heard: in the order of the text, by their timings
+        # (a short word may pass between two frames of the page).
+        highlighted = driver.execute_script("return window.highlighted")
+        reply = driver.execute_script(
+            "return [...document.querySelectorAll('li.assistant .word')].map(w => w.textContent)"
+        )
+        assert len(highlighted) >= 3 and len(reply) >= 3, (highlighted, reply)
+        remaining = iter(reply)
+        assert all(word["text"] in remaining for word in highlighted), (highlighted, reply)  # a subsequence
+        starts = [word["start"] for word in highlighted]
+        assert starts == sorted(starts), highlighted
         if SCREENSHOT:
             driver.execute_script("document.activeElement.blur()")
             driver.save_screenshot(SCREENSHOT)

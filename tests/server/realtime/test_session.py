@@ -6,6 +6,7 @@ typed turns, and bad events answered with `error` events while the session goes 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -373,3 +374,44 @@ def test_a_key_given_in_the_url_never_reaches_the_log(url, server_dir):
     log = "".join(path.read_text() for path in server_dir.glob("server-*.log"))
     assert "/v1/realtime?model=fishvoice&api_key=[redacted]" in log and "/health?api_key=[redacted]" in log
     assert KEY not in log and wrong not in log
+
+
+def test_a_session_asking_for_word_timestamps_gets_them_and_a_cut_keeps_the_words_heard(url):
+    """fishvoice's `word_timestamps` session field: each spoken chunk's words come as
+    `response.output_audio.words` after its audio; a truncate keeps the words heard by those timings (a
+    word once half of it played), in the stored conversation too."""
+
+    async def talk() -> tuple[list[dict], list[dict]]:
+        socket_url = url.replace("http://", "ws://") + "/v1/realtime?model=fishvoice&conversation_id=words-cut"
+        async with websockets.connect(socket_url, additional_headers={"Authorization": f"Bearer {KEY}"}) as socket:
+            update = {"type": "realtime", "word_timestamps": True, "audio": {"input": {"turn_detection": None}}}
+            await socket.send(json.dumps({"type": "session.update", "session": update}))
+            message = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": TALKATIVE}]}
+            await socket.send(json.dumps({"type": "conversation.item.create", "item": message}))
+            await socket.send(json.dumps({"type": "response.create"}))
+            events = []
+            while (event := json.loads(await asyncio.wait_for(socket.recv(), WAIT_S)))["type"] != "response.done":
+                assert event["type"] != "error", event
+                events.append(event)
+            events.append(event)
+            timed = [word for e in events if e["type"] == "response.output_audio.words" for word in e["words"]]
+            cut = round((timed[2]["end"] + timed[3]["start"]) * 500)  # between the third word and the fourth
+            truncate = {"type": "conversation.item.truncate", "item_id": event["response"]["output"][0]["id"]}
+            await socket.send(json.dumps({**truncate, "content_index": 0, "audio_end_ms": cut}))
+            while (answer := json.loads(await asyncio.wait_for(socket.recv(), WAIT_S)))[
+                "type"
+            ] != "conversation.item.truncated":
+                assert answer["type"] != "error", answer
+            return events, timed
+
+    events, timed = asyncio.run(talk())
+    kinds = [event["type"] for event in events]
+    session = next(e for e in events if e["type"] == "session.updated")["session"]
+    assert session["word_timestamps"] is True
+    assert kinds.index("response.output_audio.delta") < kinds.index("response.output_audio.words")
+    transcript = next(e for e in events if e["type"] == "response.output_audio_transcript.done")["transcript"]
+    assert [w["word"] for w in timed] == transcript.replace("*", "").split()
+    for before, after in itertools.pairwise(timed):
+        assert before["end"] <= after["start"]
+    kept = stored_history(url, "words-cut")[1]["content"]
+    assert kept.split() == [w["word"] for w in timed[:3]], (kept, timed[:4])

@@ -1,4 +1,4 @@
-"""Fish Audio's API: /v1/tts and /v1/tts/live, /v1/asr, saved voices (/v1/references/* and /model)."""
+"""Fish Audio's API: /v1/tts (also with timestamps), /v1/tts/live, /v1/asr, saved voices (/v1/references/*, /model)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ..http.auth import Auth
 from .asr import build_asr_router
 from .live import LiveLimits, OpenLive, build_live_router
 from .references import build_references_router
+from .timestamps import build_timestamps_router
 from .tts import build_fish_router
 from .voices import build_voices_router
 
@@ -20,6 +21,7 @@ def build_fish_audio_router(
     """Every route of Fish's API, in one router."""
     router = APIRouter()
     router.include_router(build_fish_router(speech, auth, max_body_bytes))
+    router.include_router(build_timestamps_router(speech, auth, max_body_bytes))
     router.include_router(build_live_router(speech, auth, live, open_live))
     router.include_router(build_asr_router(speech, asr, auth, max_body_bytes))
     router.include_router(build_references_router(speech, auth, max_body_bytes))

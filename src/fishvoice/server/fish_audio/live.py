@@ -5,7 +5,10 @@ Every frame is binary MessagePack with an `event`. The client sends `start` (`re
 its `text` empty by design), any number of `text` events, `flush` (speak what is buffered now) and `stop`;
 the server answers `audio` events (`audio`: bytes of one file in the request's format, in order) and a
 last `finish` (`reason`: `stop`, or `error` with a `message` naming the field). A new `start` may follow a
-`finish`; unknown events are ignored, as Fish's clients ignore them.
+`finish`; unknown events are ignored, as Fish's clients ignore them. On `/v1/tts/live/with-timestamp` each
+`audio` event also says its chunk (`content`, `chunk_seq`, `chunk_audio_offset_sec` in the utterance's
+audio), and each chunk's words follow its audio in an `audio` event of their own (empty `audio`, the
+chunk's `alignment`), as /v1/tts/stream/with-timestamp's events.
 
 Text is cut where speech can begin (text.SpeechChunker: a clause first, then sentences) and each piece is
 spoken while more text comes; `latency` sets how early the first piece is cut (`low`: after a few words,
@@ -30,6 +33,7 @@ from pydantic import Field, field_validator
 from starlette.websockets import WebSocketState
 
 from ...errors import FishvoiceError, as_api_error
+from ...pipeline import Spoken, Words
 from ...speech_service import SpeechService
 from ...text import SpeechChunker
 from ...threads import run_in_thread
@@ -38,6 +42,7 @@ from ...voices import VoiceReference
 from ..http.auth import Auth, socket_key
 from ..http.fields import invalid
 from .body import unpack
+from .timestamps import alignment
 from .tts import (
     FishTTSRequest,
     gain,
@@ -90,11 +95,45 @@ class Utterance:
     task: asyncio.Task[None] | None = None
 
 
+class _Chunks:
+    """Where each chunk of an utterance is, across its texts (each spoken apart, each numbering its chunks
+    from 0): the fields a timed audio event carries, as /v1/tts/stream/with-timestamp's events do."""
+
+    def __init__(self) -> None:
+        self.first = 0  # the utterance's number of the current text's chunk 0
+        self.seen = 0  # chunks of the current text so far
+        self.heard = 0.0  # seconds of the utterance's audio so far
+        self.text_at = 0.0  # where the current text's audio began
+        self.seq, self.content, self.at = -1, "", 0.0  # the chunk being heard: its number, text and start
+
+    def audio(self, piece: Spoken) -> dict[str, Any]:
+        if self.first + piece.chunk != self.seq:
+            self.seq, self.content, self.at = self.first + piece.chunk, piece.text, self.heard
+            self.seen = max(self.seen, piece.chunk + 1)
+        self.heard += piece.audio.duration_s
+        return self.last()
+
+    def last(self) -> dict[str, Any]:
+        seq, at = max(self.seq, 0), round(self.at, 3)
+        return {"content": self.content, "alignment": None, "chunk_seq": seq, "chunk_audio_offset_sec": at}
+
+    def words(self, words: Words) -> dict[str, Any]:
+        at = round(self.text_at + words.start, 3)
+        seq = self.first + words.chunk
+        return {"content": words.text, "alignment": alignment(words), "chunk_seq": seq, "chunk_audio_offset_sec": at}
+
+    def next_text(self) -> None:
+        self.first, self.text_at, self.seen = self.first + self.seen, self.heard, 0
+
+
 class LiveSession:
     """One socket's utterances, one after another."""
 
-    def __init__(self, socket: WebSocket, speech: SpeechService, namespace: str, limits: LiveLimits) -> None:
+    def __init__(
+        self, socket: WebSocket, speech: SpeechService, namespace: str, limits: LiveLimits, *, timed: bool = False
+    ) -> None:
         self.socket = socket
+        self.timed = timed  # /v1/tts/live/with-timestamp: each audio event says its chunk, and its words follow
         self.speech = speech
         self.namespace = namespace
         self.limits = limits
@@ -188,16 +227,24 @@ class LiveSession:
         encoder = stream_encoder(request)
         volume = gain(request)
         speed = request.prosody.speed if request.prosody is not None else 1.0
+        chunks = _Chunks()
         try:
             while (text := await utterance.pieces.get()) is not None:
                 utterance.waiting_chars -= len(text)
                 utterance.speaking = True
-                pieces = self.speech.stream(text, voice, request.rate, speed, tts=tts, normalize=request.normalize)
+                pieces = self.speech.spoken(
+                    text, voice, request.rate, speed, tts=tts, normalize=request.normalize, word_timings=self.timed
+                )
                 async with aclosing(pieces):
                     async for piece in pieces:
-                        await self._send_audio(await run_in_thread(encoder.encode, louder(piece, volume)))
+                        if isinstance(piece, Words):
+                            await self._send({"event": "audio", "audio": b"", **chunks.words(piece)})
+                            continue
+                        data = await run_in_thread(encoder.encode, louder(piece.audio, volume))
+                        await self._send_audio(data, chunks.audio(piece) if self.timed else {})
+                chunks.next_text()
                 utterance.speaking = not utterance.pieces.empty()
-            await self._send_audio(await run_in_thread(encoder.finish))
+            await self._send_audio(await run_in_thread(encoder.finish), chunks.last() if self.timed else {})
             self.utterance = None
             await self._send({"event": "finish", "reason": "stop"})
         except Exception as exc:
@@ -220,9 +267,9 @@ class LiveSession:
             with suppress(asyncio.CancelledError):
                 await utterance.task
 
-    async def _send_audio(self, data: bytes) -> None:
+    async def _send_audio(self, data: bytes, chunk: dict[str, Any]) -> None:
         if data:
-            await self._send({"event": "audio", "audio": data})
+            await self._send({"event": "audio", "audio": data, **chunk})
 
     async def send_error(self, error: FishvoiceError) -> None:
         """`finish` with reason `error`: the message names the field, as /v1/tts's errors do."""
@@ -266,10 +313,9 @@ class OpenLive:
 def build_live_router(speech: SpeechService, auth: Auth, limits: LiveLimits, open_now: OpenLive) -> APIRouter:
     router = APIRouter()
 
-    @router.websocket("/v1/tts/live")
-    async def live(socket: WebSocket) -> None:
+    async def live(socket: WebSocket, timed: bool) -> None:
         await socket.accept()
-        session = LiveSession(socket, speech, "", limits)
+        session = LiveSession(socket, speech, "", limits, timed=timed)
         try:
             session.namespace = auth.namespace(socket_key(socket))
             if open_now.count >= open_now.limit:
@@ -284,5 +330,13 @@ def build_live_router(speech: SpeechService, auth: Auth, limits: LiveLimits, ope
         finally:
             open_now.count -= 1
             await session.close(1000, "done")
+
+    @router.websocket("/v1/tts/live")
+    async def live_tts(socket: WebSocket) -> None:
+        await live(socket, timed=False)
+
+    @router.websocket("/v1/tts/live/with-timestamp")
+    async def live_tts_with_timestamps(socket: WebSocket) -> None:
+        await live(socket, timed=True)
 
     return router

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
@@ -255,6 +256,41 @@ def stream_encoder(request: FishTTSRequest) -> StreamEncoder:
     return StreamEncoder("pcm16" if request.format == "pcm" else "wav", request.rate)
 
 
+@dataclass(frozen=True)
+class TTSAsked:
+    """A TTS request read and resolved: its fields, voice, tuned voice backend, speed, the volume change
+    (`adjust`) and what it did not get as asked."""
+
+    fields: FishTTSRequest
+    voice: VoiceReference | None
+    tts: TTS
+    speed: float
+    volume: float
+    warnings: list[str]
+
+    def adjust(self, audio: Audio) -> Audio:
+        return louder(audio, self.volume)
+
+
+async def read_tts_request(request: Request, speech: SpeechService, namespace: str, max_body_bytes: int) -> TTSAsked:
+    """The body of a TTS route (MessagePack or JSON) read, checked and resolved for `namespace`."""
+    body = await read_body(request, max_body_bytes, "body")
+    fields = parse_fish_request(decode_body(body, body_media_type(request)), FishTTSRequest)
+    warnings: list[str] = []
+    voice = await request_voice(speech, namespace, fields, warnings)
+    voice_tts = tune(fields, speech.tts, warnings)
+    if warning := model_warning(voice_tts, request.headers.get("model")):
+        warnings.append(warning)
+    speed = fields.prosody.speed if fields.prosody is not None else 1.0
+    return TTSAsked(fields, voice, voice_tts, speed, gain(fields), warnings)
+
+
+def with_warnings(response: Response, warnings: list[str]) -> Response:
+    for warning in warnings:
+        response.headers.append(WARNING_HEADER, warning)  # one header per warning
+    return response
+
+
 def build_fish_router(speech: SpeechService, auth: Auth, max_body_bytes: int) -> APIRouter:
     router = APIRouter()
 
@@ -265,33 +301,26 @@ def build_fish_router(speech: SpeechService, auth: Auth, max_body_bytes: int) ->
         responses=answers("the speech, streamed where asked", *MEDIA_TYPES.values()),
     )
     async def tts(request: Request, namespace: str = Depends(auth)) -> Response:
-        body = await read_body(request, max_body_bytes, "body")
-        fields = parse_fish_request(decode_body(body, body_media_type(request)), FishTTSRequest)
-        warnings: list[str] = []
-        voice = await request_voice(speech, namespace, fields, warnings)
-        voice_tts = tune(fields, speech.tts, warnings)
-        if warning := model_warning(voice_tts, request.headers.get("model")):
-            warnings.append(warning)
-        volume = gain(fields)
-        speed = fields.prosody.speed if fields.prosody is not None else 1.0
+        asked = await read_tts_request(request, speech, namespace, max_body_bytes)
+        fields = asked.fields
         headers = {"Content-Disposition": f"attachment; filename=audio.{fields.format}"}
         media_type = MEDIA_TYPES[fields.format]
-        pieces = speech.stream(fields.text, voice, fields.rate, speed, tts=voice_tts, normalize=fields.normalize)
+        pieces = speech.stream(
+            fields.text, asked.voice, fields.rate, asked.speed, tts=asked.tts, normalize=fields.normalize
+        )
         if fields.streaming:
             encoder = stream_encoder(fields)
             # The first piece is awaited here, so a failure to start still answers with an error status.
             first = await first_piece(pieces)
-            chunks = encoded_audio(first, pieces, encoder, lambda piece: louder(piece, volume))
+            chunks = encoded_audio(first, pieces, encoder, asked.adjust)
             response: Response = OwnedStreamingResponse(chunks, owns=[pieces], media_type=media_type, headers=headers)
         else:
             async with aclosing(pieces):
-                audio = [louder(piece, volume) async for piece in pieces]
+                audio = [asked.adjust(piece) async for piece in pieces]
             response = Response(
                 await run_in_thread(_encode_whole, fields, audio), media_type=media_type, headers=headers
             )
-        for warning in warnings:
-            response.headers.append(WARNING_HEADER, warning)  # one header per warning
-        return response
+        return with_warnings(response, asked.warnings)
 
     return router
 

@@ -41,8 +41,9 @@ def status_of(error: FishvoiceError) -> int:
 
 
 def openai_shaped(path: str) -> bool:
-    """Whether the route at `path` answers errors in OpenAI's shape: every /v1/* route, and Fish's /model."""
-    return path.startswith("/v1/") or path == "/model" or path.startswith("/model/")
+    """Whether the route at `path` answers errors in OpenAI's shape: every /v1/* route, Fish's /model and
+    Kokoro's /dev/captioned_speech."""
+    return path.startswith(("/v1/", "/model/", "/dev/")) or path == "/model"
 
 
 def openai_body(error: FishvoiceError, status: int) -> dict[str, Any]:

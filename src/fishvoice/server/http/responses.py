@@ -16,12 +16,14 @@ import json
 import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ...audio import Audio, StreamEncoder
+from ...pipeline import Spoken, Words
 from ...threads import run_in_thread
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,10 @@ class OwnedStreamingResponse(StreamingResponse):
                 await stream.aclose()
 
 
-async def first_piece(pieces: AsyncGenerator[Audio, None]) -> Audio | None:
+P = TypeVar("P")
+
+
+async def first_piece(pieces: AsyncGenerator[P, None]) -> P | None:
     """The speech's first piece (None: nothing to speak), awaited before the answer begins so that a voice
     failing to start is still an error status; the pieces are closed if it fails."""
     try:
@@ -68,26 +73,64 @@ async def first_piece(pieces: AsyncGenerator[Audio, None]) -> Audio | None:
         raise
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """Encoded bytes of the speech, with the piece they encode (None: the encoder's last bytes)."""
+
+    data: bytes
+    piece: Spoken | None
+
+
 async def encoded_audio(
     first: Audio | None,
     pieces: AsyncGenerator[Audio, None],
     encoder: StreamEncoder,
     adjust: Callable[[Audio], Audio] = lambda audio: audio,
 ) -> AsyncGenerator[bytes, None]:
-    """The file's bytes as each piece is spoken (each `adjust`ed first); the pieces, and the work limit they
-    hold, are closed however this ends, a client gone included. A failure past the first piece cannot change
-    the status any more: it is logged and raised, so the connection is cut and the client sees an incomplete
-    body rather than a short file that looks whole."""
+    """The file's bytes as each piece is spoken (see encoded_speech)."""
+    async with aclosing(audio_bytes(encoded_speech(first, pieces, encoder, adjust))) as data:
+        async for part in data:
+            yield part
+
+
+async def audio_bytes(encoded: AsyncGenerator[Encoded | Words, None]) -> AsyncGenerator[bytes, None]:
+    """The file's bytes alone, words' timings left aside."""
+    async with aclosing(encoded):
+        async for item in encoded:
+            if isinstance(item, Encoded) and item.data:
+                yield item.data
+
+
+async def encoded_speech(
+    first: Audio | Spoken | Words | None,
+    pieces: AsyncGenerator[Audio, None] | AsyncGenerator[Spoken | Words, None],
+    encoder: StreamEncoder,
+    adjust: Callable[[Audio], Audio] = lambda audio: audio,
+) -> AsyncGenerator[Encoded | Words, None]:
+    """Each piece's bytes as it is spoken (each `adjust`ed first), words' timings passed on as they come,
+    the encoder's last bytes at the end; the pieces, and the work limit they hold, are closed however this
+    ends, a client gone included. A failure past the first piece cannot change the status any more: it is
+    logged and raised, so the connection is cut and the client sees an incomplete body rather than a short
+    file that looks whole."""
     try:
         async with aclosing(pieces):
             if first is not None:
-                yield await run_in_thread(encoder.encode, adjust(first))
-            async for audio in pieces:
-                if data := await run_in_thread(encoder.encode, adjust(audio)):
-                    yield data
-        yield await run_in_thread(encoder.finish)
+                yield await _encoded(first, encoder, adjust)
+            async for piece in pieces:
+                yield await _encoded(piece, encoder, adjust)
+        yield Encoded(await run_in_thread(encoder.finish), None)
     except Exception as exc:
         log.warning("speech failed after its answer began: %r", exc)
         raise
     finally:
         encoder.close()  # an unfinished file is dropped; its bytes have nowhere to go
+
+
+async def _encoded(
+    piece: Audio | Spoken | Words, encoder: StreamEncoder, adjust: Callable[[Audio], Audio]
+) -> Encoded | Words:
+    if isinstance(piece, Words):
+        return piece
+    audio = piece.audio if isinstance(piece, Spoken) else piece
+    data = await run_in_thread(encoder.encode, adjust(audio))
+    return Encoded(data, piece if isinstance(piece, Spoken) else None)

@@ -19,6 +19,7 @@ Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import math
 import time
@@ -28,10 +29,12 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from ...audio import MAX_SPEED, MIN_SPEED, StreamEncoder, StreamFormat
+from ...contract import WordTiming
 from ...errors import FishvoiceError, as_api_error
+from ...pipeline import Words
 from ...speech_service import DEFAULT_VOICE, SpeechService
 from ...validation import first_error
 from ...voices import VoiceReference
@@ -39,7 +42,15 @@ from ..http.auth import Auth
 from ..http.body import read_json
 from ..http.errors import openai_body, status_of
 from ..http.openapi import answers, json_body
-from ..http.responses import WARNING_HEADER, OwnedStreamingResponse, encoded_audio, first_piece, sse_event
+from ..http.responses import (
+    WARNING_HEADER,
+    Encoded,
+    OwnedStreamingResponse,
+    audio_bytes,
+    encoded_speech,
+    first_piece,
+    sse_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +81,7 @@ OPENAI_VOICES = frozenset(
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 RESPONSE_FORMATS: tuple[str, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")
-_ENCODINGS: dict[str, StreamFormat] = {
+ENCODINGS: dict[str, StreamFormat] = {
     "mp3": "mp3",
     "opus": "opus",
     "aac": "aac",
@@ -78,7 +89,7 @@ _ENCODINGS: dict[str, StreamFormat] = {
     "wav": "wav",
     "pcm": "pcm16",
 }
-_MEDIA_TYPES = {
+MEDIA_TYPES = {
     "mp3": "audio/mpeg",
     "opus": "audio/ogg",
     "aac": "audio/aac",
@@ -100,6 +111,7 @@ class SpeechRequest(BaseModel):
     response_format: ResponseFormat | None = None
     speed: float | None = None
     stream_format: Literal["audio", "sse"] | None = None
+    word_timestamps: bool | None = None  # fishvoice's: each speech.audio.delta of an sse stream carries `words`
 
     @field_validator("model")
     @classmethod
@@ -141,6 +153,13 @@ class SpeechRequest(BaseModel):
     def _speed(cls, value: float | None) -> float | None:
         if value is not None and not (math.isfinite(value) and MIN_SPEED <= value <= MAX_SPEED):
             raise ValueError(f"must be between {MIN_SPEED} and {MAX_SPEED} (got {value})")
+        return value
+
+    @field_validator("word_timestamps")
+    @classmethod
+    def _word_timestamps(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        if value and info.data.get("stream_format") != "sse":
+            raise ValueError('needs stream_format "sse" (the words go on its events), or /dev/captioned_speech')
         return value
 
 
@@ -203,45 +222,60 @@ def build_openai_router(speech: SpeechService, auth: Auth, *, max_body_bytes: in
     @router.post(
         "/v1/audio/speech",
         openapi_extra=json_body(SpeechRequest),
-        responses=answers("the speech, streamed", *_MEDIA_TYPES.values(), "text/event-stream"),
+        responses=answers("the speech, streamed", *MEDIA_TYPES.values(), "text/event-stream"),
     )
     async def create_speech(request: Request, namespace: str = caller) -> Response:
         params = parse_speech_request(await read_json(request, max_body_bytes))
         voice = await resolve_voice(speech, namespace, params.voice)
+        timed = bool(params.word_timestamps)
         warnings: list[str] = []
         if params.instructions:
             warnings.append(f"instructions: the {speech.tts.name} voice cannot follow instructions; they were ignored")
         if voice is not None and not speech.tts.can_clone:
             warnings.append(f"voice: the {speech.tts.name} voice cannot clone; its own voice was used")
         response_format = params.response_format or "mp3"
-        encoder = StreamEncoder(_ENCODINGS[response_format], SPEECH_RATE)
-        pieces = speech.stream(params.input, voice, SPEECH_RATE, params.speed or 1.0)
+        encoder = StreamEncoder(ENCODINGS[response_format], SPEECH_RATE)
+        pieces = speech.spoken(params.input, voice, SPEECH_RATE, params.speed or 1.0, word_timings=timed)
         # The first sentence is spoken before the answer starts, so a failing voice is still an error status.
         first = await first_piece(pieces)
         if first is None:
             warnings.append("input: nothing in it could be spoken")
-        chunks = encoded_audio(first, pieces, encoder)
         headers = {WARNING_HEADER: "; ".join(warnings)} if warnings else {}
+        encoded = encoded_speech(first, pieces, encoder)
         if params.stream_format == "sse":
+            events = _sse(encoded, timed)
             return OwnedStreamingResponse(
-                _sse(chunks), owns=[chunks, pieces], media_type="text/event-stream", headers=headers
+                events, owns=[encoded, pieces], media_type="text/event-stream", headers=headers
             )
-        return OwnedStreamingResponse(chunks, owns=[pieces], media_type=_MEDIA_TYPES[response_format], headers=headers)
+        media_type = MEDIA_TYPES[response_format]
+        return OwnedStreamingResponse(
+            audio_bytes(encoded), owns=[encoded, pieces], media_type=media_type, headers=headers
+        )
 
     return router
 
 
-async def _sse(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+async def _sse(encoded: AsyncGenerator[Encoded | Words, None], timed: bool) -> AsyncGenerator[bytes, None]:
     """The audio as OpenAI's server-sent events: `speech.audio.delta` (base64 audio) for each part, then
-    `speech.audio.done`; a failure midway is an `error` event in OpenAI's error shape, and the end."""
-    async with aclosing(chunks):
+    `speech.audio.done`; where `timed`, each carries `words`, those timed since the event before. A failure
+    midway is an `error` event in OpenAI's error shape, and the end."""
+    words: list[WordTiming] = []
+    async with aclosing(encoded):
         try:
-            async for data in chunks:
-                if data:
-                    yield sse_event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")})
+            async for item in encoded:
+                if isinstance(item, Words):
+                    words += item.words
+                elif item.data:
+                    delta = {"type": "speech.audio.delta", "audio": base64.b64encode(item.data).decode("ascii")}
+                    yield sse_event(_with_words(delta, words) if timed else delta)
+                    words = []
         except Exception as exc:
             error = as_api_error(exc)
             yield sse_event({"type": "error", **openai_body(error, status_of(error))})
             return
-    usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-    yield sse_event({"type": "speech.audio.done", "usage": usage})
+    done = {"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}
+    yield sse_event(_with_words(done, words) if timed else done)
+
+
+def _with_words(event: dict[str, Any], words: list[WordTiming]) -> dict[str, Any]:
+    return {**event, "words": [dataclasses.asdict(word) for word in words]}

@@ -120,6 +120,8 @@ class Session(_Ignoring):
     output_audio_format: AudioFormat | None = None
     turn_detection: TurnDetection | None = None
     input_audio_transcription: Transcription | None = None
+    # fishvoice's: each spoken chunk's words' timings, as `response.output_audio.words` events
+    word_timestamps: StrictBool | None = None
 
 
 class ResponseAudioOutput(_Event):
@@ -241,6 +243,8 @@ def updated(config: SessionConfig, session: Session) -> SessionConfig:
         config = _detection(config, session.turn_detection)
     if session.input_audio_transcription is not None:
         config = _transcription(config, session.input_audio_transcription)
+    if session.word_timestamps is not None:
+        config = replace(config, word_timestamps=session.word_timestamps)
     if (audio := session.audio) is not None:
         if audio.input is not None and "turn_detection" in audio.input.model_fields_set:
             config = _detection(config, audio.input.turn_detection)

@@ -22,6 +22,11 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
+# fishvoice's own event, for a session with `word_timestamps`: a spoken chunk's words, seconds of the reply's
+# audio, after its audio deltas (OpenAI's clients ignore an event they do not know).
+WORDS_EVENT = "response.output_audio.words"
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """What a session's replies follow. `turns` None: push-to-talk (the client commits and asks)."""
@@ -35,6 +40,7 @@ class SessionConfig:
     max_output_tokens: int = 512
     audio: bool = True  # spoken replies; False: text only
     language: str | None = None  # of the user's speech (ISO 639-1); None: detected each turn
+    word_timestamps: bool = False  # fishvoice's: send each spoken chunk's words' timings
 
     def to_dict(self, session_id: str) -> dict[str, Any]:
         """The session object of `session.created` / `session.updated`."""
@@ -65,6 +71,7 @@ class SessionConfig:
                 },
                 "output": {"format": pcm, "voice": self.voice},
             },
+            **({"word_timestamps": True} if self.word_timestamps else {}),
         }
 
 

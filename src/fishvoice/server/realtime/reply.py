@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...contract import WordTiming
 from .protocol import ResponseSummary, SessionConfig
 
 
@@ -28,6 +29,7 @@ class Reply:
     config: SessionConfig
     text: list[str] = field(default_factory=list)
     pieces: list[tuple[int, int, str]] = field(default_factory=list)  # (start ms, end ms, text) of each audio piece
+    words: list[WordTiming] = field(default_factory=list)  # its words' timings, as each chunk's are found
     sent_ms: int = 0
     heard_ms: int | None = None  # how much of its audio the client played, once it said (a truncation)
     cancelled: str | None = None  # the reason, once cancelled: nothing more is sent
@@ -56,10 +58,16 @@ class Reply:
 
     def heard(self) -> str:
         """The reply's text up to `heard_ms` of its audio (all of it sent, if the client did not say); a
-        text reply is heard as sent."""
+        text reply is heard as sent. A word is heard once half of it has played, by the words' timings
+        where they reach the cut (estimated by each chunk's share of its words otherwise: the timings of
+        the chunk playing may still be under way)."""
         if not self.config.audio:
             return "".join(self.text).strip()
         end = self.sent_ms if self.heard_ms is None else min(self.heard_ms, self.sent_ms)
+        if self.heard_ms is None:
+            return " ".join(text for _, _, text in _chunks(self.pieces)).strip()
+        if self.words and self.words[-1].end * 1000 >= end:
+            return " ".join(word.word for word in self.words if (word.start + word.end) * 500 <= end)
         spoken: list[str] = []
         for start, stop, text in _chunks(self.pieces):
             if stop <= end:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from ...assistant import Assistant
-from ...contract import MAX_MESSAGE_CHARS, AudioEvent, DoneEvent, ReplyRequest, TextEvent
+from ...contract import MAX_MESSAGE_CHARS, AudioEvent, DoneEvent, ReplyRequest, TextEvent, WordsEvent
 from ...errors import FishvoiceError, as_api_error
 from ...speech_service import DEFAULT_VOICE, WorkLimit
 from .connection import Connection
@@ -18,6 +18,7 @@ from .conversation import Conversation
 from .input_audio import PER_MS
 from .protocol import (
     REALTIME_RATE,
+    WORDS_EVENT,
     ResponseSummary,
     SessionConfig,
     assistant_item,
@@ -133,6 +134,7 @@ class Responder:
             audio_format="pcm16",
             sample_rate=REALTIME_RATE,
             speak=config.audio,
+            word_timestamps=config.audio,  # found beside the speech: a cut keeps the words heard by them
         )
 
     async def _run(self, reply: Reply) -> None:
@@ -175,6 +177,10 @@ class Responder:
                     elif isinstance(event, AudioEvent):
                         reply.sent_audio(len(event.audio) * 3 // 4 // 2 // PER_MS, event.text)  # base64 pcm16
                         await self.emit(reply, {"type": "response.output_audio.delta", **ids, "delta": event.audio})
+                    elif isinstance(event, WordsEvent):
+                        reply.words += event.words
+                        if reply.config.word_timestamps:
+                            await self.emit(reply, {"type": WORDS_EVENT, **ids, "words": event.to_dict()["words"]})
                     elif isinstance(event, DoneEvent):
                         usage = event.response.usage
                         reply.summary = replace(reply.summary, usage=(usage.prompt_tokens, usage.completion_tokens))

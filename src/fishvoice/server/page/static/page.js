@@ -3,6 +3,8 @@
 // streams and its audio plays as it arrives, chunk after chunk. State is visible, in words, and exposed
 // for tests on <body>: data-state (idle, connecting, ready, listening, thinking, speaking), data-mic
 // (on while the microphone is open) and data-audio-chunks / data-audio-ms (reply audio played so far).
+// The session asks for word timestamps (fishvoice's `response.output_audio.words`): the word of the reply
+// being heard is highlighted as its audio plays.
 
 const RATE = 24000;
 const MIN_PUSH_MS = 200; // a shorter hold is taken for a slip of the finger, not speech
@@ -32,6 +34,9 @@ const page = {
   lastItemResponse: null, // and the response it belongs to
   itemResponses: new Map(), // the response of each assistant item that brought audio
   nextStart: 0, // when the next reply chunk starts, on the AudioContext's clock
+  texts: new Map(), // the reply's text so far, by response
+  words: new Map(), // the reply's timed words, by response: {word, start, end} in seconds of its audio
+  scheduledMs: new Map(), // reply audio scheduled so far, by response: where its next chunk begins
   chunks: 0,
   audioMs: 0,
 };
@@ -119,11 +124,51 @@ function setText(li, text, pending = false) {
   li.scrollIntoView({ block: "nearest" });
 }
 
-function appendText(li, delta) {
-  const text = li.querySelector(".text");
-  text.textContent = li.classList.contains("pending") ? delta : text.textContent + delta;
+function appendText(key, delta) {
+  const li = entry(key, "assistant");
+  page.texts.set(key, (li.classList.contains("pending") ? "" : page.texts.get(key) || "") + delta);
   li.classList.remove("pending");
+  renderReply(key);
   li.scrollIntoView({ block: "nearest" });
+}
+
+// The reply's text, its timed words (the first words of the text, in order) each a <span> to highlight.
+function renderReply(key) {
+  const li = page.entries.get(key);
+  if (!li) return;
+  const text = li.querySelector(".text");
+  const timed = page.words.get(key) || [];
+  const parts = (page.texts.get(key) || "").split(/(\s+)/);
+  text.replaceChildren();
+  let next = 0;
+  for (const part of parts) {
+    if (next < timed.length && /[\p{L}\p{N}]/u.test(part)) { // as the server counts words: with a letter or digit
+      const span = document.createElement("span");
+      span.className = "word";
+      span.textContent = part;
+      span.dataset.start = timed[next].start;
+      span.dataset.end = timed[next].end;
+      text.append(span);
+      next += 1;
+    } else {
+      text.append(part);
+    }
+  }
+}
+
+// Marks the word being heard (class "now") and those heard before it ("said"), while a reply plays.
+function highlight() {
+  const now = page.context ? page.context.currentTime : 0;
+  const chunk = page.playing.find((c) => c.start <= now && now < c.start + c.duration);
+  if (chunk) {
+    const at = chunk.offset + (now - chunk.start);
+    const li = page.entries.get(chunk.response);
+    for (const span of li ? li.querySelectorAll(".word") : []) {
+      span.classList.toggle("now", Number(span.dataset.start) <= at && at < Number(span.dataset.end));
+      span.classList.toggle("said", Number(span.dataset.end) <= at);
+    }
+  }
+  if (page.playing.length) requestAnimationFrame(highlight);
 }
 
 function markInterrupted(li) {
@@ -164,6 +209,7 @@ function sessionUpdate() {
         },
         output: { format: { type: "audio/pcm", rate: RATE }, voice: $("voice").value },
       },
+      word_timestamps: true,
     },
   });
 }
@@ -302,9 +348,11 @@ function handle(event) {
     }
     case "response.output_audio_transcript.delta":
     case "response.output_text.delta":
-      if (!page.interrupted.has(event.response_id)) {
-        appendText(entry(event.response_id || page.response, "assistant"), event.delta);
-      }
+      if (!page.interrupted.has(event.response_id)) appendText(event.response_id || page.response, event.delta);
+      break;
+    case "response.output_audio.words":
+      page.words.set(event.response_id, [...(page.words.get(event.response_id) || []), ...event.words]);
+      renderReply(event.response_id);
       break;
     case "response.output_audio.delta":
       if (!page.interrupted.has(event.response_id)) play(event.response_id, event.item_id, event.delta);
@@ -425,7 +473,9 @@ function play(response, item, delta) {
   node.buffer = buffer;
   node.connect(context.destination);
   const start = Math.max(context.currentTime + 0.05, page.nextStart);
-  const chunk = { node, item, start, duration: buffer.duration };
+  const offset = page.scheduledMs.get(response) || 0; // where it begins in the reply's audio, in seconds
+  page.scheduledMs.set(response, offset + buffer.duration);
+  const chunk = { node, item, response, start, offset, duration: buffer.duration };
   node.onended = () => {
     page.playing = page.playing.filter((other) => other !== chunk);
     page.playedMs.set(item, (page.playedMs.get(item) || 0) + chunk.duration * 1000);
@@ -437,6 +487,7 @@ function play(response, item, delta) {
   node.start(start);
   page.nextStart = start + buffer.duration;
   page.playing.push(chunk);
+  if (page.playing.length === 1) requestAnimationFrame(highlight);
   page.lastItem = item;
   page.lastItemResponse = response;
   page.itemResponses.set(item, response);
