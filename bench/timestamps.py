@@ -23,12 +23,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/word_truth.py
 
-from fishvoice.align.reference import ReferenceAligner  # noqa: E402
-from fishvoice.align.words import assign, caller_words  # noqa: E402
-from fishvoice.audio import resample  # noqa: E402
-from fishvoice.pipeline import Words, speak_text, voice_speaker  # noqa: E402
-from fishvoice.tts.piper import PiperTTS  # noqa: E402
-from tests.word_truth import WORDS, Truth, boundary_errors_ms, joined_words, piece_bounds, separate_sentences  # noqa: E402
+from fishvoice.align.reference import ReferenceAligner
+from fishvoice.align.words import assign, caller_words
+from fishvoice.audio import resample
+from fishvoice.pipeline import Words, speak_text, voice_speaker
+from fishvoice.tts.piper import PiperTTS
+from tests.word_truth import WORDS, Truth, boundary_errors_ms, joined_words, piece_bounds, separate_sentences
 
 STORY = (
     "The lighthouse keeper climbed the stairs at dusk, as she had for thirty years. Below, the sea was calm; "
@@ -70,7 +70,9 @@ def whisper_word_times(truth: Truth) -> list[tuple[float, float]]:
 
 def report(name: str, errors: list[np.ndarray]) -> None:
     every = np.concatenate(errors)
-    print(f"{name:46s} median {np.median(every):6.1f} ms   p95 {np.percentile(every, 95):6.1f} ms   ({every.size} bounds)")
+    print(
+        f"{name:46s} median {np.median(every):6.1f} ms   p95 {np.percentile(every, 95):6.1f} ms   ({every.size} bounds)"
+    )
 
 
 def accuracy(piper: PiperTTS, cases: int, words: int) -> None:
@@ -95,21 +97,27 @@ def cost(piper: PiperTTS, rounds: int) -> None:
     runs = {flag: [asyncio.run(timed_speech(piper, STORY, flag))[:2] for _ in range(rounds)] for flag in (False, True)}
     first = {flag: float(np.median([r[0] for r in runs[flag]])) for flag in runs}
     whole = {flag: float(np.median([r[1] for r in runs[flag]])) for flag in runs}
-    print(f"\ncost on Piper (own durations), median of {rounds}: first audio {first[False] * 1000:.0f} -> "
-          f"{first[True] * 1000:.0f} ms ({first[True] / first[False]:.2f}x), whole {whole[False] * 1000:.0f} -> "
-          f"{whole[True] * 1000:.0f} ms ({whole[True] / whole[False]:.2f}x)")
+    print(
+        f"\ncost on Piper (own durations), median of {rounds}: first audio {first[False] * 1000:.0f} -> "
+        f"{first[True] * 1000:.0f} ms ({first[True] / first[False]:.2f}x), whole {whole[False] * 1000:.0f} -> "
+        f"{whole[True] * 1000:.0f} ms ({whole[True] / whole[False]:.2f}x)"
+    )
     aligner = ReferenceAligner(piper)
-    speaking, aligning = [], []
+    speaking, aligning, lengths = [], [], []
     for sentence in STORY.split(". "):
         started = time.perf_counter()
         audio = resample(piper_audio(piper, sentence), 24000)
         speaking.append(time.perf_counter() - started)
+        lengths.append(audio.duration_s)
         started = time.perf_counter()
         aligner.spans(audio, sentence)
         aligning.append(time.perf_counter() - started)
-    said = sum(speaking)
-    print(f"reference aligner: {sum(aligning) * 1000:.0f} ms for speech Piper made in {said * 1000:.0f} ms "
-          f"({sum(aligning) / said:.2f}x Piper's time; it runs beside the next chunk's synthesis)")
+    said, heard = sum(speaking), sum(lengths)
+    print(
+        f"reference aligner: {sum(aligning) * 1000:.0f} ms for {heard:.1f} s of speech (real-time factor "
+        f"{sum(aligning) / heard:.3f}); Piper made it in {said * 1000:.0f} ms ({sum(aligning) / said:.2f}x Piper's "
+        "time; S1-mini's real-time factor on this CPU is about 11, bench/fish.py --device cpu)"
+    )
 
 
 def piper_audio(piper: PiperTTS, text: str):
