@@ -77,7 +77,7 @@ def report(name: str, errors: list[np.ndarray]) -> None:
 
 def accuracy(piper: PiperTTS, cases: int, words: int) -> None:
     rng = np.random.default_rng(0)
-    orders = [list(WORDS)] + [list(rng.choice(WORDS, words)) for _ in range(cases - 1)]
+    orders = [list(WORDS)] + [list(rng.permutation(WORDS)[:words]) for _ in range(cases - 1)]
     own, reference, whisper = [], [], []
     aligner = ReferenceAligner(piper)
     for order in orders:

@@ -103,7 +103,7 @@ def test_the_reference_aligner_on_random_orders_of_words(piper):
     aligner = ReferenceAligner(piper)
     errors = []
     for _ in range(3):
-        truth = joined_words(piper._voice, list(rng.choice(WORDS, 10)))
+        truth = joined_words(piper._voice, list(rng.permutation(WORDS)[:12]))
         timed = assign(caller_words(truth.text), aligner.spans(truth.audio, truth.text))
         errors.append(boundary_errors_ms([(w.start, w.end) for w in timed], truth.bounds))
     assert within_bounds(np.concatenate(errors))
@@ -161,3 +161,17 @@ def test_words_grouped_with_spans_by_their_shares():
     assert [(w.word, w.start, w.end) for w in timed][2] == ("$4.50", 0.6, 1.9)
     assert timed[3].start == 2.0 and timed[3].end == 2.3
     assert assign(words, [], offset=1.0) == [WordTiming(w.text, 1.0, 1.0) for w in words]  # nothing located
+
+
+@pytest.mark.model
+def test_a_cache_that_cannot_be_written_leaves_piper_speaking_without_timings(tmp_path):
+    from fishvoice.align.piper import patched_model
+    from fishvoice.tts.piper import default_voice_path
+
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder would be")
+    assert patched_model(default_voice_path(), blocked) is None
+    voice = PiperTTS(cache_dir=blocked)
+    pieces, words = asyncio.run(spoken(voice, "Hello there."))
+    assert pieces and [w.word for w in words] == ["Hello", "there."]  # spread over the speech by length
+    well_formed(words, sum(piece.duration_s for piece in pieces))

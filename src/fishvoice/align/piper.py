@@ -40,7 +40,11 @@ def patched_model(path: Path, cache_dir: str | Path | None = None) -> Path | Non
     except Exception as exc:  # a voice exported without the durations' tensor, or one not an ONNX model
         log.warning("the Piper voice %s cannot tell its timings (%s): words will be spread by length", path, exc)
         return None
-    write_atomic(target, lambda tmp: onnx.save(model, tmp))
+    try:
+        write_atomic(target, lambda tmp: onnx.save(model, tmp))
+    except OSError as exc:  # a cache that cannot be written: the voice speaks on, without timings
+        log.warning("the Piper voice patched to tell its timings cannot be kept in %s (%s)", target.parent, exc)
+        return None
     log.info("patched the Piper voice %s to tell its timings: %s", path.name, target)
     return target
 

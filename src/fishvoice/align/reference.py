@@ -30,6 +30,8 @@ _VOICED_DB = -35.0  # a frame this far below the loudest is silence
 _PACE = 1.2
 _CRUMB = 6  # frames: a voiced run this short, alone beyond a pause at a span's edge, is the next word's
 _PAUSE = 8  # frames of silence that make a pause
+_BETWEEN_WORDS = 15  # frames of silence that part two words (a stop consonant's closure is shorter)
+_NEAR = 15  # frames: how far from a warped boundary a pause may lie and still be taken for it
 _STEPS = np.array([[1, 1], [0, 1], [1, 0]])
 _STEP_COSTS = np.array([0.0, 1.0, 1.0])
 _MOST_CELLS = 40_000_000  # frames x frames of the warp (20 s against 20 s is 4M): past it, words are spread
@@ -57,7 +59,7 @@ class ReferenceAligner:
             log.warning("%.0f s of speech cannot be aligned word by word: its words are spread", audio.duration_s)
             return _trimmed([Span(0.0, target.size / _RATE, 1.0)], voiced)
         source = resample(Audio(np.concatenate(reference), self._piper.sample_rate), _RATE).samples
-        return _trimmed(_warped(spans, source, target), voiced)
+        return _trimmed(_at_pauses(_warped(spans, source, target), voiced), voiced)
 
 
 def _warped(spans: list[Span], source: np.ndarray, target: np.ndarray) -> list[Span]:
@@ -111,6 +113,24 @@ def _trimmed(spans: list[Span], voiced: np.ndarray) -> list[Span]:
         if runs:
             span = Span((first + runs[0][0]) / 100, (first + runs[-1][1]) / 100, span.weight)
         out.append(span)
+    return out
+
+
+def _at_pauses(spans: list[Span], voiced: np.ndarray) -> list[Span]:
+    """Two words' boundary moved to the pause between them where the speech pauses near it: a warp puts
+    the edge of a pause a little off (a word starting at the pause's start, or ending inside the next one),
+    and a pause is where one word ends and the next begins."""
+    pauses = [(start, stop) for start, stop in _runs(~voiced) if stop - start >= _BETWEEN_WORDS]
+    out = list(spans)
+    for i in range(len(out) - 1):
+        before, after = out[i], out[i + 1]
+        low, high = before.end * 100 - _NEAR, after.start * 100 + _NEAR
+        middle = (before.end + after.start) * 50
+        near = [(a, b) for a, b in pauses if a < high and b > low and a > before.start * 100 and b < after.end * 100]
+        if near:
+            start, stop = min(near, key=lambda pause: abs((pause[0] + pause[1]) / 2 - middle))
+            out[i] = Span(before.start, start / 100, before.weight)
+            out[i + 1] = Span(stop / 100, after.end, after.weight)
     return out
 
 
