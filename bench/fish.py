@@ -25,91 +25,51 @@ import time
 import torch
 
 from fishvoice.fish.codec import Codec, CodecConfig
-from fishvoice.fish.config import DualARConfig
+from fishvoice.fish.config import PUBLISHED_IM_END, PUBLISHED_SIZES, published_config
 from fishvoice.fish.engine import FishEngine
 from fishvoice.fish.generate import Sampling
 from fishvoice.fish.model import DualAR
+from fishvoice.fish.quantize import quantize_model
 from fishvoice.fish.scheduler import FrameRequest
 
-# The published checkpoints' dimensions (config.json of openaudio-s1-mini and fishaudio/s2-pro).
-SLOW = dict(
-    vocab_size=155776,
-    head_dim=128,
-    attention_qk_norm=True,
-    max_seq_len=4096,
-    codebook_size=4096,
-    num_codebooks=10,
-    n_fast_layer=4,
-)
-SIZES = {
-    "s1-mini": dict(
-        SLOW,
-        layout="s1-mini",
-        n_layer=28,
-        n_head=16,
-        n_local_heads=8,
-        dim=1024,
-        intermediate_size=3072,
-        fast_dim=1024,
-        fast_n_head=16,
-        fast_n_local_heads=8,
-        fast_head_dim=64,
-        fast_intermediate_size=3072,
-    ),
-    "s2-pro": dict(
-        SLOW,
-        layout="s2-pro",
-        n_layer=36,
-        n_head=32,
-        n_local_heads=8,
-        dim=2560,
-        intermediate_size=9728,
-        fast_dim=2560,
-        fast_n_head=32,
-        fast_n_local_heads=8,
-        fast_head_dim=128,
-        fast_intermediate_size=9728,
-        scale_codebook_embeddings=True,
-        norm_fastlayer_input=True,
-    ),
-}
-SEMANTIC_BEGIN, IM_END = 151678, 151645  # where the published tokenizer puts them
 FRAME_RATE = 44100 / 2048
 
 
 def random_model(layout: str, device: torch.device, dtype: torch.dtype) -> DualAR:
-    config = DualARConfig(**SIZES[layout])
-    config.semantic_begin_id, config.semantic_end_id = SEMANTIC_BEGIN, SEMANTIC_BEGIN + config.codebook_size - 1
+    config = published_config(layout)
     torch.manual_seed(0)
     with torch.device(device):
         model = DualAR(config).to(dtype)
     with torch.no_grad():
         # Random logits spread over ~sqrt(dim): a zero row for <|im_end|> never makes the top 30,
         # so no stream ends early.
-        model.embeddings.weight[IM_END] = 0
+        model.embeddings.weight[PUBLISHED_IM_END] = 0
     return model.eval()
 
 
-def build(layout: str, args: argparse.Namespace, slots: int) -> FishEngine:
+def build(layout: str, args: argparse.Namespace, slots: int, quant: str = "none") -> FishEngine:
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = random_model(layout, device, dtype)
+    if quant == "int8":
+        quantize_model(model)
     torch.manual_seed(1)
     codec = Codec(CodecConfig()).to(device=device, dtype=dtype).eval()
     return FishEngine(
         model,
         codec,
-        IM_END,
+        PUBLISHED_IM_END,
         max_concurrency=slots,
         max_len=args.prompt + args.frames + 64,
         compile=args.compile,
         cuda_graphs=not args.eager,
         compile_cache=args.compile_cache,
+        prefill_chunk=getattr(args, "chunk", args.prefill_chunk),
     )
 
 
 def prompt(args: argparse.Namespace) -> torch.Tensor:
-    matrix = torch.zeros(1 + SIZES["s1-mini"]["num_codebooks"], args.prompt, dtype=torch.long)
+    matrix = torch.zeros(1 + PUBLISHED_SIZES["s1-mini"]["num_codebooks"], args.prompt, dtype=torch.long)
     matrix[0] = torch.randint(0, 150000, (args.prompt,), generator=torch.Generator().manual_seed(2))
     return matrix
 
@@ -154,7 +114,8 @@ def many_streams(engine: FishEngine, args: argparse.Namespace, count: int, audio
     }
 
 
-def report(engine: FishEngine, args: argparse.Namespace) -> None:
+def report(engine: FishEngine, args: argparse.Namespace) -> float:
+    """Prints the engine's figures; returns one stream's frames/s with audio."""
     single = one_stream(engine, args, audio=True)
     print(
         f"  1 stream, with audio: {single['fps']:.1f} frames/s, RTF {single['rtf']:.3f}, "
@@ -174,6 +135,86 @@ def report(engine: FishEngine, args: argparse.Namespace) -> None:
             f"    ratio: {rows[-1]['streams']} streams' aggregate / {rows[0]['streams']}'s = "
             f"{rows[-1]['aggregate'] / rows[0]['aggregate']:.2f}"
         )
+    return single["fps"]
+
+
+def burst(engine: FishEngine, args: argparse.Namespace, arrivals: int) -> dict[str, float]:
+    """Two streams generating while `arrivals` requests come at once: the arrivals' first audio (p50, p95)
+    and the longest wait between two frames of a running stream."""
+    started = threading.Event()
+    gaps: list[float] = []
+
+    def run(seed: int) -> None:
+        last = None
+        stream = engine.scheduler.submit(FrameRequest(prompt(args), 4 * args.frames, Sampling(seed=seed)))
+        for index, _ in enumerate(stream):
+            now = time.perf_counter()
+            if last is not None:
+                gaps.append(now - last)
+            last = now
+            if index == 3:
+                started.set()
+
+    running = [threading.Thread(target=run, args=(seed,)) for seed in (100, 101)]
+    for thread in running:
+        thread.start()
+    started.wait()
+    firsts = [0.0] * arrivals
+
+    def arrive(index: int) -> None:
+        firsts[index] = one_stream(engine, args, audio=True, seed=index)["first"]
+
+    threads = [threading.Thread(target=arrive, args=(i,)) for i in range(arrivals)]
+    for thread in threads:
+        thread.start()
+    for thread in [*threads, *running]:
+        thread.join()
+    ordered = sorted(firsts)
+    return {
+        "p50": ordered[arrivals // 2],
+        "p95": ordered[min(arrivals - 1, round(0.95 * (arrivals - 1)))],
+        "gap": max(gaps),
+    }
+
+
+def burst_report(layout: str, args: argparse.Namespace) -> None:
+    """A burst of arrivals with whole prompts prefilled at once between two steps (as before chunking) and
+    with `--prefill-chunk` positions at most."""
+    slots = args.burst + 2
+    rows = {}
+    for name, chunk in (
+        ("whole prompts at once", args.prompt * slots),
+        (f"chunks of {args.prefill_chunk}", args.prefill_chunk),
+    ):
+        args.chunk = chunk
+        engine = build(layout, args, slots)
+        rows[name] = burst(engine, args, args.burst)
+        engine.close()
+    print(f"\n{layout}: {args.burst} requests arrive at once beside 2 generating ({args.prompt}-position prompts)")
+    for name, row in rows.items():
+        print(
+            f"  {name:24s} burst first audio p50 {row['p50'] * 1000:6.0f} ms, p95 {row['p95'] * 1000:6.0f} ms; "
+            f"running streams' longest gap {row['gap'] * 1000:6.0f} ms"
+        )
+    before, after = rows.values()
+    print(f"  longest gap after / before: {after['gap'] / before['gap']:.2f}")
+
+
+def profile(layouts: list[str], args: argparse.Namespace) -> None:
+    """The step measured inside, for every size and weight format (fish_profile.py): one Markdown table each."""
+    from fish_profile import profile_table
+
+    quants = ["none", "int8"] if args.quant == ["none"] else args.quant
+    for layout in layouts:
+        for quant in quants:
+            engine = build(layout, args, max(args.streams), quant)
+            how = f"{'int8' if quant == 'int8' else 'bf16' if args.device.startswith('cuda') else 'fp32'} weights"
+            name = f"{layout}, {how}, warm-up {engine.warmup_s:.1f} s{' (compiled)' if args.compile else ''}"
+            print("\n".join(profile_table(engine, name, prompt(args), args.streams)), flush=True)
+            engine.close()
+            del engine
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
 
 
 def warmup_in_fresh_process(layout: str, args: argparse.Namespace) -> float:
@@ -202,7 +243,7 @@ def warmup_in_fresh_process(layout: str, args: argparse.Namespace) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--layout", nargs="+", default=None, choices=list(SIZES))
+    parser.add_argument("--layout", nargs="+", default=None, choices=list(PUBLISHED_SIZES))
     parser.add_argument(
         "--frames", type=int, default=None, help="frames per stream (default: 200 on a GPU, 24 on a CPU)"
     )
@@ -216,12 +257,18 @@ def main() -> None:
     parser.add_argument("--eager", action="store_true", help="no CUDA graphs")
     parser.add_argument("--compile", action="store_true", help="torch.compile the step before capturing it")
     parser.add_argument("--compile-cache", default=None)
+    parser.add_argument(
+        "--quant", nargs="+", default=["none"], choices=["none", "int8"], help="weights: float, int8, or both"
+    )
+    parser.add_argument("--burst", type=int, default=0, help="only: this many requests arriving at once")
+    parser.add_argument("--profile", action="store_true", help="only: the step measured inside (fish_profile.py)")
+    parser.add_argument("--prefill-chunk", type=int, default=256, help="prompt positions between two steps, at most")
     parser.add_argument("--warmup-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     args.frames = args.frames or (200 if cuda else 24)
     args.prompt = args.prompt or (300 if cuda else 96)
-    args.streams = args.streams or ([1, 4, 16, 64] if cuda else [1, 8])
+    args.streams = args.streams or ([1, 16, 64] if cuda and args.profile else [1, 4, 16, 64] if cuda else [1, 8])
     layouts = args.layout or (["s1-mini", "s2-pro"] if cuda else ["s1-mini"])
     if args.warmup_only:
         engine = build(layouts[0], args, args.slots or max(args.streams))
@@ -232,21 +279,33 @@ def main() -> None:
         f"device={args.device} ({torch.cuda.get_device_name() if cuda else f'{torch.get_num_threads()} threads'}) "
         f"{mode}, prompt {args.prompt} positions, {args.frames} frames a stream; real time is {FRAME_RATE:.1f} frames/s"
     )
+    if args.burst:
+        for layout in layouts:
+            burst_report(layout, args)
+        return
+    if args.profile:
+        profile(layouts, args)
+        return
     for layout in layouts:
         if cuda and args.compile:
             cold, warm = warmup_in_fresh_process(layout, args), warmup_in_fresh_process(layout, args)
             print(f"\n{layout}: warm-up in a fresh process, compile cache cold {cold:.1f} s, warm {warm:.1f} s")
-        engine = build(layout, args, args.slots or max(args.streams))
-        params = sum(p.numel() for p in engine.model.parameters()) / 1e9
-        print(
-            f"\n{layout}: {params:.2f} B parameters (random), published codec; engine warm-up {engine.warmup_s:.1f} s"
-        )
-        report(engine, args)
-        print(f"  engine: {engine.stats()}")
-        engine.close()
-        del engine
-        if cuda:
-            torch.cuda.empty_cache()
+        alone: dict[str, float] = {}
+        for quant in args.quant:
+            engine = build(layout, args, args.slots or max(args.streams), quant)
+            weights = sum(t.numel() * t.element_size() for t in engine.model.state_dict().values()) / 1e9
+            print(
+                f"\n{layout} ({'int8 weights' if quant == 'int8' else 'float weights'}, {weights:.2f} GB, random), "
+                f"published codec; engine warm-up {engine.warmup_s:.1f} s"
+            )
+            alone[quant] = report(engine, args)
+            print(f"  engine: {engine.stats()}")
+            engine.close()
+            del engine
+            if cuda:
+                torch.cuda.empty_cache()
+        if len(alone) == 2:
+            print(f"  int8 / float, one stream with audio: {alone['int8'] / alone['none']:.2f}x the frames/s")
 
 
 if __name__ == "__main__":

@@ -63,11 +63,16 @@ def solo(text_to_semantic: TextToSemantic, request: FrameRequest) -> list[list[i
 
 
 def scheduler(
-    text_to_semantic: TextToSemantic, slots: int, max_waiting: int = 16, prefix_positions: int = 0
+    text_to_semantic: TextToSemantic,
+    slots: int,
+    max_waiting: int = 16,
+    prefix_positions: int = 0,
+    prefill_chunk: int = 256,
 ) -> Scheduler:
     decoder = FrameDecoder(text_to_semantic.model, text_to_semantic.tokenizer.im_end_id, slots=slots, max_len=256)
     cache = PrefixCache(text_to_semantic.model, prefix_positions) if prefix_positions else None
-    return Scheduler(decoder, EagerSteps(decoder), max_waiting=max_waiting, prefix_cache=cache)
+    runner = EagerSteps(decoder)
+    return Scheduler(decoder, runner, max_waiting=max_waiting, prefix_cache=cache, prefill_chunk=prefill_chunk)
 
 
 def collect(stream: FrameStream, after: int | None = None, then: threading.Event | None = None) -> list[list[int]]:
@@ -346,6 +351,41 @@ def test_a_voice_prefix_is_prefilled_once_and_gives_the_same_codes(text_to_seman
         engine.close()
     assert got == expected
     assert (engine.prefix_cache.misses, engine.prefix_cache.hits) == (1, 2)
+
+
+@pytest.mark.parametrize("chunk", [7, 256])
+def test_a_burst_of_arrivals_holds_running_streams_back_at_most_one_chunk(text_to_semantic, chunk):
+    """Two streams generate while eight requests (in one voice, its prefix cached after the first) arrive
+    at once: with prompts prefilled `chunk` positions a round, the running streams lose not a frame and
+    the work between two of their steps stays within one chunk (counted in positions, not time); every
+    request gets the codes it gets alone, whether its prompt took one chunk or many."""
+    torch.manual_seed(3)
+    voice = torch.randint(0, 32, (4, 24))
+    system = system_turn(text_to_semantic.tokenizer, 4, "The quick brown fox", voice)
+    running = [
+        FrameRequest(prompt_of(text_to_semantic, text), 50, Sampling(seed=i)) for i, text in enumerate(TEXTS[:2])
+    ]
+    burst = [
+        FrameRequest(
+            build_prompt(text_to_semantic.tokenizer, 4, text, "The quick brown fox", voice),
+            12,
+            Sampling(seed=10 + i),
+            prefix=system.shape[1],
+        )
+        for i, text in enumerate(TEXTS)
+    ]
+    expected = [solo(text_to_semantic, r) for r in [*running, *burst]]
+    engine = scheduler(text_to_semantic, slots=10, prefix_positions=512, prefill_chunk=chunk)
+    try:
+        got = run_together(engine, running, burst)
+    finally:
+        engine.close()
+    assert got == expected and all(len(frames) == 49 for frames in got[:2])
+    longest = max(r.prompt.shape[1] for r in burst)
+    assert engine.longest_prefill_between_steps <= min(chunk, 2 * longest + 2 * 24)
+    if chunk < longest:  # the prompts took several rounds each
+        assert engine.longest_prefill_between_steps == chunk
+    assert (engine.prefix_cache.misses, engine.prefix_cache.hits) == (1, 7)
 
 
 def test_the_frame_step_is_traced_whole_once_for_every_batch_and_length(text_to_semantic):

@@ -1,4 +1,4 @@
-"""The `fishvoice` command: `say` (voice only) and `chat` (a terminal conversation).
+"""The `fishvoice` command: `say` (voice only), `chat` (a terminal conversation), `fish quantize`.
 
 Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 """
@@ -238,7 +238,30 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tokens", type=int, default=256)
     chat.add_argument("--output-dir", type=Path, default=Path("fishvoice-replies"))
     chat.set_defaults(run=cmd_chat)
+
+    fish = commands.add_parser("fish", help="the Fish engine's tools")
+    fish_tools = fish.add_subparsers(dest="fish_command", required=True)
+    quantize = fish_tools.add_parser(
+        "quantize", help="write a checkpoint's int8 copy (weight-only, per output channel) that loads as it is"
+    )
+    quantize.add_argument("checkpoint", type=Path, help="a Fish Speech checkpoint directory")
+    quantize.add_argument("out", type=Path, help="a new directory for the int8 checkpoint")
+    quantize.set_defaults(run=cmd_fish_quantize)
     return parser
+
+
+def cmd_fish_quantize(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from .fish.checkpoints import save_quantized
+        from .fish.errors import CheckpointError
+    except ImportError as exc:
+        raise FishvoiceError("backend_unavailable", f"the Fish engine needs the fish extra: {exc}") from exc
+    try:
+        weights = save_quantized(args.checkpoint, args.out)
+    except CheckpointError as exc:
+        raise FishvoiceError("invalid_input", str(exc), "checkpoint") from exc
+    print(f"{args.out}: int8 checkpoint ({weights.stat().st_size / 1e6:.1f} MB of weights)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

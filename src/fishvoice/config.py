@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     )
     fish_device: Literal["auto", "cuda", "cpu"] = "auto"
     fish_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    fish_prefill_chunk: int = Field(
+        256, ge=16, le=8192, description="prompt positions prefilled between two frame steps, at most"
+    )
+    fish_quant: Literal["none", "int8"] = Field(
+        "none", description="int8: the transformers' linear weights as int8, one scale per output channel"
+    )
     fish_compile: bool = Field(
         False, description="compile the frame step with torch.compile before capturing it (GPU only)"
     )

@@ -71,11 +71,13 @@ def build_fish_tts(settings: Settings, codes: VoiceCodeStore | None = None) -> T
             checkpoint,
             device=settings.fish_device,
             dtype=settings.fish_dtype,
+            quant=settings.fish_quant,
             compile=settings.fish_compile,
             cuda_graphs=settings.fish_cuda_graphs,
             compile_cache=settings.fish_compile_cache,
             max_concurrency=settings.fish_max_batch,
             max_len=settings.fish_max_len,
+            prefill_chunk=settings.fish_prefill_chunk,
         )
     except FishEngineError as exc:  # a checkpoint that does not load (CheckpointError), a failed warm-up
         raise engine_error(exc) from exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 from .config import DualARConfig
 from .errors import CheckpointError
 from .model import DualAR
+from .quantize import MARKER, METHOD, empty_int8_model, is_quantized_checkpoint, quantize_model
 from .tokenizer import FishTokenizer
 
 log = logging.getLogger(__name__)
@@ -77,9 +79,11 @@ class TextToSemantic:
 
 
 def load_text_to_semantic(
-    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, quant: str = "none"
 ) -> TextToSemantic:
-    """Load and check a checkpoint directory; any missing or mismatched file raises CheckpointError naming it."""
+    """Load and check a checkpoint directory; any missing or mismatched file raises CheckpointError naming it.
+    `quant` "int8": its linear weights quantized as they load (quantize.py); a checkpoint saved quantized
+    (`fishvoice fish quantize`) loads as such whatever `quant` says."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(
@@ -94,21 +98,46 @@ def load_text_to_semantic(
             f"past vocab_size {config.vocab_size}"
         )
     weights, source = _read_weights(path)
+    saved_quantized = is_quantized_checkpoint(path)
     with torch.device("meta"):
         model = DualAR(config)
+        if saved_quantized:
+            empty_int8_model(model)
     check_weights(model, weights, source)
     model.load_state_dict(weights, strict=False, assign=True)
     model.make_rope()  # buffers were made on the meta device
+    if quant == "int8" and not saved_quantized:
+        quantize_model(model)  # on the CPU, before the model moves: the device never holds the float weights
     model = model.to(device=device, dtype=dtype).eval()
     log.info(
-        "loaded %s checkpoint %s (%s, %d layers + %d fast)",
+        "loaded %s checkpoint %s (%s, %d layers + %d fast%s)",
         config.layout,
         path,
         source.name,
         config.n_layer,
         config.n_fast_layer,
+        ", int8 weights" if model.quantization else "",
     )
     return TextToSemantic(model, tokenizer, path)
+
+
+def save_quantized(source: str | Path, target: str | Path) -> Path:
+    """`source`'s checkpoint with int8 weights, written to the directory `target` (its other files copied:
+    config, tokenizer, codec), loadable as it is. Returns the weights file."""
+    source, target = Path(source), Path(target)
+    if target.exists() and any(target.iterdir()):
+        raise CheckpointError(f"{target}: not empty; the quantized checkpoint goes into a new directory")
+    loaded = load_text_to_semantic(source, "cpu", torch.bfloat16, quant="int8")
+    target.mkdir(parents=True, exist_ok=True)
+    for file in source.iterdir():
+        if file.is_file() and file.name not in WEIGHT_FILES and not file.name.startswith("model-"):
+            shutil.copy2(file, target / file.name)
+    from safetensors.torch import save_file
+
+    weights = target / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in loaded.model.state_dict().items()}, str(weights))
+    (target / MARKER).write_text(json.dumps({"method": METHOD, "from": str(source)}) + "\n")
+    return weights
 
 
 def _read_weights(path: Path) -> tuple[dict[str, Tensor], Path]:

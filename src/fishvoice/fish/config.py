@@ -140,3 +140,58 @@ class DualARConfig:
             },
         }
         return cls._known(fields, layout="s2-pro", scale_codebook_embeddings=True, norm_fastlayer_input=True)
+
+
+# The published checkpoints' dimensions (config.json of openaudio-s1-mini and fishaudio/s2-pro).
+_PUBLISHED = dict(
+    vocab_size=155776,
+    head_dim=128,
+    attention_qk_norm=True,
+    max_seq_len=4096,
+    codebook_size=4096,
+    num_codebooks=10,
+    n_fast_layer=4,
+)
+PUBLISHED_SIZES: dict[str, dict[str, Any]] = {
+    "s1-mini": dict(
+        _PUBLISHED,
+        layout="s1-mini",
+        n_layer=28,
+        n_head=16,
+        n_local_heads=8,
+        dim=1024,
+        intermediate_size=3072,
+        fast_dim=1024,
+        fast_n_head=16,
+        fast_n_local_heads=8,
+        fast_head_dim=64,
+        fast_intermediate_size=3072,
+    ),
+    "s2-pro": dict(
+        _PUBLISHED,
+        layout="s2-pro",
+        n_layer=36,
+        n_head=32,
+        n_local_heads=8,
+        dim=2560,
+        intermediate_size=9728,
+        fast_dim=2560,
+        fast_n_head=32,
+        fast_n_local_heads=8,
+        fast_head_dim=128,
+        fast_intermediate_size=9728,
+        scale_codebook_embeddings=True,
+        norm_fastlayer_input=True,
+    ),
+}
+
+PUBLISHED_SEMANTIC_BEGIN, PUBLISHED_IM_END = 151678, 151645  # where the published tokenizer puts them
+
+
+def published_config(layout: str) -> DualARConfig:
+    """A configuration at a published checkpoint's size (its semantic token ids where its tokenizer has
+    them): for benchmarks and tests with random weights."""
+    config = DualARConfig(**PUBLISHED_SIZES[layout])
+    config.semantic_begin_id = PUBLISHED_SEMANTIC_BEGIN
+    config.semantic_end_id = PUBLISHED_SEMANTIC_BEGIN + config.codebook_size - 1
+    return config

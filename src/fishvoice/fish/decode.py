@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .model import CacheAccess, DualAR
+from .quantize import candidate_head
 from .sampling import RAS_WINDOW, TOP_K_LIMIT, RowParams, Sampling, sample, sample_main
 
 CACHE_SPARE = 8  # cache positions past the last a request may use
@@ -59,7 +60,7 @@ class FrameDecoder:
         self.candidate_ids = torch.cat([semantic, torch.tensor([im_end_id], device=self.device)])
         self.semantic_count = len(semantic)
         # Only the candidates' rows of the output projection: the same logits, a fraction of the work.
-        self.head = model.head_weight().detach()[self.candidate_ids].contiguous()
+        self.head = candidate_head(model, self.candidate_ids)
         self.fast_positions = torch.arange(config.num_codebooks, device=self.device)
         self.vocab, self.codebook_size = config.vocab_size, config.codebook_size
         noise_width = 2 * config.vocab_size + (config.num_codebooks - 1) * config.codebook_size
@@ -71,6 +72,18 @@ class FrameDecoder:
         """The uniforms of each slot's next frame, from its own generator."""
         for slot in slots:
             self.slots.uniform[slot].uniform_(0, 1, generator=self.slots.generators[slot])
+
+    def extend(self, slot: int, prompt: Tensor, begin: int, end: int) -> None:
+        """Prefill positions [begin, end) of `prompt` into `slot`'s cache (a chunk of a long prompt; `start`
+        does the last one and samples). Until then the slot is inactive at position `end`: a frame step
+        over it writes only there, where the next chunk writes again."""
+        if end >= self.max_len:
+            raise ValueError(f"the prompt has {end}+ positions; the engine's context holds {self.max_len}")
+        positions = torch.arange(begin, end, device=self.device)[None]
+        inp = prompt[None, :, begin:end].to(self.device)
+        self.model.forward_slow(inp, CacheAccess(slot, positions, end), head=self.head)
+        self.slots.active[slot] = 0
+        self.slots.positions[slot] = end
 
     def start(self, slot: int, prompt: Tensor, sampling: Sampling, cached: int = 0) -> Tensor:
         """Prefill `prompt` (1 + num_codebooks, T) into `slot` and sample its first frame; returns that

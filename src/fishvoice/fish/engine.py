@@ -60,6 +60,8 @@ class FishEngine:
     compile: on a GPU, compile the frame step (torch.compile, whole) before capturing it; the
     compiler's cache goes to `compile_cache`, where later workers start warm. cuda_graphs: on a GPU,
     capture the step as CUDA graphs (without compile: the quick start). On a CPU the step runs eagerly.
+    prefill_chunk: prompt positions prefilled between two frame steps, at most (arrivals never stall the
+    streams generating for longer).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class FishEngine:
         max_len: int | None = None,
         first_frames: int = 4,
         chunk_frames: int = 24,
+        prefill_chunk: int = 256,
     ) -> None:
         """An engine over models already built (`load` reads them from a checkpoint; benchmarks build them
         with random weights at the published sizes), captured and warmed up before it returns."""
@@ -96,7 +99,10 @@ class FishEngine:
             else EagerSteps(decoder)
         )
         prefix_cache = PrefixCache(model, (4 if cuda else 1) * self.max_len)
-        self.scheduler = Scheduler(decoder, runner, max_waiting=2 * self.max_concurrency, prefix_cache=prefix_cache)
+        waiting = 2 * self.max_concurrency
+        self.scheduler = Scheduler(
+            decoder, runner, max_waiting=waiting, prefix_cache=prefix_cache, prefill_chunk=prefill_chunk
+        )
         self.codec_worker = CodecWorker(codec)
         self._warm_up()
         self.warmup_s = time.perf_counter() - started
@@ -110,13 +116,15 @@ class FishEngine:
         )
 
     @classmethod
-    def load(cls, checkpoint: str | Path, *, device: str = "auto", dtype: str = "auto", **options: Any) -> FishEngine:
-        """The engine of a checkpoint directory (its model, tokenizer and codec); `options` are the
-        constructor's."""
+    def load(
+        cls, checkpoint: str | Path, *, device: str = "auto", dtype: str = "auto", quant: str = "none", **options: Any
+    ) -> FishEngine:
+        """The engine of a checkpoint directory (its model, tokenizer and codec), its weights int8 with
+        `quant` "int8"; `options` are the constructor's."""
         path = Path(checkpoint)
         resolved = resolve_device(device)
         precision = resolve_dtype(dtype, resolved)
-        text_to_semantic = load_text_to_semantic(path, resolved, precision)
+        text_to_semantic = load_text_to_semantic(path, resolved, precision, quant)
         codec_config = CodecConfig.from_json(path / "codec.json") if (path / "codec.json").is_file() else CodecConfig()
         # The codec stays in fp32 off the GPU: its output is the audio itself.
         codec = load_codec(
@@ -208,6 +216,7 @@ class FishEngine:
             "steps": scheduler.steps_run,
             "failed_steps": scheduler.steps_failed,
             "prefills": scheduler.prefills,
+            "longest_prefill_between_steps": scheduler.longest_prefill_between_steps,
             "prefix_hits": cache.hits if cache else 0,
             "prefix_misses": cache.misses if cache else 0,
             "graph_replays": scheduler.runner.replays,

@@ -185,6 +185,8 @@ class DualAR(nn.Module):
 
     rope: Tensor  # buffers (make_rope), declared for the type checker
     fast_rope: Tensor
+    quantization: str | None = None  # "int8-weight-only" once quantize.py has made its linears int8
+    codebook_embeddings: nn.Module  # nn.Embedding, or quantize.py's int8 table
 
     def __init__(self, config: DualARConfig):
         super().__init__()
@@ -263,13 +265,17 @@ class DualAR(nn.Module):
         return x
 
     def forward_slow(
-        self, inp: Tensor, cache: CacheAccess | None = None, last_only: bool = True, head: Tensor | None = None
+        self,
+        inp: Tensor,
+        cache: CacheAccess | None = None,
+        last_only: bool = True,
+        head: Tensor | nn.Module | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Token logits and the hidden state handed to the fast transformer (already projected).
 
         With `cache`, the positions are written to the slots' KV caches and attend to all cached ones
         (prefill or a decode step); without, the sequence is computed whole, no cache involved.
-        `head`: rows of the output projection to compute (default: the whole vocabulary).
+        `head`: rows of the output projection to compute, a weight or a layer (default: the whole vocabulary).
         """
         seq = inp.shape[-1]
         x = self.embed(inp)
@@ -285,7 +291,9 @@ class DualAR(nn.Module):
         if last_only:
             x = x[:, -1:]
         normed = self.norm(x)
-        logits = F.linear(normed, self.head_weight() if head is None else head)
+        if head is None:
+            head = self.embeddings.weight if self.config.tie_word_embeddings else self.output
+        logits = head(normed) if isinstance(head, nn.Module) else F.linear(normed, head)
         hidden = normed if self.config.norm_fastlayer_input else x
         return logits, self.fast_project_in(hidden)
 

@@ -1,9 +1,11 @@
 """Continuous batching at frame granularity: one thread owns the device and steps every request in
 flight together.
 
-Between two steps it drops what was stopped or cancelled, prefills waiting requests into free slots
-(one at a time), launches the step over every occupied slot, and only then reads the previous step's
-frames (copied to the host without blocking): the host learns of an <|im_end|> one frame late while
+Between two steps it drops what was stopped or cancelled, admits waiting requests into free slots,
+prefills at most `prefill_chunk` prompt positions among them (several short prompts, or one chunk of a
+long one: a running stream never waits longer than one chunk for its next frame, however many arrive),
+launches the step over every generating slot, and only then reads the previous step's frames (copied to
+the host without blocking): the host learns of an <|im_end|> one frame late while
 the device is already computing the next one, so nothing waits on the device inside a frame. A
 request's frames go to its `FrameStream` as they are known; its slot is free for the next request as
 soon as it ends. A step that fails (out of memory) fails the requests in it; the rest go on.
@@ -116,6 +118,15 @@ class HostCopy:
 
 
 @dataclass
+class _Prefill:
+    """A request admitted to a slot whose prompt is being prefilled: positions [0, done) are in the cache."""
+
+    stream: FrameStream
+    done: int = 0
+    restored: bool | None = None  # its voice's prefix came from the prefix cache (None: not yet looked up)
+
+
+@dataclass
 class _Launched:
     owners: dict[int, FrameStream]  # slot -> request, as they were when the step was launched
     frames: HostCopy
@@ -131,13 +142,16 @@ class Scheduler:
         *,
         max_waiting: int,
         prefix_cache: PrefixCache | None = None,
+        prefill_chunk: int = 256,
     ):
         self.decoder, self.runner, self.prefix_cache = decoder, runner, prefix_cache
-        self.capacity, self.max_waiting = decoder.slots.count, max_waiting
+        self.capacity, self.max_waiting, self.prefill_chunk = decoder.slots.count, max_waiting, prefill_chunk
         self.steps_run = self.steps_failed = self.prefills = 0
+        self.longest_prefill_between_steps = 0  # prompt positions prefilled in one round, at most
         self.progress_at = time.monotonic()  # when the loop last finished a round (idle counts as progress)
         self._waiting: deque[FrameStream] = deque()
         self._running: dict[int, FrameStream] = {}
+        self._prefilling: dict[int, _Prefill] = {}  # slot -> request, in the order they were admitted
         self._positions = [0] * self.capacity  # the host's mirror of each slot's next position
         self._cond = threading.Condition()
         self._closed = False
@@ -159,8 +173,8 @@ class Scheduler:
         return stream
 
     def load(self) -> tuple[int, int]:
-        """(requests generating, requests waiting)."""
-        return len(self._running), len(self._waiting)
+        """(requests generating, requests waiting: queued, or being prefilled)."""
+        return len(self._running), len(self._waiting) + len(self._prefilling)
 
     def close(self) -> None:
         with self._cond:
@@ -175,14 +189,15 @@ class Scheduler:
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    while not (self._closed or self._waiting or self._running or pending):
+                    while not (self._closed or self._waiting or self._running or self._prefilling or pending):
                         self.progress_at = time.monotonic()
                         self._cond.wait(1.0)
                     if self._closed:
                         break
                 try:
                     self._drop_stopped()
-                    fresh = self._admit()
+                    self._admit()
+                    fresh = self._prefill_round()
                     launched = self._launch() if self._running else None
                     if pending is not None:
                         self._deliver(pending)
@@ -193,23 +208,25 @@ class Scheduler:
                     self._fail_running(exc)
                 self.progress_at = time.monotonic()
         closed = EngineClosedError("the fish engine is shut down")
-        for stream in [*self._running.values(), *self._waiting]:
+        for stream in [*self._running.values(), *(p.stream for p in self._prefilling.values()), *self._waiting]:
             stream.finish(closed)
 
     def _drop_stopped(self) -> None:
         for slot, stream in list(self._running.items()):
             if stream.stopped:
                 self._release(slot)
+        for slot, prefill in list(self._prefilling.items()):
+            if prefill.stream.stopped:
+                self._abandon(slot)
         with self._cond:
             for stream in [s for s in self._waiting if s.stopped]:
                 self._waiting.remove(stream)
                 stream.finish()
             self._cond.notify_all()
 
-    def _admit(self) -> list[tuple[int, FrameStream, HostCopy]]:
-        """Prefill waiting requests into free slots; their first frames, on their way to the host."""
-        fresh = []
-        while len(self._running) < self.capacity:
+    def _admit(self) -> None:
+        """Waiting requests into free slots."""
+        while len(self._running) + len(self._prefilling) < self.capacity:
             with self._cond:
                 if not self._waiting:
                     break
@@ -218,28 +235,55 @@ class Scheduler:
             if stream.stopped:
                 stream.finish()
                 continue
-            slot = min(set(range(self.capacity)) - set(self._running))
+            slot = min(set(range(self.capacity)) - set(self._running) - set(self._prefilling))
+            self._prefilling[slot] = _Prefill(stream)
+
+    def _prefill_round(self) -> list[tuple[int, FrameStream, HostCopy]]:
+        """Prefill up to `prefill_chunk` positions among the admitted requests, oldest first: a prompt that
+        fits is finished (its first frame sampled and on its way to the host), a longer one advances a chunk."""
+        fresh, budget = [], self.prefill_chunk
+        for slot, prefill in list(self._prefilling.items()):
+            if budget <= 0:
+                break
+            request = prefill.stream.request
+            if prefill.restored is None:  # looked up at its first chunk: one admitted with it may store it first
+                prefill.restored = self._restore_prefix(slot, request)
+                prefill.done = request.prefix if prefill.restored else 0
+            end = min(prefill.done + budget, request.prompt.shape[1])
             try:
-                frame = self._prefill(slot, stream.request)
+                if end < request.prompt.shape[1]:
+                    self.decoder.extend(slot, request.prompt, prefill.done, end)
+                else:
+                    fresh.append((slot, prefill.stream, HostCopy(self._finish_prefill(slot, prefill)[0])))
             except Exception as exc:
-                self.decoder.free(slot)
-                stream.finish(self._failure(exc, "prefill"))
+                self._abandon(slot, self._failure(exc, "prefill"))
                 continue
-            self._running[slot] = stream
-            self._positions[slot] = stream.request.prompt.shape[1]
-            fresh.append((slot, stream, HostCopy(frame[0])))
+            budget -= end - prefill.done
+            prefill.done = end
+        self.longest_prefill_between_steps = max(self.longest_prefill_between_steps, self.prefill_chunk - budget)
         return fresh
 
-    def _prefill(self, slot: int, request: FrameRequest) -> Tensor:
-        self.prefills += 1
+    def _restore_prefix(self, slot: int, request: FrameRequest) -> bool:
         prefix = request.prompt[:, : request.prefix]
-        cached = (
-            request.prefix if request.prefix and self.prefix_cache and self.prefix_cache.restore(slot, prefix) else 0
-        )
-        frame = self.decoder.start(slot, request.prompt, request.sampling, cached)
-        if request.prefix and self.prefix_cache and not cached:
-            self.prefix_cache.store(slot, prefix)
+        return bool(request.prefix and self.prefix_cache and self.prefix_cache.restore(slot, prefix))
+
+    def _finish_prefill(self, slot: int, prefill: _Prefill) -> Tensor:
+        """The prompt's last positions, and its first frame: the request generates from the next step on."""
+        request = prefill.stream.request
+        frame = self.decoder.start(slot, request.prompt, request.sampling, prefill.done)
+        self.prefills += 1
+        if request.prefix and self.prefix_cache and not prefill.restored:
+            self.prefix_cache.store(slot, request.prompt[:, : request.prefix])
+        del self._prefilling[slot]
+        self._running[slot] = prefill.stream
+        self._positions[slot] = request.prompt.shape[1]
         return frame
+
+    def _abandon(self, slot: int, error: BaseException | None = None) -> None:
+        """A request stopped (or failed) while its prompt was prefilled: its slot is free."""
+        prefill = self._prefilling.pop(slot)
+        self.decoder.free(slot)
+        prefill.stream.finish(error)
 
     def _launch(self) -> _Launched:
         """One step over every occupied slot; its frames start their copy to the host."""
