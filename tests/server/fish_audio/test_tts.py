@@ -108,6 +108,16 @@ def test_sample_rate_and_bitrate_are_applied(url):
     assert len(pcm) / 2 / 16000 == pytest.approx(audio.duration_s, rel=0.15)  # Piper varies a little
 
 
+def test_opus_bitrate_is_taken_in_kbps_or_bps(url):
+    """Fish's SDK sends kbps (24), LiveKit's plugin bps (24000), as Fish's API now documents it."""
+    low, low_bps, high_bps = (
+        post_msgpack(url, {"text": TEXT, "format": "opus", "opus_bitrate": n}) for n in (24, 24000, 64000)
+    )
+    assert low_bps.status_code == high_bps.status_code == 200, high_bps.text
+    assert len(low_bps.content) == pytest.approx(len(low.content), rel=0.05)
+    assert len(high_bps.content) > 1.5 * len(low_bps.content)
+
+
 def test_json_client_with_a_base64_reference_is_answered_in_the_default_voice_with_a_warning(url, speech):
     fields = {"text": TEXT, "references": [{"audio": speech_b64(speech, "flac"), "text": "The quick brown fox"}]}
     reply = httpx.post(f"{url}/v1/tts", json=fields, headers=AUTH, timeout=120)
@@ -334,7 +344,8 @@ _plausible = {
     "streaming": st.booleans(),
     "sample_rate": st.sampled_from([None, 8000, 24000, 32000, 44100, 48000, 11025, 0]),
     "mp3_bitrate": st.sampled_from([64, 128, 192, 100]),
-    "opus_bitrate": st.sampled_from([-1000, 24, 32, 64, 7]),
+    "opus_bitrate": st.sampled_from([-1000, 24, 32, 64, 7, 64000, 64001]),
+    "features": st.lists(st.sampled_from(["quality-guard", ""]) | st.integers(), max_size=2),
     "temperature": st.floats(0, 2) | st.booleans(),
     "top_p": st.floats(0, 2),
     "seed": st.integers(-5, 2**64),

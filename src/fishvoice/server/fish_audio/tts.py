@@ -13,7 +13,7 @@ Fields and defaults are theirs. What each does here:
 - accepted and checked, with no effect: how fish-speech batches and chunks its work (`chunk_length`,
   `min_chunk_length`, `latency` here (/v1/tts/live's cuts by it), `use_memory_cache`, `max_new_tokens`,
   `stream_tokens`, `stream_chunk_size`, `condition_on_previous_chunks`, `early_stop_threshold`,
-  `prosody.normalize_loudness`): speech here is split by sentence.
+  `prosody.normalize_loudness`, `features`): speech here is split by sentence.
 
 Errors are OpenAI's shape, as on every /v1/* route (server/errors.py).
 
@@ -83,7 +83,9 @@ class FishTTSRequest(_Strict):
     format: FishFormat = "wav"
     sample_rate: int | None = None  # None: 44100 Hz, 48000 Hz for opus
     mp3_bitrate: Literal[64, 128, 192] = 128  # kbps
-    opus_bitrate: Literal[-1000, 24, 32, 48, 64] = 32  # kbps; -1000: the encoder chooses
+    # kbps as fish-speech and Fish's SDK send it, or bps as Fish's API now documents it (LiveKit's plugin
+    # sends 64000); -1000: the encoder chooses
+    opus_bitrate: Literal[-1000, 24, 32, 48, 64, 24000, 32000, 48000, 64000] = 32
     references: list[FishReference | Annotated[list[FishReference], Field(min_length=1)]] = Field(
         default_factory=list,
         max_length=MAX_REFERENCES,
@@ -108,6 +110,8 @@ class FishTTSRequest(_Strict):
     stream_chunk_size: int = Field(20, ge=1, le=200)
     condition_on_previous_chunks: bool = True
     early_stop_threshold: float = Field(1.0, ge=0.0, le=1.0)
+    # Fish Audio's server-side options (LiveKit's plugin always sends `quality-guard`, a retry on bad output)
+    features: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=16)
 
     @field_validator("text")
     @classmethod
@@ -131,6 +135,13 @@ class FishTTSRequest(_Strict):
     @property
     def rate(self) -> int:
         return self.sample_rate or (OPUS_RATE if self.format == "opus" else 44100)
+
+    @property
+    def opus_bps(self) -> int | None:
+        """The Opus bitrate in bits per second; None where the encoder chooses."""
+        if self.opus_bitrate == -1000:
+            return None
+        return self.opus_bitrate if self.opus_bitrate >= 1000 else self.opus_bitrate * 1000
 
 
 _AUDIO_FIELD = "must be the audio file (bytes, or a base64 string)"
@@ -250,9 +261,7 @@ def stream_encoder(request: FishTTSRequest) -> StreamEncoder:
     if request.format == "mp3":
         return StreamEncoder("mp3", request.rate, request.mp3_bitrate * 1000)
     if request.format == "opus":
-        return StreamEncoder(
-            "opus", request.rate, None if request.opus_bitrate == -1000 else request.opus_bitrate * 1000
-        )
+        return StreamEncoder("opus", request.rate, request.opus_bps)
     return StreamEncoder("pcm16" if request.format == "pcm" else "wav", request.rate)
 
 
