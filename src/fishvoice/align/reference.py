@@ -31,7 +31,8 @@ _PACE = 1.2
 _CRUMB = 6  # frames: a voiced run this short, alone beyond a pause at a span's edge, is the next word's
 _PAUSE = 8  # frames of silence that make a pause
 _BETWEEN_WORDS = 15  # frames of silence that part two words (a stop consonant's closure is shorter)
-_NEAR = 15  # frames: how far from a warped boundary a pause may lie and still be taken for it
+_COLLAPSED = 0.1  # seconds: a word found shorter than this was put in the wrong place
+_NEAR = 35  # frames: how far from a warped boundary a pause may lie and still be taken for it
 _STEPS = np.array([[1, 1], [0, 1], [1, 0]])
 _STEP_COSTS = np.array([0.0, 1.0, 1.0])
 _MOST_CELLS = 40_000_000  # frames x frames of the warp (20 s against 20 s is 4M): past it, words are spread
@@ -126,11 +127,16 @@ def _at_pauses(spans: list[Span], voiced: np.ndarray) -> list[Span]:
         before, after = out[i], out[i + 1]
         low, high = before.end * 100 - _NEAR, after.start * 100 + _NEAR
         middle = (before.end + after.start) * 50
-        near = [(a, b) for a, b in pauses if a < high and b > low and a > before.start * 100 and b < after.end * 100]
+        collapsed = after.end - after.start < _COLLAPSED  # a short word the warp squeezed into its neighbour
+        near = [
+            (a, b)
+            for a, b in pauses
+            if a < high and b > low and a > before.start * 100 and (b < after.end * 100 or collapsed)
+        ]
         if near:
             start, stop = min(near, key=lambda pause: abs((pause[0] + pause[1]) / 2 - middle))
             out[i] = Span(before.start, start / 100, before.weight)
-            out[i + 1] = Span(stop / 100, after.end, after.weight)
+            out[i + 1] = Span(stop / 100, max(after.end, stop / 100), after.weight)
     return out
 
 
