@@ -377,8 +377,8 @@ _fields = st.one_of(
 def _packed(fields) -> bytes:
     try:
         return msgpack.packb(fields)
-    except (OverflowError, ValueError, TypeError):  # a seed past 64 bits cannot be packed: send it as JSON
-        return json.dumps(fields).encode()
+    except (OverflowError, ValueError, TypeError):  # a number past 64 bits cannot be packed: send it as JSON
+        return json.dumps(fields, default=repr).encode()  # (bytes, which JSON has not, as their repr)
 
 
 _bodies = st.one_of(
