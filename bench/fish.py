@@ -47,7 +47,9 @@ def random_model(layout: str, device: torch.device, dtype: torch.dtype) -> DualA
     return model.eval()
 
 
-def build(layout: str, args: argparse.Namespace, slots: int, quant: str = "none") -> FishEngine:
+def build(
+    layout: str, args: argparse.Namespace, slots: int, quant: str = "none", prefill_chunk: int | None = None
+) -> FishEngine:
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = random_model(layout, device, dtype)
@@ -64,7 +66,7 @@ def build(layout: str, args: argparse.Namespace, slots: int, quant: str = "none"
         compile=args.compile,
         cuda_graphs=not args.eager,
         compile_cache=args.compile_cache,
-        prefill_chunk=getattr(args, "chunk", args.prefill_chunk),
+        prefill_chunk=prefill_chunk or args.prefill_chunk,
     )
 
 
@@ -186,8 +188,7 @@ def burst_report(layout: str, args: argparse.Namespace) -> None:
         ("whole prompts at once", args.prompt * slots),
         (f"chunks of {args.prefill_chunk}", args.prefill_chunk),
     ):
-        args.chunk = chunk
-        engine = build(layout, args, slots)
+        engine = build(layout, args, slots, prefill_chunk=chunk)
         rows[name] = burst(engine, args, args.burst)
         engine.close()
     print(f"\n{layout}: {args.burst} requests arrive at once beside 2 generating ({args.prompt}-position prompts)")

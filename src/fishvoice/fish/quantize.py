@@ -1,8 +1,8 @@
 """Weight-only int8, in the manner of gpt-fast: each linear weight of the slow and fast transformers stored as
 int8 with one scale per output channel, and the output head's rows with them (a quantized copy where the
 head is the token embeddings), and the codebooks' embedding table. The token embeddings, norms and the
-codec stay as they are. A matmul reads a quarter
-of fp32's bytes, half of bf16's: what decode, bound by reading the weights, is paid for.
+codec stay as they are. A matmul reads a quarter of fp32's bytes, half of bf16's: what decode, bound by
+reading the weights, is paid for.
 
 The matmul is torch's own fused kernel where it has one for the device (`_weight_int8pack_mm` on the CPU);
 on CUDA the int8 weight is widened inside the matmul's expression, which the compiled step fuses into one
@@ -95,24 +95,27 @@ def int8_linear(x: Tensor, weight: Tensor, scales: Tensor, bias: Tensor | None =
 
 def quantize_model(model: DualAR) -> DualAR:
     """`model` with every linear layer of both transformers, the fast transformer's input projection and
-    output, and an untied output head as Int8Linear (in place); returns it."""
-    for owner, name, linear in list(_linears(model)):
-        setattr(owner, name, Int8Linear.of(linear.weight, linear.bias))
-    codebooks = model.codebook_embeddings
-    assert isinstance(codebooks, nn.Embedding)
-    model.codebook_embeddings = Int8Embedding.of(codebooks.weight)
-    model.quantization = METHOD
-    return model
+    output, an untied output head and the codebooks' table in int8 (in place); returns it."""
+    return _as_int8(model, filled=True)
 
 
 def empty_int8_model(model: DualAR) -> DualAR:
     """The structure of `quantize_model(model)` (weights not yet loaded): for a checkpoint saved quantized,
     built on the meta device before its weights are assigned."""
+    return _as_int8(model, filled=False)
+
+
+def _as_int8(model: DualAR, filled: bool) -> DualAR:
+    """The layers quantization replaces, replaced: quantized from their weights, or `filled` False empty."""
     for owner, name, linear in list(_linears(model)):
-        setattr(owner, name, Int8Linear(linear.in_features, linear.out_features, linear.bias is not None))
+        if filled:
+            setattr(owner, name, Int8Linear.of(linear.weight, linear.bias))
+        else:
+            setattr(owner, name, Int8Linear(linear.in_features, linear.out_features, linear.bias is not None))
     codebooks = model.codebook_embeddings
     assert isinstance(codebooks, nn.Embedding)
-    model.codebook_embeddings = Int8Embedding(codebooks.num_embeddings, codebooks.embedding_dim)
+    table = codebooks.weight
+    model.codebook_embeddings = Int8Embedding.of(table) if filled else Int8Embedding(table.shape[0], table.shape[1])
     model.quantization = METHOD
     return model
 
@@ -132,7 +135,7 @@ def _linears(model: DualAR) -> Iterator[tuple[nn.Module, str, nn.Linear]]:
 def candidate_head(model: DualAR, rows: Tensor) -> Tensor | Int8Linear:
     """The output projection's `rows` (the tokens a frame may draw): a float weight, or for a quantized
     model an Int8Linear of them (the untied head's own int8 rows, or the embeddings' rows quantized)."""
-    if getattr(model, "quantization", None) != METHOD:
+    if model.quantization != METHOD:
         return model.head_weight().detach()[rows].contiguous()
     if model.config.tie_word_embeddings:
         return Int8Linear.of(model.embeddings.weight.detach()[rows])
