@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from . import metrics
 from .asr.base import ASR, Transcript
 from .audio import Audio
 from .context import fit_context
@@ -168,7 +169,8 @@ class Assistant:
             )
         started = time.perf_counter()
         speech = await run_in_thread(load_speech, request.user_audio, "user_audio")
-        heard: Transcript = await run_in_thread(self.asr.transcribe, speech)
+        with metrics.hearing():
+            heard: Transcript = await run_in_thread(self.asr.transcribe, speech)
         reply.asr_s = time.perf_counter() - started
         text = heard.text.strip()
         if not text:
@@ -220,12 +222,14 @@ class Assistant:
     ) -> AsyncGenerator[TextEvent | AudioEvent | WordsEvent, None]:
         """The pipeline's pieces as events, each audio piece encoded as the request asks."""
         watched = fail_on_stall(words, self.backend_timeout_s, f"the LLM ({self.llm.name})")
-        llm_started = time.perf_counter()
+        llm_started, first_token_s = time.perf_counter(), None
         async with aclosing(speech_pipeline(watched, speak)) as pieces:
             async for piece in pieces:
                 if isinstance(piece, Usage):  # the LLM's last item
                     reply.usage, reply.llm_s = piece, time.perf_counter() - llm_started
+                    metrics.llm_wrote(self.llm.name, first_token_s, piece.completion_tokens, reply.llm_s)
                 elif isinstance(piece, str):
+                    first_token_s = first_token_s or time.perf_counter() - llm_started
                     reply.text.append(piece)
                     yield TextEvent(piece)
                 elif isinstance(piece, Words):

@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     )
     debug: bool = False
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text lines, or one JSON object a line (with the request's trace id, route, job)"
+    )
+    metrics_auth: bool = Field(False, description="/metrics asks for the bearer key, as the API routes do")
 
     @field_validator("jobs")
     @classmethod

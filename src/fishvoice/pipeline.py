@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import metrics
 from .align.reference import shared_reference_aligner
 from .align.words import Span, TextWord, assign, caller_words
 from .audio import Audio, TimeStretch, resample
@@ -162,6 +163,8 @@ async def _speak_chunks(
                             continue
                         now = time.perf_counter()
                         pieces.put_nowait(Spoken(piece, chunk, now - started, number))
+                        if heard == 0.0:  # the first audio of the whole reply
+                            metrics.first_audio()
                         started, heard = now, heard + piece.duration_s
                         first_out.set()
                 first_out.set()  # nor does one whose voice made no audio
@@ -177,7 +180,9 @@ async def _time_words(
 ) -> None:
     """A chunk's words, found in a thread, sent on in the pipeline's time (the chunk began at `said.start`)
     once the chunk before has sent its own: words come out in the order they are spoken."""
+    started = time.perf_counter()
     timings = await run_in_thread(words.find)
+    metrics.ALIGN_SECONDS.observe(time.perf_counter() - started)
     if after is not None:
         await after
     at = said.start
@@ -221,7 +226,7 @@ def voice_speaker(
         stretch = TimeStretch(speed, sample_rate) if speed != 1.0 else None
         spans: list[Span] = []  # the words the voice located, in seconds of the chunk
         said: list[Audio] = []  # the chunk's audio, aligned where the voice locates no words
-        at = 0.0
+        at, started = 0.0, time.perf_counter()
         # Closed explicitly, so a cancelled reply stops the voice's thread at once, not when collected.
         async with aclosing(fail_on_stall(pieces, stall_s, f"the voice ({tts.name})")) as audio:
             async for piece, located in audio:
@@ -235,6 +240,7 @@ def voice_speaker(
                     yield out
         if stretch is not None and (rest := await run_in_thread(stretch.flush)).samples.size:
             yield rest
+        metrics.spoke(tts.name, at, time.perf_counter() - started)
         if word_timings:
             words = caller_words(written, numbers_in_words=numbers_in_words)
             yield TimeWords(functools.partial(_timings, words, spans, said, without_markers(text), speed))

@@ -16,6 +16,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pythonjsonlogger.json import JsonFormatter
+
+from . import tracing
 from .config import Settings
 
 log = logging.getLogger(__name__)
@@ -28,11 +31,39 @@ REDACTED = "[redacted]"
 
 
 def prepare_process(settings: Settings) -> None:
-    """What a long-running fishvoice process sets up first: logging (keys redacted), and a cap on malloc arenas."""
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """What a long-running fishvoice process sets up first: logging (keys redacted, each line with its request's
+    trace), and a cap on malloc arenas."""
+    handler = logging.StreamHandler()
+    handler.addFilter(_with_trace)
+    handler.setFormatter(_JSON if settings.log_format == "json" else _TextFormatter(_TEXT))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP call drowns what matters
     redact_logs(settings.api_keys())
     cap_malloc_arenas()
+
+
+_TEXT = "%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s"
+# One object a line: the request's fields (trace_id, route, job_id; a request's line adds its method, path, status
+# and duration_ms) beside the time, level, logger and message.
+_JSON = JsonFormatter(
+    "%(asctime)s %(levelname)s %(name)s %(message)s",
+    rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+)
+
+
+def _with_trace(record: logging.LogRecord) -> bool:
+    """Every line says which request it belongs to (empty outside one)."""
+    trace = tracing.current()
+    record.trace_id, record.route, record.job_id = trace.trace_id, trace.route, trace.job_id
+    return True
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ids = {"trace": getattr(record, "trace_id", ""), "job": getattr(record, "job_id", "")}
+        found = " ".join(f"{name}={value}" for name, value in ids.items() if value)
+        record.context = f" [{found}]" if found else ""
+        return super().format(record)
 
 
 def redact(text: str, secrets: Sequence[str] = ()) -> str:

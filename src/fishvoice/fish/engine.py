@@ -221,6 +221,12 @@ class FishEngine:
             "prefix_misses": cache.misses if cache else 0,
             "graph_replays": scheduler.runner.replays,
             "codec_batches": self.codec_worker.batches,
+            "codec_chunks": self.codec_worker.chunks,
+            "frames": scheduler.frames_made,
+            "step_s": scheduler.step_s,
+            "prefill_s": scheduler.prefill_s,
+            "prefill_positions": scheduler.prefill_positions,
+            "out_of_memory": scheduler.out_of_memory,
             "warmup_s": self.warmup_s,
         }
 

@@ -148,6 +148,9 @@ class Scheduler:
         self.capacity, self.max_waiting, self.prefill_chunk = decoder.slots.count, max_waiting, prefill_chunk
         self.steps_run = self.steps_failed = self.prefills = 0
         self.longest_prefill_between_steps = 0  # prompt positions prefilled in one round, at most
+        # What operators watch (the server's /metrics): totals since start.
+        self.frames_made = self.prefill_positions = self.out_of_memory = 0
+        self.step_s = self.prefill_s = 0.0  # the host's time in rounds that stepped (less prefill), in prefill
         self.progress_at = time.monotonic()  # when the loop last finished a round (idle counts as progress)
         self._waiting: deque[FrameStream] = deque()
         self._running: dict[int, FrameStream] = {}
@@ -195,14 +198,17 @@ class Scheduler:
                     if self._closed:
                         break
                 try:
+                    started = time.perf_counter()
                     self._drop_stopped()
                     self._admit()
                     fresh = self._prefill_round()
+                    prefilled = time.perf_counter()
                     launched = self._launch() if self._running else None
                     if pending is not None:
                         self._deliver(pending)
                     self._deliver_first(fresh)
                     pending = launched
+                    self._timed(started, prefilled, stepped=launched is not None)
                 except Exception as exc:
                     pending = None
                     self._fail_running(exc)
@@ -210,6 +216,12 @@ class Scheduler:
         closed = EngineClosedError("the fish engine is shut down")
         for stream in [*self._running.values(), *(p.stream for p in self._prefilling.values()), *self._waiting]:
             stream.finish(closed)
+
+    def _timed(self, started: float, prefilled: float, stepped: bool) -> None:
+        """A round's time: its prefill's, and the rest where it stepped (the time between two frames)."""
+        self.prefill_s += prefilled - started
+        if stepped:
+            self.step_s += time.perf_counter() - prefilled
 
     def _drop_stopped(self) -> None:
         for slot, stream in list(self._running.items()):
@@ -256,9 +268,10 @@ class Scheduler:
                 else:
                     fresh.append((slot, prefill.stream, HostCopy(self._finish_prefill(slot, prefill)[0])))
             except Exception as exc:
-                self._abandon(slot, self._failure(exc, "prefill"))
+                self._abandon(slot, self._failure(exc, "prefill", 1))
                 continue
             budget -= end - prefill.done
+            self.prefill_positions += end - prefill.done
             prefill.done = end
         self.longest_prefill_between_steps = max(self.longest_prefill_between_steps, self.prefill_chunk - budget)
         return fresh
@@ -300,11 +313,13 @@ class Scheduler:
 
     def _deliver(self, launched: _Launched) -> None:
         frames = launched.frames.numpy()
+        self.frames_made += len(launched.owners)
         for slot, stream in launched.owners.items():
             if self._running.get(slot) is stream and stream.accept(frames[slot]):
                 self._release(slot)
 
     def _deliver_first(self, fresh: list[tuple[int, FrameStream, HostCopy]]) -> None:
+        self.frames_made += len(fresh)
         for slot, stream, frame in fresh:
             if self._running.get(slot) is stream and stream.accept(frame.numpy()):
                 self._release(slot)
@@ -318,12 +333,14 @@ class Scheduler:
     def _fail_running(self, exc: Exception) -> None:
         """A step failed: every request in it fails; the engine goes on with the next ones."""
         self.steps_failed += 1
-        error = self._failure(exc, "frame step")
+        error = self._failure(exc, "frame step", len(self._running))
         for slot in list(self._running):
             self._release(slot, error)
 
-    def _failure(self, exc: Exception, where: str) -> StepFailedError:
+    def _failure(self, exc: Exception, where: str, requests: int) -> StepFailedError:
+        """The error `requests` requests fail with."""
         if _out_of_memory(exc):
+            self.out_of_memory += requests
             log.error("fish %s ran out of memory; its requests fail, the engine goes on", where)
             if self.decoder.device.type == "cuda":
                 torch.cuda.empty_cache()

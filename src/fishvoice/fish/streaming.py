@@ -83,6 +83,7 @@ class CodecWorker:
         self._cuda = new_stream(device) if device.type == "cuda" else None
         self._jobs: queue.SimpleQueue[_Decode | _Call | None] = queue.SimpleQueue()
         self.batches = 0  # decode calls made, for the stats: fewer than chunks when requests share one
+        self.chunks = 0  # requests' chunks decoded
         self._thread = threading.Thread(target=self._loop, name="fish-codec", daemon=True)
         self._thread.start()
 
@@ -133,7 +134,7 @@ class CodecWorker:
         try:
             state = DecodeState.stack([job.stream.state or self.codec.start_decoding() for job in group])
             audio = self.codec.decode_next(torch.from_numpy(np.stack([job.codes for job in group])), state)
-            self.batches += 1
+            self.batches, self.chunks = self.batches + 1, self.chunks + len(group)
             for job, row, part in zip(group, audio.float().cpu().numpy(), state.split(), strict=True):
                 job.stream.state = part
                 job.result.set_result(row)

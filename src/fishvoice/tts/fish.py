@@ -120,6 +120,10 @@ class FishTTS:
             log.exception("fish voice failed")
             raise FishvoiceError("backend_unavailable", f"the voice failed: {type(exc).__name__}: {exc}") from exc
 
+    def engine_stats(self) -> dict[str, Any]:
+        """The engine's totals and load, for /metrics."""
+        return self.engine.stats()
+
     def progress(self) -> dict[str, Any]:
         """The engine's slots, and whether its scheduler still steps (/health). A scheduler stuck inside a
         step (a device call that never returns) cannot be taken back in this process: it is reported, and

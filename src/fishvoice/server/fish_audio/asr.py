@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ... import metrics
 from ...asr.base import ASR, Transcript
 from ...errors import FishvoiceError
 from ...speech_service import SpeechService, no_asr
@@ -112,7 +113,8 @@ def build_asr_router(speech: SpeechService, asr: ASR | None, auth: Auth, max_bod
             raise no_asr("audio")
         audio = await run_in_thread(speech_from_bytes, fields.audio, "audio", 0)
         async with speech.work:
-            transcript = await run_in_thread(asr.transcribe, audio, language=fields.language, prompt=None)
+            with metrics.hearing():
+                transcript = await run_in_thread(asr.transcribe, audio, language=fields.language, prompt=None)
         return JSONResponse(asr_answer(transcript, not fields.ignore_timestamps).model_dump())
 
     return router

@@ -32,6 +32,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import Field, field_validator
 from starlette.websockets import WebSocketState
 
+from ... import tracing
 from ...errors import FishvoiceError, as_api_error
 from ...pipeline import Spoken, Words
 from ...speech_service import SpeechService
@@ -232,6 +233,7 @@ class LiveSession:
             while (text := await utterance.pieces.get()) is not None:
                 utterance.waiting_chars -= len(text)
                 utterance.speaking = True
+                tracing.restart_clock()  # this piece's first audio is timed from when it is taken up
                 pieces = self.speech.spoken(
                     text, voice, request.rate, speed, tts=tts, normalize=request.normalize, word_timings=self.timed
                 )

@@ -78,7 +78,8 @@ class InProcessJobStore:
             record = self._records.get(self._queue.popleft())
             if record is not None and record.job.status == IN_QUEUE:
                 record.job.status, record.job.started_at = IN_PROGRESS, time.time()
-                return ClaimedJob(record.job.id, record.job.namespace, record.input)
+                job = record.job
+                return ClaimedJob(job.id, job.namespace, record.input, job.queued_at, job.trace_id)
         return None
 
     async def append_event(self, job_id: str, index: int, event: Event) -> None:

@@ -71,6 +71,7 @@ class JobView:
     finished_at: float | None = None
     output: dict[str, Any] | None = None
     error: str | None = None
+    trace_id: str = ""  # the trace of the request that queued it: its run's log lines carry it, on any server
 
     @property
     def is_final(self) -> bool:

@@ -48,29 +48,31 @@ CLOSE_WAIT_S = 5.0  # how long closing waits for the store's own tasks to stop
 BLOCK_S = 1  # how long `claim` waits on the queue before answering None
 LISTEN_WAIT_S = 5.0  # how long `open` waits for the subscription before going on without it
 
-# KEYS: job, queue. ARGV: queue size, id, namespace, input, queued_at, keep ms. A job kept already is
+# KEYS: job, queue. ARGV: queue size, id, namespace, input, queued_at, keep ms, trace id. A job kept already is
 # this step sent again.
 ENQUEUE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
 if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'namespace', ARGV[3], 'status', 'IN_QUEUE', 'input', ARGV[4], 'queued_at', ARGV[5])
+redis.call('HSET', KEYS[1], 'namespace', ARGV[3], 'status', 'IN_QUEUE', 'input', ARGV[4], 'queued_at', ARGV[5],
+  'trace', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('RPUSH', KEYS[2], ARGV[2])
 return 1
 """
 
-# KEYS: job, running, claimed. ARGV: id, worker, now. Returns {namespace, input}, or nil if the job
+# KEYS: job, running, claimed. ARGV: id, worker, now. Returns {namespace, input, queued_at, trace}, or nil if the job
 # was cancelled or expired while it waited. A job this server started already is this step sent again.
 CLAIM = """
 local job = redis.call('HMGET', KEYS[1], 'status', 'worker')
-if job[1] == 'IN_PROGRESS' and job[2] == ARGV[2] then return redis.call('HMGET', KEYS[1], 'namespace', 'input') end
+local claimed = {'namespace', 'input', 'queued_at', 'trace'}
+if job[1] == 'IN_PROGRESS' and job[2] == ARGV[2] then return redis.call('HMGET', KEYS[1], unpack(claimed)) end
 if job[1] ~= 'IN_QUEUE' then
   redis.call('LREM', KEYS[3], 0, ARGV[1])
   return false
 end
 redis.call('HSET', KEYS[1], 'status', 'IN_PROGRESS', 'worker', ARGV[2], 'started_at', ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[1])
-return redis.call('HMGET', KEYS[1], 'namespace', 'input')
+return redis.call('HMGET', KEYS[1], unpack(claimed))
 """
 
 # KEYS: job, events, running, done:<status>, queue, claimed:<w> of the server ending the job.
@@ -200,6 +202,7 @@ class RedisJobStore:
             json.dumps(raw_input),
             job.queued_at,
             self._keep_ms,
+            job.trace_id,
         ]
         if not await self._script("enqueue", keys, args):
             return False
@@ -233,8 +236,8 @@ class RedisJobStore:
             keys = [self._key("job", job_id), self._key("running"), claimed]
             started = await self._script("claim", keys, [job_id, self.worker, time.time()])
             if started:  # else it was cancelled or expired while it waited: take the next
-                namespace, raw_input = started
-                return ClaimedJob(job_id, namespace, json.loads(raw_input))
+                namespace, raw_input, queued_at, trace = started
+                return ClaimedJob(job_id, namespace, json.loads(raw_input), float(queued_at or 0), trace or "")
 
     async def append_event(self, job_id: str, index: int, event: Event) -> None:
         await self._script("append_event", [self._key("events", job_id)], [index, json.dumps(event), self._keep_ms])

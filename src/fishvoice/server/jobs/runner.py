@@ -17,6 +17,7 @@ from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from typing import Any
 
+from ... import metrics, tracing
 from ...assistant import Assistant
 from ...contract import DoneEvent, ErrorEvent, ReplyRequest, guarded, parse_request
 from ...errors import FishvoiceError, as_api_error
@@ -97,12 +98,13 @@ class JobRunner:
     # What the routes ask.
     async def submit(self, raw_input: Any, namespace: str) -> JobView:
         """Queue the job; an invalid input fails it at once, as RunPod's would."""
-        job = JobView(id=new_job_id(), namespace=namespace)
+        job = JobView(id=new_job_id(), namespace=namespace, trace_id=tracing.current().trace_id)
         try:
             parse_request(raw_input)
         except FishvoiceError as exc:
             job.end(Outcome.failure(FAILED, exc))
             await self.store.record(job)
+            metrics.JOBS.labels(FAILED).inc()
             return job
         if not await self.store.enqueue(job, raw_input, self.limits.queue_size):
             raise QueueFull(self.limits.queue_size)
@@ -138,6 +140,8 @@ class JobRunner:
         this waits for it to stop. A finished job stays as it is. Returns the job's status."""
         cancelled = Outcome.cancelled("the job was cancelled")
         status = await self.store.finish(job_id, cancelled, namespace=namespace, only_from=IN_QUEUE)
+        if status == CANCELLED:
+            metrics.JOBS.labels(CANCELLED).inc()  # a queued job: this server ended it
         if status == IN_PROGRESS:
             await self.store.flag_cancel(job_id, namespace)
             status = (await self.wait(job_id, namespace, CANCEL_WAIT_S)).status
@@ -152,6 +156,7 @@ class JobRunner:
             await self.store.finish(job_id, purged, namespace=namespace, only_from=IN_QUEUE)
             for job_id in await self.store.queued(namespace)
         ]
+        metrics.JOBS.labels(CANCELLED).inc(ends.count(CANCELLED))
         return ends.count(CANCELLED)
 
     async def counts(self) -> dict[str, int]:
@@ -176,7 +181,10 @@ class JobRunner:
         except FishvoiceError as exc:  # it passed at /run; a different version of us may have queued it
             await self._record_end(claimed.id, Outcome.failure(FAILED, exc))
             return
-        task = asyncio.create_task(self._execute(claimed.id, claimed.namespace, request), name=f"job-{claimed.id}")
+        metrics.JOB_WAIT_SECONDS.observe(max(0.0, time.time() - claimed.queued_at))
+        # The job's task runs as the request that queued it: its logs carry that trace, its times start here.
+        with tracing.serving(tracing.Trace(claimed.trace_id, "job", claimed.id)):
+            task = asyncio.create_task(self._execute(claimed.id, claimed.namespace, request), name=f"job-{claimed.id}")
         self.running[claimed.id] = task
         try:
             await asyncio.wait([task])
@@ -187,7 +195,10 @@ class JobRunner:
         started = time.monotonic()
         outcome = await self._reply(job_id, namespace, request)
         await self._record_end(job_id, outcome)
-        log.info("job %s %s in %.0f ms", job_id, outcome.status, (time.monotonic() - started) * 1000)
+        seconds = time.monotonic() - started
+        metrics.JOBS.labels(outcome.status).inc()
+        metrics.JOB_SECONDS.labels(outcome.status).observe(seconds)
+        log.info("job %s %s in %.0f ms", job_id, outcome.status, seconds * 1000, extra={"duration_ms": seconds * 1000})
 
     async def _reply(self, job_id: str, namespace: str, request: ReplyRequest) -> Outcome:
         """Run the assistant, keeping each event for /stream; the outcome the final event carries, or the

@@ -32,6 +32,8 @@ class ClaimedJob:
     id: str
     namespace: str
     input: Any
+    queued_at: float = 0.0  # wall-clock time, as JobView's
+    trace_id: str = ""
 
 
 def may_end(status: str, only_from: str | None) -> bool:

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 
+from ... import metrics
 from ...asr.base import ASR, Segment, Transcript
 from ...audio import Audio
 from ...errors import FishvoiceError, as_api_error
@@ -247,10 +248,12 @@ async def _transcript_events(
                 lambda stop: asr.segments(audio, language=params.language, prompt=params.prompt, stop=stop)
             )
             async with aclosing(segments):
-                async for segment in segments:
-                    if text := segment.text.strip():
-                        yield sse_event({"type": "transcript.text.delta", "delta": f" {text}" if pieces else text})
-                        pieces.append(text)
+                with metrics.hearing():
+                    async for segment in segments:
+                        if text := segment.text.strip():
+                            delta = f" {text}" if pieces else text
+                            yield sse_event({"type": "transcript.text.delta", "delta": delta})
+                            pieces.append(text)
     except Exception as exc:
         yield sse_event({"type": "error", **_error_event(exc)})
         return
@@ -274,7 +277,8 @@ def build_transcriptions_router(
                 _transcript_events(asr, audio, params, speech.work), media_type="text/event-stream"
             )
         async with speech.work:
-            transcript = await run_in_thread(asr.transcribe, audio, language=params.language, prompt=params.prompt)
+            with metrics.hearing():
+                transcript = await run_in_thread(asr.transcribe, audio, language=params.language, prompt=params.prompt)
         return transcription_response(transcript, params.response_format)
 
     return router

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
+from ... import metrics, tracing
 from ...assistant import Assistant
 from ...contract import MAX_MESSAGE_CHARS, AudioEvent, DoneEvent, ReplyRequest, TextEvent, WordsEvent
 from ...errors import FishvoiceError, as_api_error
@@ -39,6 +41,7 @@ class Responder:
         self.work = work
         self.conversation = conversation
         self.current: Reply | None = None
+        self.turn_ended: float | None = None  # when the user's last turn ended (perf_counter), for the next reply
 
     @property
     def undecided(self) -> Reply | None:
@@ -59,6 +62,8 @@ class Responder:
             message = " ".join([*conversation.unanswered, said])[:MAX_MESSAGE_CHARS]
             guess = Guess(at, said, asyncio.get_running_loop().create_future())
             reply = self.current = Reply(summary, message, config, guess=guess)
+        if guessed is None:  # a guess learns when the turn ended once it is confirmed
+            reply.turn_ended, self.turn_ended = self.turn_ended, None
         await self.emit(reply, {"type": "response.created", "response": summary.to_dict()})
         reply.task = asyncio.create_task(self._run(reply))
         if guessed is None:  # the turn before, stored while this reply starts (a guess stores it when confirmed)
@@ -70,7 +75,15 @@ class Responder:
             assert reply.guess is not None
             reply.guess.held.append(event)
         else:
-            await self.connection.send(event)
+            await self.send(reply, event)
+
+    async def send(self, reply: Reply, event: dict[str, Any]) -> None:
+        """One of a reply's events out to the client; its first audio ends the voice-to-voice time."""
+        await self.connection.send(event)
+        if event["type"] == "response.output_audio.delta" and not reply.audio_out:
+            reply.audio_out = True
+            if reply.turn_ended is not None:
+                metrics.VOICE_TO_VOICE_SECONDS.observe(time.perf_counter() - reply.turn_ended)
 
     async def cancel(self, reason: str, *, wait: bool = False) -> None:
         """Stop the reply now: nothing more is sent from here; its generation and speech are cancelled."""
@@ -81,6 +94,8 @@ class Responder:
             self.discard(reply)
             return
         reply.cancelled = reason
+        if reason == "turn_detected":
+            metrics.REALTIME_BARGE_INS.inc()
         log.info(
             "realtime %s: reply %s cancelled (%s) after %d ms of audio",
             self.connection.session_id,
@@ -138,6 +153,7 @@ class Responder:
         )
 
     async def _run(self, reply: Reply) -> None:
+        tracing.restart_clock()  # the reply's first audio is timed from its start
         summary = reply.summary
         ids = {"response_id": summary.response_id, "item_id": summary.item_id, "output_index": 0, "content_index": 0}
         item = assistant_item(summary.item_id, "", reply.config.audio, "in_progress")

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from ... import metrics
 from ...asr.base import ASR
 from ...audio import Audio
 from ...contract import MAX_MESSAGE_CHARS
@@ -171,6 +172,8 @@ class TurnTaking:
     async def speech_stopped(self, at: int) -> None:
         item_id = self.speech_item or new_id("item")
         self.speech_item = None
+        # The speech ended `at`; the client streams in real time, so that was this long ago.
+        self.replies.turn_ended = time.perf_counter() - (self.input.end - at) / (PER_MS * 1000)
         await self.connection.send(
             {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": at // PER_MS, "item_id": item_id}
         )
@@ -202,6 +205,7 @@ class TurnTaking:
         self._hearing = asyncio.create_task(self._hear(heard, item_id, respond, self._hearing))
 
     async def _send_committed(self, item_id: str) -> None:
+        metrics.REALTIME_TURNS.inc()
         previous, self.conversation.last_item = self.conversation.last_item, item_id
         await self.connection.send(
             {"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id}
@@ -219,6 +223,7 @@ class TurnTaking:
         kept so far, then the rest as they come."""
         guess = reply.guess
         assert guess is not None
+        reply.turn_ended, self.replies.turn_ended = self.replies.turn_ended, None
         await self.replies.store_exchange()
         self.conversation.unanswered = []
         await self._send_committed(item_id)
@@ -228,7 +233,7 @@ class TurnTaking:
             event = guess.held.pop(0)
             if event["type"] == "conversation.item.added":
                 event["previous_item_id"] = item_id
-            await self.connection.send(event)
+            await self.replies.send(reply, event)
         guess.decided.set_result(True)  # from here its events go out as they come
         log.info("realtime %s: a reply begun at the pause goes out", self.connection.session_id)
 
@@ -242,7 +247,8 @@ class TurnTaking:
             # Cancelled, the recogniser skips the turn if it has not begun it, and the slot is given back
             # only once it let go of the model.
             stop = threading.Event()
-            text = await run_in_thread(lambda: asr.hear_turn(audio, language=language, stop=stop), stop=stop)
+            with metrics.hearing():
+                text = await run_in_thread(lambda: asr.hear_turn(audio, language=language, stop=stop), stop=stop)
         elapsed = round((time.perf_counter() - started) * 1000)
         log.info("realtime %s: heard %.1f s of audio in %d ms", self.connection.session_id, audio.duration_s, elapsed)
         return text
