@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port, stop, wait_for_http
 
@@ -74,3 +75,18 @@ def wait_status(http: httpx.Client, job_id: str, status: str, timeout: float = 6
         assert time.monotonic() < deadline, f"job never reached {status}: {job}"
         time.sleep(0.02)
     return job
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a /metrics scrape, by name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample(scraped: dict, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples that have `labels` (among others)."""
+    wanted = set(labels.items())
+    return sum(value for (found, has), value in scraped.items() if found == name and wanted <= has)

@@ -3,35 +3,20 @@ the probes say why a server cannot take traffic, a trace id follows a job throug
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from fishvoice import tracing
-from tests.conftest import redis_server, stop
-from tests.servers import server, start_server, wait_final
+from tests.conftest import redis_server, speech_b64, stop
+from tests.servers import sample, samples, server, start_server, wait_final
 
 KEY = "operations-test-key-0123456789"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SHORT = {"message": "Say hello.", "max_tokens": 16, "temperature": 0.1}
-
-
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of a scrape, by name and labels."""
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def sample(scraped: dict, name: str, **labels: str) -> float:
-    """The sum of `name`'s samples that have `labels` (among others)."""
-    wanted = set(labels.items())
-    return sum(value for (found, has), value in scraped.items() if found == name and wanted <= has)
 
 
 @pytest.mark.parametrize(
@@ -55,16 +40,32 @@ def test_traceparent_is_read_as_w3c_defines_it(header, valid):
 
 
 @pytest.mark.model
-def test_metrics_count_the_requests_jobs_and_speech_of_a_server(tmp_path: Path):
+@pytest.mark.parametrize("processes", ["one", "multiprocess"])
+def test_metrics_count_the_requests_jobs_and_speech_of_a_server(tmp_path: Path, speech, monkeypatch, processes):
+    if processes == "multiprocess":  # prometheus-client's shared files, as several processes of a server use
+        (tmp_path / "metrics").mkdir()
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    wav = base64.b64decode(speech_b64(speech))
     with server(tmp_path, api_key=KEY, metrics_auth="1", log_format="json") as base:
         auth = {"Authorization": f"Bearer {KEY}"}
         with httpx.Client(base_url=base, timeout=120, headers=auth) as http:
             assert httpx.get(f"{base}/metrics").status_code == 401  # FISHVOICE_METRICS_AUTH: the key is asked
             before = samples(http.get("/metrics").text)
-            job = http.post("/runsync", json={"input": {**SHORT, "conversation_id": "ops-1"}}).json()
-            assert job["status"] == "COMPLETED"
-            speech = http.post("/v1/audio/speech", json={"model": "tts-1", "input": "Two words.", "voice": "default"})
-            assert speech.status_code == 200
+            timed = {**SHORT, "conversation_id": "ops-1", "word_timestamps": True}
+            assert http.post("/runsync", json={"input": timed}).json()["status"] == "COMPLETED"
+            spoken = {"model": "tts-1", "input": "Two words.", "voice": "default"}
+            assert http.post("/v1/audio/speech", json=spoken).status_code == 200
+            assert http.post("/v1/tts", json={"text": "Hello.", "format": "wav"}).status_code == 200
+            chat = {
+                "model": "fishvoice",
+                "messages": [{"role": "user", "content": "Say hi."}],
+                "modalities": ["text", "audio"],
+                "audio": {"voice": "default", "format": "wav"},
+                "max_tokens": 16,
+            }
+            assert http.post("/v1/chat/completions", json=chat).status_code == 200
+            heard = http.post("/v1/audio/transcriptions", files={"file": ("q.wav", wav)}, data={"model": "whisper-1"})
+            assert heard.status_code == 200
             after = samples(http.get("/metrics").text)
 
     def grew(name: str, **labels: str) -> float:
@@ -75,9 +76,12 @@ def test_metrics_count_the_requests_jobs_and_speech_of_a_server(tmp_path: Path):
     assert grew("fishvoice_job_queue_wait_seconds_count") == 1
     assert grew("fishvoice_http_requests_total", route="/runsync", method="POST", code="200") == 1
     assert grew("fishvoice_first_audio_seconds_count", route="job") == 1
-    assert grew("fishvoice_first_audio_seconds_count", route="/v1/audio/speech") == 1
-    assert grew("fishvoice_llm_first_token_seconds_count") == 1
-    assert grew("fishvoice_llm_tokens_per_second_count") == 1
+    for route in ("/v1/audio/speech", "/v1/tts", "/v1/chat/completions"):
+        assert grew("fishvoice_first_audio_seconds_count", route=route) == 1, route
+    assert grew("fishvoice_asr_seconds_count", route="/v1/audio/transcriptions") == 1
+    assert grew("fishvoice_alignment_seconds_count") >= 1  # the job's words
+    assert grew("fishvoice_llm_first_token_seconds_count") == 2  # the job's and the chat's
+    assert grew("fishvoice_llm_tokens_per_second_count") == 2
     assert grew("fishvoice_speech_audio_seconds_total", voice="piper") > 0.3
     assert grew("fishvoice_speech_realtime_factor_count", voice="piper") >= 2
     appended = ("fishvoice_store_operation_duration_seconds_count", "conversations", "append_exchange")

@@ -40,7 +40,7 @@ from tests.realtime_client import (
     vad_session,
     words,
 )
-from tests.servers import server
+from tests.servers import sample, samples, server
 
 pytestmark = pytest.mark.model  # loads models (or starts a server that does)
 
@@ -97,8 +97,13 @@ def test_pauses_inside_a_turn_do_not_answer_it_early(url, tts):
 
 
 def test_speaking_over_a_reply_cancels_it_and_keeps_what_was_heard(url, question, interruption):
+    before = samples(httpx.get(f"{url}/metrics").text)
+
     async def talk() -> tuple[list[Any], int, str]:
         async with session(url, conversation_id="barge-in") as connection:
+            async with httpx.AsyncClient() as http:
+                during = samples((await http.get(f"{url}/metrics")).text)
+            assert sample(during, "fishvoice_realtime_sessions_open") >= 1
             await vad_session(connection, TALKATIVE)
             await speak(connection, question + silence(1.0))
             seen: list[Any] = []
@@ -137,6 +142,21 @@ def test_speaking_over_a_reply_cancels_it_and_keeps_what_was_heard(url, question
     assert history[1]["role"] == "assistant" and 1 <= len(kept) <= 3
     assert kept == full[: len(kept)] and len(kept) < len(full)
     assert "dogs" in words(history[2]["content"])
+
+    # What operators see: two turns, a barge-in where the reply was cut by the speech, and the time from each
+    # turn's end to its reply's first audio.
+    after = samples(httpx.get(f"{url}/metrics").text)
+
+    def grew(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert grew("fishvoice_realtime_turns_total") == 2
+    barged = done.status == "cancelled" and done.status_details.reason == "turn_detected"
+    assert grew("fishvoice_realtime_barge_ins_total") == int(barged)
+    assert grew("fishvoice_realtime_voice_to_voice_seconds_count") == 2
+    assert 0 < grew("fishvoice_realtime_voice_to_voice_seconds_sum") < 2 * WAIT_S
+    assert grew("fishvoice_first_audio_seconds_count", route="/v1/realtime") >= 2
+    assert grew("fishvoice_asr_seconds_count", route="/v1/realtime") >= 2
 
 
 def test_a_reply_truncated_to_nothing_leaves_its_question_unanswered(url):
@@ -356,8 +376,8 @@ def test_a_dropped_connection_stops_its_reply_and_keeps_what_was_sent(limited):
 
 
 def test_a_key_given_in_the_url_never_reaches_the_log(url, server_dir):
-    """Browsers can only give a WebSocket its key in the URL (`?api_key=`): uvicorn's access and WebSocket
-    lines print URLs, and no log line may show a key, right or wrong, on any route."""
+    """Browsers can only give a WebSocket its key in the URL (`?api_key=`): uvicorn's WebSocket lines and each
+    request's own line print URLs, and no log line may show a key, right or wrong, on any route."""
     wrong = "not-the-key-but-still-secret-0451"
 
     async def connect(key: str) -> str:
@@ -372,7 +392,8 @@ def test_a_key_given_in_the_url_never_reaches_the_log(url, server_dir):
         httpx.post(f"{url}/runsync?api_key={key}&token={key}", json={"input": {}}, timeout=10)
     time.sleep(0.5)  # the access lines are written
     log = "".join(path.read_text() for path in server_dir.glob("server-*.log"))
-    assert "/v1/realtime?model=fishvoice&api_key=[redacted]" in log and "/health?api_key=[redacted]" in log
+    assert "/v1/realtime?model=fishvoice&api_key=[redacted]" in log
+    assert "/runsync?api_key=[redacted]&token=[redacted]" in log
     assert KEY not in log and wrong not in log
 
 

@@ -69,4 +69,6 @@ class RequestTracing:
         metrics.HTTP_SECONDS.labels(route, method).observe(seconds)
         fields = {"method": method, "path": scope["path"], "status": status, "duration_ms": round(seconds * 1000, 1)}
         level = logging.DEBUG if route in _QUIET else logging.INFO
-        log.log(level, "%s %s %d in %.0f ms", method, scope["path"], status, seconds * 1000, extra=fields)
+        query = scope.get("query_string", b"").decode("latin-1")  # a key in it is redacted as the line is made
+        target = f"{scope['path']}?{query}" if query else scope["path"]
+        log.log(level, "%s %s %d in %.0f ms", method, target, status, seconds * 1000, extra=fields)
