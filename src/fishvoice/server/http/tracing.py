@@ -21,8 +21,9 @@ log = logging.getLogger("fishvoice.requests")
 _QUIET = {"/health", "/live", "/ready", "/metrics"}
 
 
-def name_route(connection: HTTPConnection) -> None:
-    """The request's route, as its template (`/status/{job_id}`), on its trace: for its logs and metrics."""
+async def name_route(connection: HTTPConnection) -> None:
+    """The request's route, as its template (`/status/{job_id}`), on its trace: for its logs and metrics (async:
+    FastAPI would run a plain function in a worker thread, a thread hop on every request)."""
     tracing.name_route(str(getattr(connection.scope.get("route"), "path", "")) or "unmatched")
 
 
