@@ -11,7 +11,13 @@ turns it measures:
 The sequential path (in this process, same models: wait `silence_ms`, transcribe the whole turn, write
 the whole reply, speak it whole) gives the figure voice to voice is compared with.
 
+With `--semantic` it compares turn detection instead: the time from the end of a finished question's speech
+to `input_audio_buffer.speech_stopped` with server VAD's default (500 ms of silence) and with semantic VAD
+(`eagerness: high`), and how many turns sentences paused in the middle (1.5 s after "... with") become with
+server VAD and with semantic VAD's `low`.
+
     python bench/realtime.py [--turns 20] [--silence-ms 300] [--stages]
+    python bench/realtime.py --semantic [--turns 10]
 """
 
 from __future__ import annotations
@@ -49,6 +55,12 @@ QUESTIONS = [
     "What should I cook for dinner tonight?",
 ]
 INTERRUPTION = "Please tell me about dogs instead."
+PAUSED = [  # (before the pause, after it): a sentence that trails off, then goes on
+    ("I would like to order a large pizza with", "extra cheese and mushrooms, please."),
+    ("Could you remind me to call my sister and", "my brother tomorrow morning?"),
+    ("The weather today is warm but", "it might rain later in the evening."),
+]
+SERVER_VAD = {"type": "server_vad", "silence_duration_ms": 500, "create_response": False}
 
 
 def voiced_span(audio: Audio, level: float = 0.02) -> tuple[int, int]:
@@ -195,12 +207,56 @@ async def sequential_path(silence_ms: int, turns: int) -> list[float]:
     return times
 
 
+async def turn_ends(url: str, detection: dict[str, Any], spoken: list[tuple[bytes, int]]) -> list[tuple[float, int]]:
+    """For each (speech, byte offset of its end): seconds from that offset's send time to speech_stopped, and
+    how many turns were committed, with `detection` (no replies)."""
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="bench", max_retries=0)
+    async with client.realtime.connect(model="fishvoice") as connection:
+        line = Line(connection, False)
+        listener = asyncio.create_task(line.listen())
+        await connection.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": detection}}})
+        results = []
+        for data, end in spoken:
+            since, times = len(line.events), {}
+            await line.speak(data + bytes(2 * RATE * 6), {end: "end"}, times)  # six seconds of silence after
+            stopped = [at for at, e in line.events[since:] if e.type == "input_audio_buffer.speech_stopped"]
+            committed = sum(e.type == "input_audio_buffer.committed" for _, e in line.events[since:])
+            results.append((stopped[-1] - times["end"] if stopped else float("nan"), committed))
+        listener.cancel()
+        return results
+
+
+def semantic(url: str, turns: int, tts: PiperTTS) -> None:
+    def pcm(text: str) -> bytes:
+        return to_pcm16(resample(synthesize(tts, text), RATE).samples)
+
+    questions = [pcm(QUESTIONS[n % len(QUESTIONS)]) for n in range(turns)]
+    asked = [(q, voiced_span(Audio(from_pcm16(q), RATE))[1]) for q in questions]
+    paused = []
+    for before, after in PAUSED:
+        data = pcm(before) + bytes(2 * RATE * 3 // 2) + pcm(after)
+        paused.append((data, voiced_span(Audio(from_pcm16(data), RATE))[1]))
+    high = {"type": "semantic_vad", "eagerness": "high", "create_response": False}
+    low = {"type": "semantic_vad", "eagerness": "low", "create_response": False}
+    asyncio.run(turn_ends(url, SERVER_VAD, asked[:1]))  # warm-up
+    for name, detection in (("server_vad 500 ms", SERVER_VAD), ("semantic_vad high", high)):
+        waited = [at for at, _ in asyncio.run(turn_ends(url, detection, asked))]
+        print(
+            f"{name}: a finished question's speech end to speech_stopped p50 {percentile(waited, 0.5) * 1000:.0f} ms,"
+            f" p95 {percentile(waited, 0.95) * 1000:.0f} ms over {len(waited)} questions"
+        )
+    for name, detection in (("server_vad 500 ms", SERVER_VAD), ("semantic_vad low", low)):
+        counts = [count for _, count in asyncio.run(turn_ends(url, detection, paused))]
+        print(f"{name}: {len(paused)} sentences paused 1.5 s mid-way became {counts} turns")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--silence-ms", type=int, default=300, help="server VAD's silence_duration_ms")
     parser.add_argument("--sequential-turns", type=int, default=5)
     parser.add_argument("--stages", action="store_true", help="print when each turn's events came")
+    parser.add_argument("--semantic", action="store_true", help="compare turn detection: server and semantic VAD")
     args = parser.parse_args()
     tts = PiperTTS()
     spoken = {text: to_pcm16(resample(synthesize(tts, text), RATE).samples) for text in [*QUESTIONS, INTERRUPTION]}
@@ -216,6 +272,9 @@ def main() -> None:
         try:
             url = f"http://127.0.0.1:{port}"
             wait_up(f"{url}/health")
+            if args.semantic:
+                semantic(url, args.turns, tts)
+                return
             asyncio.run(realtime(url, 1, args.silence_ms, spoken))  # warm-up: first-call costs out of the figures
             results = asyncio.run(realtime(url, args.turns, args.silence_ms, spoken, args.stages))
         finally:

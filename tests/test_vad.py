@@ -10,6 +10,7 @@ from faster_whisper.vad import get_vad_model
 from fishvoice.audio import resample
 from fishvoice.tts.base import synthesize
 from fishvoice.vad import (
+    EAGERNESS_MS,
     PAUSE_MS,
     VAD_RATE,
     WINDOW,
@@ -20,6 +21,7 @@ from fishvoice.vad import (
     StreamingVAD,
     TurnDetector,
     TurnOptions,
+    reads_finished,
 )
 
 pytestmark = pytest.mark.model  # loads models (or starts a server that does)
@@ -79,3 +81,45 @@ def test_turn_rules_on_given_probabilities():
     # Fed one window at a time, the same.
     one_by_one = TurnDetector(options)
     assert [e for p in probabilities for e in one_by_one.feed(np.array([p], np.float32))] == events
+
+
+@pytest.mark.parametrize(
+    ("transcript", "finished"),
+    [
+        ("What is the capital of France?", True),
+        ("Tell me a joke.", True),
+        ("That's great!", True),
+        ("I would like to order a pizza with", False),
+        ("I would like to order a pizza and...", False),
+        ("I'd like to.", False),  # Whisper's full stop on a sentence that asks for more
+        ("So the thing is, um.", False),
+        ("Okay, so", False),
+        ("", False),
+    ],
+)
+def test_what_reads_as_a_finished_utterance(transcript, finished):
+    assert reads_finished(transcript) is finished
+
+
+def silence_until_stop(options: TurnOptions, finished: bool | None, heard_at_ms: int = 200) -> int:
+    """ms of silence after a second of speech until the turn stops, the transcript heard `heard_at_ms` into it."""
+    turns = TurnDetector(options)
+    turns.feed(np.full(1000 // WINDOW_MS, 0.9, np.float32))
+    for window in range(8000 // WINDOW_MS):
+        if finished is not None and window * WINDOW_MS >= heard_at_ms:
+            turns.heard(finished)
+        if any(isinstance(e, SpeechStopped) for e in turns.feed(np.array([0.1], np.float32))):
+            return (window + 1) * WINDOW_MS
+    return -1
+
+
+def test_semantic_vad_waits_as_long_as_what_was_heard_asks():
+    """semantic_vad: until the pause's transcript is known the long silence holds; a finished one ends the turn
+    after the short one (at once if that much silence has passed), one that trails off after the long one;
+    speech again starts the wait over."""
+    for eagerness, (short, long) in EAGERNESS_MS.items():
+        options = TurnOptions(eagerness=eagerness)
+        assert long - WINDOW_MS < silence_until_stop(options, None) <= long + WINDOW_MS
+        assert long - WINDOW_MS < silence_until_stop(options, False) <= long + WINDOW_MS
+        assert max(short, 200) <= silence_until_stop(options, True) <= max(short, 200) + 2 * WINDOW_MS, eagerness
+    assert TurnOptions().silence_after(True) == TurnOptions().silence_after(None) == 500  # server_vad: as set

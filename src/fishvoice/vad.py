@@ -6,13 +6,20 @@ stream gets the probabilities the whole recording would. `TurnDetector` is OpenA
 speech starts when the probability crosses `threshold`, stops after `silence_ms` below it (less a
 margin, as Silero's own segmenter does), and each turn keeps `prefix_ms` of audio before its start.
 
+With `eagerness` set it is OpenAI's `semantic_vad`: the silence that ends a turn depends on what was said.
+The turn is heard where the speech pauses (as it always is, to answer within a breath); a transcript that
+reads as a finished utterance (`reads_finished`: a question, or a sentence ended without a word that asks for
+more) ends the turn after a short silence, one that trails off ("and...", "I'd like to") only after a long
+one; until the transcript is known the long one holds. `EAGERNESS_MS` gives both, per eagerness.
+
 Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -59,18 +66,51 @@ class StreamingVAD:
         return cast(npt.NDArray[np.float32], np.asarray(output, np.float32).reshape(-1))
 
 
+Eagerness = Literal["low", "medium", "high"]
+# semantic_vad's silence that ends a turn, in ms: after a finished utterance, and after one that trails off.
+EAGERNESS_MS: dict[Eagerness, tuple[int, int]] = {"high": (150, 1200), "medium": (350, 2500), "low": (800, 5000)}
+# Words a sentence does not end on: a transcript ending with one trails off, whatever its punctuation.
+_TRAILING_WORDS = (
+    "a an and as at because but by for from if in into like my of on or so than that the their then to um uh with "
+    "when where which while who your our his her its i we you they is are was were be"
+)
+_TRAILING = frozenset(_TRAILING_WORDS.split())
+
+
+def reads_finished(transcript: str) -> bool:
+    """Whether what was heard reads as a finished utterance: a question, or a sentence ended by a full stop or
+    an exclamation on a word that can end one (Whisper punctuates what it hears)."""
+    text = transcript.strip()
+    if text.endswith("?"):
+        return True
+    if not text.endswith((".", "!")) or text.endswith(".."):
+        return False
+    words = re.findall(r"[a-z']+", text.lower())
+    return bool(words) and words[-1] not in _TRAILING
+
+
 @dataclass(frozen=True)
 class TurnOptions:
-    """OpenAI's `server_vad` settings."""
+    """OpenAI's `server_vad` settings, or its `semantic_vad` (`eagerness` set)."""
 
     threshold: float = 0.5
     prefix_ms: int = 300
     silence_ms: int = 500
+    eagerness: Eagerness | None = None
+    idle_ms: int | None = None  # server_vad's idle_timeout_ms: a user silent this long after a reply is prompted
 
     @property
     def pause_ms(self) -> int:
         """Quiet long enough to call a pause, and to hear the turn while the rest of `silence_ms` passes."""
         return min(PAUSE_MS, self.silence_ms)
+
+    def silence_after(self, finished: bool | None) -> int:
+        """The silence that ends a turn: server VAD's own, or semantic VAD's for what the pause's transcript
+        reads as (None: not heard yet)."""
+        if self.eagerness is None:
+            return self.silence_ms
+        short, long = EAGERNESS_MS[self.eagerness]
+        return short if finished else long
 
 
 @dataclass(frozen=True)
@@ -97,10 +137,16 @@ class TurnDetector:
         self._speaking = False
         self._paused = False
         self._last_speech_ms = 0
+        self._silence_ms = options.silence_after(None)  # what ends the current pause, as far as it is known
 
     @property
     def speaking(self) -> bool:
         return self._speaking
+
+    def heard(self, finished: bool) -> None:
+        """The current pause's transcript reads as finished or not: semantic VAD's silence follows it."""
+        if self._paused:
+            self._silence_ms = self.options.silence_after(finished)
 
     def feed(self, probabilities: npt.NDArray[np.float32]) -> list[SpeechStarted | SpeechPaused | SpeechStopped]:
         """The changes these windows bring: a pause comes first in every stop (so its audio can be heard
@@ -112,6 +158,7 @@ class TurnDetector:
             start, self._position_ms = self._position_ms, self._position_ms + WINDOW_MS
             if probability >= self.options.threshold:
                 self._last_speech_ms, self._paused = self._position_ms, False
+                self._silence_ms = self.options.silence_after(None)
                 if not self._speaking:
                     self._speaking = True
                     events.append(SpeechStarted(start))
@@ -120,7 +167,7 @@ class TurnDetector:
                 if not self._paused and quiet_ms >= self.options.pause_ms:
                     self._paused = True
                     events.append(SpeechPaused(self._last_speech_ms))
-                if quiet_ms >= self.options.silence_ms:
+                if quiet_ms >= self._silence_ms:
                     self._speaking = False
                     events.append(SpeechStopped(self._last_speech_ms))
         return events

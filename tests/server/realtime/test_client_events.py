@@ -70,9 +70,14 @@ def session_update(session: dict[str, Any], config: SessionConfig | None = None)
             "ISO 639-1",
         ),
         (
-            {"type": "session.update", "session": {"turn_detection": {"type": "semantic_vad"}}},
+            {"type": "session.update", "session": {"turn_detection": {"type": "far_field_vad"}}},
             "session.turn_detection.type",
-            "server_vad",
+            "semantic_vad",
+        ),
+        (
+            {"type": "session.update", "session": {"turn_detection": {"type": "semantic_vad", "eagerness": "max"}}},
+            "session.turn_detection.eagerness",
+            "high",
         ),
         ({"type": "response.create", "response": {"conversation": "none"}}, "response.conversation", "auto"),
         (

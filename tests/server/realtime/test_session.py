@@ -6,6 +6,7 @@ typed turns, and bad events answered with `error` events while the session goes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -157,6 +158,69 @@ def test_speaking_over_a_reply_cancels_it_and_keeps_what_was_heard(url, question
     assert 0 < grew("fishvoice_realtime_voice_to_voice_seconds_sum") < 2 * WAIT_S
     assert grew("fishvoice_first_audio_seconds_count", route="/v1/realtime") >= 2
     assert grew("fishvoice_asr_seconds_count", route="/v1/realtime") >= 2
+
+
+@pytest.mark.parametrize(
+    ("detection", "turns"),
+    [
+        ({"type": "semantic_vad", "eagerness": "low"}, 1),  # "... a pizza with" trails off: the pause is waited out
+        ({"type": "server_vad", "silence_duration_ms": 500}, 2),  # server VAD cuts it at the pause
+    ],
+)
+def test_semantic_vad_waits_out_a_pause_in_the_middle_of_a_sentence(url, tts, detection, turns):
+    said = pcm(synthesize(tts, "I would like to order a large pizza with")) + silence(1.5)
+    said += pcm(synthesize(tts, "extra cheese and mushrooms, please.")) + silence(3.5)
+
+    async def talk() -> list[Any]:
+        async with session(url) as connection:
+            turn = {**detection, "create_response": False}
+            await connection.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": turn}}})
+            updated = await until(connection, "session.updated", [])
+            assert updated.session.audio.input.turn_detection.type == detection["type"]
+            await speak(connection, said, 20, paced=True)
+            seen: list[Any] = []
+            while sum(e.type == "conversation.item.input_audio_transcription.completed" for e in seen) < turns:
+                await until(connection, "conversation.item.input_audio_transcription.completed", seen)
+            await speak(connection, silence(0.5), 20, paced=True)  # nothing more comes
+            with contextlib.suppress(TimeoutError):
+                seen.append(await asyncio.wait_for(connection.recv(), 1.0))
+            return seen
+
+    seen = asyncio.run(talk())
+    heard = [e.transcript for e in seen if e.type == "conversation.item.input_audio_transcription.completed"]
+    assert sum(e.type == "input_audio_buffer.committed" for e in seen) == turns, heard
+    assert "pizza" in words(heard[0]) and "mushrooms" in words(heard[-1]), heard
+    assert not [e for e in seen if e.type.startswith("response.")]
+
+
+def test_a_silent_user_is_prompted_after_server_vads_idle_timeout(url):
+    async def talk() -> tuple[list[Any], float]:
+        async with session(url) as connection:
+            opened = time.monotonic()  # the idle clock starts with the session
+            detection = {"type": "server_vad", "idle_timeout_ms": 5000}
+            instructions = "Answer in one short sentence."
+            audio = {"input": {"turn_detection": detection}}
+            await connection.session.update(session={"type": "realtime", "instructions": instructions, "audio": audio})
+            updated = await until(connection, "session.updated", [])
+            assert updated.session.audio.input.turn_detection.idle_timeout_ms == 5000
+            seen: list[Any] = []
+            microphone = asyncio.create_task(speak(connection, silence(12.0), 20, paced=True))
+            try:
+                await until(connection, "input_audio_buffer.timeout_triggered", seen)
+                after_s = time.monotonic() - opened
+                await until(connection, "response.done", seen)
+            finally:
+                microphone.cancel()
+            return seen, after_s
+
+    seen, after_s = asyncio.run(talk())
+    assert 4.5 <= after_s < 8.0  # the silence lasted idle_timeout_ms (counted from just before session.created)
+    triggered = next(e for e in seen if e.type == "input_audio_buffer.timeout_triggered")
+    assert triggered.audio_end_ms - triggered.audio_start_ms == 5000
+    order = ["input_audio_buffer.timeout_triggered", "input_audio_buffer.committed", "response.created"]
+    assert in_order(seen, [*order, "response.output_audio.delta", "response.done"]), [e.type for e in seen]
+    assert seen[-1].response.status == "completed"
+    assert next(e for e in seen if e.type == "input_audio_buffer.committed").item_id == triggered.item_id
 
 
 def test_a_reply_truncated_to_nothing_leaves_its_question_unanswered(url):

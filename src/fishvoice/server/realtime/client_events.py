@@ -69,13 +69,16 @@ AudioFormat = PcmFormat | Literal["pcm16"]
 
 
 class TurnDetection(_Event):
-    type: Literal["server_vad"] = "server_vad"
+    """server_vad, or semantic_vad (its `eagerness`: auto is medium); the VAD's own settings apply to both."""
+
+    type: Literal["server_vad", "semantic_vad"] = "server_vad"
+    eagerness: Literal["low", "medium", "high", "auto"] | None = None
     threshold: Annotated[Number, Field(ge=0, le=1)] | None = None
     prefix_padding_ms: Annotated[StrictInt, Field(ge=0, le=5000)] | None = None
     silence_duration_ms: Annotated[StrictInt, Field(ge=100, le=10000)] | None = None
     create_response: StrictBool | None = None
     interrupt_response: StrictBool | None = None
-    idle_timeout_ms: Any = None  # ignored: the server's own idle limit holds
+    idle_timeout_ms: Annotated[StrictInt, Field(ge=5000, le=30000)] | None = None
 
 
 class Transcription(_Event):
@@ -300,12 +303,21 @@ def _detection(config: SessionConfig, detection: TurnDetection | None) -> Sessio
     if detection is None:
         return replace(config, turns=None)
     turns = config.turns or TurnOptions()
+    if "type" in detection.model_fields_set or detection.eagerness is not None:  # the mode, else as it was
+        typed = "type" in detection.model_fields_set
+        semantic = detection.type == "semantic_vad" if typed else turns.eagerness is not None
+        given = detection.eagerness if detection.eagerness != "auto" else "medium"
+        turns = replace(turns, eagerness=(given or turns.eagerness or "medium") if semantic else None)
     if detection.threshold is not None:
         turns = replace(turns, threshold=detection.threshold)
     if detection.prefix_padding_ms is not None:
         turns = replace(turns, prefix_ms=detection.prefix_padding_ms)
     if detection.silence_duration_ms is not None:
         turns = replace(turns, silence_ms=detection.silence_duration_ms)
+    if "idle_timeout_ms" in detection.model_fields_set:
+        turns = replace(turns, idle_ms=detection.idle_timeout_ms)
+    if turns.idle_ms is not None and turns.eagerness is not None:
+        raise invalid("turn_detection.idle_timeout_ms", "is server_vad's; semantic_vad waits as long as it needs")
     config = replace(config, turns=turns)
     if detection.create_response is not None:
         config = replace(config, create_response=detection.create_response)

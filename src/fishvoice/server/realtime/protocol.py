@@ -45,15 +45,18 @@ class SessionConfig:
     def to_dict(self, session_id: str) -> dict[str, Any]:
         """The session object of `session.created` / `session.updated`."""
         pcm = {"type": "audio/pcm", "rate": REALTIME_RATE}
-        turns = None
-        if self.turns is not None:
+        turns: dict[str, Any] | None = None
+        replies = {"create_response": self.create_response, "interrupt_response": self.interrupt_response}
+        if self.turns is not None and self.turns.eagerness is not None:
+            turns = {"type": "semantic_vad", "eagerness": self.turns.eagerness, **replies}
+        elif self.turns is not None:
             turns = {
                 "type": "server_vad",
                 "threshold": self.turns.threshold,
                 "prefix_padding_ms": self.turns.prefix_ms,
                 "silence_duration_ms": self.turns.silence_ms,
-                "create_response": self.create_response,
-                "interrupt_response": self.interrupt_response,
+                "idle_timeout_ms": self.turns.idle_ms,
+                **replies,
             }
         return {
             "type": "realtime",

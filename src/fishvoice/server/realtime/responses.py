@@ -42,6 +42,7 @@ class Responder:
         self.conversation = conversation
         self.current: Reply | None = None
         self.turn_ended: float | None = None  # when the user's last turn ended (perf_counter), for the next reply
+        self.playback_ends = 0.0  # when the last reply's audio is done playing, about (perf_counter)
 
     @property
     def undecided(self) -> Reply | None:
@@ -225,5 +226,6 @@ class Responder:
         )
         await self.emit(reply, {"type": "response.done", "response": summary.to_dict()})
         self.conversation.remember(reply, heard)
+        self.playback_ends = time.perf_counter() + reply.sent_ms / 1000  # sent faster than it plays: a bound
         if self.current is reply:
             self.current = None

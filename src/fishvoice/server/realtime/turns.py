@@ -24,7 +24,7 @@ from ...contract import MAX_MESSAGE_CHARS
 from ...errors import FishvoiceError, as_api_error
 from ...speech_service import WorkLimit
 from ...threads import run_in_thread
-from ...vad import TAIL_MS, VAD_RATE, SpeechPaused, SpeechStarted, StreamingVAD, TurnDetector
+from ...vad import TAIL_MS, VAD_RATE, SpeechPaused, SpeechStarted, StreamingVAD, TurnDetector, reads_finished
 from ...voices import MAX_REFERENCE_S
 from .connection import Connection
 from .conversation import Conversation
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 MAX_TURN_MS = int(MAX_REFERENCE_S * 1000)
 _TAIL = TAIL_MS * PER_MS
+# The user's turn when server VAD's idle_timeout_ms passed in silence: the reply prompts them to go on.
+IDLE_TURN = "(silence)"
 
 
 @dataclass
@@ -76,6 +78,7 @@ class TurnTaking:
         self._vad_position = 0
         self._hearing: asyncio.Task[None] | None = None  # transcriptions, one after another
         self._pause: PauseHearing | None = None
+        self._heard_at = time.perf_counter()  # the user's last speech, for idle_timeout_ms
 
     def busy(self) -> bool:
         return self.replies.current is not None or (self._hearing is not None and not self._hearing.done())
@@ -137,8 +140,30 @@ class TurnTaking:
             self.reset()
         elif not self._detector.speaking and self.speech_item is None:
             self.input.keep_last((turns.prefix_ms + 200) * PER_MS)
+            if turns.idle_ms is not None:
+                await self._prompt_if_idle(turns.idle_ms)
+
+    async def _prompt_if_idle(self, idle_ms: int) -> None:
+        """Server VAD's idle timeout: silent this long since the user's speech and the last reply's audio, the
+        silence is the user's turn (`input_audio_buffer.timeout_triggered`) and the reply prompts them."""
+        now = time.perf_counter()
+        if self.busy() or now - max(self._heard_at, self.replies.playback_ends) < idle_ms / 1000:
+            return
+        self._heard_at, item_id, end = now, new_id("item"), self.input.end
+        log.info("realtime %s: silent for %d ms: the user is prompted", self.connection.session_id, idle_ms)
+        await self.connection.send(
+            {
+                "type": "input_audio_buffer.timeout_triggered",
+                "audio_start_ms": max(0, end // PER_MS - idle_ms),
+                "audio_end_ms": end // PER_MS,
+                "item_id": item_id,
+            }
+        )
+        silence = self.input.take(end - idle_ms * PER_MS, end)
+        await self.commit(silence, item_id, respond=True, transcript=asyncio.create_task(_said(IDLE_TURN)))
 
     async def speech_started(self, at: int) -> None:
+        self._heard_at = time.perf_counter()
         config = self.config()
         assert config.turns is not None
         self.speech_item = new_id("item")
@@ -164,6 +189,8 @@ class TurnTaking:
     async def _guess_and_answer(self, at: int, samples: npt.NDArray[np.float32]) -> str:
         text = await self._transcribe(Audio(samples, REALTIME_RATE))
         still_pausing = self._pause is not None and self._pause.at == at and self.speech_item is not None
+        if still_pausing and self._detector is not None:
+            self._detector.heard(reads_finished(text))  # semantic VAD: what was said sets the silence to wait
         config = self.config()
         if text and still_pausing and config.create_response and self.replies.current is None and not self.closed:
             await self.replies.start(config, guessed=(at, text))
@@ -171,7 +198,7 @@ class TurnTaking:
 
     async def speech_stopped(self, at: int) -> None:
         item_id = self.speech_item or new_id("item")
-        self.speech_item = None
+        self.speech_item, self._heard_at = None, time.perf_counter()
         # The speech ended `at`; the client streams in real time, so that was this long ago.
         self.replies.turn_ended = time.perf_counter() - (self.input.end - at) / (PER_MS * 1000)
         await self.connection.send(
@@ -272,6 +299,10 @@ class TurnTaking:
                 await asyncio.gather(self.replies.current.task or asyncio.sleep(0), return_exceptions=True)
             if self.replies.current is None:
                 await self.replies.start(self.config())
+
+
+async def _said(text: str) -> str:
+    return text
 
 
 async def _recognised(transcript: asyncio.Task[str]) -> str:
