@@ -55,10 +55,12 @@ async def session(url: str, **query: str) -> AsyncIterator[Any]:
         yield connection
 
 
-async def speak(connection: Any, data: bytes, chunk_ms: int = 100, *, paced: bool = False) -> None:
+async def speak(
+    connection: Any, data: bytes, chunk_ms: int = 100, *, paced: bool = False, bytes_per_s: int = 2 * RATE
+) -> None:
     """Stream audio in chunks, as a microphone would: faster than real time, or `paced` at it (the
-    server's VAD then waits for silence in real time)."""
-    step, started = 2 * RATE * chunk_ms // 1000, time.monotonic()
+    server's VAD then waits for silence in real time). `bytes_per_s`: pcm16 at 24 kHz unless said."""
+    step, started = bytes_per_s * chunk_ms // 1000, time.monotonic()
     for n, offset in enumerate(range(0, len(data), step)):
         if paced:
             await asyncio.sleep(max(0.0, started + n * chunk_ms / 1000 - time.monotonic()))

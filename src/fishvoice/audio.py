@@ -116,12 +116,41 @@ def resample(audio: Audio, rate: int) -> Audio:
 
 def to_pcm16(samples: npt.NDArray[np.float32]) -> bytes:
     """Little-endian signed 16-bit PCM, clipped to range."""
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+    return from_float(samples).astype("<i2").tobytes()
 
 
 def from_pcm16(data: bytes) -> npt.NDArray[np.float32]:
     """Float samples from little-endian signed 16-bit PCM (to_pcm16's inverse); an odd last byte is dropped."""
     return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.float32) / 32767.0
+
+
+G711_RATE = 8000  # telephone audio: G.711 at 8 kHz, one byte a sample
+G711_CODECS = {"pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}  # mu-law (North America, Japan), A-law (elsewhere)
+
+
+def to_g711(samples: npt.NDArray[np.float32], law: str) -> bytes:
+    """8 kHz samples as G.711 bytes (`law`: pcmu or pcma), by FFmpeg's codec."""
+    if not samples.size:
+        return b""
+    encoder = av.CodecContext.create(G711_CODECS[law], "w")
+    encoder.sample_rate, encoder.format, encoder.layout = G711_RATE, "s16", "mono"  # type: ignore[attr-defined]
+    frame = av.AudioFrame.from_ndarray(from_float(samples)[None, :], format="s16", layout="mono")
+    frame.sample_rate = G711_RATE
+    return b"".join(bytes(packet) for packet in encoder.encode(frame))  # type: ignore[attr-defined]
+
+
+def from_g711(data: bytes, law: str) -> npt.NDArray[np.float32]:
+    """G.711 bytes (`law`: pcmu or pcma) as 8 kHz float samples."""
+    if not data:
+        return np.zeros(0, np.float32)
+    decoder = av.CodecContext.create(G711_CODECS[law], "r")
+    decoder.sample_rate, decoder.layout = G711_RATE, "mono"  # type: ignore[attr-defined]
+    frames = decoder.decode(av.Packet(data))  # type: ignore[attr-defined]
+    return np.concatenate([frame.to_ndarray().reshape(-1) for frame in frames]).astype(np.float32) / 32767.0
+
+
+def from_float(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
+    return cast(npt.NDArray[np.int16], (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype(np.int16))
 
 
 def encode_bytes(audio: Audio, audio_format: ByteFormat) -> tuple[bytes, int]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from fishvoice.audio import G711_RATE
 from fishvoice.errors import FishvoiceError
 from fishvoice.server.realtime.client_events import (
     CLIENT_EVENTS,
@@ -14,11 +15,14 @@ from fishvoice.server.realtime.client_events import (
     ResponseCreate,
     SessionUpdate,
     for_response,
+    out_of_band,
     parse_event,
     updated,
     user_text,
 )
-from fishvoice.server.realtime.protocol import SessionConfig
+from fishvoice.server.realtime.protocol import OutOfBand, ResponseSummary, SessionConfig
+from fishvoice.server.realtime.reply import Reply
+from fishvoice.server.realtime.responses import reply_request
 from fishvoice.server.realtime.session import RealtimeSession
 from fishvoice.vad import TurnOptions
 
@@ -34,6 +38,9 @@ def session_update(session: dict[str, Any], config: SessionConfig | None = None)
     event = parse_event({"type": "session.update", "session": session})
     assert isinstance(event, SessionUpdate)
     return updated(config or SessionConfig(), event.session)
+
+
+HELLO = {"type": "text", "text": "hi"}
 
 
 @pytest.mark.parametrize(
@@ -55,14 +62,14 @@ def session_update(session: dict[str, Any], config: SessionConfig | None = None)
         ({"type": "session.update", "session": {"modalities": ["video"]}}, "session.modalities[0]", "audio"),
         ({"type": "session.update", "session": {"output_modalities": []}}, "session.output_modalities", "at least"),
         (
-            {"type": "session.update", "session": {"audio": {"input": {"format": {"type": "audio/pcmu"}}}}},
+            {"type": "session.update", "session": {"audio": {"input": {"format": {"type": "audio/opus"}}}}},
             "session.audio.input.format.type",
-            "audio/pcm",
+            "audio/pcmu",
         ),
         (
-            {"type": "session.update", "session": {"audio": {"output": {"speed": 1.5}}}},
+            {"type": "session.update", "session": {"audio": {"output": {"speed": 1.6}}}},
             "session.audio.output.speed",
-            "only 1.0",
+            "at most 1.5",
         ),
         (
             {"type": "session.update", "session": {"input_audio_transcription": {"language": "english"}}},
@@ -79,7 +86,12 @@ def session_update(session: dict[str, Any], config: SessionConfig | None = None)
             "session.turn_detection.eagerness",
             "high",
         ),
-        ({"type": "response.create", "response": {"conversation": "none"}}, "response.conversation", "auto"),
+        ({"type": "response.create", "response": {"conversation": "other"}}, "response.conversation", "auto, none"),
+        (
+            {"type": "response.create", "response": {"metadata": {f"k{n}": "v" for n in range(17)}}},
+            "response.metadata",
+            "16",
+        ),
         (
             {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": []}},
             "item.content",
@@ -105,6 +117,17 @@ def session_update(session: dict[str, Any], config: SessionConfig | None = None)
 def test_a_bad_event_is_refused_by_the_field_at_fault(event, field, says):
     refused_field, message = refused(event)
     assert refused_field == field and message.startswith(f"{field}: ") and says in message, message
+
+
+def test_a_responses_own_input_is_only_for_one_outside_the_conversation():
+    asked = parse_event({"type": "response.create", "response": {"input": [{"role": "user", "content": [HELLO]}]}})
+    assert isinstance(asked, ResponseCreate)
+    with pytest.raises(FishvoiceError) as caught:
+        for_response(SessionConfig(), asked.response)
+    assert caught.value.field == "response.input" and 'conversation: "none"' in caught.value.message
+    alone = asked.response.model_copy(update={"conversation": "none"})
+    assert for_response(SessionConfig(), alone) == SessionConfig()
+    assert out_of_band(alone) == OutOfBand(None, True, "hi")
 
 
 def test_the_ga_session_shape_sets_every_setting():
@@ -177,11 +200,7 @@ def test_a_response_overrides_the_session_for_itself_only():
     reply = for_response(session, event.response)
     assert (reply.instructions, reply.audio, reply.temperature, reply.voice) == ("Shout.", False, 1.0, "w")
     assert session.instructions == "Be brief." and for_response(session, None) == session
-    with pytest.raises(FishvoiceError) as caught:
-        for_response(
-            session, ResponseCreate.model_validate({"type": "response.create", "response": {"input": []}}).response
-        )
-    assert caught.value.field == "response.input"
+    assert refused({"type": "response.create", "response": {"input": []}})[0] == "response.input"
 
 
 def test_a_user_message_is_its_parts_joined_within_the_limit():
@@ -201,3 +220,14 @@ def test_a_user_message_is_its_parts_joined_within_the_limit():
 def test_every_event_a_client_may_send_has_a_handler():
     handlers = RealtimeSession.handlers(object.__new__(RealtimeSession))
     assert set(handlers) == set(CLIENT_EVENTS)
+
+
+def test_phone_formats_and_speed_are_the_sessions_and_each_reply_speaks_at_it():
+    config = session_update({"audio": {"input": {"format": {"type": "audio/pcmu"}}, "output": {"speed": 1.25}}})
+    assert (config.input_format, config.output_format, config.speed) == ("pcmu", "pcm", 1.25)
+    config = session_update({"input_audio_format": "g711_alaw", "output_audio_format": "g711_ulaw"}, config)
+    assert (config.input_format, config.output_format, config.speed) == ("pcma", "pcmu", 1.25)
+    shown = config.to_dict("sess")["audio"]
+    assert shown["input"]["format"] == {"type": "audio/pcma"} and shown["output"]["speed"] == 1.25
+    asked = reply_request(Reply(ResponseSummary("resp", "item", True), "Hi.", config))
+    assert (asked.speed, asked.sample_rate) == (1.25, G711_RATE)

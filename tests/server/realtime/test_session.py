@@ -6,6 +6,7 @@ typed turns, and bad events answered with `error` events while the session goes 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -19,11 +20,13 @@ import numpy as np
 import pytest
 import websockets
 
-from fishvoice.audio import from_pcm16
+from fishvoice.asr.whisper import WhisperASR
+from fishvoice.audio import G711_RATE, Audio, from_g711, from_pcm16, resample, to_g711
 from fishvoice.tts.base import synthesize
 from tests.realtime_client import (
     ANSWERED,
     KEY,
+    QUESTION,
     RATE,
     TALKATIVE,
     WAIT_S,
@@ -42,6 +45,7 @@ from tests.realtime_client import (
     words,
 )
 from tests.servers import sample, samples, server
+from tests.test_asr import word_error_rate
 
 pytestmark = pytest.mark.model  # loads models (or starts a server that does)
 
@@ -223,6 +227,81 @@ def test_a_silent_user_is_prompted_after_server_vads_idle_timeout(url):
     assert next(e for e in seen if e.type == "input_audio_buffer.committed").item_id == triggered.item_id
 
 
+@pytest.mark.parametrize("law", ["pcmu", "pcma"])
+def test_a_phone_caller_speaks_g711_and_hears_g711(url, tts, law):
+    """Telephone audio, as Twilio's Media Streams and SIP gateways send it: G.711 at 8 kHz in and out."""
+    question = to_g711(resample(synthesize(tts, QUESTION), G711_RATE).samples, law)
+    phone_silence = to_g711(np.zeros(G711_RATE, np.float32), law)
+
+    async def talk() -> list[Any]:
+        async with session(url) as connection:
+            phone = {"format": {"type": f"audio/{law}"}}
+            turn = {"type": "server_vad", "silence_duration_ms": 500}
+            audio = {"input": {**phone, "turn_detection": turn}, "output": phone}
+            instructions = "Answer in one short sentence."
+            await connection.session.update(session={"type": "realtime", "instructions": instructions, "audio": audio})
+            updated = await until(connection, "session.updated", [])
+            assert updated.session.audio.output.format.type == f"audio/{law}"
+            await speak(connection, question + phone_silence, 20, paced=True, bytes_per_s=G711_RATE)
+            seen: list[Any] = []
+            await until(connection, "response.done", seen)
+            return seen
+
+    seen = asyncio.run(talk())
+    heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
+    assert heard_as_asked(heard.transcript), [
+        (e.type, getattr(e, "audio_start_ms", None), getattr(e, "audio_end_ms", None), getattr(e, "transcript", None))
+        for e in seen
+    ]
+    done = seen[-1].response
+    assert done.status == "completed" and done.audio.output.format.type == f"audio/{law}"
+    answer = b"".join(base64.b64decode(e.delta) for e in seen if e.type == "response.output_audio.delta")
+    said = transcript_of(seen, done.id)
+    samples = from_g711(answer, law)  # one byte a sample at 8 kHz: as long as its words take to say
+    assert 0.1 * len(said.split()) <= samples.size / G711_RATE <= 1.2 * len(said.split()) + 1.0
+    back = WhisperASR().transcribe(Audio(samples, G711_RATE), language="en").text
+    assert word_error_rate(said, back) < 0.4, (said, back)
+
+
+def test_a_response_out_of_band_joins_no_conversation(url):
+    """`conversation: "none"`: a reply with its own instructions, modalities and metadata that the conversation
+    does not keep; the question it answered is still the conversation's to answer."""
+
+    async def talk() -> list[Any]:
+        async with session(url, conversation_id="out-of-band") as connection:
+            await connection.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": QUESTION}]}
+            )
+            seen: list[Any] = []
+            aside = {
+                "conversation": "none",
+                "metadata": {"purpose": "classify"},
+                "output_modalities": ["text"],
+                "instructions": "Say whether the user asked a question: answer yes or no.",
+            }
+            await connection.response.create(response=aside)
+            await until(connection, "response.done", seen)
+            told = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say OK."}]}
+            await connection.response.create(
+                response={"conversation": "none", "input": [told], "output_modalities": ["text"]}
+            )
+            await until(connection, "response.done", seen)
+            await connection.response.create(response={"output_modalities": ["text"]})  # in the conversation
+            await until(connection, "response.done", seen)
+            return seen
+
+    seen = asyncio.run(talk())
+    aside, told, answer = [e.response for e in seen if e.type == "response.done"]
+    assert aside.metadata == {"purpose": "classify"} and answer.metadata is None
+    assert all(r.status == "completed" and r.output_modalities == ["text"] for r in (aside, told, answer))
+    added = {e.item.id for e in seen if e.type == "conversation.item.added"}
+    assert aside.output[0].id not in added and told.output[0].id not in added and answer.output[0].id in added
+    assert any(e.type == "response.output_item.added" and e.item.id == aside.output[0].id for e in seen)
+    history = stored_history(url, "out-of-band")
+    assert [turn["role"] for turn in history[:2]] == ["user", "assistant"]
+    assert history[0]["content"] == QUESTION and history[1]["content"] == answer.output[0].content[0].text
+
+
 def test_a_reply_truncated_to_nothing_leaves_its_question_unanswered(url):
     """A reply sent whole, then truncated at 0 ms (the client played none of it): no empty assistant turn is
     kept; the question is answered with the next one."""
@@ -271,7 +350,10 @@ def test_push_to_talk_commits_and_asks(url, question):
     kinds = [e.type for e in seen]
     assert "input_audio_buffer.speech_started" not in kinds  # no VAD: the client said when the turn ended
     heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
-    assert heard_as_asked(heard.transcript), heard.transcript
+    assert heard_as_asked(heard.transcript), [
+        (e.type, getattr(e, "audio_start_ms", None), getattr(e, "audio_end_ms", None), getattr(e, "transcript", None))
+        for e in seen
+    ]
     done = seen[-1].response
     assert done.status == "completed" and audio_of(seen, done.id)
 

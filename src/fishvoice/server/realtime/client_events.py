@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from ...contract import MAX_MESSAGE_CHARS
 from ...vad import TurnOptions
 from ...validation import best_error, field_error
 from ..http.fields import LanguageCode, invalid
-from .protocol import SessionConfig
+from .protocol import AudioFormatName, OutOfBand, SessionConfig
 
 MAX_OUTPUT_TOKENS = 4096
 
@@ -29,12 +29,6 @@ Instructions = Annotated[StrictStr, Field(max_length=MAX_MESSAGE_CHARS)]
 Voice = Annotated[StrictStr, Field(min_length=1, description="default, or a saved voice's id")]
 Modalities = Annotated[list[Literal["text", "audio"]], Field(min_length=1, description='["audio"] or ["text"]')]
 MaxTokens = Annotated[StrictInt, Field(ge=1, le=MAX_OUTPUT_TOKENS)] | Literal["inf"]
-
-
-def _speed(value: float) -> float:
-    if value != 1.0:
-        raise ValueError("only 1.0 is supported in a realtime session")
-    return value
 
 
 class _Event(BaseModel):
@@ -58,14 +52,27 @@ class _Ignoring(_Event):
     metadata: Any = None
 
 
-class PcmFormat(_Event):
-    """pcm16 at 24 kHz, the only audio a session takes and sends (the beta names it "pcm16")."""
+class FormatObject(_Event):
+    """pcm16 at 24 kHz, or telephone audio: G.711 mu-law or A-law at 8 kHz (the beta names them "pcm16",
+    "g711_ulaw", "g711_alaw")."""
 
-    type: Literal["audio/pcm"]
-    rate: Literal[24000] = 24000  # REALTIME_RATE
+    type: Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
+    rate: Literal[24000] | None = None  # audio/pcm's, REALTIME_RATE
 
 
-AudioFormat = PcmFormat | Literal["pcm16"]
+AudioFormat = FormatObject | Literal["pcm16", "g711_ulaw", "g711_alaw"]
+_FORMATS: dict[str, AudioFormatName] = {
+    "pcm16": "pcm",
+    "g711_ulaw": "pcmu",
+    "g711_alaw": "pcma",
+    "audio/pcm": "pcm",
+    "audio/pcmu": "pcmu",
+    "audio/pcma": "pcma",
+}
+
+
+def _format_name(given: AudioFormat) -> AudioFormatName:
+    return _FORMATS[given if isinstance(given, str) else given.type]
 
 
 class TurnDetection(_Event):
@@ -99,7 +106,7 @@ class AudioInput(_Event):
 class AudioOutput(_Event):
     format: AudioFormat | None = None
     voice: Voice | None = None
-    speed: Annotated[Number, AfterValidator(_speed)] = 1.0
+    speed: Annotated[Number, Field(ge=0.25, le=1.5)] | None = None
 
 
 class SessionAudio(_Event):
@@ -136,19 +143,6 @@ class ResponseAudio(_Event):
     output: ResponseAudioOutput | None = None
 
 
-class ResponseParams(_Ignoring):
-    """`response.create`'s response: settings for that reply only."""
-
-    instructions: Instructions | None = None
-    output_modalities: Modalities | None = None
-    modalities: Modalities | None = None
-    max_output_tokens: MaxTokens | None = None
-    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
-    audio: ResponseAudio | None = None
-    conversation: Literal["auto"] = Field("auto", description="the session's conversation (the only one here)")
-    input: Any = None  # refused with a reason: replies answer the session's conversation
-
-
 class InputText(_Event):
     type: Literal["input_text", "text"]
     text: StrictStr
@@ -161,6 +155,27 @@ class UserMessage(_Event):
     id: StrictStr | None = None
     object: Any = None
     status: Any = None
+
+
+Metadata = Annotated[
+    dict[Annotated[StrictStr, Field(max_length=64)], Annotated[StrictStr, Field(max_length=512)]],
+    Field(max_length=16, description="up to 16 pairs, returned on the response"),
+]
+
+
+class ResponseParams(_Ignoring):
+    """`response.create`'s response: settings for that reply only; `conversation: "none"` answers outside the
+    conversation (its `input` items, else what the user said since the last reply) and keeps nothing."""
+
+    instructions: Instructions | None = None
+    output_modalities: Modalities | None = None
+    modalities: Modalities | None = None
+    max_output_tokens: MaxTokens | None = None
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
+    audio: ResponseAudio | None = None
+    conversation: Literal["auto", "none"] = Field("auto", description="the session's conversation, or none")
+    input: Annotated[list[UserMessage], Field(min_length=1, max_length=32)] | None = None
+    metadata: Metadata | None = None
 
 
 class ClientEvent(_Event):
@@ -248,6 +263,7 @@ def updated(config: SessionConfig, session: Session) -> SessionConfig:
         config = _transcription(config, session.input_audio_transcription)
     if session.word_timestamps is not None:
         config = replace(config, word_timestamps=session.word_timestamps)
+    config = _formats(config, session.input_audio_format, session.output_audio_format)
     if (audio := session.audio) is not None:
         if audio.input is not None and "turn_detection" in audio.input.model_fields_set:
             config = _detection(config, audio.input.turn_detection)
@@ -255,6 +271,19 @@ def updated(config: SessionConfig, session: Session) -> SessionConfig:
             config = _transcription(config, audio.input.transcription)
         if audio.output is not None and audio.output.voice is not None:
             config = replace(config, voice=audio.output.voice)
+        if audio.output is not None and audio.output.speed is not None:
+            config = replace(config, speed=audio.output.speed)
+        given_in = audio.input.format if audio.input is not None else None
+        config = _formats(config, given_in, audio.output.format if audio.output is not None else None)
+    return config
+
+
+def _formats(config: SessionConfig, given_in: AudioFormat | None, given_out: AudioFormat | None) -> SessionConfig:
+    """The audio formats in and out, those given."""
+    if given_in is not None:
+        config = replace(config, input_format=_format_name(given_in))
+    if given_out is not None:
+        config = replace(config, output_format=_format_name(given_out))
     return config
 
 
@@ -262,12 +291,21 @@ def for_response(config: SessionConfig, response: ResponseParams | None) -> Sess
     """The session's settings with a `response.create`'s own applied, for that reply only."""
     if response is None:
         return config
-    if "input" in response.model_fields_set:
-        raise invalid("response.input", "replies answer the session's conversation; send conversation.item.create")
+    if response.input is not None and response.conversation != "none":
+        why = 'only with conversation: "none"; add to the conversation with conversation.item.create'
+        raise invalid("response.input", why)
     config = _replies(config, response)
     if response.audio is not None and response.audio.output is not None and response.audio.output.voice:
         config = replace(config, voice=response.audio.output.voice)
     return config
+
+
+def out_of_band(response: ResponseParams | None) -> OutOfBand | None:
+    """What a `response.create` asks beyond settings (None: nothing)."""
+    if response is None:
+        return None
+    message = " ".join(user_text(item) for item in response.input) if response.input else None
+    return OutOfBand(response.metadata, response.conversation == "none", message)
 
 
 def user_text(item: UserMessage) -> str:

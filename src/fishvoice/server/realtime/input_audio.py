@@ -1,5 +1,5 @@
-"""The session's input audio: pcm16 at 24 kHz as the client appends it, held from where the current turn may
-begin (positions count samples since the session began)."""
+"""The session's input audio: as the client appends it (pcm16 at 24 kHz, or G.711 at 8 kHz brought to 24 kHz),
+held from where the current turn may begin (positions count samples since the session began)."""
 
 from __future__ import annotations
 
@@ -9,26 +9,47 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import soxr
 
-from ...audio import from_pcm16
+from ...audio import G711_RATE, from_g711, from_pcm16
 from ...errors import FishvoiceError
 from ..http.fields import invalid
-from .protocol import REALTIME_RATE
+from .protocol import REALTIME_RATE, AudioFormatName
 
 PER_MS = REALTIME_RATE // 1000  # samples per millisecond
 
 
 def pcm16(value: Any, field: str) -> npt.NDArray[np.float32]:
     """Base64 pcm16 (little-endian, mono) as float samples."""
-    if not isinstance(value, str):
-        raise invalid(field, "required, base64 of pcm16 audio")
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise FishvoiceError("invalid_audio", f"{field}: not valid base64", field) from None
+    data = _base64(value, field, "pcm16")
     if len(data) % 2:
         raise FishvoiceError("invalid_audio", f"{field}: pcm16 needs an even number of bytes", field)
     return from_pcm16(data)
+
+
+def _base64(value: Any, field: str, kind: str) -> bytes:
+    if not isinstance(value, str):
+        raise invalid(field, f"required, base64 of {kind} audio")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise FishvoiceError("invalid_audio", f"{field}: not valid base64", field) from None
+
+
+class InputDecoder:
+    """The client's appended audio in the session's input format, as 24 kHz samples; G.711 is resampled as one
+    stream, so the seams between appends are not heard."""
+
+    def __init__(self, audio_format: AudioFormatName):
+        self.format = audio_format
+        self._resampler = soxr.ResampleStream(G711_RATE, REALTIME_RATE, 1, dtype="float32")
+
+    def decode(self, value: Any, field: str) -> npt.NDArray[np.float32]:
+        if self.format == "pcm":
+            return pcm16(value, field)
+        samples = from_g711(_base64(value, field, f"G.711 ({self.format})"), self.format)
+        resampled: npt.NDArray[np.float32] = self._resampler.resample_chunk(samples)
+        return resampled
 
 
 class InputAudio:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ...errors import FishvoiceError
 from ...speech_service import DEFAULT_VOICE
@@ -16,6 +16,12 @@ from ...vad import TurnOptions
 from ..http.errors import openai_body, status_of
 
 REALTIME_RATE = 24000  # pcm16 in and out, as OpenAI's `audio/pcm`
+AudioFormatName = Literal["pcm", "pcmu", "pcma"]  # audio/pcm (pcm16 at 24 kHz), G.711 mu-law and A-law at 8 kHz
+
+
+def format_object(name: AudioFormatName) -> dict[str, Any]:
+    """A format as the session object shows it."""
+    return {"type": "audio/pcm", "rate": REALTIME_RATE} if name == "pcm" else {"type": f"audio/{name}"}
 
 
 def new_id(prefix: str) -> str:
@@ -41,10 +47,12 @@ class SessionConfig:
     audio: bool = True  # spoken replies; False: text only
     language: str | None = None  # of the user's speech (ISO 639-1); None: detected each turn
     word_timestamps: bool = False  # fishvoice's: send each spoken chunk's words' timings
+    input_format: AudioFormatName = "pcm"
+    output_format: AudioFormatName = "pcm"
+    speed: float = 1.0  # of the spoken replies, pitch kept
 
     def to_dict(self, session_id: str) -> dict[str, Any]:
         """The session object of `session.created` / `session.updated`."""
-        pcm = {"type": "audio/pcm", "rate": REALTIME_RATE}
         turns: dict[str, Any] | None = None
         replies = {"create_response": self.create_response, "interrupt_response": self.interrupt_response}
         if self.turns is not None and self.turns.eagerness is not None:
@@ -68,11 +76,11 @@ class SessionConfig:
             "max_output_tokens": self.max_output_tokens,
             "audio": {
                 "input": {
-                    "format": pcm,
+                    "format": format_object(self.input_format),
                     "turn_detection": turns,
                     "transcription": {"model": "whisper-1", "language": self.language},
                 },
-                "output": {"format": pcm, "voice": self.voice},
+                "output": {"format": format_object(self.output_format), "voice": self.voice, "speed": self.speed},
             },
             **({"word_timestamps": True} if self.word_timestamps else {}),
         }
@@ -115,6 +123,16 @@ def assistant_item(item_id: str, text: str, audio: bool, status: str) -> dict[st
 
 
 @dataclass(frozen=True)
+class OutOfBand:
+    """What a `response.create` says beyond settings: its metadata, and whether it stands outside the
+    conversation (`alone`), answering `message` (its `input`), else what the user said since the last reply."""
+
+    metadata: dict[str, str] | None = None
+    alone: bool = False
+    message: str | None = None
+
+
+@dataclass(frozen=True)
 class ResponseSummary:
     """A reply as `response.created` / `response.done` describe it."""
 
@@ -127,6 +145,9 @@ class ResponseSummary:
     usage: tuple[int, int] | None = None
     voice: str = DEFAULT_VOICE
     error: dict[str, Any] | None = None
+    audio_format: AudioFormatName = "pcm"
+    metadata: dict[str, str] | None = None  # the client's, returned as given
+    out_of_band: bool = False  # `conversation: "none"`: not part of the conversation
 
     def to_dict(self) -> dict[str, Any]:
         details: dict[str, Any] | None = None
@@ -148,7 +169,8 @@ class ResponseSummary:
             "status_details": details,
             "output": output,
             "output_modalities": ["audio"] if self.audio else ["text"],
-            "audio": {"output": {"format": {"type": "audio/pcm", "rate": REALTIME_RATE}, "voice": self.voice}},
+            "audio": {"output": {"format": format_object(self.audio_format), "voice": self.voice}},
             "conversation_id": None,
+            "metadata": self.metadata,
             "usage": usage,
         }

@@ -36,6 +36,7 @@ class Reply:
     task: asyncio.Task[None] | None = None
     previous_item: str | None = None  # the conversation item before the reply's
     guess: Guess | None = None  # set for a reply begun at a pause
+    out_of_band: bool = False  # `conversation: "none"`: its items join no conversation, nothing is kept
     turn_ended: float | None = None  # when the turn it answers ended (perf_counter), where speech detection said
     audio_out: bool = False  # whether any of its audio went out
 

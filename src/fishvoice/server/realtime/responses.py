@@ -4,6 +4,7 @@ dropped, cancelled (barge-in, `response.cancel`, a closed session) and truncated
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from contextlib import aclosing
@@ -12,6 +13,7 @@ from typing import Any
 
 from ... import metrics, tracing
 from ...assistant import Assistant
+from ...audio import G711_RATE, from_pcm16, to_g711
 from ...contract import MAX_MESSAGE_CHARS, AudioEvent, DoneEvent, ReplyRequest, TextEvent, WordsEvent
 from ...errors import FishvoiceError, as_api_error
 from ...speech_service import DEFAULT_VOICE, WorkLimit
@@ -21,6 +23,8 @@ from .input_audio import PER_MS
 from .protocol import (
     REALTIME_RATE,
     WORDS_EVENT,
+    AudioFormatName,
+    OutOfBand,
     ResponseSummary,
     SessionConfig,
     assistant_item,
@@ -49,12 +53,22 @@ class Responder:
         """The current reply, if it is a guess not yet confirmed or dropped."""
         return self.current if self.current is not None and self.current.undecided else None
 
-    async def start(self, config: SessionConfig, guessed: tuple[int, str] | None = None) -> None:
+    async def start(
+        self, config: SessionConfig, guessed: tuple[int, str] | None = None, out_of_band: OutOfBand | None = None
+    ) -> None:
         """Answer what the user said since the last reply; `guessed` (where the speech paused, what it said
-        so far): a reply kept back until the turn is confirmed to have ended there."""
+        so far): a reply kept back until the turn is confirmed to have ended there; `out_of_band`: a reply
+        outside the conversation (`conversation: "none"`)."""
         conversation = self.conversation
-        summary = ResponseSummary(new_id("resp"), new_id("item"), config.audio, voice=config.voice)
-        if guessed is None:
+        summary = ResponseSummary(
+            new_id("resp"), new_id("item"), config.audio, voice=config.voice, audio_format=config.output_format
+        )
+        if out_of_band is not None:
+            summary = replace(summary, metadata=out_of_band.metadata, out_of_band=out_of_band.alone)
+        if out_of_band is not None and out_of_band.alone:
+            message = out_of_band.message or " ".join(conversation.unanswered)
+            reply = self.current = Reply(summary, message[:MAX_MESSAGE_CHARS], config, out_of_band=True)
+        elif guessed is None:
             reply = Reply(summary, " ".join(conversation.unanswered)[:MAX_MESSAGE_CHARS], config)
             self.current, conversation.unanswered = reply, []
             reply.previous_item, conversation.last_item = conversation.last_item, summary.item_id
@@ -67,8 +81,8 @@ class Responder:
             reply.turn_ended, self.turn_ended = self.turn_ended, None
         await self.emit(reply, {"type": "response.created", "response": summary.to_dict()})
         reply.task = asyncio.create_task(self._run(reply))
-        if guessed is None:  # the turn before, stored while this reply starts (a guess stores it when confirmed)
-            await self.store_exchange()
+        if guessed is None and not reply.out_of_band:  # the turn before, stored while this reply starts (a guess
+            await self.store_exchange()  # stores it when confirmed)
 
     async def emit(self, reply: Reply, event: dict[str, Any]) -> None:
         """One of a reply's events: sent, or kept back while the reply is a guess."""
@@ -139,20 +153,6 @@ class Responder:
         except FishvoiceError as error:
             await self.connection.send_error(error)
 
-    def _request(self, reply: Reply) -> ReplyRequest:
-        config = reply.config
-        return ReplyRequest(
-            message=reply.message,
-            system_message=config.instructions,
-            reference_id=None if config.voice == DEFAULT_VOICE else config.voice,
-            temperature=min(max(config.temperature, 0.1), 1.0),
-            max_tokens=config.max_output_tokens,
-            audio_format="pcm16",
-            sample_rate=REALTIME_RATE,
-            speak=config.audio,
-            word_timestamps=config.audio,  # found beside the speech: a cut keeps the words heard by them
-        )
-
     async def _run(self, reply: Reply) -> None:
         tracing.restart_clock()  # the reply's first audio is timed from its start
         summary = reply.summary
@@ -162,9 +162,10 @@ class Responder:
             reply,
             {"type": "response.output_item.added", "response_id": summary.response_id, "output_index": 0, "item": item},
         )
-        await self.emit(
-            reply, {"type": "conversation.item.added", "previous_item_id": reply.previous_item, "item": item}
-        )
+        if not reply.out_of_band:
+            await self.emit(
+                reply, {"type": "conversation.item.added", "previous_item_id": reply.previous_item, "item": item}
+            )
         try:
             await self._stream(reply, ids)
         except asyncio.CancelledError:
@@ -183,7 +184,7 @@ class Responder:
         text_kind = "response.output_audio_transcript.delta" if reply.config.audio else "response.output_text.delta"
         history = list(self.conversation.turns)
         async with self.work:
-            events = self.assistant.respond(self._request(reply), self.conversation.namespace, history=history)
+            events = self.assistant.respond(reply_request(reply), self.conversation.namespace, history=history)
             async with aclosing(events) as replies:
                 async for event in replies:
                     if reply.cancelled:
@@ -192,8 +193,9 @@ class Responder:
                         reply.text.append(event.text)
                         await self.emit(reply, {"type": text_kind, **ids, "delta": event.text})
                     elif isinstance(event, AudioEvent):
-                        reply.sent_audio(len(event.audio) * 3 // 4 // 2 // PER_MS, event.text)  # base64 pcm16
-                        await self.emit(reply, {"type": "response.output_audio.delta", **ids, "delta": event.audio})
+                        delta, duration_ms = _delta(event.audio, reply.config.output_format)
+                        reply.sent_audio(duration_ms, event.text)
+                        await self.emit(reply, {"type": "response.output_audio.delta", **ids, "delta": delta})
                     elif isinstance(event, WordsEvent):
                         reply.words += event.words
                         if reply.config.word_timestamps:
@@ -225,7 +227,34 @@ class Responder:
             {"type": "response.output_item.done", "response_id": summary.response_id, "output_index": 0, "item": item},
         )
         await self.emit(reply, {"type": "response.done", "response": summary.to_dict()})
-        self.conversation.remember(reply, heard)
+        if not reply.out_of_band:
+            self.conversation.remember(reply, heard)
         self.playback_ends = time.perf_counter() + reply.sent_ms / 1000  # sent faster than it plays: a bound
         if self.current is reply:
             self.current = None
+
+
+def _delta(pcm16_b64: str, audio_format: AudioFormatName) -> tuple[str, int]:
+    """A piece of the reply's audio (base64 pcm16 at the format's rate) in the session's output format, and
+    its length in ms."""
+    if audio_format == "pcm":
+        return pcm16_b64, len(pcm16_b64) * 3 // 4 // 2 // PER_MS
+    samples = from_pcm16(base64.b64decode(pcm16_b64))
+    return base64.b64encode(to_g711(samples, audio_format)).decode("ascii"), samples.size * 1000 // G711_RATE
+
+
+def reply_request(reply: Reply) -> ReplyRequest:
+    """What the assistant is asked for a reply: its text, spoken in the session's voice, rate and speed."""
+    config = reply.config
+    return ReplyRequest(
+        message=reply.message,
+        system_message=config.instructions,
+        reference_id=None if config.voice == DEFAULT_VOICE else config.voice,
+        temperature=min(max(config.temperature, 0.1), 1.0),
+        max_tokens=config.max_output_tokens,
+        audio_format="pcm16",
+        sample_rate=REALTIME_RATE if config.output_format == "pcm" else G711_RATE,
+        speak=config.audio,
+        speed=config.speed,
+        word_timestamps=config.audio,  # found beside the speech: a cut keeps the words heard by them
+    )

@@ -36,12 +36,13 @@ from .client_events import (
     ResponseCreate,
     SessionUpdate,
     for_response,
+    out_of_band,
     updated,
     user_text,
 )
 from .connection import Connection, Handler
 from .conversation import Conversation
-from .input_audio import PER_MS, pcm16
+from .input_audio import PER_MS, InputDecoder
 from .protocol import SessionConfig, new_id, user_item
 from .responses import Responder
 from .turns import TurnTaking
@@ -68,6 +69,7 @@ class RealtimeSession:
         self.conversation = conversation
         self.replies = Responder(connection, assistant, speech.work, conversation)
         self.turns = TurnTaking(connection, asr, speech.work, conversation, self.replies, lambda: self.config)
+        self.input = InputDecoder(self.config.input_format)
 
     @property
     def session_id(self) -> str:
@@ -107,6 +109,8 @@ class RealtimeSession:
         if config.voice != self.config.voice:
             await self._check_voice(config.voice, "session.audio.output.voice")
         vad_changed = config.turns != self.config.turns
+        if config.input_format != self.config.input_format:
+            self.input = InputDecoder(config.input_format)
         self.config = config
         if vad_changed:
             self.turns.reset()
@@ -118,7 +122,7 @@ class RealtimeSession:
             raise FishvoiceError("not_found", f"{path}: no saved voice {voice[:60]!r}", path)
 
     async def _append(self, event: AudioAppend) -> None:
-        await self.turns.append(pcm16(event.audio, "audio"))
+        await self.turns.append(self.input.decode(event.audio, "audio"))
 
     async def _commit_buffer(self, event: AudioCommit) -> None:
         buffer = self.turns.input
@@ -153,13 +157,13 @@ class RealtimeSession:
             self.replies.discard(guessed)
         if self.replies.current is not None:
             raise FishvoiceError("conflict", "response.create: a response is already in progress", "response")
-        config = for_response(self.config, event.response)
+        config, asked = for_response(self.config, event.response), out_of_band(event.response)
         if config.voice != self.config.voice:
             await self._check_voice(config.voice, "response.audio.output.voice")
         await self.turns.hearing_done()  # the committed turn is heard before it is answered
-        if not self.conversation.unanswered:
+        if not self.conversation.unanswered and not (asked and asked.message):
             raise invalid("response.create", "there is nothing to answer: commit speech or add a user message first")
-        await self.replies.start(config)
+        await self.replies.start(config, out_of_band=asked)
 
     async def _cancel_response(self, event: ResponseCancel) -> None:
         if self.replies.current is None or self.replies.undecided:  # a guessed reply is not the client's to cancel
