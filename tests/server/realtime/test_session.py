@@ -68,6 +68,8 @@ def test_spoken_question_is_heard_and_answered_in_text_and_speech(url, question)
     assert 300 <= started.audio_start_ms <= 800  # the speech follows 0.5 s of silence
     heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
     assert heard_as_asked(heard.transcript), heard.transcript
+    delta = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.delta")
+    assert delta.item_id == heard.item_id and delta.delta == heard.transcript and seen.index(delta) < seen.index(heard)
     done = seen[-1].response
     assert done.status == "completed" and done.usage.output_tokens > 0
     reply = transcript_of(seen, done.id)
@@ -300,6 +302,34 @@ def test_a_response_out_of_band_joins_no_conversation(url):
     history = stored_history(url, "out-of-band")
     assert [turn["role"] for turn in history[:2]] == ["user", "assistant"]
     assert history[0]["content"] == QUESTION and history[1]["content"] == answer.output[0].content[0].text
+
+
+def test_a_transcription_session_hears_turns_and_answers_none(url, question):
+    async def talk() -> list[Any]:
+        async with session(url) as connection:
+            heard = {
+                "turn_detection": {"type": "server_vad"},
+                "transcription": {"model": "whisper-1", "language": "en"},
+            }
+            await connection.session.update(session={"type": "transcription", "audio": {"input": heard}})
+            updated = await until(connection, "session.updated", [])
+            assert updated.session.type == "transcription"
+            await speak(connection, question + silence(1.0), 20, paced=True)
+            seen: list[Any] = []
+            await until(connection, "conversation.item.input_audio_transcription.completed", seen)
+            await connection.response.create()
+            await until(connection, "error", seen)
+            await speak(connection, silence(0.5))
+            with contextlib.suppress(TimeoutError):
+                seen.append(await asyncio.wait_for(connection.recv(), 1.0))
+            return seen
+
+    seen = asyncio.run(talk())
+    heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
+    assert heard_as_asked(heard.transcript), heard.transcript
+    refused = next(e for e in seen if e.type == "error")
+    assert refused.error.param == "response.create" and "transcription session" in refused.error.message
+    assert not [e for e in seen if e.type.startswith("response.")]
 
 
 def test_a_reply_truncated_to_nothing_leaves_its_question_unanswered(url):

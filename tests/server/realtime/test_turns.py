@@ -123,21 +123,22 @@ async def test_a_reply_begun_at_a_pause_is_held_until_the_silence_confirms_it(se
     s.assistant.go_on.set()
     await eventually(lambda: "response.done" in s.sent.kinds())
     kinds = s.sent.kinds()
-    assert kinds[:8] == [
+    assert kinds[:9] == [
         "input_audio_buffer.speech_started",
         "input_audio_buffer.speech_stopped",
         "input_audio_buffer.committed",
         "conversation.item.added",
+        "conversation.item.input_audio_transcription.delta",
         "conversation.item.input_audio_transcription.completed",
         "response.created",
         "response.output_item.added",
         "conversation.item.added",
     ]
     user_item = s.sent.events[2]["item_id"]
-    assert s.sent.events[7]["previous_item_id"] == user_item  # the held events name the confirmed turn
+    assert s.sent.events[8]["previous_item_id"] == user_item  # the held events name the confirmed turn
     assert kinds.count("response.output_audio.delta") == 2 and kinds[-1] == "response.done"
     assert s.sent.events[-1]["response"]["status"] == "completed"
-    assert s.sent.events[5]["response"]["id"] == guessed.summary.response_id  # the guessed reply went out
+    assert s.sent.events[6]["response"]["id"] == guessed.summary.response_id  # the guessed reply went out
     assert len(s.asr.heard_s) == 1 and s.assistant.asked == [QUESTION]  # heard once, answered once
 
 

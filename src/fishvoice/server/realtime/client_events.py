@@ -115,7 +115,10 @@ class SessionAudio(_Event):
 
 
 class Session(_Ignoring):
-    """`session.update`'s session: the GA fields, and the beta's flat ones beside them."""
+    """`session.update`'s session: the GA fields, and the beta's flat ones beside them; `type: "transcription"`
+    makes a transcription session (turns heard, none answered)."""
+
+    type: Literal["realtime", "transcription"] | None = None
 
     instructions: Instructions | None = None
     temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
@@ -253,6 +256,8 @@ def parse_event(event: dict[str, Any]) -> ClientEvent:
 def updated(config: SessionConfig, session: Session) -> SessionConfig:
     """`config` with a `session.update`'s fields applied (those sent, and only those)."""
     config = _replies(config, session)
+    if session.type is not None:
+        config = replace(config, kind=session.type)
     if session.max_response_output_tokens is not None:
         config = replace(config, max_output_tokens=_tokens(session.max_response_output_tokens))
     if session.voice is not None:

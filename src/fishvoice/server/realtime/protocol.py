@@ -50,9 +50,43 @@ class SessionConfig:
     input_format: AudioFormatName = "pcm"
     output_format: AudioFormatName = "pcm"
     speed: float = 1.0  # of the spoken replies, pitch kept
+    kind: Literal["realtime", "transcription"] = "realtime"  # a transcription session hears turns, answers none
+
+    @property
+    def answers_turns(self) -> bool:
+        return self.create_response and self.kind == "realtime"
 
     def to_dict(self, session_id: str) -> dict[str, Any]:
         """The session object of `session.created` / `session.updated`."""
+        heard = {
+            "format": format_object(self.input_format),
+            "turn_detection": self._turn_detection(),
+            "transcription": {"model": "whisper-1", "language": self.language},
+        }
+        if self.kind == "transcription":
+            audio = {"input": heard}
+            return {
+                "type": "transcription",
+                "object": "realtime.transcription_session",
+                "id": session_id,
+                "audio": audio,
+            }
+        return {
+            "type": "realtime",
+            "object": "realtime.session",
+            "id": session_id,
+            "model": "fishvoice",
+            "instructions": self.instructions or "",
+            "output_modalities": ["audio"] if self.audio else ["text"],
+            "max_output_tokens": self.max_output_tokens,
+            "audio": {
+                "input": heard,
+                "output": {"format": format_object(self.output_format), "voice": self.voice, "speed": self.speed},
+            },
+            **({"word_timestamps": True} if self.word_timestamps else {}),
+        }
+
+    def _turn_detection(self) -> dict[str, Any] | None:
         turns: dict[str, Any] | None = None
         replies = {"create_response": self.create_response, "interrupt_response": self.interrupt_response}
         if self.turns is not None and self.turns.eagerness is not None:
@@ -66,24 +100,7 @@ class SessionConfig:
                 "idle_timeout_ms": self.turns.idle_ms,
                 **replies,
             }
-        return {
-            "type": "realtime",
-            "object": "realtime.session",
-            "id": session_id,
-            "model": "fishvoice",
-            "instructions": self.instructions or "",
-            "output_modalities": ["audio"] if self.audio else ["text"],
-            "max_output_tokens": self.max_output_tokens,
-            "audio": {
-                "input": {
-                    "format": format_object(self.input_format),
-                    "turn_detection": turns,
-                    "transcription": {"model": "whisper-1", "language": self.language},
-                },
-                "output": {"format": format_object(self.output_format), "voice": self.voice, "speed": self.speed},
-            },
-            **({"word_timestamps": True} if self.word_timestamps else {}),
-        }
+        return turns
 
 
 def error_event(error: FishvoiceError, client_event_id: str | None = None) -> dict[str, Any]:

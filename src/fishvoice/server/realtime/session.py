@@ -153,6 +153,8 @@ class RealtimeSession:
         await self.connection.send({"type": "conversation.item.done", **added})
 
     async def _create_response(self, event: ResponseCreate) -> None:
+        if self.config.kind == "transcription":
+            raise invalid("response.create", "a transcription session hears turns and answers none")
         if (guessed := self.replies.undecided) is not None:
             self.replies.discard(guessed)
         if self.replies.current is not None:

@@ -192,7 +192,7 @@ class TurnTaking:
         if still_pausing and self._detector is not None:
             self._detector.heard(reads_finished(text))  # semantic VAD: what was said sets the silence to wait
         config = self.config()
-        if text and still_pausing and config.create_response and self.replies.current is None and not self.closed:
+        if text and still_pausing and config.answers_turns and self.replies.current is None and not self.closed:
             await self.replies.start(config, guessed=(at, text))
         return text
 
@@ -215,7 +215,7 @@ class TurnTaking:
         transcript = pause.transcript if pause is not None and pause.at == at else None
         if pause is not None and transcript is None:
             pause.transcript.cancel()
-        await self.commit(speech, item_id, respond=self.config().create_response, transcript=transcript)
+        await self.commit(speech, item_id, respond=self.config().answers_turns, transcript=transcript)
 
     async def commit(
         self,
@@ -242,8 +242,15 @@ class TurnTaking:
         )
 
     async def _send_transcript(self, item_id: str, text: str) -> None:
-        event = {"item_id": item_id, "content_index": 0, "transcript": text}
-        await self.connection.send({"type": "conversation.item.input_audio_transcription.completed", **event})
+        """The turn's transcript: a delta (the whole of it, as OpenAI's whisper-1 sends it: the recogniser
+        hears a turn whole), then the completed event."""
+        heard = {"item_id": item_id, "content_index": 0}
+        await self.connection.send(
+            {"type": "conversation.item.input_audio_transcription.delta", **heard, "delta": text}
+        )
+        await self.connection.send(
+            {"type": "conversation.item.input_audio_transcription.completed", **heard, "transcript": text}
+        )
 
     async def _confirm(self, reply: Reply, item_id: str) -> None:
         """The turn did end where the guessed reply assumed: the turn goes out, then the reply's events
