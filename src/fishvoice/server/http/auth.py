@@ -7,10 +7,18 @@ import hashlib
 import hmac
 
 from fastapi import Request, WebSocket
+from starlette.requests import HTTPConnection
 
 from ...errors import FishvoiceError
 
 _KEY_PROTOCOL = "openai-insecure-api-key."  # how a browser, which cannot set headers, offers a key
+_SIGNED = b"fishvoice realtime client secret\x00"
+
+
+def secret_signer(key: str | None) -> bytes:
+    """The HMAC key of the client secrets minted with `key` (None: a server without keys): derived, so a secret
+    tells nothing of the key."""
+    return hashlib.sha256(_SIGNED + (key or "").encode()).digest()
 
 
 def key_namespace(key: str) -> str:
@@ -29,8 +37,17 @@ class Auth:
         return bool(self._keys)
 
     def __call__(self, request: Request) -> str:
+        return self.namespace(self.key_of(request))
+
+    @staticmethod
+    def key_of(request: HTTPConnection) -> str | None:
+        """The bearer key a request gives (checked by `namespace`), or None."""
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        return self.namespace(given if scheme.lower() == "bearer" else None)
+        return given.strip() if scheme.lower() == "bearer" else None
+
+    def secret_signers(self) -> list[bytes]:
+        """What client secrets minted here, with any of its keys, are signed with."""
+        return [secret_signer(key.decode()) for key in self._keys] or [secret_signer(None)]
 
     def namespace(self, key: str | None) -> str:
         """The namespace of a key the caller gave (None: none given); unauthorized unless it is one of ours."""

@@ -34,6 +34,7 @@ from .client_events import (
     ItemTruncate,
     ResponseCancel,
     ResponseCreate,
+    Session,
     SessionUpdate,
     for_response,
     out_of_band,
@@ -75,10 +76,14 @@ class RealtimeSession:
     def session_id(self) -> str:
         return self.connection.session_id
 
-    async def run(self) -> None:
-        """Serve the client until it leaves; then the reply stops, and the last exchange is stored."""
+    async def run(self, settings: Session | None = None) -> None:
+        """Serve the client until it leaves; then the reply stops, and the last exchange is stored. `settings`:
+        those its client secret carries."""
         if system := await self.conversation.load():
             self.config = replace(self.config, instructions=system)
+        if settings is not None:
+            self.config = updated(self.config, settings)
+            self.input = InputDecoder(self.config.input_format)
         self.turns.reset()
         await self.connection.send({"type": "session.created", "session": self.config.to_dict(self.session_id)})
         created = {"id": self.conversation.id, "object": "realtime.conversation"}

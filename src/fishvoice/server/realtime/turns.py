@@ -151,14 +151,8 @@ class TurnTaking:
             return
         self._heard_at, item_id, end = now, new_id("item"), self.input.end
         log.info("realtime %s: silent for %d ms: the user is prompted", self.connection.session_id, idle_ms)
-        await self.connection.send(
-            {
-                "type": "input_audio_buffer.timeout_triggered",
-                "audio_start_ms": max(0, end // PER_MS - idle_ms),
-                "audio_end_ms": end // PER_MS,
-                "item_id": item_id,
-            }
-        )
+        span = {"audio_start_ms": max(0, end // PER_MS - idle_ms), "audio_end_ms": end // PER_MS}
+        await self.connection.send({"type": "input_audio_buffer.timeout_triggered", **span, "item_id": item_id})
         silence = self.input.take(end - idle_ms * PER_MS, end)
         await self.commit(silence, item_id, respond=True, transcript=asyncio.create_task(_said(IDLE_TURN)))
 

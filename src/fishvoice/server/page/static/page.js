@@ -214,6 +214,22 @@ function sessionUpdate() {
   });
 }
 
+// A client secret for this conversation, minted with the key (POST /v1/realtime/client_secrets), valid a minute:
+// long enough to open the socket, which then lives on.
+async function clientSecret(key) {
+  const answer = await fetch("/v1/realtime/client_secrets", {
+    method: "POST",
+    headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ expires_after: { anchor: "created_at", seconds: 60 } }),
+  });
+  if (answer.status === 401) {
+    $("key-row").hidden = false;
+    throw new Error("the API key was refused. Check the API key under Settings.");
+  }
+  if (!answer.ok) throw new Error(`the server answered ${answer.status} to the client secret's request`);
+  return (await answer.json()).value;
+}
+
 function realtimeUrl() {
   const url = new URL("/v1/realtime", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
@@ -238,7 +254,9 @@ async function start() {
   const key = $("key").value.trim();
   let ws;
   try {
-    ws = key ? new WebSocket(realtimeUrl(), ["realtime", `openai-insecure-api-key.${key}`]) : new WebSocket(realtimeUrl());
+    // The key itself never goes into the socket's handshake: a short-lived client secret minted with it does.
+    const secret = key ? await clientSecret(key) : null;
+    ws = secret ? new WebSocket(realtimeUrl(), ["realtime", `openai-insecure-api-key.${secret}`]) : new WebSocket(realtimeUrl());
   } catch (error) {
     page.connecting = false;
     refresh();
