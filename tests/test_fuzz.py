@@ -144,6 +144,10 @@ paths = st.sampled_from(
         "/v2/ep/run",
         "/v2/ep/status/{id}",
         "/nope",
+        "/v1/realtime/client_secrets",
+        "/metrics",
+        "/ready",
+        "/live",
     ]
 )
 job_ids = st.text(alphabet=string.ascii_letters + string.digits + "-._~%", max_size=40)
@@ -165,9 +169,16 @@ def test_every_route_answers_random_requests_without_a_500(fuzz_url, path, job_i
     if "/runsync" in url:
         url += "?wait=1000"
     reply = httpx.request(method, url, content=body if method == "POST" else None, headers=headers, timeout=60)
+    if path == "/ready" and reply.status_code == 503:  # a probe's answer: why it is not ready
+        assert reply.json()["reasons"]
+        return
     assert reply.status_code < 500, (reply.status_code, reply.text[:300])
+    if path in ("/metrics", "/live", "/ready") and reply.status_code == 200:
+        return  # Prometheus' text, or the probes' own answers
     payload = reply.json()
-    if reply.status_code >= 400:
+    if reply.status_code >= 400 and path.startswith("/v1/"):  # OpenAI's error shape
+        assert payload["error"]["code"] in CODES and payload["error"]["message"]
+    elif reply.status_code >= 400:
         assert payload["error_code"] in CODES and payload["error"]
     elif payload.get("status") == "FAILED":
         assert payload["output"]["error_code"] in CODES

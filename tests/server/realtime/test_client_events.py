@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fishvoice.audio import G711_RATE
 from fishvoice.errors import FishvoiceError
@@ -231,3 +233,63 @@ def test_phone_formats_and_speed_are_the_sessions_and_each_reply_speaks_at_it():
     assert shown["input"]["format"] == {"type": "audio/pcma"} and shown["output"]["speed"] == 1.25
     asked = reply_request(Reply(ResponseSummary("resp", "item", True), "Hi.", config))
     assert (asked.speed, asked.sample_rate) == (1.25, G711_RATE)
+
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-10, 40000),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(["audio/pcm", "audio/pcmu", "audio/pcma", "g711_ulaw", "pcm16", "semantic_vad", "server_vad"]),
+    st.sampled_from(["low", "medium", "high", "auto", "none", "auto ", "transcription", "realtime"]),
+)
+_shapes = st.recursive(
+    _values,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "type",
+                    "format",
+                    "rate",
+                    "eagerness",
+                    "idle_timeout_ms",
+                    "speed",
+                    "conversation",
+                    "input",
+                    "metadata",
+                    "role",
+                    "content",
+                    "text",
+                    "turn_detection",
+                    "audio",
+                    "input",
+                    "output",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(session=_shapes, response=_shapes)
+def test_the_new_session_and_response_fields_refuse_any_bad_shape_by_name(session, response):
+    """Formats, semantic VAD, idle timeouts, speed, session types, out-of-band responses with their input and
+    metadata: any shape is taken or refused as invalid_input naming a field, never anything else."""
+    for event in ({"type": "session.update", "session": session}, {"type": "response.create", "response": response}):
+        try:
+            parsed = parse_event(event)
+            if isinstance(parsed, SessionUpdate):
+                updated(SessionConfig(), parsed.session).to_dict("sess")
+            elif isinstance(parsed, ResponseCreate):
+                for_response(SessionConfig(), parsed.response)
+                out_of_band(parsed.response)
+        except FishvoiceError as error:
+            assert error.code == "invalid_input" and error.field and error.message.startswith(error.field)
