@@ -113,6 +113,8 @@ HELLO = {"type": "text", "text": "hi"}
         ({"type": "conversation.item.truncate", "item_id": "x"}, "audio_end_ms", "required"),
         ({"type": "conversation.item.truncate", "item_id": "x", "audio_end_ms": 1.5}, "audio_end_ms", "integer"),
         ({"type": "input_audio_buffer.append"}, "audio", "required"),
+        ({"type": "conversation.item.retrieve"}, "item_id", "required"),
+        ({"type": "conversation.item.delete", "item_id": 5}, "item_id", "a string"),
         ({"type": "input_audio_buffer.commit", "event_id": 5}, "event_id", "a string"),
     ],
 )

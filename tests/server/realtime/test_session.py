@@ -332,6 +332,40 @@ def test_a_transcription_session_hears_turns_and_answers_none(url, question):
     assert not [e for e in seen if e.type.startswith("response.")]
 
 
+def test_items_are_retrieved_as_the_client_holds_them_and_deleted_from_the_conversation(url):
+    def typed(text: str) -> dict[str, Any]:
+        return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+
+    async def talk() -> list[Any]:
+        async with session(url, conversation_id="items") as connection:
+            seen: list[Any] = []
+            await connection.conversation.item.create(item=typed("Tell me about cats."))
+            dropped = (await until(connection, "conversation.item.added", seen)).item.id
+            await connection.conversation.item.delete(item_id=dropped)
+            await until(connection, "conversation.item.deleted", seen)
+            await connection.response.create()
+            await until(connection, "error", seen)  # nothing left to answer
+            await connection.conversation.item.create(item=typed(QUESTION))
+            asked = (await until(connection, "conversation.item.added", seen)).item.id
+            await connection.response.create(response={"output_modalities": ["text"]})
+            done = await until(connection, "response.done", seen)
+            for item_id in (asked, done.response.output[0].id, dropped):
+                await connection.conversation.item.retrieve(item_id=item_id)
+                await until(connection, "error" if item_id == dropped else "conversation.item.retrieved", seen)
+            return seen
+
+    seen = asyncio.run(talk())
+    deleted, nothing, *_, not_found = [e for e in seen if e.type in ("conversation.item.deleted", "error")]
+    assert deleted.type == "conversation.item.deleted" and nothing.type == not_found.type == "error"
+    assert nothing.error.param == "response.create" and not_found.error.param == "item_id"
+    asked, answer = [e.item for e in seen if e.type == "conversation.item.retrieved"]
+    assert asked.role == "user" and asked.content[0].text == QUESTION
+    done = next(e.response for e in seen if e.type == "response.done")
+    assert answer.id == done.output[0].id and answer.status == "completed" and answer.content[0].text
+    history = stored_history(url, "items")
+    assert history[0]["content"] == QUESTION and "cats" not in json.dumps(history)
+
+
 def test_a_reply_truncated_to_nothing_leaves_its_question_unanswered(url):
     """A reply sent whole, then truncated at 0 ms (the client played none of it): no empty assistant turn is
     kept; the question is answered with the next one."""

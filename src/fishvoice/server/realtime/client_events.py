@@ -217,6 +217,16 @@ class ItemTruncate(ClientEvent):
     audio_end_ms: Annotated[StrictInt, Field(ge=0)]
 
 
+class ItemRetrieve(ClientEvent):
+    type: Literal["conversation.item.retrieve"]
+    item_id: StrictStr
+
+
+class ItemDelete(ClientEvent):
+    type: Literal["conversation.item.delete"]
+    item_id: StrictStr
+
+
 class ResponseCreate(ClientEvent):
     type: Literal["response.create"]
     response: ResponseParams | None = None
@@ -234,6 +244,8 @@ CLIENT_EVENTS: dict[str, type[ClientEvent]] = {
     "input_audio_buffer.clear": AudioClear,
     "conversation.item.create": ItemCreate,
     "conversation.item.truncate": ItemTruncate,
+    "conversation.item.retrieve": ItemRetrieve,
+    "conversation.item.delete": ItemDelete,
     "response.create": ResponseCreate,
     "response.cancel": ResponseCancel,
 }

@@ -5,9 +5,12 @@ still counts."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ...contract import ChatMessage
+from ...errors import FishvoiceError
 from ...memory.base import ConversationStore
+from .protocol import assistant_item
 from .reply import Reply
 
 
@@ -19,6 +22,7 @@ class Exchange:
     user: str
     reply: Reply
     assistant: str
+    user_item: str | None = None
 
 
 class Conversation:
@@ -30,6 +34,31 @@ class Conversation:
         self.unanswered: list[str] = []  # user turns heard but not yet answered
         self.last_item: str | None = None  # the id of the conversation's last item
         self.exchange: Exchange | None = None
+        self.items: dict[str, dict[str, Any]] = {}  # this session's items as the client sees them, by id
+
+    def keep(self, item: dict[str, Any]) -> dict[str, Any]:
+        """An item of this session, as it is now (`conversation.item.retrieve` answers with it)."""
+        self.items[item["id"]] = item
+        return item
+
+    def item(self, item_id: str) -> dict[str, Any]:
+        if item_id not in self.items:
+            raise FishvoiceError("not_found", f"item_id: no item {item_id[:60]!r} in this session", "item_id")
+        return self.items[item_id]
+
+    def delete(self, item_id: str) -> None:
+        """The item leaves the session's conversation: its message is no longer unanswered, nor a turn the next
+        replies read (nor stored with its exchange, if that is not stored yet)."""
+        item = self.items.pop(item_id, None) or self.item(item_id)
+        said = _text_of(item)
+        if item["role"] == "user" and said in self.unanswered:
+            self.unanswered.remove(said)
+        for index in range(len(self.turns) - 1, -1, -1):
+            if self.turns[index] == {"role": item["role"], "content": said}:
+                del self.turns[index]
+                break
+        if self.exchange is not None and item_id in (self.exchange.item_id, self.exchange.user_item):
+            self.exchange = None
 
     async def load(self) -> str | None:
         """The stored turns; returns the stored system message."""
@@ -43,7 +72,7 @@ class Conversation:
             self.unanswered.insert(0, reply.message)
             return
         self.turns += [{"role": "user", "content": reply.message}, {"role": "assistant", "content": heard}]
-        self.exchange = Exchange(reply.summary.item_id, reply.message, reply, heard)
+        self.exchange = Exchange(reply.summary.item_id, reply.message, reply, heard, reply.previous_item)
 
     def cut(self, heard_ms: int) -> None:
         """The last exchange as far as its reply was heard; heard not at all, its question is unanswered again."""
@@ -51,6 +80,9 @@ class Conversation:
         assert exchange is not None
         exchange.reply.heard_ms = heard_ms
         exchange.assistant = exchange.reply.heard()
+        if exchange.item_id in self.items:  # as the client now holds it
+            audio = exchange.reply.config.audio
+            self.items[exchange.item_id] = assistant_item(exchange.item_id, exchange.assistant, audio, "completed")
         if exchange.assistant:
             self.turns[-1] = {"role": "assistant", "content": exchange.assistant}
             return
@@ -71,3 +103,8 @@ class Conversation:
             system_message=exchange.reply.config.instructions,
             voice_hash=None,
         )
+
+
+def _text_of(item: dict[str, Any]) -> str:
+    part = item["content"][0] if item.get("content") else {}
+    return str(part.get("text") or part.get("transcript") or "")

@@ -95,6 +95,8 @@ class Responder:
     async def send(self, reply: Reply, event: dict[str, Any]) -> None:
         """One of a reply's events out to the client; its first audio ends the voice-to-voice time."""
         await self.connection.send(event)
+        if event["type"] == "response.output_item.added" and not reply.out_of_band:  # the client knows it now
+            self.conversation.keep(event["item"])
         if event["type"] == "response.output_audio.delta" and not reply.audio_out:
             reply.audio_out = True
             if reply.turn_ended is not None:
@@ -222,6 +224,8 @@ class Responder:
             else:
                 await self.emit(reply, {"type": "response.output_text.done", **ids, "text": spoken})
         item = assistant_item(summary.item_id, heard, reply.config.audio, "completed")
+        if not reply.out_of_band:
+            self.conversation.keep(item)
         await self.emit(
             reply,
             {"type": "response.output_item.done", "response_id": summary.response_id, "output_index": 0, "item": item},

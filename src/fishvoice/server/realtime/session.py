@@ -31,6 +31,8 @@ from .client_events import (
     AudioClear,
     AudioCommit,
     ItemCreate,
+    ItemDelete,
+    ItemRetrieve,
     ItemTruncate,
     ResponseCancel,
     ResponseCreate,
@@ -107,7 +109,20 @@ class RealtimeSession:
             "response.create": self._create_response,
             "response.cancel": self._cancel_response,
             "conversation.item.truncate": self._truncate,
+            "conversation.item.retrieve": self._retrieve,
+            "conversation.item.delete": self._delete,
         }
+
+    async def _retrieve(self, event: ItemRetrieve) -> None:
+        item = self.conversation.item(event.item_id)
+        await self.connection.send({"type": "conversation.item.retrieved", "item": item})
+
+    async def _delete(self, event: ItemDelete) -> None:
+        current = self.replies.current
+        if current is not None and current.summary.item_id == event.item_id:
+            raise invalid("item_id", "the reply is in progress: cancel it first")
+        self.conversation.delete(event.item_id)
+        await self.connection.send({"type": "conversation.item.deleted", "item_id": event.item_id})
 
     async def _update_session(self, event: SessionUpdate) -> None:
         config = updated(self.config, event.session)
@@ -152,7 +167,8 @@ class RealtimeSession:
         text = user_text(event.item)
         item_id = event.item.id if is_conversation_id(event.item.id) else new_id("item")
         self.conversation.unanswered.append(text)
-        added = {"previous_item_id": self.conversation.last_item, "item": user_item(item_id, text=text)}
+        item = self.conversation.keep(user_item(item_id, text=text))
+        added = {"previous_item_id": self.conversation.last_item, "item": item}
         self.conversation.last_item = item_id
         await self.connection.send({"type": "conversation.item.added", **added})
         await self.connection.send({"type": "conversation.item.done", **added})

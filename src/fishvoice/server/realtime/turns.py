@@ -231,13 +231,14 @@ class TurnTaking:
         await self.connection.send(
             {"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id}
         )
-        await self.connection.send(
-            {"type": "conversation.item.added", "previous_item_id": previous, "item": user_item(item_id)}
-        )
+        item = self.conversation.keep(user_item(item_id))
+        await self.connection.send({"type": "conversation.item.added", "previous_item_id": previous, "item": item})
 
     async def _send_transcript(self, item_id: str, text: str) -> None:
         """The turn's transcript: a delta (the whole of it, as OpenAI's whisper-1 sends it: the recogniser
         hears a turn whole), then the completed event."""
+        if item_id in self.conversation.items:
+            self.conversation.keep(user_item(item_id, transcript=text))
         heard = {"item_id": item_id, "content_index": 0}
         await self.connection.send(
             {"type": "conversation.item.input_audio_transcription.delta", **heard, "delta": text}
