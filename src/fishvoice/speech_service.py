@@ -20,6 +20,30 @@ from .tts.base import TTS, prepare_voice
 from .voices import VoiceReference
 
 DEFAULT_VOICE = "default"  # the voice's own, as the OpenAI routes and realtime sessions name it
+# OpenAI's preset voices: /v1/audio/speech refuses them with the voices there; a realtime session (whose clients,
+# OpenAI's Agents SDK among them, name one by default) speaks them in the default voice.
+OPENAI_VOICES = frozenset(
+    {
+        "alloy",
+        "ash",
+        "ballad",
+        "cedar",
+        "coral",
+        "echo",
+        "fable",
+        "marin",
+        "nova",
+        "onyx",
+        "sage",
+        "shimmer",
+        "verse",
+    }
+)
+
+
+def saved_voice_id(name: str) -> str | None:
+    """The saved voice a realtime session's voice names; None for the default voice or an OpenAI preset."""
+    return None if name == DEFAULT_VOICE or name.lower() in OPENAI_VOICES else name
 
 
 def no_asr(field: str) -> FishvoiceError:

@@ -1,14 +1,17 @@
-"""OpenAI's Agents SDK for JavaScript (@openai/agents-realtime, through node) with its defaults, pointed at
-`fishvoice serve`: a RealtimeSession over OpenAIRealtimeWebSocket, which asks for semantic_vad, its own
-transcription model and formats; a typed question and a spoken one are answered in speech."""
+"""OpenAI's Agents SDK with its defaults, pointed at `fishvoice serve`: for JavaScript (@openai/agents-realtime,
+through node) a RealtimeSession over OpenAIRealtimeWebSocket, which asks for semantic_vad, its own transcription
+model and formats (a typed question and a spoken one are answered in speech); for Python (openai-agents) a
+RealtimeRunner's session."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +41,13 @@ def url(tmp_path_factory) -> Iterator[str]:
         yield base
 
 
+def assert_spoken(transcript: str | None, pcm16_bytes: int) -> None:
+    """A reply was said: its words, and pcm16 at 24 kHz as long as they take to say (0.1 to 1.2 s a word)."""
+    words = len((transcript or "").split())
+    assert words > 0, transcript
+    assert 0.1 * words <= pcm16_bytes / (2 * 24000) <= 1.2 * words + 1.0, (transcript, pcm16_bytes)
+
+
 def run_agent(script: Path, url: str, *args: str) -> dict:
     done = subprocess.run(
         ["node", str(script), url, *args],
@@ -53,8 +63,7 @@ def run_agent(script: Path, url: str, *args: str) -> dict:
 def test_the_agents_sdk_with_its_defaults_gets_a_spoken_answer_to_a_typed_question(sdk, url):
     seen = run_agent(sdk, url)
     assert seen["errors"] == [] and "error" not in seen["events"], seen
-    assert seen["text"] and "paris" in seen["text"].lower(), seen
-    assert seen["audioBytes"] > 24000 * 2 * 0.5  # half a second of pcm16 at least
+    assert_spoken(seen["text"], seen["audioBytes"])
     assert [item["role"] for item in seen["history"]] == ["user", "assistant"]
     assert "session.updated" in seen["events"]  # its default session (semantic_vad, ...) was taken
 
@@ -64,7 +73,33 @@ def test_the_agents_sdk_hears_a_spoken_question_through_its_default_semantic_vad
     speech.write_bytes(silence(0.3) + question + silence(2.5))
     seen = run_agent(sdk, url, str(speech))
     assert seen["errors"] == [], seen
-    assert "input_audio_buffer.speech_stopped" in seen["events"] and seen["text"], seen
+    assert "input_audio_buffer.speech_stopped" in seen["events"], seen
     said = seen["history"][0]["content"][0]
     assert heard_as_asked(said.get("transcript") or ""), said
-    assert seen["audioBytes"] > 0
+    assert_spoken(seen["text"], seen["audioBytes"])
+
+
+def test_the_python_agents_sdk_with_its_defaults_gets_a_spoken_answer(url):
+    """openai-agents' RealtimeRunner, as it opens a session by default (its voice `ash`, one of OpenAI's presets,
+    spoken in the default voice)."""
+    from agents.realtime import RealtimeAgent, RealtimeRunner
+
+    async def ask() -> tuple[int, list[str], list[Any]]:
+        agent = RealtimeAgent(name="Assistant", instructions="Answer in one short sentence.")
+        config = {"url": url.replace("http", "ws", 1) + "/v1/realtime", "api_key": KEY}
+        audio, errors = 0, []
+        async with await RealtimeRunner(agent).run(model_config=config) as session:
+            await session.send_message("What is the capital of France?")
+            async for event in session:
+                if event.type == "audio":
+                    audio += len(event.audio.data)
+                elif event.type == "error":
+                    errors.append(str(event.error))
+                elif event.type == "agent_end":
+                    break
+            return audio, errors, list(session._history)
+
+    audio, errors, history = asyncio.run(asyncio.wait_for(ask(), 180))
+    said = history[-1]
+    assert errors == [] and said.role == "assistant", (errors, said)
+    assert_spoken(said.content[0].transcript, audio)

@@ -35,7 +35,7 @@ from ...audio import MAX_SPEED, MIN_SPEED, StreamEncoder, StreamFormat
 from ...contract import WordTiming
 from ...errors import FishvoiceError, as_api_error
 from ...pipeline import Words
-from ...speech_service import DEFAULT_VOICE, SpeechService
+from ...speech_service import DEFAULT_VOICE, OPENAI_VOICES, SpeechService
 from ...validation import first_error
 from ...voices import VoiceReference
 from ..http.auth import Auth
@@ -61,23 +61,6 @@ MAX_INSTRUCTIONS_CHARS = 4096
 MODELS: tuple[str, ...] = ("fishvoice", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 # What /v1/models lists: the speech models, and OpenAI's transcription model (openai_chat.py's routes take any).
 LISTED_MODELS: tuple[str, ...] = (*MODELS, "whisper-1")
-OPENAI_VOICES = frozenset(
-    {
-        "alloy",
-        "ash",
-        "ballad",
-        "cedar",
-        "coral",
-        "echo",
-        "fable",
-        "marin",
-        "nova",
-        "onyx",
-        "sage",
-        "shimmer",
-        "verse",
-    }
-)
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 RESPONSE_FORMATS: tuple[str, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")

@@ -16,7 +16,7 @@ from ...assistant import Assistant
 from ...audio import G711_RATE, from_pcm16, to_g711
 from ...contract import MAX_MESSAGE_CHARS, AudioEvent, DoneEvent, ReplyRequest, TextEvent, WordsEvent
 from ...errors import FishvoiceError, as_api_error
-from ...speech_service import DEFAULT_VOICE, WorkLimit
+from ...speech_service import WorkLimit, saved_voice_id
 from .connection import Connection
 from .conversation import Conversation
 from .input_audio import PER_MS
@@ -253,7 +253,7 @@ def reply_request(reply: Reply) -> ReplyRequest:
     return ReplyRequest(
         message=reply.message,
         system_message=config.instructions,
-        reference_id=None if config.voice == DEFAULT_VOICE else config.voice,
+        reference_id=saved_voice_id(config.voice),
         temperature=min(max(config.temperature, 0.1), 1.0),
         max_tokens=config.max_output_tokens,
         audio_format="pcm16",

@@ -24,7 +24,7 @@ from ...asr.base import ASR
 from ...assistant import Assistant
 from ...contract import is_conversation_id
 from ...errors import FishvoiceError
-from ...speech_service import DEFAULT_VOICE, SpeechService
+from ...speech_service import SpeechService, saved_voice_id
 from ..http.fields import invalid
 from .client_events import (
     AudioAppend,
@@ -138,7 +138,7 @@ class RealtimeSession:
 
     async def _check_voice(self, voice: str, path: str) -> None:
         namespace = self.conversation.namespace
-        if voice != DEFAULT_VOICE and await self.assistant.store.saved_voice(namespace, voice) is None:
+        if saved_voice_id(voice) and await self.assistant.store.saved_voice(namespace, voice) is None:
             raise FishvoiceError("not_found", f"{path}: no saved voice {voice[:60]!r}", path)
 
     async def _append(self, event: AudioAppend) -> None:
