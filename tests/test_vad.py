@@ -87,6 +87,8 @@ def test_turn_rules_on_given_probabilities():
     ("transcript", "finished"),
     [
         ("What is the capital of France?", True),
+        ("Where are you from?", True),  # a preposition may end a question
+        ("Could you remind me to call my sister and?", False),  # a conjunction may not
         ("Tell me a joke.", True),
         ("That's great!", True),
         ("I would like to order a pizza with", False),

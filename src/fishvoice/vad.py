@@ -68,25 +68,30 @@ class StreamingVAD:
 
 Eagerness = Literal["low", "medium", "high"]
 # semantic_vad's silence that ends a turn, in ms: after a finished utterance, and after one that trails off.
-EAGERNESS_MS: dict[Eagerness, tuple[int, int]] = {"high": (150, 1200), "medium": (350, 2500), "low": (800, 5000)}
+# `low` waits even after what reads as finished: the recogniser may mishear a trailing word ("... my sister and"
+# heard as "... my sister in?"), and low is the promise not to cut a sentence paused mid-way.
+EAGERNESS_MS: dict[Eagerness, tuple[int, int]] = {"high": (150, 1200), "medium": (350, 2500), "low": (2000, 6000)}
 # Words a sentence does not end on: a transcript ending with one trails off, whatever its punctuation.
 _TRAILING_WORDS = (
     "a an and as at because but by for from if in into like my of on or so than that the their then to um uh with "
     "when where which while who your our his her its i we you they is are was were be"
 )
 _TRAILING = frozenset(_TRAILING_WORDS.split())
+# Words not even a question ends on ("... and?" is a sentence cut short and misheard).
+_NEVER_LAST_WORDS = "a an and because but or the um uh my your our their his her its"
+_NEVER_LAST = frozenset(_NEVER_LAST_WORDS.split())
 
 
 def reads_finished(transcript: str) -> bool:
     """Whether what was heard reads as a finished utterance: a question, or a sentence ended by a full stop or
     an exclamation on a word that can end one (Whisper punctuates what it hears)."""
     text = transcript.strip()
-    if text.endswith("?"):
-        return True
-    if not text.endswith((".", "!")) or text.endswith(".."):
-        return False
     words = re.findall(r"[a-z']+", text.lower())
-    return bool(words) and words[-1] not in _TRAILING
+    if not words or text.endswith(".."):
+        return False
+    if text.endswith("?"):
+        return words[-1] not in _NEVER_LAST
+    return text.endswith((".", "!")) and words[-1] not in _TRAILING
 
 
 @dataclass(frozen=True)
