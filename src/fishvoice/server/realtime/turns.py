@@ -235,8 +235,7 @@ class TurnTaking:
         await self.connection.send({"type": "conversation.item.added", "previous_item_id": previous, "item": item})
 
     async def _send_transcript(self, item_id: str, text: str) -> None:
-        """The turn's transcript: a delta (the whole of it, as OpenAI's whisper-1 sends it: the recogniser
-        hears a turn whole), then the completed event."""
+        """The turn's transcript: a delta (all of it, as OpenAI's whisper-1 sends it), then the completed event."""
         if item_id in self.conversation.items:
             self.conversation.keep(user_item(item_id, transcript=text))
         heard = {"item_id": item_id, "content_index": 0}
