@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import statistics
+import tempfile
 import time
 
 import httpx
@@ -77,8 +78,6 @@ async def main() -> None:
     plain = await per_request_us(False, args.requests)
     traced = await per_request_us(True, args.requests)
     print(f"per request, in process: plain {plain:.0f} us, traced and counted {traced:.0f} us ({traced / plain:.2f}x)")
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         ms, size = await scrape_ms(tmp)
     print(f"/metrics scrape: {ms:.1f} ms, {size / 1024:.0f} KiB")

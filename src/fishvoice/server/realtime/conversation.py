@@ -49,7 +49,8 @@ class Conversation:
     def delete(self, item_id: str) -> None:
         """The item leaves the session's conversation: its message is no longer unanswered, nor a turn the next
         replies read (nor stored with its exchange, if that is not stored yet)."""
-        item = self.items.pop(item_id, None) or self.item(item_id)
+        item = self.item(item_id)
+        del self.items[item_id]
         said = _text_of(item)
         if item["role"] == "user" and said in self.unanswered:
             self.unanswered.remove(said)

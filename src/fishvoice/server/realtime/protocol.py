@@ -164,7 +164,6 @@ class ResponseSummary:
     error: dict[str, Any] | None = None
     audio_format: AudioFormatName = "pcm"
     metadata: dict[str, str] | None = None  # the client's, returned as given
-    out_of_band: bool = False  # `conversation: "none"`: not part of the conversation
 
     def to_dict(self) -> dict[str, Any]:
         details: dict[str, Any] | None = None

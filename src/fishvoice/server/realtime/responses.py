@@ -64,7 +64,7 @@ class Responder:
             new_id("resp"), new_id("item"), config.audio, voice=config.voice, audio_format=config.output_format
         )
         if out_of_band is not None:
-            summary = replace(summary, metadata=out_of_band.metadata, out_of_band=out_of_band.alone)
+            summary = replace(summary, metadata=out_of_band.metadata)
         if out_of_band is not None and out_of_band.alone:
             message = out_of_band.message or " ".join(conversation.unanswered)
             reply = self.current = Reply(summary, message[:MAX_MESSAGE_CHARS], config, out_of_band=True)
