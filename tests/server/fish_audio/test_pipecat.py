@@ -5,7 +5,6 @@ fixed in its constructor, so the test points its `_base_url` at the server."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 
 import fishaudio
@@ -19,12 +18,14 @@ from pipecat.workers.runner import WorkerRunner
 
 from fishvoice.audio import Audio, encode_bytes, from_pcm16
 from tests.servers import server
+from tests.test_asr import word_error_rate
 
 pytestmark = pytest.mark.model  # loads models (or starts a server that does)
 
 KEY = "pipecat-key"
 RATE = 24000
-SENTENCES = ["Hello there, this is pipecat speaking through fishvoice.", "And a second sentence follows it."]
+# plain words the recogniser knows (it heard "pipecat" as "Pike that's"), both sentences needed to pass
+SENTENCES = ["Hello there, this is a voice speaking through the server.", "And a second sentence follows it."]
 
 
 @pytest.fixture(scope="module")
@@ -77,4 +78,4 @@ def test_pipecats_fish_voice_speaks_through_the_server(url):
     assert audio.duration_s > 3, audio.duration_s
     wav = encode_bytes(audio, "wav")[0]
     text = fishaudio.FishAudio(api_key=KEY, base_url=url).asr.transcribe(audio=wav, language="en").text
-    assert {"hello", "speaking", "second", "sentence", "follows"} <= set(re.findall(r"[a-z]+", text.lower())), text
+    assert word_error_rate(" ".join(SENTENCES), text) < 0.3, text  # Piper's voice is drawn anew each time
