@@ -207,8 +207,10 @@ async def test_long_history_is_trimmed_to_fit_the_context(handler, store, llm):
         await store.append_exchange(
             "",
             "long-1",
-            f"Question {i}: " + "tell me more " * 40,
-            "Sure. " + "more words here " * 30,
+            [
+                {"role": "user", "content": f"Question {i}: " + "tell me more " * 40},
+                {"role": "assistant", "content": "Sure. " + "more words here " * 30},
+            ],
             system_message=None,
             voice_hash=None,
         )

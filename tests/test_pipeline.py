@@ -11,7 +11,7 @@ import pytest
 
 from fishvoice.audio import Audio
 from fishvoice.context import CONTEXT_MARGIN, fit_context
-from fishvoice.contract import ChatMessage, Usage
+from fishvoice.contract import ToolCall, ChatMessage, Usage
 from fishvoice.errors import FishvoiceError
 from fishvoice.pipeline import Spoken, speech_pipeline
 from fishvoice.threads import iterate_in_thread
@@ -190,12 +190,15 @@ TURNS: list[ChatMessage] = [
 ]
 
 
+HI: list[ChatMessage] = [{"role": "user", "content": "hi there"}]
+
+
 def test_context_keeps_whole_recent_exchanges_that_fit():
-    whole = fit_context("sys", TURNS, "hi there", 10, count_tokens=words_in, context_window=100)
+    whole = fit_context("sys", TURNS, HI, 10, count_tokens=words_in, context_window=100)
     assert whole.messages[1:-1] == TURNS and whole.max_tokens == 10 and whole.warning is None
     # system 3 + message 4 + the 2 exchanges 18 + max_tokens 10 = 35 do not fit in 34: older turns are
     # dropped a step of TRIM_EXCHANGES at a time from the start, here all of them
-    trimmed = fit_context("sys", TURNS, "hi there", 10, count_tokens=words_in, context_window=34 + CONTEXT_MARGIN)
+    trimmed = fit_context("sys", TURNS, HI, 10, count_tokens=words_in, context_window=34 + CONTEXT_MARGIN)
     system, message = {"role": "system", "content": "sys"}, {"role": "user", "content": "hi there"}
     assert trimmed.messages == [system, message]
 
@@ -203,7 +206,7 @@ def test_context_keeps_whole_recent_exchanges_that_fit():
 def test_context_drops_old_turns_in_steps_so_its_start_holds_for_several_replies():
     exchange: list[ChatMessage] = [{"role": "user", "content": "a b c"}, {"role": "assistant", "content": "d e"}]
     fitted = [
-        fit_context("sys", exchange * n, "hi there", 10, count_tokens=words_in, context_window=110 + CONTEXT_MARGIN)
+        fit_context("sys", exchange * n, HI, 10, count_tokens=words_in, context_window=110 + CONTEXT_MARGIN)
         for n in range(6, 20)
     ]
     # Each exchange is 9 tokens; 3 + 4 + 10 leave room for 10 of them. The first kept turn moves only in
@@ -214,10 +217,24 @@ def test_context_drops_old_turns_in_steps_so_its_start_holds_for_several_replies
     assert all(f.messages[-2] == exchange[1] for f in fitted)
 
 
+def test_context_trims_by_exchanges_with_their_function_calls_and_ends_with_the_one_answered():
+    call: ToolCall = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    called: list[ChatMessage] = [
+        {"role": "user", "content": "a b c"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": "d", "tool_call_id": "c"},
+        {"role": "assistant", "content": "e"},
+    ]
+    tail: list[ChatMessage] = [*HI, {"role": "assistant", "content": "", "tool_calls": [call]}]
+    fitted = fit_context("sys", called * 9, tail, 10, count_tokens=words_in, context_window=100 + CONTEXT_MARGIN)
+    # 4 exchanges of 4 messages are dropped (a step), never a call without its exchange
+    assert fitted.messages[1:-2] == called * 5 and fitted.messages[-2:] == tail
+
+
 def test_context_lowers_max_tokens_and_refuses_a_message_too_long():
-    lowered = fit_context("sys", TURNS, "hi there", 500, count_tokens=words_in, context_window=20 + CONTEXT_MARGIN)
+    lowered = fit_context("sys", TURNS, HI, 500, count_tokens=words_in, context_window=20 + CONTEXT_MARGIN)
     assert lowered.max_tokens == 13 and lowered.messages[1:-1] == []
     assert lowered.warning == "max_tokens lowered to 13 to fit the model's context"
     with pytest.raises(FishvoiceError) as refused:
-        fit_context("sys", [], "word " * 50, 5, count_tokens=words_in, context_window=40)
+        fit_context("sys", [], [{"role": "user", "content": "word " * 50}], 5, count_tokens=words_in, context_window=40)
     assert refused.value.field == "message" and refused.value.code == "invalid_input"

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fishvoice.audio import Audio
+from fishvoice.contract import ChatMessage, ToolCall
 from fishvoice.memory.base import VoiceDetails
 from fishvoice.memory.redis import RedisStore
 from fishvoice.memory.sqlite import SQLiteStore, sqlite_path
@@ -39,12 +40,35 @@ def any_store(make_store):
     return make_store()
 
 
+def said(user: str, assistant: str) -> list[ChatMessage]:
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+
+
 async def test_appends_build_the_history_in_order(any_store):
-    await any_store.append_exchange("", "c", "hi", "hello", system_message="be kind", voice_hash=None)
-    history = await any_store.append_exchange("", "c", "how are you", "fine", system_message=None, voice_hash=None)
+    await any_store.append_exchange("", "c", said("hi", "hello"), system_message="be kind", voice_hash=None)
+    history = await any_store.append_exchange(
+        "", "c", said("how are you", "fine"), system_message=None, voice_hash=None
+    )
     assert [t["content"] for t in history] == ["hi", "hello", "how are you", "fine"]
     conversation = await any_store.load("", "c")
     assert conversation.turns == history and conversation.system_message == "be kind"
+
+
+async def test_an_exchange_with_function_calls_is_kept_whole(any_store):
+    call: ToolCall = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+    }
+    exchange: list[ChatMessage] = [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": "snow, -3 C", "tool_call_id": "call_1"},
+        {"role": "assistant", "content": "It snows in Oslo."},
+    ]
+    await any_store.append_exchange("", "c", said("hi", "hello"), system_message=None, voice_hash=None)
+    history = await any_store.append_exchange("", "c", exchange, system_message=None, voice_hash=None)
+    assert history[2:] == exchange and (await any_store.load("", "c")).turns == history
 
 
 async def test_a_new_conversation_is_empty(any_store):
@@ -53,15 +77,18 @@ async def test_a_new_conversation_is_empty(any_store):
 
 
 async def test_latest_system_message_and_voice_are_kept(any_store):
-    await any_store.append_exchange("", "c", "a", "b", system_message="first", voice_hash="v1")
-    await any_store.append_exchange("", "c", "c", "d", system_message="second", voice_hash=None)
+    await any_store.append_exchange("", "c", said("a", "b"), system_message="first", voice_hash="v1")
+    await any_store.append_exchange("", "c", said("c", "d"), system_message="second", voice_hash=None)
     conversation = await any_store.load("", "c")
     assert (conversation.system_message, conversation.voice_hash) == ("second", "v1")
 
 
 async def test_racing_appends_on_one_conversation_all_land(any_store):
     await asyncio.gather(
-        *(any_store.append_exchange("", "c", f"q{i}", f"a{i}", system_message=None, voice_hash=None) for i in range(20))
+        *(
+            any_store.append_exchange("", "c", said(f"q{i}", f"a{i}"), system_message=None, voice_hash=None)
+            for i in range(20)
+        )
     )
     turns = (await any_store.load("", "c")).turns
     assert len(turns) == 40
@@ -71,7 +98,7 @@ async def test_racing_appends_on_one_conversation_all_land(any_store):
 
 
 async def test_namespaces_keep_conversations_apart(any_store):
-    await any_store.append_exchange("key-a", "c", "secret", "ok", system_message=None, voice_hash=None)
+    await any_store.append_exchange("key-a", "c", said("secret", "ok"), system_message=None, voice_hash=None)
     assert (await any_store.load("key-b", "c")).turns == []
     assert (await any_store.load("", "c")).turns == []
     assert len((await any_store.load("key-a", "c")).turns) == 2
@@ -79,10 +106,10 @@ async def test_namespaces_keep_conversations_apart(any_store):
 
 async def test_idle_conversations_expire(make_store):
     store = make_store(ttl_s=1)
-    await store.append_exchange("", "old", "a", "b", system_message="s", voice_hash=None)
+    await store.append_exchange("", "old", said("a", "b"), system_message="s", voice_hash=None)
     await asyncio.sleep(1.3)
     assert (await store.load("", "old")).turns == []
-    history = await store.append_exchange("", "old", "new", "start", system_message=None, voice_hash=None)
+    history = await store.append_exchange("", "old", said("new", "start"), system_message=None, voice_hash=None)
     assert [t["content"] for t in history] == ["new", "start"]
 
 
@@ -177,14 +204,14 @@ async def test_voice_codes_round_trip_by_key(any_store):
 
 async def test_sqlite_purges_what_expired(tmp_path):
     store = SQLiteStore(tmp_path / "db.sqlite3", ttl_s=0.3)
-    await store.append_exchange("", "old", "a", "b", system_message=None, voice_hash=None)
+    await store.append_exchange("", "old", said("a", "b"), system_message=None, voice_hash=None)
     time.sleep(0.4)
     assert await store.purge_expired() == 1
 
 
 async def test_two_sqlite_stores_on_one_file_share_conversations_in_wal_mode(tmp_path):
     first, second = SQLiteStore(tmp_path / "db.sqlite3"), SQLiteStore(tmp_path / "db.sqlite3")
-    await first.append_exchange("", "c", "a", "b", system_message=None, voice_hash=None)
+    await first.append_exchange("", "c", said("a", "b"), system_message=None, voice_hash=None)
     assert len((await second.load("", "c")).turns) == 2
     with sqlite3.connect(tmp_path / "db.sqlite3") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -195,7 +222,7 @@ async def test_two_redis_workers_share_conversations_and_voices(redis_url):
     one, two = RedisStore(redis_url, prefix=prefix), RedisStore(redis_url, prefix=prefix)
     await asyncio.gather(
         *(
-            store.append_exchange("", "c", f"q{i}", f"a{i}", system_message=None, voice_hash=None)
+            store.append_exchange("", "c", said(f"q{i}", f"a{i}"), system_message=None, voice_hash=None)
             for i in range(10)
             for store in (one, two)
         )
@@ -209,9 +236,9 @@ async def test_an_append_sent_again_after_its_answer_was_lost_lands_once(lossy_r
     """Redis ran the append, but the connection dropped before its answer came (as when Redis restarts
     under load): the client sends the append again, and the exchange is stored once."""
     store = RedisStore(await lossy_redis.start(), prefix=f"test-{uuid.uuid4().hex[:8]}")
-    await store.append_exchange("", "warm-up", "q", "a", system_message=None, voice_hash=None)  # scripts loaded
+    await store.append_exchange("", "warm-up", said("q", "a"), system_message=None, voice_hash=None)  # scripts loaded
     lossy_redis.lose_next_answer()
-    history = await store.append_exchange("", "c", "the only time", "once", system_message=None, voice_hash=None)
+    history = await store.append_exchange("", "c", said("the only time", "once"), system_message=None, voice_hash=None)
     assert lossy_redis.lost.is_set()  # the answer was lost and the append sent again
     assert history == (await store.load("", "c")).turns
     assert history == [{"role": "user", "content": "the only time"}, {"role": "assistant", "content": "once"}]

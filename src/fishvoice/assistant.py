@@ -35,6 +35,9 @@ from .contract import (
     ReplyRequest,
     TextEvent,
     Timings,
+    ToolCall,
+    ToolCallDelta,
+    Tools,
     TranscriptEvent,
     TranscriptInfo,
     Usage,
@@ -65,6 +68,7 @@ class _ReplyState:
     text: list[str] = field(default_factory=list)
     audio: list[Audio] = field(default_factory=list)
     words: list[WordTiming] = field(default_factory=list)
+    calls: dict[int, ToolCall] = field(default_factory=dict)  # the functions it calls, by the LLM's index
     usage: Usage = field(default_factory=lambda: Usage(0, 0))
     first_audio: float | None = None
     asr_s: float | None = None
@@ -74,6 +78,21 @@ class _ReplyState:
 
     def ms(self, seconds: float | None) -> int | None:
         return None if seconds is None else round(seconds * 1000)
+
+    def called(self, delta: ToolCallDelta) -> None:
+        """A piece of a function call: the call it begins or the arguments it adds to."""
+        call = self.calls.setdefault(
+            delta.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+        )
+        call["id"] = delta.id or call["id"]
+        call["function"]["name"] = delta.name or call["function"]["name"]
+        call["function"]["arguments"] += delta.arguments
+
+    def message(self, text: str) -> ChatMessage:
+        """The assistant's message: its text, and the functions it called."""
+        if not self.calls:
+            return {"role": "assistant", "content": text}
+        return {"role": "assistant", "content": text, "tool_calls": [self.calls[i] for i in sorted(self.calls)]}
 
 
 class Assistant:
@@ -100,12 +119,20 @@ class Assistant:
         self.backend_timeout_s = backend_timeout_s  # longest silence of the LLM or the voice before the reply fails
 
     async def respond(
-        self, request: ReplyRequest, namespace: str = "", *, history: list[ChatMessage] | None = None
+        self,
+        request: ReplyRequest,
+        namespace: str = "",
+        *,
+        history: list[ChatMessage] | None = None,
+        tools: Tools | None = None,
+        calls: list[ChatMessage] | None = None,
     ) -> AsyncGenerator[ReplyEvent, None]:
-        """Yield text and audio events as they come, then the done event; raise on failure.
+        """Yield text, function call and audio events as they come, then the done event; raise on failure.
 
         `history` given (the turns before `request.message`, as OpenAI's chat API sends them), it is the
-        conversation: the caller keeps it, so nothing is loaded or stored (`conversation_id` must be None)."""
+        conversation: the caller keeps it, so nothing is loaded or stored (`conversation_id` must be None).
+        `tools`: the functions the reply may call; `calls`: what followed the message in its exchange (the
+        assistant's function calls and their results), which the reply goes on from."""
         if history is not None and request.conversation_id:
             raise ValueError("a reply to a given history has no stored conversation")
         reply = _ReplyState(started=time.perf_counter())
@@ -124,33 +151,33 @@ class Assistant:
         if request.speak:
             await prepare_voice(self.tts, voice)  # encoded once, or its stored encoding loaded, before the LLM starts
         system = request.system_message or conversation.system_message or self.default_system_message
+        asked: list[ChatMessage] = [{"role": "user", "content": request.message}, *(calls or [])]
         prompt = fit_context(
             system,
             conversation.turns,
-            request.message,
+            asked,
             request.max_tokens,
             count_tokens=self.llm.count_tokens,
             context_window=self.llm.context_window,
         )
         warnings += [prompt.warning] if prompt.warning else []
 
-        words = self.llm.stream(prompt.messages, temperature=request.temperature, max_tokens=prompt.max_tokens)
+        words = self.llm.stream(
+            prompt.messages, temperature=request.temperature, max_tokens=prompt.max_tokens, tools=tools
+        )
         speak = self._speaker(request, voice) if request.speak else None
         async with aclosing(self._reply_events(request, words, speak, reply)) as events:
             async for event in events:
                 yield event
 
         text = "".join(reply.text).strip()
-        if not text:
+        if not text and not reply.calls:
             warnings.append("the model returned an empty reply")
+        exchange = [*asked, reply.message(text)]
         if history is not None:
-            exchange: list[ChatMessage] = [
-                {"role": "user", "content": request.message},
-                {"role": "assistant", "content": text},
-            ]
             history = [*history, *exchange]
         else:
-            history = await self._remember(request, namespace, text, new_voice)
+            history = await self._remember(request, namespace, exchange, new_voice, conversation)
         yield DoneEvent(await self._response(request, reply, text, history, voice, warnings))
 
     def _speaker(self, request: ReplyRequest, voice: VoiceReference | None) -> Speak:
@@ -219,7 +246,7 @@ class Assistant:
 
     async def _reply_events(
         self, request: ReplyRequest, words: AsyncGenerator[LLMItem, None], speak: Speak | None, reply: _ReplyState
-    ) -> AsyncGenerator[TextEvent | AudioEvent | WordsEvent, None]:
+    ) -> AsyncGenerator[TextEvent | ToolCallDelta | AudioEvent | WordsEvent, None]:
         """The pipeline's pieces as events, each audio piece encoded as the request asks."""
         watched = fail_on_stall(words, self.backend_timeout_s, f"the LLM ({self.llm.name})")
         llm_started, first_token_s = time.perf_counter(), None
@@ -232,6 +259,9 @@ class Assistant:
                     first_token_s = first_token_s or time.perf_counter() - llm_started
                     reply.text.append(piece)
                     yield TextEvent(piece)
+                elif isinstance(piece, ToolCallDelta):
+                    reply.called(piece)
+                    yield piece
                 elif isinstance(piece, Words):
                     reply.words += piece.words
                     yield WordsEvent(piece.words)
@@ -243,18 +273,25 @@ class Assistant:
                     yield event
 
     async def _remember(
-        self, request: ReplyRequest, namespace: str, text: str, new_voice: VoiceReference | None
+        self,
+        request: ReplyRequest,
+        namespace: str,
+        exchange: list[ChatMessage],
+        new_voice: VoiceReference | None,
+        conversation: Conversation,
     ) -> list[ChatMessage]:
-        """Store the exchange (with a new voice); the whole history, or just this exchange without a conversation."""
+        """Store the exchange (with a new voice); the whole history, or just this exchange without a conversation.
+        An exchange that ends in a function call is not stored: it is, whole, once the reply to its results is."""
         if not request.conversation_id:
-            return [{"role": "user", "content": request.message}, {"role": "assistant", "content": text}]
+            return exchange
+        if exchange[-1].get("tool_calls"):
+            return [*conversation.turns, *exchange]
         if new_voice is not None:
             await self.store.put_voice(new_voice)
         return await self.store.append_exchange(
             namespace,
             request.conversation_id,
-            request.message,
-            text,
+            exchange,
             system_message=request.system_message,
             voice_hash=new_voice.hash if new_voice else None,
         )

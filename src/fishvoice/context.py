@@ -1,5 +1,6 @@
-"""Fitting a conversation into the LLM's context: the system message, the new message, and as many
-recent turns as fit beside the tokens the reply may take.
+"""Fitting a conversation into the LLM's context: the system message, the exchange being answered (the new
+message, and the function calls and results that followed it), and as many recent turns as fit beside the
+tokens the reply may take.
 
 Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 """
@@ -11,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .contract import ChatMessage
+from .contract import ChatMessage, exchange_starts
 from .errors import FishvoiceError
 
 log = logging.getLogger(__name__)
@@ -36,18 +37,17 @@ class FittedPrompt:
 def fit_context(
     system: str,
     turns: list[ChatMessage],
-    message: str,
+    tail: list[ChatMessage],
     max_tokens: int,
     *,
     count_tokens: Callable[[list[ChatMessage]], int],
     context_window: int,
 ) -> FittedPrompt:
-    """Keep the system message and the message whole, then the newest whole exchanges that fit, dropped
-    from the oldest in steps of TRIM_EXCHANGES (a prompt that keeps its beginning is cheap to re-read).
-    `max_tokens` is lowered (with a warning) where the two alone leave too little room; a message too
-    long for the context at all is refused, naming `message`."""
+    """Keep the system message and the exchange being answered (`tail`) whole, then the newest whole
+    exchanges (each from a user message on) that fit, dropped from the oldest in steps of TRIM_EXCHANGES (a
+    prompt that keeps its beginning is cheap to re-read). `max_tokens` is lowered (with a warning) where the
+    two alone leave too little room; a message too long for the context at all is refused, naming `message`."""
     head: list[ChatMessage] = [{"role": "system", "content": system}]
-    tail: list[ChatMessage] = [{"role": "user", "content": message}]
     window = context_window - CONTEXT_MARGIN
     needed = count_tokens(head + tail)
     if needed >= window:
@@ -68,7 +68,7 @@ def fit_context(
     if fits(0):
         return FittedPrompt(head + turns + tail, max_tokens, warning)
     # Whole exchanges, in steps; the last start (no turns) fits, checked above.
-    starts = [*range(0, len(turns), 2 * TRIM_EXCHANGES), len(turns)]
+    starts = [0, *exchange_starts(turns)[TRIM_EXCHANGES::TRIM_EXCHANGES], len(turns)]
     first = starts[bisect.bisect_left(starts, True, key=fits)]
     log.info("context trimmed: %d of %d earlier turns kept", len(turns) - first, len(turns))
     return FittedPrompt(head + turns[first:] + tail, max_tokens, warning)

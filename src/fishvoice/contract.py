@@ -14,7 +14,7 @@ import traceback
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, TypedDict, TypeGuard
+from typing import Any, Literal, NotRequired, TypedDict, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
@@ -46,11 +46,33 @@ def is_conversation_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and CONVERSATION_ID.match(value) is not None
 
 
-class ChatMessage(TypedDict):
-    """One message of a conversation, as `history` shows it and as the LLM reads it."""
+class FunctionCall(TypedDict):
+    name: str
+    arguments: str  # a JSON object, as the model wrote it
 
-    role: Literal["system", "user", "assistant"]
+
+class ToolCall(TypedDict):
+    """A function the assistant called, as OpenAI's chat API writes it."""
+
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class ChatMessage(TypedDict):
+    """One message of a conversation, as `history` shows it and as the LLM reads it: an assistant message may
+    call functions (`tool_calls`), and a `tool` message answers one of them (`tool_call_id`)."""
+
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: NotRequired[list[ToolCall]]
+    tool_call_id: NotRequired[str]
+
+
+def exchange_starts(turns: list[ChatMessage]) -> list[int]:
+    """Where each exchange begins: at a user message (the assistant's calls and their results belong to the
+    exchange they answer)."""
+    return [index for index, turn in enumerate(turns) if turn["role"] == "user"]
 
 
 def text_field(value: str, limit: int = MAX_MESSAGE_CHARS) -> str:
@@ -192,9 +214,41 @@ class Usage:
     completion_tokens: int
 
 
-# What an LLM's stream yields, defined once for every backend and the pipeline: the reply's text deltas as
-# they come, then one Usage. (A tool call is the next kind to join this union.)
-LLMItem = str | Usage
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a function call as the LLM streams it: the call's first piece names it (`id`, `name`), the
+    next ones add to its `arguments` (calls are numbered by `index`, as OpenAI's chat stream does)."""
+
+    index: int
+    arguments: str
+    id: str | None = None
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "tool_call", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The functions a reply may call, as OpenAI's chat API lists them ({"type": "function", "function":
+    {name, description, parameters}}), and how it chooses: "auto", "none", "required", or the name of the one
+    function it must call."""
+
+    functions: tuple[dict[str, Any], ...]
+    choice: str = "auto"
+
+    def named(self, name: str) -> dict[str, Any] | None:
+        return next((f["function"] for f in self.functions if f["function"]["name"] == name), None)
+
+    @property
+    def offered(self) -> bool:
+        """Whether the model is offered any function."""
+        return bool(self.functions) and self.choice != "none"
+
+
+# What an LLM's stream yields, defined once for every backend and the pipeline: the reply's text deltas and
+# function calls' pieces as they come, then one Usage.
+LLMItem = str | ToolCallDelta | Usage
 
 
 @dataclass(frozen=True)
@@ -349,7 +403,7 @@ def encode_reply_audio(audio: Audio, audio_format: AudioFormat) -> tuple[str | l
     return base64.b64encode(data).decode("ascii"), sample_rate
 
 
-ReplyEvent = TranscriptEvent | TextEvent | AudioEvent | WordsEvent | DoneEvent
+ReplyEvent = TranscriptEvent | TextEvent | ToolCallDelta | AudioEvent | WordsEvent | DoneEvent
 Event = ReplyEvent | ErrorEvent
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
-from ..contract import ChatMessage, LLMItem, Usage
+from ..contract import ChatMessage, LLMItem, ToolCallDelta, Tools, Usage
 
-__all__ = ["LLM", "ChatMessage", "LLMItem", "Usage"]
+__all__ = ["LLM", "ChatMessage", "LLMItem", "ToolCallDelta", "Tools", "Usage"]
 
 
 class LLM(Protocol):
@@ -21,9 +21,9 @@ class LLM(Protocol):
         ...
 
     def stream(
-        self, messages: list[ChatMessage], *, temperature: float, max_tokens: int
+        self, messages: list[ChatMessage], *, temperature: float, max_tokens: int, tools: Tools | None = None
     ) -> AsyncGenerator[LLMItem, None]:
-        """Yield the reply's text deltas as they come, then one Usage.
+        """Yield the reply's text deltas and its function calls' pieces as they come, then one Usage.
 
         Raises FishvoiceError("backend_unavailable") when the model cannot answer. Closing the
         iterator early stops the generation.

@@ -4,15 +4,21 @@ One stream uses the model at a time (exclusive.py). A reply is generated token b
 thread that pauses when its reader falls behind (the first chunk being spoken), and while it pauses the
 model is free for another stream: a reply resumed after another one used the model evaluates again what
 that one displaced (llama.cpp keeps the prefix the two share, the system prompt at least).
+
+Function calls: a forced choice ("required" or a named function) is written under a grammar made from the
+functions' JSON schemas, so even a small model writes a call that parses and fits its schema; with "auto" the
+model answers in words (a 135M model does not choose a tool reliably; an OpenAI-compatible server does).
 """
 
 from __future__ import annotations
 
 import codecs
 import functools
+import json
 import logging
 import os
 import random
+import uuid
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -22,10 +28,11 @@ from typing import TYPE_CHECKING, Any, cast
 from ..errors import FishvoiceError
 from ..exclusive import Exclusive
 from ..threads import iterate_in_thread
-from .base import ChatMessage, LLMItem, Usage
+from .base import ChatMessage, LLMItem, ToolCallDelta, Tools, Usage
 
 if TYPE_CHECKING:  # llama_cpp itself loads when a model does
     from llama_cpp import Llama
+    from llama_cpp.llama_grammar import LlamaGrammar
     from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 log = logging.getLogger(__name__)
@@ -120,15 +127,17 @@ class LlamaCppLLM:
         return len(self._prompt(messages).tokens)
 
     async def stream(
-        self, messages: list[ChatMessage], *, temperature: float, max_tokens: int
+        self, messages: list[ChatMessage], *, temperature: float, max_tokens: int, tools: Tools | None = None
     ) -> AsyncGenerator[LLMItem, None]:
-        prompt = self._prompt(messages)
+        schema = _call_schema(tools)
+        grammar = _grammar(schema) if schema is not None else None
+        prompt = self._prompt(_with_functions(messages, tools) if grammar is not None else messages)
         completion: list[int] = []
         seed = self._seeds.randrange(2**32)
         # A couple of tokens ahead at most: a reader that waits (the first chunk being spoken) pauses the
         # generation, so the CPU goes to what the listener waits for, and the model to whoever needs it.
         generation = iterate_in_thread(
-            lambda stop: self._generate(prompt, completion, temperature, max_tokens, seed),
+            lambda stop: self._generate(prompt, completion, temperature, max_tokens, seed, grammar),
             ahead=2,
             hold=self.model,
             unread_s=self.stall_s,
@@ -136,33 +145,50 @@ class LlamaCppLLM:
         )
         async with aclosing(generation) as deltas:  # closed at once when the reply is, stopping the generation
             async for delta in deltas:
-                yield delta
+                if tools is None or grammar is None:
+                    yield delta
+                else:  # a forced call comes whole
+                    yield _call(delta, tools, max_tokens)
         yield Usage(prompt_tokens=len(prompt.tokens), completion_tokens=len(completion))
 
     def _generate(
-        self, prompt: _Prompt, completion: list[int], temperature: float, max_tokens: int, seed: int
+        self,
+        prompt: _Prompt,
+        completion: list[int],
+        temperature: float,
+        max_tokens: int,
+        seed: int,
+        grammar: LlamaGrammar | None = None,
     ) -> Iterator[str]:
         """The reply's text, a token at a time, run while holding the model (iterate_in_thread takes it
-        before each token, and may give it back between two)."""
+        before each token, and may give it back between two). Under a grammar, the text comes whole at the
+        end: the grammar's state does not survive a handover, so a resumed call begins again."""
         import llama_cpp
 
         text = _Text(prompt.stops)
+        written: list[str] = []  # under a grammar
         tokens: Iterator[int] | None = None  # llama.cpp's generator, valid while the model keeps our state
         state = -1  # the model's handover count when that generator was made
         try:
             while len(completion) < max_tokens and not text.stopped:
                 llama = self.model.held()
                 if tokens is None or state != self.model.handovers:  # first, or resumed after another stream
-                    tokens = self._restart(llama, tokens, prompt.tokens + completion, temperature, seed)
+                    if grammar is not None:
+                        completion.clear()
+                        written.clear()
+                    tokens = self._restart(llama, tokens, prompt.tokens + completion, temperature, seed, grammar)
                     state = self.model.handovers
                 token = next(tokens, None)
                 if token is None or llama_cpp.llama_vocab_is_eog(llama._model.vocab, token):
                     break
                 completion.append(token)
                 if delta := text.feed(llama.detokenize([token])):
-                    yield delta
-            if rest := text.flush():
-                yield rest
+                    written.append(delta)
+                    if grammar is None:
+                        yield written.pop()
+            written.append(text.flush())
+            if said := "".join(written):
+                yield said
         except FishvoiceError:
             raise
         except Exception as exc:
@@ -172,14 +198,19 @@ class LlamaCppLLM:
 
     @staticmethod
     def _restart(
-        llama: Llama, previous: Iterator[int] | None, tokens: list[int], temperature: float, seed: int
+        llama: Llama,
+        previous: Iterator[int] | None,
+        tokens: list[int],
+        temperature: float,
+        seed: int,
+        grammar: LlamaGrammar | None,
     ) -> Iterator[int]:
         """llama.cpp's token generator over `tokens`: it evaluates what the model does not hold yet."""
         getattr(previous, "close", lambda: None)()
         llama.set_seed(seed)
         # llama.cpp's chat defaults for the rest.
         generator: Iterator[int] = llama.generate(
-            tokens, temp=temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0, reset=True
+            tokens, temp=temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0, reset=True, grammar=grammar
         )
         return generator
 
@@ -226,7 +257,70 @@ class _Text:
         return said
 
 
+def _call_schema(tools: Tools | None) -> dict[str, Any] | None:
+    """The JSON schema a forced call is written to: the named function's arguments, or for "required" any
+    function's name with its arguments; None where the model answers in words."""
+    if tools is None or not tools.offered or tools.choice == "auto":
+        return None
+    if tools.choice == "required":
+        calls = [
+            {
+                "type": "object",
+                "properties": {"name": {"const": f["function"]["name"]}, "arguments": _parameters(f["function"])},
+                "required": ["name", "arguments"],
+            }
+            for f in tools.functions
+        ]
+        return {"anyOf": calls}
+    function = tools.named(tools.choice)
+    if function is None:
+        raise FishvoiceError("invalid_input", f"tool_choice: no function named {tools.choice!r}", "tool_choice")
+    return _parameters(function)
+
+
+def _parameters(function: dict[str, Any]) -> dict[str, Any]:
+    return function.get("parameters") or {"type": "object"}
+
+
+def _grammar(schema: dict[str, Any]) -> LlamaGrammar:
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except Exception as exc:  # llama.cpp's converter refuses what it cannot follow
+        raise FishvoiceError(
+            "invalid_input", f"tools: a function's parameters cannot be followed: {exc}", "tools"
+        ) from exc
+
+
+def _call(written: str, tools: Tools, max_tokens: int) -> ToolCallDelta:
+    """The forced call the grammar let the model write: its arguments, or (for "required") its name and them."""
+    try:
+        parsed = json.loads(written)
+    except ValueError as exc:
+        raise FishvoiceError(
+            "backend_unavailable", f"the model's function call was cut short at max_tokens ({max_tokens})"
+        ) from exc
+    name, arguments = (parsed["name"], parsed["arguments"]) if tools.choice == "required" else (tools.choice, parsed)
+    return ToolCallDelta(0, json.dumps(arguments), f"call_{uuid.uuid4().hex[:24]}", name)
+
+
+def _with_functions(messages: list[ChatMessage], tools: Tools | None) -> list[ChatMessage]:
+    """The messages with the functions described after the system message's own words."""
+    assert tools is not None
+    described = "\n".join(json.dumps(f["function"]) for f in tools.functions)
+    system = f"{messages[0]['content']}\n\nFunctions you can call (JSON schemas):\n{described}"
+    return [{"role": "system", "content": system}, *messages[1:]]
+
+
 def _llama_messages(messages: list[ChatMessage]) -> list[ChatCompletionRequestMessage]:
-    """The same messages, typed as llama.cpp's chat functions take them: a system, user or assistant message with text
-    content is the same dict there."""
-    return cast("list[ChatCompletionRequestMessage]", messages)
+    """The messages as llama.cpp's chat template takes them: a function call is written into its message as
+    the JSON a forced call is written in, and a function's output stays a `tool` message (ChatML's way)."""
+    written: list[dict[str, str]] = []
+    for message in messages:
+        calls = [
+            json.dumps({"name": c["function"]["name"], "arguments": c["function"]["arguments"]})
+            for c in message.get("tool_calls") or []
+        ]
+        written.append({"role": message["role"], "content": "\n".join([message["content"], *calls]).strip()})
+    return cast("list[ChatCompletionRequestMessage]", written)

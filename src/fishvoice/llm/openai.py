@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator
-from typing import cast
+from typing import Any, cast
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from ..errors import FishvoiceError
-from .base import ChatMessage, LLMItem, Usage
+from .base import ChatMessage, LLMItem, ToolCallDelta, Tools, Usage
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,10 @@ class OpenAICompatibleLLM:
         self.context_window = context
 
     def count_tokens(self, messages: list[ChatMessage]) -> int:
-        return sum(len(m["content"]) // _CHARS_PER_TOKEN + _TOKENS_PER_MESSAGE for m in messages)
+        return sum(len(_text_of(m)) // _CHARS_PER_TOKEN + _TOKENS_PER_MESSAGE for m in messages)
 
     async def stream(
-        self, messages: list[ChatMessage], *, temperature: float, max_tokens: int
+        self, messages: list[ChatMessage], *, temperature: float, max_tokens: int, tools: Tools | None = None
     ) -> AsyncGenerator[LLMItem, None]:
         usage: Usage | None = None
         deltas = 0
@@ -55,15 +55,21 @@ class OpenAICompatibleLLM:
                 max_tokens=max_tokens,
                 stream=True,
                 stream_options={"include_usage": True},
+                **_tool_options(tools),
             )
             async with chunks:
                 async for chunk in chunks:
                     if chunk.usage is not None:
                         usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                    delta = chunk.choices[0].delta.content if chunk.choices else None
-                    if delta:
+                    delta = chunk.choices[0].delta if chunk.choices else None
+                    if delta is not None and delta.content:
                         deltas += 1
-                        yield delta
+                        yield delta.content
+                    for call in (delta.tool_calls if delta is not None else None) or []:
+                        deltas += 1
+                        name = call.function.name if call.function else None
+                        arguments = (call.function.arguments if call.function else None) or ""
+                        yield ToolCallDelta(call.index, arguments, call.id, name)
         except openai.APIError as exc:
             raise FishvoiceError("backend_unavailable", f"the LLM server failed: {exc}") from exc
         # For servers that ignore include_usage: the prompt as trimming estimates it, and one token
@@ -74,7 +80,24 @@ class OpenAICompatibleLLM:
         await self._client.close()
 
 
+def _text_of(message: ChatMessage) -> str:
+    """What a message says, its function calls included (for the estimate)."""
+    calls = message.get("tool_calls") or []
+    return message["content"] + "".join(c["function"]["name"] + c["function"]["arguments"] for c in calls)
+
+
+def _tool_options(tools: Tools | None) -> dict[str, Any]:
+    """`tools` and `tool_choice` as the chat API takes them; nothing where no function is offered (a server
+    without function calling then still answers)."""
+    if tools is None or not tools.functions:
+        return {}
+    choice: Any = tools.choice
+    if choice not in ("auto", "none", "required"):
+        choice = {"type": "function", "function": {"name": choice}}
+    return {"tools": list(tools.functions), "tool_choice": choice}
+
+
 def _openai_messages(messages: list[ChatMessage]) -> list[ChatCompletionMessageParam]:
-    """The same messages, typed as the SDK's request takes them: a system, user or assistant message with text
-    content is the same dict there."""
+    """The same messages, typed as the SDK's request takes them: a system, user, assistant (with its calls) or
+    tool message is the same dict there."""
     return cast("list[ChatCompletionMessageParam]", messages)

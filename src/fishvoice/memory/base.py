@@ -74,13 +74,13 @@ class ConversationStore(Protocol):
         self,
         namespace: str,
         conversation_id: str,
-        user: str,
-        assistant: str,
+        messages: list[ChatMessage],
         *,
         system_message: str | None,
         voice_hash: str | None,
     ) -> list[ChatMessage]:
-        """Append one user turn and its reply; keep system message and voice if None. Return the whole history."""
+        """Append one exchange: a user message and what answered it (the reply, or the assistant's function
+        calls, their results and the reply); keep system message and voice if None. Return the whole history."""
         ...
 
     async def put_voice(self, voice: VoiceReference) -> None: ...

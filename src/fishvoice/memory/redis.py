@@ -85,11 +85,12 @@ if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 """
-# KEYS: meta, turns, appended ids. ARGV: ttl, id, user turn, assistant turn, meta field, value pairs.
+# KEYS: meta, turns, appended ids. ARGV: ttl, id, n, the exchange's n messages, meta field, value pairs.
 # The whole history, after the exchange (or after the same id's earlier append).
 APPEND_EXCHANGE = """
-if redis.call('SADD', KEYS[3], ARGV[2]) == 1 then redis.call('RPUSH', KEYS[2], ARGV[3], ARGV[4]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+local n = tonumber(ARGV[3])
+if redis.call('SADD', KEYS[3], ARGV[2]) == 1 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 4, 3 + n)) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4 + n))
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
 return redis.call('LRANGE', KEYS[2], 0, -1)
 """
@@ -154,8 +155,7 @@ class RedisStore:
         self,
         namespace: str,
         conversation_id: str,
-        user: str,
-        assistant: str,
+        messages: list[ChatMessage],
         *,
         system_message: str | None,
         voice_hash: str | None,
@@ -165,9 +165,8 @@ class RedisStore:
             fields += ["system_message", system_message]
         if voice_hash is not None:
             fields += ["voice_hash", voice_hash]
-        user_turn = json.dumps({"role": "user", "content": user})
-        assistant_turn = json.dumps({"role": "assistant", "content": assistant})
-        args = [self.ttl_s, uuid.uuid4().hex, user_turn, assistant_turn, *fields]
+        turns = [json.dumps(message) for message in messages]
+        args = [self.ttl_s, uuid.uuid4().hex, len(turns), *turns, *fields]
         turns = await self._script("append_exchange", self._keys(namespace, conversation_id), args)
         return [json.loads(turn) for turn in turns]
 

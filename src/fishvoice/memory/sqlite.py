@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -36,7 +37,12 @@ CREATE INDEX IF NOT EXISTS conversations_updated ON conversations (updated_at);
 
 
 # Columns added since a store was first made: (table, column, type); an older file gains them at start-up.
-_ADDED_COLUMNS = (("saved_voices", "details", "TEXT"), ("saved_voices", "updated_at", "REAL"))
+# turns.calls: a message's function calls or the call it answers, as JSON (null for plain text).
+_ADDED_COLUMNS = (
+    ("saved_voices", "details", "TEXT"),
+    ("saved_voices", "updated_at", "REAL"),
+    ("turns", "calls", "TEXT"),
+)
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
@@ -92,31 +98,27 @@ class SQLiteStore:
     @staticmethod
     def _turns(db: sqlite3.Connection, namespace: str, conversation_id: str) -> list[ChatMessage]:
         rows = db.execute(
-            "SELECT role, content FROM turns WHERE namespace=? AND conversation_id=? ORDER BY seq",
+            "SELECT role, content, calls FROM turns WHERE namespace=? AND conversation_id=? ORDER BY seq",
             (namespace, conversation_id),
         )
-        return [{"role": role, "content": content} for role, content in rows]
+        return [_message(role, content, calls) for role, content, calls in rows]
 
     async def append_exchange(
         self,
         namespace: str,
         conversation_id: str,
-        user: str,
-        assistant: str,
+        messages: list[ChatMessage],
         *,
         system_message: str | None,
         voice_hash: str | None,
     ) -> list[ChatMessage]:
-        return await run_in_thread(
-            self._append, namespace, conversation_id, user, assistant, system_message, voice_hash
-        )
+        return await run_in_thread(self._append, namespace, conversation_id, messages, system_message, voice_hash)
 
     def _append(
         self,
         namespace: str,
         conversation_id: str,
-        user: str,
-        assistant: str,
+        messages: list[ChatMessage],
         system_message: str | None,
         voice_hash: str | None,
     ) -> list[ChatMessage]:
@@ -143,10 +145,11 @@ class SQLiteStore:
                     (namespace, conversation_id),
                 ).fetchone()
                 db.executemany(
-                    "INSERT INTO turns (namespace, conversation_id, seq, role, content) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO turns (namespace, conversation_id, seq, role, content, calls)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
                     [
-                        (namespace, conversation_id, last + 1, "user", user),
-                        (namespace, conversation_id, last + 2, "assistant", assistant),
+                        (namespace, conversation_id, last + n, m["role"], m["content"], _calls(m))
+                        for n, m in enumerate(messages, 1)
                     ],
                 )
                 history = self._turns(db, namespace, conversation_id)
@@ -329,3 +332,15 @@ def _rename_saved_voice(db: sqlite3.Connection, namespace: str, voice_id: str, n
 
 def _delete_saved_voice(db: sqlite3.Connection, namespace: str, voice_id: str) -> bool:
     return bool(db.execute("DELETE FROM saved_voices WHERE namespace=? AND id=?", (namespace, voice_id)).rowcount)
+
+
+def _calls(message: ChatMessage) -> str | None:
+    """A message's function-call fields as stored (None for a plain message)."""
+    fields = {k: message[k] for k in ("tool_calls", "tool_call_id") if k in message}
+    return json.dumps(fields) if fields else None
+
+
+def _message(role: Any, content: str, calls: str | None) -> ChatMessage:
+    message: ChatMessage = {"role": role, "content": content}
+    message.update(json.loads(calls) if calls else {})
+    return message

@@ -89,7 +89,7 @@ class FailingLLM:
     def count_tokens(self, messages):
         return self.llm.count_tokens(messages)
 
-    async def stream(self, messages, *, temperature, max_tokens):
+    async def stream(self, messages, *, temperature, max_tokens, tools=None):
         yield "Hello there, "
         raise FishvoiceError("backend_unavailable", "the LLM went away")
 

@@ -10,7 +10,10 @@ Choices where fishvoice differs from OpenAI:
 - `audio.voice` is `default` or a saved voice of the key (as `/v1/audio/speech`); the reply's audio
   is not kept, so an assistant message cannot name a previous `audio.id` (send its transcript instead).
 - The extra field `conversation_id` answers within a stored conversation: its history comes from the
-  store, the last user message is the new turn, and the turn is stored once the reply completed.
+  store, the last user message is the new turn, and the turn is stored once the reply completed (a turn
+  that calls functions, once the reply to their results completed).
+- `tools`: the embedded llama.cpp model writes a forced call (`tool_choice` "required" or a named function)
+  under its arguments' JSON schema, and answers `auto` in words; an OpenAI-compatible LLM chooses itself.
 
 Internal: not part of fishvoice's public surface (see fishvoice/__init__.py).
 """
@@ -42,6 +45,9 @@ from ...contract import (
     Reply,
     ReplyRequest,
     TextEvent,
+    ToolCall,
+    ToolCallDelta,
+    Tools,
     guarded,
     is_conversation_id,
     parse_request,
@@ -57,7 +63,7 @@ from ..http.errors import openai_body, status_of
 from ..http.fields import invalid
 from ..http.openapi import answers, json_body
 from ..http.responses import OwnedStreamingResponse, sse_event
-from .protocol import CHAT_AUDIO_FORMATS, ChatCompletionRequest, Message, StreamOptions, TextPart
+from .protocol import CHAT_AUDIO_FORMATS, ChatCompletionRequest, Message, NamedToolChoice, StreamOptions, TextPart
 from .speech import SPEECH_RATE, resolve_voice
 
 AUDIO_EXPIRES_S = 3600
@@ -76,8 +82,10 @@ _Part = str | _AudioPart
 
 @dataclass(frozen=True)
 class _Message:
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     parts: list[_Part]
+    calls: list[ToolCall]  # an assistant message's function calls
+    call_id: str | None = None  # the call a tool message answers
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,7 @@ class ChatParams:
     audio_format: AudioFormat | None  # None: text only
     voice: str
     conversation_id: str | None
+    tools: Tools | None
 
 
 def parse_chat(raw: Any, models: tuple[str, ...]) -> ChatParams:
@@ -122,7 +131,26 @@ def parse_chat(raw: Any, models: tuple[str, ...]) -> ChatParams:
         audio_format=audio_format,
         voice=voice.strip(),
         conversation_id=body.conversation_id,
+        tools=_tools(body),
     )
+
+
+def _tools(body: ChatCompletionRequest) -> Tools | None:
+    """`tools` and `tool_choice` as the LLM takes them."""
+    if not body.tools:
+        if body.tool_choice not in (None, "none", "auto"):
+            raise invalid("tool_choice", "a function can be required only with tools")
+        return None
+    names = [tool.function.name for tool in body.tools]
+    if len(set(names)) < len(names):
+        raise invalid("tools", "each function needs a name of its own")
+    choice = body.tool_choice or "auto"
+    if isinstance(choice, NamedToolChoice):
+        if choice.function.name not in names:
+            raise invalid("tool_choice.function.name", f"no function {choice.function.name[:64]!r} in tools")
+    named = choice.function.name if isinstance(choice, NamedToolChoice) else choice
+    functions = tuple({"type": "function", "function": t.function.model_dump(exclude_none=True)} for t in body.tools)
+    return Tools(functions, named)
 
 
 def _chat_error(error: ErrorDetails) -> FishvoiceError:
@@ -140,7 +168,8 @@ def _messages(messages: list[Message]) -> list[_Message]:
         where = f"messages[{number}]"
         if message.role == "assistant" and message.audio is not None:
             raise invalid(f"{where}.audio", "a previous reply's audio is not kept here; send its transcript as content")
-        content = [message.content] if isinstance(message.content, str) else message.content
+        _check_calls(message, where)
+        content = [message.content or ""] if not isinstance(message.content, list) else message.content
         parts: list[_Part] = []
         for index, part in enumerate(content):
             if isinstance(part, str | TextPart):
@@ -150,10 +179,22 @@ def _messages(messages: list[Message]) -> list[_Message]:
                 raise invalid(f"{where}.content[{index}].type", "input_audio parts are for user messages")
             audio = part.input_audio
             parts.append(_AudioPart(f"{where}.content[{index}].input_audio", audio.data, audio.format))
-        taken.append(_Message("system" if message.role == "developer" else message.role, parts))
-    if taken[-1].role != "user":
-        raise invalid("messages", "the last message must be the user's")
+        calls: list[ToolCall] = [call.model_dump() for call in message.tool_calls or []]  # type: ignore[misc]
+        role = "system" if message.role == "developer" else message.role
+        taken.append(_Message(role, parts, calls, message.tool_call_id))
+    if taken[-1].role not in ("user", "tool"):
+        raise invalid("messages", "the last message must be the user's, or a function's result")
     return taken
+
+
+def _check_calls(message: Message, where: str) -> None:
+    """The fields of function calling are where they belong: calls in assistant messages, results in tool ones."""
+    if message.tool_calls and message.role != "assistant":
+        raise invalid(f"{where}.tool_calls", "only an assistant message calls functions")
+    if message.role == "tool" and not message.tool_call_id:
+        raise invalid(f"{where}.tool_call_id", "required: the id of the call this is the result of")
+    if message.content is None and not (message.role == "assistant" and message.tool_calls):
+        raise invalid(f"{where}.content", "required (only an assistant message that calls functions may omit it)")
 
 
 def _include_usage(options: StreamOptions | None, stream: bool) -> bool:
@@ -205,10 +246,11 @@ async def _message_text(message: _Message, asr: ASR | None, work: WorkLimit) -> 
 
 async def _conversation(
     params: ChatParams, asr: ASR | None, work: WorkLimit
-) -> tuple[str | None, list[ChatMessage], str]:
-    """The system message, the turns before the last user message, and that message's text."""
+) -> tuple[str | None, list[ChatMessage], str, list[ChatMessage]]:
+    """The system message, the turns before the last user message, that message's text, and what followed it
+    (the assistant's function calls and their results, which the reply goes on from)."""
     system: list[str] = []
-    turns: list[ChatMessage] = []
+    turns: list[tuple[int, ChatMessage]] = []
     for number, message in enumerate(params.messages):
         text = await _message_text(message, asr, work)
         if len(text) > MAX_MESSAGE_CHARS:
@@ -217,16 +259,43 @@ async def _conversation(
             )
         if message.role == "system":
             system.append(text)
-        elif number < len(params.messages) - 1 and text:
-            turns.append({"role": message.role, "content": text})
-    last = text
-    if not last:
-        raise invalid(f"messages[{len(params.messages) - 1}].content", "must not be empty")
-    return "\n\n".join(part for part in system if part) or None, turns, last
+        elif text or message.calls or message.role != "assistant":
+            turns.append((number, _chat_message(message, text)))
+    asked = max((at for at, (_, turn) in enumerate(turns) if turn["role"] == "user"), default=None)
+    if asked is None:
+        raise invalid("messages", "a user message is needed")
+    number, last = turns[asked]
+    if not last["content"]:
+        raise invalid(f"messages[{number}].content", "must not be empty")
+    before, after = [turn for _, turn in turns[:asked]], [turn for _, turn in turns[asked + 1 :]]
+    return "\n\n".join(part for part in system if part) or None, before, last["content"], after
+
+
+def _chat_message(message: _Message, text: str) -> ChatMessage:
+    if message.role == "tool":
+        return {"role": "tool", "content": text, "tool_call_id": message.call_id or ""}
+    if message.calls:
+        return {"role": "assistant", "content": text, "tool_calls": message.calls}
+    return {"role": "user" if message.role == "user" else "assistant", "content": text}
 
 
 def _finish_reason(reply: Reply, max_tokens: int) -> str:
+    if _calls(reply):
+        return "tool_calls"
     return "length" if reply.usage.completion_tokens >= max_tokens else "stop"
+
+
+def _calls(reply: Reply) -> list[ToolCall]:
+    """The functions the reply called (its message is the history's last)."""
+    return reply.history[-1].get("tool_calls", []) if reply.history else []
+
+
+def _call_delta(delta: ToolCallDelta) -> dict[str, Any]:
+    """A piece of a call as the chat stream sends it: the first names it, the next add arguments."""
+    if delta.id is None:
+        return {"index": delta.index, "function": {"arguments": delta.arguments}}
+    function = {"name": delta.name, "arguments": delta.arguments}
+    return {"index": delta.index, "id": delta.id, "type": "function", "function": function}
 
 
 def _usage(reply: Reply) -> dict[str, int]:
@@ -253,6 +322,8 @@ class _Completion:
 
     def whole(self, reply: Reply) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+        if calls := _calls(reply):
+            message.update(content=reply.text or None, tool_calls=calls)
         if self.audio_id is not None:
             message["content"] = None
             message["audio"] = {
@@ -285,6 +356,8 @@ async def _chunks(
                     yield completion.chunk({"audio": {"id": completion.audio_id, "transcript": event.text}})
                 else:
                     yield completion.chunk({"content": event.text})
+            elif isinstance(event, ToolCallDelta):
+                yield completion.chunk({"tool_calls": [_call_delta(event)]})
             elif isinstance(event, AudioEvent):
                 yield completion.chunk({"audio": {"id": completion.audio_id, "data": event.audio}})
             elif isinstance(event, ErrorEvent):
@@ -352,7 +425,7 @@ def build_chat_router(
             except FishvoiceError as exc:
                 raise FishvoiceError(exc.code, f"audio.{exc.message}", "audio.voice") from None
             reference_id = params.voice
-        system, turns, message = await _conversation(params, asr, speech.work)
+        system, turns, message, calls = await _conversation(params, asr, speech.work)
         reply_request = _reply_request(params, message, system, reference_id)
         history = None if params.conversation_id else turns
         completion = _Completion(
@@ -362,7 +435,7 @@ def build_chat_router(
             audio_id=f"audio_{uuid.uuid4().hex}" if params.audio_format is not None else None,
             max_tokens=reply_request.max_tokens,
         )
-        events = assistant.respond(reply_request, namespace, history=history)
+        events = assistant.respond(reply_request, namespace, history=history, tools=params.tools, calls=calls)
         if params.stream:
             return OwnedStreamingResponse(
                 _chunks(completion, events, params.include_usage, speech.work),

@@ -62,11 +62,49 @@ Content = Annotated[
 ]
 
 
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_TOOLS = 128
+
+
+class FunctionSpec(_Strict):
+    name: Annotated[str, Field(pattern=FUNCTION_NAME)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="a JSON schema of its arguments (an object)")
+    strict: StrictBool | None = None
+
+
+class FunctionTool(_Strict):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class FunctionName(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class CalledFunction(_Strict):
+    name: str
+    arguments: str
+
+
+class CalledTool(_Strict):
+    id: str
+    type: Literal["function"]
+    function: CalledFunction
+
+
 class Message(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: Content
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Content | None = None
     name: str | None = None
     audio: Any = Field(None, description="not kept here: send a previous reply's transcript as its content")
+    tool_calls: list[CalledTool] | None = None
+    tool_call_id: str | None = None
 
 
 class StreamOptions(_Strict):
@@ -95,6 +133,9 @@ class ChatCompletionRequest(_Strict):
     conversation_id: str | None = Field(None, description="answer within this stored conversation")
     n: StrictInt | None = None
     user: str | None = None
+    tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
 
 
 class TranscriptionForm(_Strict):

@@ -99,8 +99,7 @@ class Conversation:
         await self.store.append_exchange(
             self.namespace,
             self.id,
-            exchange.user,
-            exchange.assistant,
+            [{"role": "user", "content": exchange.user}, {"role": "assistant", "content": exchange.assistant}],
             system_message=exchange.reply.config.instructions,
             voice_hash=None,
         )
