@@ -11,7 +11,7 @@ import pytest
 
 from fishvoice.audio import Audio
 from fishvoice.context import CONTEXT_MARGIN, fit_context
-from fishvoice.contract import ToolCall, ChatMessage, Usage
+from fishvoice.contract import ChatMessage, ToolCall, Usage
 from fishvoice.errors import FishvoiceError
 from fishvoice.pipeline import Spoken, speech_pipeline
 from fishvoice.threads import iterate_in_thread

@@ -145,9 +145,8 @@ def _tools(body: ChatCompletionRequest) -> Tools | None:
     if len(set(names)) < len(names):
         raise invalid("tools", "each function needs a name of its own")
     choice = body.tool_choice or "auto"
-    if isinstance(choice, NamedToolChoice):
-        if choice.function.name not in names:
-            raise invalid("tool_choice.function.name", f"no function {choice.function.name[:64]!r} in tools")
+    if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+        raise invalid("tool_choice.function.name", f"no function {choice.function.name[:64]!r} in tools")
     named = choice.function.name if isinstance(choice, NamedToolChoice) else choice
     functions = tuple({"type": "function", "function": t.function.model_dump(exclude_none=True)} for t in body.tools)
     return Tools(functions, named)
