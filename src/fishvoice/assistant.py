@@ -162,9 +162,8 @@ class Assistant:
         )
         warnings += [prompt.warning] if prompt.warning else []
 
-        words = self.llm.stream(
-            prompt.messages, temperature=request.temperature, max_tokens=prompt.max_tokens, tools=tools
-        )
+        temperature, max_tokens = request.temperature, prompt.max_tokens
+        words = self.llm.stream(prompt.messages, temperature=temperature, max_tokens=max_tokens, tools=tools)
         speak = self._speaker(request, voice) if request.speak else None
         async with aclosing(self._reply_events(request, words, speak, reply)) as events:
             async for event in events:

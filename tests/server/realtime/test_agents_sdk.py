@@ -68,6 +68,17 @@ def test_the_agents_sdk_with_its_defaults_gets_a_spoken_answer_to_a_typed_questi
     assert "session.updated" in seen["events"]  # its default session (semantic_vad, ...) was taken
 
 
+def test_the_agents_sdk_calls_its_tool_and_speaks_the_answer_from_its_result(sdk, url):
+    seen = run_agent(sdk, url, "--weather")
+    assert seen["errors"] == [] and "error" not in seen["events"], seen
+    assert [city.lower() for city in seen["toolCalls"]] == ["paris"], seen
+    assert "response.function_call_arguments.done" in seen["events"]
+    assert [item["role"] for item in seen["history"]] == ["user", "function_call", "assistant"], seen["history"]
+    assert "snow" in seen["history"][1]["output"].lower()
+    assert_spoken(seen["text"], seen["audioBytes"])
+    assert not seen["text"].lstrip().startswith("{"), seen["text"]  # words, not another call (the 135M model's own)
+
+
 def test_the_agents_sdk_hears_a_spoken_question_through_its_default_semantic_vad(sdk, url, question, tmp_path):
     speech = tmp_path / "question.pcm"
     speech.write_bytes(silence(0.3) + question + silence(2.5))
@@ -103,3 +114,41 @@ def test_the_python_agents_sdk_with_its_defaults_gets_a_spoken_answer(url):
     said = history[-1]
     assert errors == [] and said.role == "assistant", (errors, said)
     assert_spoken(said.content[0].transcript, audio)
+
+
+def test_the_python_agents_sdk_calls_its_tool_and_speaks_the_answer(url):
+    """openai-agents' RealtimeRunner with a function tool it must call (`tool_choice: required` in its model
+    settings): the SDK runs the tool, sends its output, and the answer from it is spoken."""
+    from agents import function_tool
+    from agents.realtime import RealtimeAgent, RealtimeRunner
+
+    cities: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather now in a city."""
+        cities.append(city)
+        return f"Heavy snow in {city}, minus seven degrees."
+
+    async def ask() -> tuple[int, list[str], list[Any]]:
+        agent = RealtimeAgent(name="Assistant", instructions="Answer in one short sentence.", tools=[get_weather])
+        runner = RealtimeRunner(agent, config={"model_settings": {"tool_choice": "required"}})
+        config = {"url": url.replace("http", "ws", 1) + "/v1/realtime", "api_key": KEY}
+        audio, errors = 0, []
+        async with await runner.run(model_config=config) as session:
+            await session.send_message("What is the weather in Paris?")
+            async for event in session:
+                if event.type == "audio":
+                    audio += len(event.audio.data)
+                elif event.type == "error":
+                    errors.append(str(event.error))
+                elif event.type == "agent_end" and cities and audio:
+                    break
+            return audio, errors, list(session._history)
+
+    audio, errors, history = asyncio.run(asyncio.wait_for(ask(), 180))
+    assert errors == [] and [city.lower() for city in cities] == ["paris"], (errors, cities)
+    kinds = [getattr(item, "role", None) or item.type for item in history]
+    assert kinds == ["user", "function_call", "assistant"], history
+    assert "snow" in history[1].output.lower()
+    assert_spoken(history[-1].content[0].transcript, audio)

@@ -15,6 +15,7 @@ from fishvoice.server.realtime.client_events import (
     CLIENT_EVENTS,
     ItemCreate,
     ResponseCreate,
+    ResponseParams,
     SessionUpdate,
     for_response,
     out_of_band,
@@ -207,6 +208,26 @@ def test_a_response_overrides_the_session_for_itself_only():
     assert refused({"type": "response.create", "response": {"input": []}})[0] == "response.input"
 
 
+def test_tools_are_the_sessions_and_a_response_may_change_them_for_itself():
+    weather = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+    config = session_update({"tools": [weather], "tool_choice": {"type": "function", "name": "get_weather"}})
+    assert config.tools.functions == (
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},
+    )
+    shown = config.to_dict("sess")
+    assert shown["tools"] == [weather] and shown["tool_choice"] == {"type": "function", "name": "get_weather"}
+    assert session_update({"tool_choice": "auto"}, config).tools.functions == config.tools.functions  # partial
+    quiet = for_response(config, ResponseParams(tool_choice="none"))
+    assert not quiet.tools.offered and config.tools.offered
+    other = for_response(
+        config, ResponseParams(tools=[{"type": "function", "name": "get_time"}], tool_choice="required")
+    )
+    assert [f["function"]["name"] for f in other.tools.functions] == ["get_time"] and other.tools.choice == "required"
+    with pytest.raises(FishvoiceError) as refused:  # the session's named choice is not among the response's tools
+        for_response(config, ResponseParams(tools=[{"type": "function", "name": "get_time"}]))
+    assert refused.value.field == "tool_choice.name"
+
+
 def test_a_user_message_is_its_parts_joined_within_the_limit():
     def item(*texts: str) -> ItemCreate:
         content = [{"type": "input_text", "text": text} for text in texts]
@@ -245,6 +266,7 @@ _values = st.one_of(
     st.text(max_size=12),
     st.sampled_from(["audio/pcm", "audio/pcmu", "audio/pcma", "g711_ulaw", "pcm16", "semantic_vad", "server_vad"]),
     st.sampled_from(["low", "medium", "high", "auto", "none", "auto ", "transcription", "realtime"]),
+    st.sampled_from(["function", "function_call_output", "required", "get_weather", "object", "message"]),
 )
 _shapes = st.recursive(
     _values,
@@ -269,6 +291,11 @@ _shapes = st.recursive(
                     "audio",
                     "input",
                     "output",
+                    "tools",
+                    "tool_choice",
+                    "name",
+                    "parameters",
+                    "call_id",
                     "x",
                 ]
             ),
@@ -281,11 +308,16 @@ _shapes = st.recursive(
 
 
 @settings(max_examples=400, deadline=None)
-@given(session=_shapes, response=_shapes)
-def test_the_new_session_and_response_fields_refuse_any_bad_shape_by_name(session, response):
-    """Formats, semantic VAD, idle timeouts, speed, session types, out-of-band responses with their input and
-    metadata: any shape is taken or refused as invalid_input naming a field, never anything else."""
-    for event in ({"type": "session.update", "session": session}, {"type": "response.create", "response": response}):
+@given(session=_shapes, response=_shapes, item=_shapes)
+def test_the_new_session_and_response_fields_refuse_any_bad_shape_by_name(session, response, item):
+    """Formats, semantic VAD, idle timeouts, speed, session types, tools, out-of-band responses with their input
+    and metadata, function outputs: any shape is taken or refused as invalid_input naming a field, never
+    anything else."""
+    for event in (
+        {"type": "session.update", "session": session},
+        {"type": "response.create", "response": response},
+        {"type": "conversation.item.create", "item": item},
+    ):
         try:
             parsed = parse_event(event)
             if isinstance(parsed, SessionUpdate):

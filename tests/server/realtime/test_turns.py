@@ -71,7 +71,7 @@ class ScriptedAssistant:
         self.go_on = asyncio.Event()
 
     async def respond(
-        self, request: ReplyRequest, namespace: str = "", *, history: Any = None
+        self, request: ReplyRequest, namespace: str = "", *, history: Any = None, tools: Any = None, calls: Any = None
     ) -> AsyncGenerator[Any, None]:
         self.asked.append(request.message)
         audio = base64.b64encode(np.zeros(200 * PER_MS, "<i2").tobytes()).decode()

@@ -2,7 +2,7 @@
 `response.create` changes the session's settings.
 
 A session takes the GA shape of `session.update` and the beta's flat one. Fields OpenAI defines that have
-no meaning here (tools, tracing, noise reduction...) are accepted and ignored; anything else is refused by
+no meaning here (tracing, noise reduction...) are accepted and ignored; anything else is refused by
 name, as is any bad value (`session.audio.input.turn_detection.threshold: must be at most 1`). Only the
 fields a client sends change anything: an update is partial.
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictInt, StrictStr, Tag, ValidationError
 
-from ...contract import MAX_MESSAGE_CHARS
+from ...contract import MAX_MESSAGE_CHARS, Tools
 from ...vad import TurnOptions
 from ...validation import best_error, field_error
 from ..http.fields import LanguageCode, invalid
@@ -42,14 +42,30 @@ class _Ignoring(_Event):
     model: Any = None
     object: Any = None
     id: Any = None
-    tools: Any = None
-    tool_choice: Any = None
     tracing: Any = None
     include: Any = None
     prompt: Any = None
     truncation: Any = None
     reasoning: Any = None
     metadata: Any = None
+
+
+class Function(_Event):
+    """A function the model may call, as the realtime API lists it (flat, unlike the chat API's)."""
+
+    type: Literal["function"]
+    name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = Field(None, description="a JSON schema of its arguments (an object)")
+
+
+class NamedFunction(_Event):
+    type: Literal["function"]
+    name: StrictStr
+
+
+FunctionList = Annotated[list[Function], Field(max_length=128)]
+ToolChoice = Literal["auto", "none", "required"] | NamedFunction
 
 
 class FormatObject(_Event):
@@ -125,6 +141,8 @@ class Session(_Ignoring):
     max_output_tokens: MaxTokens | None = None
     output_modalities: Modalities | None = None
     audio: SessionAudio | None = None
+    tools: FunctionList | None = None
+    tool_choice: ToolChoice | None = None
     # the beta's
     max_response_output_tokens: MaxTokens | None = None
     modalities: Modalities | None = None
@@ -160,6 +178,32 @@ class UserMessage(_Event):
     status: Any = None
 
 
+class FunctionOutput(_Event):
+    """A called function's result, which the client adds for the model to answer from."""
+
+    type: Literal["function_call_output"]
+    call_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    output: Annotated[StrictStr, Field(max_length=MAX_MESSAGE_CHARS)]
+    id: StrictStr | None = None
+    object: Any = None
+    status: Any = None
+
+
+# The union's members by names with a space, which validation.py leaves out of a field's name.
+USER_MESSAGE, FUNCTION_OUTPUT = "user message", "function output"
+
+
+def _item_kind(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else None
+    return FUNCTION_OUTPUT if kind == "function_call_output" else USER_MESSAGE
+
+
+Item = Annotated[
+    Annotated[UserMessage, Tag(USER_MESSAGE)] | Annotated[FunctionOutput, Tag(FUNCTION_OUTPUT)],
+    Discriminator(_item_kind),
+]
+
+
 Metadata = Annotated[
     dict[Annotated[StrictStr, Field(max_length=64)], Annotated[StrictStr, Field(max_length=512)]],
     Field(max_length=16, description="up to 16 pairs, returned on the response"),
@@ -179,6 +223,8 @@ class ResponseParams(_Ignoring):
     conversation: Literal["auto", "none"] = Field("auto", description="the session's conversation, or none")
     input: Annotated[list[UserMessage], Field(min_length=1, max_length=32)] | None = None
     metadata: Metadata | None = None
+    tools: FunctionList | None = None
+    tool_choice: ToolChoice | None = None
 
 
 class ClientEvent(_Event):
@@ -206,7 +252,7 @@ class AudioClear(ClientEvent):
 
 class ItemCreate(ClientEvent):
     type: Literal["conversation.item.create"]
-    item: UserMessage
+    item: Item
     previous_item_id: StrictStr | None = None
 
 
@@ -346,7 +392,28 @@ def _replies(config: SessionConfig, given: Session | ResponseParams) -> SessionC
     for modalities in (given.output_modalities, given.modalities):
         if modalities is not None:
             config = replace(config, audio="audio" in modalities)
+    if given.tools is not None or given.tool_choice is not None:
+        config = replace(config, tools=_tools(config.tools, given.tools, given.tool_choice))
     return config
+
+
+def _tools(now: Tools, functions: list[Function] | None, choice: ToolChoice | None) -> Tools:
+    """The functions offered and the choice, those given changed; a named choice must name one of them."""
+    listed = now.functions
+    if functions is not None:
+        names = [f.name for f in functions]
+        if len(set(names)) < len(names):
+            raise invalid("tools", "each function needs a name of its own")
+        listed = tuple(
+            {"type": "function", "function": f.model_dump(exclude={"type"}, exclude_none=True)} for f in functions
+        )
+    named = now.choice if choice is None else choice.name if isinstance(choice, NamedFunction) else choice
+    tools = Tools(listed, named)
+    if named not in ("auto", "none", "required") and tools.named(named) is None:
+        raise invalid("tool_choice.name", f"no function {named[:64]!r} in tools")
+    if named == "required" and not listed:
+        raise invalid("tool_choice", "a function can be required only with tools")
+    return tools
 
 
 def _tokens(value: int | str) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ...contract import ChatMessage
+from ...contract import ChatMessage, exchange_starts
 from ...errors import FishvoiceError
 from ...memory.base import ConversationStore
 from .protocol import assistant_item
@@ -23,6 +23,11 @@ class Exchange:
     reply: Reply
     assistant: str
     user_item: str | None = None
+    after: list[ChatMessage] | None = None  # the function calls and results between the two
+
+    def messages(self) -> list[ChatMessage]:
+        user: ChatMessage = {"role": "user", "content": self.user}
+        return [user, *(self.after or []), {"role": "assistant", "content": self.assistant}]
 
 
 class Conversation:
@@ -40,6 +45,10 @@ class Conversation:
         """An item of this session, as it is now (`conversation.item.retrieve` answers with it)."""
         self.items[item["id"]] = item
         return item
+
+    def keep_all(self, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            self.keep(item)
 
     def item(self, item_id: str) -> dict[str, Any]:
         if item_id not in self.items:
@@ -67,13 +76,38 @@ class Conversation:
         self.turns = list(stored.turns)
         return stored.system_message
 
+    def open_exchange(self) -> tuple[list[ChatMessage], str, list[ChatMessage]] | None:
+        """The exchange a function's result left open, for the next reply to go on from: the turns before it,
+        its user message, and the calls and results since; None where the last turn is no function's result."""
+        starts = exchange_starts(self.turns)
+        if not self.turns or self.turns[-1]["role"] != "tool" or not starts:
+            return None
+        return self.turns[: starts[-1]], self.turns[starts[-1]]["content"], self.turns[starts[-1] + 1 :]
+
     def remember(self, reply: Reply, heard: str) -> None:
-        """The exchange joins the conversation; a reply nobody heard leaves its question to the next turn."""
-        if not heard:
-            self.unanswered.insert(0, reply.message)
+        """The exchange joins the conversation; a reply nobody heard leaves its question to the next turn. A
+        reply that called functions waits for their results (stored with the answer to them)."""
+        calls = [reply.calls[index] for index in sorted(reply.calls)]
+        if not heard and not calls:
+            if not reply.after:
+                self.unanswered.insert(0, reply.message)
             return
-        self.turns += [{"role": "user", "content": reply.message}, {"role": "assistant", "content": heard}]
-        self.exchange = Exchange(reply.summary.item_id, reply.message, reply, heard, reply.previous_item)
+        said: ChatMessage = {"role": "assistant", "content": heard}
+        if calls:
+            said["tool_calls"] = calls
+        self.turns += [said] if reply.after else [{"role": "user", "content": reply.message}, said]
+        if not calls:
+            self.exchange = Exchange(reply.summary.item_id, reply.message, reply, heard, reply.previous_item)
+            self.exchange.after = reply.after
+
+    def add_result(self, call_id: str, output: str) -> None:
+        """A function's result, for the next reply: refused where no call of this session's is answered by it."""
+        called = {c["id"] for turn in self.turns for c in turn.get("tool_calls", [])}
+        if call_id not in called:
+            raise FishvoiceError(
+                "not_found", f"item.call_id: no function call {call_id[:60]!r} to answer", "item.call_id"
+            )
+        self.turns.append({"role": "tool", "content": output, "tool_call_id": call_id})
 
     def cut(self, heard_ms: int) -> None:
         """The last exchange as far as its reply was heard; heard not at all, its question is unanswered again."""
@@ -87,7 +121,7 @@ class Conversation:
         if exchange.assistant:
             self.turns[-1] = {"role": "assistant", "content": exchange.assistant}
             return
-        del self.turns[-2:]
+        del self.turns[-2 - len(exchange.after or []) :]
         self.exchange = None
         self.unanswered.insert(0, exchange.user)
 
@@ -99,7 +133,7 @@ class Conversation:
         await self.store.append_exchange(
             self.namespace,
             self.id,
-            [{"role": "user", "content": exchange.user}, {"role": "assistant", "content": exchange.assistant}],
+            exchange.messages(),
             system_message=exchange.reply.config.instructions,
             voice_hash=None,
         )

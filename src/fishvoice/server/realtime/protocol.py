@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ...contract import ToolCall, Tools
 from ...errors import FishvoiceError
 from ...speech_service import DEFAULT_VOICE
 from ...vad import TurnOptions
@@ -51,6 +52,7 @@ class SessionConfig:
     output_format: AudioFormatName = "pcm"
     speed: float = 1.0  # of the spoken replies, pitch kept
     kind: Literal["realtime", "transcription"] = "realtime"  # a transcription session hears turns, answers none
+    tools: Tools = field(default_factory=lambda: Tools(()))  # the functions replies may call
 
     @property
     def answers_turns(self) -> bool:
@@ -79,12 +81,18 @@ class SessionConfig:
             "instructions": self.instructions or "",
             "output_modalities": ["audio"] if self.audio else ["text"],
             "max_output_tokens": self.max_output_tokens,
+            "tools": [{"type": "function", **f["function"]} for f in self.tools.functions],
+            "tool_choice": self._tool_choice(),
             "audio": {
                 "input": heard,
                 "output": {"format": format_object(self.output_format), "voice": self.voice, "speed": self.speed},
             },
             **({"word_timestamps": True} if self.word_timestamps else {}),
         }
+
+    def _tool_choice(self) -> str | dict[str, str]:
+        choice = self.tools.choice
+        return choice if choice in ("auto", "none", "required") else {"type": "function", "name": choice}
 
     def _turn_detection(self) -> dict[str, Any] | None:
         turns: dict[str, Any] | None = None
@@ -139,6 +147,26 @@ def assistant_item(item_id: str, text: str, audio: bool, status: str) -> dict[st
     }
 
 
+def function_call_item(item_id: str, call: ToolCall, status: str) -> dict[str, Any]:
+    """A function the reply calls, as a conversation item."""
+    function = call["function"]
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "function_call",
+        "status": status,
+        "name": function["name"],
+        "call_id": call["id"],
+        "arguments": function["arguments"],
+    }
+
+
+def function_output_item(item_id: str, call_id: str, output: str) -> dict[str, Any]:
+    """A called function's result, as the client added it."""
+    kind = {"type": "function_call_output", "call_id": call_id, "output": output}
+    return {"id": item_id, "object": "realtime.item", "status": "completed", **kind}
+
+
 @dataclass(frozen=True)
 class OutOfBand:
     """What a `response.create` says beyond settings: its metadata, and whether it stands outside the
@@ -164,6 +192,8 @@ class ResponseSummary:
     error: dict[str, Any] | None = None
     audio_format: AudioFormatName = "pcm"
     metadata: dict[str, str] | None = None  # the client's, returned as given
+    calls: tuple[dict[str, Any], ...] = ()  # the function_call items it made
+    message: bool = True  # whether it has a message (a reply that only calls has none)
 
     def to_dict(self) -> dict[str, Any]:
         details: dict[str, Any] | None = None
@@ -171,9 +201,8 @@ class ResponseSummary:
             details = {"type": "cancelled", "reason": self.reason}
         elif self.status == "failed":
             details = {"type": "failed", "error": self.error}
-        output = (
-            [] if self.status == "in_progress" else [assistant_item(self.item_id, self.text, self.audio, "completed")]
-        )
+        said = [assistant_item(self.item_id, self.text, self.audio, "completed")] if self.message else []
+        output = [] if self.status == "in_progress" else [*said, *self.calls]
         usage = None
         if self.usage is not None:
             prompt, completion = self.usage

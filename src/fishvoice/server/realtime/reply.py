@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...contract import WordTiming
+from ...contract import ChatMessage, ToolCall, WordTiming
 from .protocol import ResponseSummary, SessionConfig
 
 
@@ -39,6 +39,11 @@ class Reply:
     out_of_band: bool = False  # `conversation: "none"`: its items join no conversation, nothing is kept
     turn_ended: float | None = None  # when the turn it answers ended (perf_counter), where speech detection said
     audio_out: bool = False  # whether any of its audio went out
+    history: list[ChatMessage] = field(default_factory=list)  # the turns before its exchange
+    after: list[ChatMessage] = field(default_factory=list)  # the calls and results its exchange has so far
+    calls: dict[int, ToolCall] = field(default_factory=dict)  # the functions it calls, by the LLM's index
+    call_items: dict[int, str] = field(default_factory=dict)  # their items' ids
+    outputs: list[str] = field(default_factory=list)  # the ids of its output items (message, calls), in order
 
     @property
     def undecided_at(self) -> int | None:

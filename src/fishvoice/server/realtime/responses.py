@@ -14,9 +14,18 @@ from typing import Any
 from ... import metrics, tracing
 from ...assistant import Assistant
 from ...audio import G711_RATE, from_pcm16, to_g711
-from ...contract import MAX_MESSAGE_CHARS, AudioEvent, DoneEvent, ReplyRequest, TextEvent, WordsEvent
+from ...contract import (
+    MAX_MESSAGE_CHARS,
+    AudioEvent,
+    DoneEvent,
+    ReplyRequest,
+    TextEvent,
+    ToolCallDelta,
+    WordsEvent,
+)
 from ...errors import FishvoiceError, as_api_error
 from ...speech_service import WorkLimit, saved_voice_id
+from .calls import call_events, calls_done
 from .connection import Connection
 from .conversation import Conversation
 from .input_audio import PER_MS
@@ -68,6 +77,12 @@ class Responder:
         if out_of_band is not None and out_of_band.alone:
             message = out_of_band.message or " ".join(conversation.unanswered)
             reply = self.current = Reply(summary, message[:MAX_MESSAGE_CHARS], config, out_of_band=True)
+        elif guessed is None and not conversation.unanswered and (opened := conversation.open_exchange()):
+            history, message, after = opened  # going on from a function's result: a forced call is made once
+            relaxed = replace(config.tools, choice="auto") if config.tools.choice != "none" else config.tools
+            reply = Reply(summary, message, replace(config, tools=relaxed), history=history, after=after)
+            self.current = reply
+            reply.previous_item, conversation.last_item = conversation.last_item, summary.item_id
         elif guessed is None:
             reply = Reply(summary, " ".join(conversation.unanswered)[:MAX_MESSAGE_CHARS], config)
             self.current, conversation.unanswered = reply, []
@@ -77,6 +92,8 @@ class Responder:
             message = " ".join([*conversation.unanswered, said])[:MAX_MESSAGE_CHARS]
             guess = Guess(at, said, asyncio.get_running_loop().create_future())
             reply = self.current = Reply(summary, message, config, guess=guess)
+        if not reply.after:
+            reply.history = list(conversation.turns)
         if guessed is None:  # a guess learns when the turn ended once it is confirmed
             reply.turn_ended, self.turn_ended = self.turn_ended, None
         await self.emit(reply, {"type": "response.created", "response": summary.to_dict()})
@@ -159,15 +176,6 @@ class Responder:
         tracing.restart_clock()  # the reply's first audio is timed from its start
         summary = reply.summary
         ids = {"response_id": summary.response_id, "item_id": summary.item_id, "output_index": 0, "content_index": 0}
-        item = assistant_item(summary.item_id, "", reply.config.audio, "in_progress")
-        await self.emit(
-            reply,
-            {"type": "response.output_item.added", "response_id": summary.response_id, "output_index": 0, "item": item},
-        )
-        if not reply.out_of_band:
-            await self.emit(
-                reply, {"type": "conversation.item.added", "previous_item_id": reply.previous_item, "item": item}
-            )
         try:
             await self._stream(reply, ids)
         except asyncio.CancelledError:
@@ -184,13 +192,18 @@ class Responder:
     async def _stream(self, reply: Reply, ids: dict[str, Any]) -> None:
         """The assistant's events as the reply's deltas, until it is done or cancelled."""
         text_kind = "response.output_audio_transcript.delta" if reply.config.audio else "response.output_text.delta"
-        history = list(self.conversation.turns)
+        tools = reply.config.tools if reply.config.tools.offered else None
         async with self.work:
-            events = self.assistant.respond(reply_request(reply), self.conversation.namespace, history=history)
+            namespace = self.conversation.namespace
+            events = self.assistant.respond(
+                reply_request(reply), namespace, history=reply.history, tools=tools, calls=reply.after
+            )
             async with aclosing(events) as replies:
                 async for event in replies:
                     if reply.cancelled:
                         break
+                    if isinstance(event, TextEvent | AudioEvent | WordsEvent):
+                        await self._open_message(reply, ids)
                     if isinstance(event, TextEvent):
                         reply.text.append(event.text)
                         await self.emit(reply, {"type": text_kind, **ids, "delta": event.text})
@@ -198,6 +211,9 @@ class Responder:
                         delta, duration_ms = _delta(event.audio, reply.config.output_format)
                         reply.sent_audio(duration_ms, event.text)
                         await self.emit(reply, {"type": "response.output_audio.delta", **ids, "delta": delta})
+                    elif isinstance(event, ToolCallDelta):
+                        for call_event in call_events(reply, event):
+                            await self.emit(reply, call_event)
                     elif isinstance(event, WordsEvent):
                         reply.words += event.words
                         if reply.config.word_timestamps:
@@ -205,6 +221,21 @@ class Responder:
                     elif isinstance(event, DoneEvent):
                         usage = event.response.usage
                         reply.summary = replace(reply.summary, usage=(usage.prompt_tokens, usage.completion_tokens))
+
+    async def _open_message(self, reply: Reply, ids: dict[str, Any]) -> None:
+        """The reply's message item, announced before its first words (a reply that only calls has none)."""
+        item_id = reply.summary.item_id
+        if item_id in reply.outputs:
+            return
+        ids["output_index"] = len(reply.outputs)
+        reply.outputs.append(item_id)
+        item = assistant_item(item_id, "", reply.config.audio, "in_progress")
+        added = {"response_id": reply.summary.response_id, "output_index": ids["output_index"], "item": item}
+        await self.emit(reply, {"type": "response.output_item.added", **added})
+        if not reply.out_of_band:
+            await self.emit(
+                reply, {"type": "conversation.item.added", "previous_item_id": reply.previous_item, "item": item}
+            )
 
     async def _finish(self, reply: Reply, ids: dict[str, Any]) -> None:
         if reply.guess is not None and not await reply.guess.decided:
@@ -215,7 +246,29 @@ class Responder:
         elif summary.status == "in_progress":
             summary = replace(summary, status="completed")
         heard = reply.heard() if summary.status != "failed" else ""
-        summary = reply.summary = replace(summary, text=heard)
+        if summary.status != "completed":
+            reply.calls.clear()  # a call cut short is not made
+        if not reply.calls:  # an empty reply is an empty message
+            await self._open_message(reply, ids)
+        summary = reply.summary = replace(summary, text=heard, message=summary.item_id in reply.outputs)
+        if summary.message:
+            await self._message_done(reply, ids, heard)
+        if reply.calls:
+            items, done = calls_done(reply)
+            for event in done:
+                await self.emit(reply, event)
+            self.conversation.keep_all([] if reply.out_of_band else items)
+            summary = reply.summary = replace(summary, calls=tuple(items))
+        await self.emit(reply, {"type": "response.done", "response": summary.to_dict()})
+        if not reply.out_of_band:
+            self.conversation.remember(reply, heard)
+        self.playback_ends = time.perf_counter() + reply.sent_ms / 1000  # sent faster than it plays: a bound
+        if self.current is reply:
+            self.current = None
+
+    async def _message_done(self, reply: Reply, ids: dict[str, Any], heard: str) -> None:
+        """The message's last events: its text and audio done (a completed reply), and the item as heard."""
+        summary = reply.summary
         if summary.status == "completed":
             spoken = "".join(reply.text).strip()
             if reply.config.audio:
@@ -226,16 +279,8 @@ class Responder:
         item = assistant_item(summary.item_id, heard, reply.config.audio, "completed")
         if not reply.out_of_band:
             self.conversation.keep(item)
-        await self.emit(
-            reply,
-            {"type": "response.output_item.done", "response_id": summary.response_id, "output_index": 0, "item": item},
-        )
-        await self.emit(reply, {"type": "response.done", "response": summary.to_dict()})
-        if not reply.out_of_band:
-            self.conversation.remember(reply, heard)
-        self.playback_ends = time.perf_counter() + reply.sent_ms / 1000  # sent faster than it plays: a bound
-        if self.current is reply:
-            self.current = None
+        done = {"response_id": summary.response_id, "output_index": ids["output_index"], "item": item}
+        await self.emit(reply, {"type": "response.output_item.done", **done})
 
 
 def _delta(pcm16_b64: str, audio_format: AudioFormatName) -> tuple[str, int]:

@@ -30,6 +30,7 @@ from .client_events import (
     AudioAppend,
     AudioClear,
     AudioCommit,
+    FunctionOutput,
     ItemCreate,
     ItemDelete,
     ItemRetrieve,
@@ -46,7 +47,7 @@ from .client_events import (
 from .connection import Connection, Handler
 from .conversation import Conversation
 from .input_audio import PER_MS, InputDecoder
-from .protocol import SessionConfig, new_id, user_item
+from .protocol import SessionConfig, function_output_item, new_id, user_item
 from .responses import Responder
 from .turns import TurnTaking
 
@@ -164,10 +165,14 @@ class RealtimeSession:
         await self.connection.send({"type": "input_audio_buffer.cleared"})
 
     async def _create_item(self, event: ItemCreate) -> None:
-        text = user_text(event.item)
-        item_id = event.item.id if is_conversation_id(event.item.id) else new_id("item")
-        self.conversation.unanswered.append(text)
-        item = self.conversation.keep(user_item(item_id, text=text))
+        given = event.item
+        item_id = given.id if is_conversation_id(given.id) else new_id("item")
+        if isinstance(given, FunctionOutput):
+            self.conversation.add_result(given.call_id, given.output)
+            item = self.conversation.keep(function_output_item(item_id, given.call_id, given.output))
+        else:
+            self.conversation.unanswered.append(user_text(given))
+            item = self.conversation.keep(user_item(item_id, text=user_text(given)))
         added = {"previous_item_id": self.conversation.last_item, "item": item}
         self.conversation.last_item = item_id
         await self.connection.send({"type": "conversation.item.added", **added})
@@ -184,7 +189,8 @@ class RealtimeSession:
         if config.voice != self.config.voice:
             await self._check_voice(config.voice, "response.audio.output.voice")
         await self.turns.hearing_done()  # the committed turn is heard before it is answered
-        if not self.conversation.unanswered and not (asked and asked.message):
+        answerable = self.conversation.unanswered or self.conversation.open_exchange() is not None
+        if not answerable and not (asked and asked.message):
             raise invalid("response.create", "there is nothing to answer: commit speech or add a user message first")
         await self.replies.start(config, out_of_band=asked)
 

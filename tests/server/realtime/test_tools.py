@@ -1,0 +1,133 @@
+"""Function calling in a realtime session through the official `openai` client: a forced call comes out as a
+`function_call` item with its arguments streamed, the client's `function_call_output` is added, and
+`response.create` goes on to a spoken answer from it; the exchange, calls and result included, is stored."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.realtime_client import KEY, session, stored_history, transcript_of, until
+from tests.servers import server
+
+pytestmark = pytest.mark.model  # loads models (or starts a server that does)
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather now in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+ASKED = "What is the weather in Paris?"
+RESULT = "Heavy snow, minus seven degrees."
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory) -> Iterator[str]:
+    with server(tmp_path_factory.mktemp("realtime-tools"), api_key=KEY) as base:
+        yield base
+
+
+def said(text: str) -> dict[str, Any]:
+    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+
+
+async def call_and_answer(url: str) -> tuple[list[Any], list[Any]]:
+    async with session(url, conversation_id="weather") as connection:
+        await connection.session.update(
+            session={
+                "type": "realtime",
+                "instructions": "You answer in one short sentence.",
+                "temperature": 0.2,
+                "tools": [WEATHER],
+                "tool_choice": "required",
+            }
+        )
+        updated = await until(connection, "session.updated", [])
+        assert updated.session.tools[0].name == "get_weather" and updated.session.tool_choice == "required"
+        await connection.conversation.item.create(item=said(ASKED))
+        calling: list[Any] = []
+        await connection.response.create()
+        done = await until(connection, "response.done", calling)
+        call = next(item for item in done.response.output if item.type == "function_call")
+        await connection.conversation.item.create(
+            item={"type": "function_call_output", "call_id": call.call_id, "output": RESULT}
+        )
+        answering: list[Any] = []
+        await connection.response.create()
+        await until(connection, "response.done", answering)
+        await connection.conversation.item.retrieve(item_id=call.id)
+        answering.append(await until(connection, "conversation.item.retrieved", []))
+        return calling, answering
+
+
+def test_a_forced_call_is_a_function_call_item_and_its_result_is_answered_aloud(url):
+    calling, answering = asyncio.run(call_and_answer(url))
+    kinds = [e.type for e in calling]
+    added = next(e for e in calling if e.type == "response.output_item.added" and e.item.type == "function_call")
+    deltas = [e.delta for e in calling if e.type == "response.function_call_arguments.delta"]
+    (done,) = [e for e in calling if e.type == "response.function_call_arguments.done"]
+    assert added.item.name == done.name == "get_weather" and added.output_index == done.output_index == 0
+    assert "".join(deltas) == done.arguments and "paris" in json.loads(done.arguments)["city"].lower()
+    assert kinds.index("response.function_call_arguments.delta") < kinds.index("response.function_call_arguments.done")
+    assert "response.output_audio.delta" not in kinds  # a call, not a spoken reply: no message item
+    assert [e.item.type for e in calling if e.type == "response.output_item.added"] == ["function_call"]
+    (called,) = calling[-1].response.output
+    assert called.call_id == done.call_id and called.arguments == done.arguments and called.status == "completed"
+
+    reply = answering[-2].response
+    assert reply.status == "completed" and not [i for i in reply.output if i.type == "function_call"]
+    spoken = transcript_of(answering, reply.id).lower()
+    assert "snow" in spoken or "seven" in spoken or "7" in spoken, spoken
+    audio = b"".join(base64.b64decode(e.delta) for e in answering if e.type == "response.output_audio.delta")
+    assert len(audio) > 24000  # over half a second of speech
+    assert answering[-1].item.type == "function_call" and answering[-1].item.call_id == called.call_id
+
+    history = stored_history(url, "weather")
+    assert [turn["role"] for turn in history[:4]] == ["user", "assistant", "tool", "assistant"]
+    assert history[1]["tool_calls"][0]["id"] == called.call_id and history[2]["content"] == RESULT
+
+
+async def refusals(url: str) -> list[Any]:
+    async with session(url) as connection:
+        seen: list[Any] = []
+        bad_sessions = [
+            {"tools": [{"type": "function", "name": "bad name!"}]},
+            {"tools": [{"type": "mcp", "server_label": "x"}]},
+            {"tools": [WEATHER, WEATHER]},
+            {"tool_choice": {"type": "function", "name": "nope"}},
+            {"tool_choice": "required"},
+        ]
+        for bad in bad_sessions:
+            await connection.session.update(session={"type": "realtime", **bad})
+            seen.append(await until(connection, "error", []))
+        await connection.conversation.item.create(
+            item={"type": "function_call_output", "call_id": "call_x", "output": "1"}
+        )
+        seen.append(await until(connection, "error", []))
+        await connection.response.create(
+            response={"tools": [WEATHER], "tool_choice": {"type": "function", "name": "nope"}}
+        )
+        seen.append(await until(connection, "error", []))
+        await connection.session.update(session={"type": "realtime", "tools": [WEATHER]})
+        seen.append(await until(connection, "session.updated", []))  # the session goes on
+        return seen
+
+
+def test_bad_tools_are_refused_by_field_and_the_session_goes_on(url):
+    *errors, updated = asyncio.run(refusals(url))
+    assert [e.error.param for e in errors] == [
+        "session.tools[0].name",
+        "session.tools[0].type",
+        "tools",
+        "tool_choice.name",
+        "tool_choice",
+        "item.call_id",
+        "tool_choice.name",
+    ]
+    assert updated.session.tool_choice == "auto" and updated.session.tools[0].name == "get_weather"
