@@ -190,24 +190,12 @@ async def lossy_redis(redis_url) -> AsyncIterator[AnswerLosingProxy]:
     proxy.close()
 
 
-@pytest.fixture(scope="session")
-def llama_server() -> Iterator[str]:
+def _llama_cpp_server(*options: str) -> Iterator[str]:
     """llama-cpp-python's own OpenAI-compatible server, serving the embedded GGUF on a free port."""
     port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path())]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(default_model_path()),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-        ],
+        [*command, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -216,6 +204,19 @@ def llama_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[str]:
+    """llama-cpp-python's server with the GGUF's own chat template."""
+    yield from _llama_cpp_server()
+
+
+@pytest.fixture(scope="session")
+def llama_tools_server() -> Iterator[str]:
+    """llama-cpp-python's server with its function-calling chat format: with tool_choice "auto" the model itself
+    chooses between a function and a message (under a grammar), as a function-calling LLM server does."""
+    yield from _llama_cpp_server("--chat_format", "chatml-function-calling")
 
 
 async def run_job(handler, **fields: Any) -> dict[str, Any]:

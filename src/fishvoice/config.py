@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     openai_model: str = "default"
     openai_context: int = Field(8192, ge=256, description="context window assumed for the OpenAI-compatible model")
     openai_timeout: float = Field(120.0, gt=0, description="seconds before a call to the LLM server gives up")
+    openai_stream_tools: bool = Field(
+        True,
+        description="stream replies that may call functions (off for servers that cannot, e.g. llama-cpp-python's)",
+    )
 
     # Voice
     voice: Literal["piper", "fish"] = "piper"

@@ -29,6 +29,7 @@ def build_llm(settings: Settings) -> LLM:
             model=settings.openai_model,
             context=settings.openai_context,
             timeout=settings.openai_timeout,
+            stream_tools=settings.openai_stream_tools,
         )
     from .llm.llama_cpp import LlamaCppLLM
 

@@ -31,6 +31,7 @@ class OpenAICompatibleLLM:
         model: str = "default",
         context: int = 8192,
         timeout: float = 120.0,
+        stream_tools: bool = True,
     ):
         self._client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=2
@@ -38,6 +39,7 @@ class OpenAICompatibleLLM:
         self._model = model
         self.name = f"openai:{model}"
         self.context_window = context
+        self.stream_tools = stream_tools  # off: a reply offered functions comes whole (for servers that need it)
 
     def count_tokens(self, messages: list[ChatMessage]) -> int:
         return sum(len(_text_of(m)) // _CHARS_PER_TOKEN + _TOKENS_PER_MESSAGE for m in messages)
@@ -45,36 +47,59 @@ class OpenAICompatibleLLM:
     async def stream(
         self, messages: list[ChatMessage], *, temperature: float, max_tokens: int, tools: Tools | None = None
     ) -> AsyncGenerator[LLMItem, None]:
-        usage: Usage | None = None
-        deltas = 0
+        request = {
+            "model": self._model,
+            "messages": _openai_messages(messages),
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            **_tool_options(tools),
+        }
         try:
-            chunks = await self._client.chat.completions.create(
-                model=self._model,
-                messages=_openai_messages(messages),
-                temperature=temperature,
-                max_tokens=max_tokens,
-                stream=True,
-                stream_options={"include_usage": True},
-                **_tool_options(tools),
-            )
-            async with chunks:
-                async for chunk in chunks:
-                    if chunk.usage is not None:
-                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                    delta = chunk.choices[0].delta if chunk.choices else None
-                    if delta is not None and delta.content:
-                        deltas += 1
-                        yield delta.content
-                    for call in (delta.tool_calls if delta is not None else None) or []:
-                        deltas += 1
-                        name = call.function.name if call.function else None
-                        arguments = (call.function.arguments if call.function else None) or ""
-                        yield ToolCallDelta(call.index, arguments, call.id, name)
+            if "tools" in request and not self.stream_tools:
+                async for item in self._whole(request):
+                    yield item
+                return
+            async for item in self._streamed(request, messages, max_tokens):
+                yield item
         except openai.APIError as exc:
             raise FishvoiceError("backend_unavailable", f"the LLM server failed: {exc}") from exc
+
+    async def _streamed(
+        self, request: dict[str, Any], messages: list[ChatMessage], max_tokens: int
+    ) -> AsyncGenerator[LLMItem, None]:
+        usage: Usage | None = None
+        deltas = 0
+        chunks = await self._client.chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        )
+        async with chunks:
+            async for chunk in chunks:
+                if chunk.usage is not None:
+                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                delta = chunk.choices[0].delta if chunk.choices else None
+                if delta is not None and delta.content:
+                    deltas += 1
+                    yield delta.content
+                for call in (delta.tool_calls if delta is not None else None) or []:
+                    deltas += 1
+                    name = call.function.name if call.function else None
+                    arguments = (call.function.arguments if call.function else None) or ""
+                    yield ToolCallDelta(call.index, arguments, call.id, name)
         # For servers that ignore include_usage: the prompt as trimming estimates it, and one token
         # per streamed delta (how vLLM, SGLang and llama.cpp stream).
         yield usage or Usage(self.count_tokens(messages), min(deltas, max_tokens))
+
+    async def _whole(self, request: dict[str, Any]) -> AsyncGenerator[LLMItem, None]:
+        """The reply in one piece: its text, its calls, its usage."""
+        done = await self._client.chat.completions.create(**request)
+        message = done.choices[0].message
+        if message.content:
+            yield message.content
+        for index, call in enumerate(message.tool_calls or []):
+            if call.type == "function":
+                yield ToolCallDelta(index, call.function.arguments, call.id, call.function.name)
+        used = done.usage
+        yield Usage(used.prompt_tokens, used.completion_tokens) if used else Usage(0, 0)
 
     async def close(self) -> None:
         await self._client.close()

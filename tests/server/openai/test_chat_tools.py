@@ -176,3 +176,26 @@ def test_tools_reach_an_openai_compatible_llm_as_sent(llama_server, tmp_path):
         weather_args(call.function.arguments)
         answer = oai.chat.completions.create(messages=called(), tools=[WEATHER], **SHORT)
         assert answer.choices[0].message.content
+
+
+def test_auto_lets_an_openai_compatible_llm_choose_the_call_then_answer_from_its_result(llama_tools_server, tmp_path):
+    """A function-calling server (llama-cpp-python's chatml-function-calling) chooses the call itself with `auto`,
+    out as the chat's tool_calls, then answers from its result; a greeting it answers in words. (That server
+    cannot stream a chosen call: `openai_stream_tools` off asks for such replies whole.)"""
+    settings = {"llm": "openai", "openai_base_url": llama_tools_server, "openai_stream_tools": "false"}
+    with (
+        server(tmp_path, api_key=KEY, **settings) as base,
+        openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0, timeout=300) as oai,
+    ):
+        done = oai.chat.completions.create(messages=ASK, tools=[WEATHER], tool_choice="auto", **SHORT)
+        (call,) = done.choices[0].message.tool_calls
+        assert call.function.name == "get_weather" and done.choices[0].finish_reason == "tool_calls"
+        assert "paris" in json.loads(call.function.arguments)["city"].lower()
+        result = {"role": "tool", "tool_call_id": call.id, "content": "Heavy snow, minus 7 degrees celsius."}
+        sent = [*ASK, done.choices[0].message.model_dump(exclude_none=True), result]
+        # (with `auto` again, the 135M model calls again: its own choice)
+        chunks = oai.chat.completions.create(messages=sent, tools=[WEATHER], tool_choice="none", stream=True, **SHORT)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+        greeted = [{"role": "user", "content": "Hello, how are you?"}]
+        plain = oai.chat.completions.create(messages=greeted, tools=[WEATHER], tool_choice="auto", **SHORT)
+        assert plain.choices[0].message.tool_calls is None and plain.choices[0].finish_reason != "tool_calls"
