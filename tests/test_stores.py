@@ -71,6 +71,19 @@ async def test_an_exchange_with_function_calls_is_kept_whole(any_store):
     assert history[2:] == exchange and (await any_store.load("", "c")).turns == history
 
 
+async def test_a_turn_deleted_is_the_newest_equal_one(any_store):
+    for exchange in (said("hi", "hello"), said("hi", "hello again")):
+        await any_store.append_exchange("", "c", exchange, system_message=None, voice_hash=None)
+    result: ChatMessage = {"role": "tool", "content": "22 C", "tool_call_id": "call_1"}
+    await any_store.append_exchange("", "c", [*said("hot?", "")[:1], result], system_message=None, voice_hash=None)
+    assert await any_store.delete_turn("", "c", {"role": "user", "content": "hi"})
+    assert await any_store.delete_turn("", "c", result)
+    assert not await any_store.delete_turn("", "c", {"role": "tool", "content": "22 C", "tool_call_id": "other"})
+    assert not await any_store.delete_turn("", "elsewhere", {"role": "user", "content": "hi"})
+    turns = (await any_store.load("", "c")).turns
+    assert [t["content"] for t in turns] == ["hi", "hello", "hello again", "hot?"]
+
+
 async def test_a_new_conversation_is_empty(any_store):
     conversation = await any_store.load("", "never-seen")
     assert (conversation.turns, conversation.system_message, conversation.voice_hash) == ([], None, None)

@@ -170,6 +170,12 @@ class RedisStore:
         turns = await self._script("append_exchange", self._keys(namespace, conversation_id), args)
         return [json.loads(turn) for turn in turns]
 
+    async def delete_turn(self, namespace: str, conversation_id: str, turn: ChatMessage) -> bool:
+        _, turns_key, _ = self._keys(namespace, conversation_id)
+        # the newest equal turn: each is stored as json.dumps writes it, the same text for the same message
+        removed = await self._call(self._redis.lrem(turns_key, -1, json.dumps(turn)))
+        return bool(removed)
+
     async def put_voice(self, voice: VoiceReference) -> None:
         fields: list[EncodableT] = ["pcm16", voice.pcm16()]
         if voice.reference_text:

@@ -159,6 +159,18 @@ class SQLiteStore:
                 raise
         return history
 
+    async def delete_turn(self, namespace: str, conversation_id: str, turn: ChatMessage) -> bool:
+        return await run_in_thread(self._delete_turn, namespace, conversation_id, turn)
+
+    def _delete_turn(self, namespace: str, conversation_id: str, turn: ChatMessage) -> bool:
+        with self._connect() as db:
+            deleted = db.execute(
+                """DELETE FROM turns WHERE rowid = (SELECT rowid FROM turns WHERE namespace=? AND conversation_id=?
+                   AND role=? AND content=? AND calls IS ? ORDER BY seq DESC LIMIT 1)""",
+                (namespace, conversation_id, turn["role"], turn["content"], _calls(turn)),
+            )
+            return deleted.rowcount > 0
+
     @staticmethod
     def _delete(db: sqlite3.Connection, namespace: str, conversation_id: str) -> None:
         db.execute("DELETE FROM turns WHERE namespace=? AND conversation_id=?", (namespace, conversation_id))

@@ -365,6 +365,28 @@ def test_items_are_retrieved_as_the_client_holds_them_and_deleted_from_the_conve
     assert history[0]["content"] == QUESTION and "cats" not in json.dumps(history)
 
 
+def test_an_item_of_a_stored_exchange_is_deleted_from_the_store(url):
+    def typed(text: str) -> dict[str, Any]:
+        return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+
+    async def talk() -> tuple[str, list[Any]]:
+        async with session(url, conversation_id="deleted-stored") as connection:
+            seen: list[Any] = []
+            answers = []
+            for said in ("Say hello.", "Say goodbye."):  # the first exchange is stored as the second reply starts
+                await connection.conversation.item.create(item=typed(said))
+                await connection.response.create(response={"output_modalities": ["text"]})
+                answers.append((await until(connection, "response.done", seen)).response.output[0])
+            await connection.conversation.item.delete(item_id=answers[0].id)
+            await until(connection, "conversation.item.deleted", seen)
+            return answers[0].content[0].text, seen
+
+    first_answer, _ = asyncio.run(talk())
+    history = stored_history(url, "deleted-stored")
+    assert [turn["role"] for turn in history[:3]] == ["user", "user", "assistant"], history
+    assert history[0]["content"] == "Say hello." and first_answer not in [turn["content"] for turn in history]
+
+
 def test_a_reply_truncated_to_nothing_leaves_its_question_unanswered(url):
     """A reply sent whole, then truncated at 0 ms (the client played none of it): no empty assistant turn is
     kept; the question is answered with the next one."""

@@ -61,6 +61,8 @@ async def call_and_answer(url: str) -> tuple[list[Any], list[Any]]:
         answering: list[Any] = []
         await connection.response.create()
         await until(connection, "response.done", answering)
+        await connection.conversation.item.delete(item_id=call.id)  # a call goes with its reply
+        answering.append(await until(connection, "error", []))
         await connection.conversation.item.retrieve(item_id=call.id)
         answering.append(await until(connection, "conversation.item.retrieved", []))
         return calling, answering
@@ -80,7 +82,8 @@ def test_a_forced_call_is_a_function_call_item_and_its_result_is_answered_aloud(
     (called,) = calling[-1].response.output
     assert called.call_id == done.call_id and called.arguments == done.arguments and called.status == "completed"
 
-    reply = answering[-2].response
+    reply = answering[-3].response
+    assert answering[-2].error.param == "item_id"
     assert reply.status == "completed" and not [i for i in reply.output if i.type == "function_call"]
     spoken = transcript_of(answering, reply.id).lower()
     assert "snow" in spoken or "seven" in spoken or "7" in spoken, spoken

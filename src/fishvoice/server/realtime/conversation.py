@@ -40,6 +40,7 @@ class Conversation:
         self.last_item: str | None = None  # the id of the conversation's last item
         self.exchange: Exchange | None = None
         self.items: dict[str, dict[str, Any]] = {}  # this session's items as the client sees them, by id
+        self.stored = 0  # how many of the turns, from the first, the store holds (the rest wait for their exchange)
 
     def keep(self, item: dict[str, Any]) -> dict[str, Any]:
         """An item of this session, as it is now (`conversation.item.retrieve` answers with it)."""
@@ -55,25 +56,32 @@ class Conversation:
             raise FishvoiceError("not_found", f"item_id: no item {item_id[:60]!r} in this session", "item_id")
         return self.items[item_id]
 
-    def delete(self, item_id: str) -> None:
+    async def delete(self, item_id: str) -> None:
         """The item leaves the session's conversation: its message is no longer unanswered, nor a turn the next
-        replies read (nor stored with its exchange, if that is not stored yet)."""
+        replies read, nor stored (deleted from the store, or not stored with its exchange if that waits)."""
         item = self.item(item_id)
+        if item["type"] == "function_call":
+            raise FishvoiceError(
+                "invalid_input", "item_id: a function call goes with its reply; delete its output instead", "item_id"
+            )
         del self.items[item_id]
-        said = _text_of(item)
-        if item["role"] == "user" and said in self.unanswered:
-            self.unanswered.remove(said)
-        for index in range(len(self.turns) - 1, -1, -1):
-            if self.turns[index] == {"role": item["role"], "content": said}:
-                del self.turns[index]
-                break
+        turn = _turn_of(item)
+        if turn["role"] == "user" and turn["content"] in self.unanswered:
+            self.unanswered.remove(turn["content"])
+        index = next((i for i in range(len(self.turns) - 1, -1, -1) if self.turns[i] == turn), None)
+        if index is not None:
+            del self.turns[index]
         if self.exchange is not None and item_id in (self.exchange.item_id, self.exchange.user_item):
             self.exchange = None
+        elif index is not None and index < self.stored:
+            self.stored -= 1
+            await self.store.delete_turn(self.namespace, self.id, turn)
 
     async def load(self) -> str | None:
         """The stored turns; returns the stored system message."""
         stored = await self.store.load(self.namespace, self.id)
         self.turns = list(stored.turns)
+        self.stored = len(self.turns)
         return stored.system_message
 
     def open_exchange(self) -> tuple[list[ChatMessage], str, list[ChatMessage]] | None:
@@ -137,8 +145,12 @@ class Conversation:
             system_message=exchange.reply.config.instructions,
             voice_hash=None,
         )
+        self.stored = len(self.turns)
 
 
-def _text_of(item: dict[str, Any]) -> str:
+def _turn_of(item: dict[str, Any]) -> ChatMessage:
+    """The turn a message or function output item is in the conversation."""
+    if item["type"] == "function_call_output":
+        return {"role": "tool", "content": item["output"], "tool_call_id": item["call_id"]}
     part = item["content"][0] if item.get("content") else {}
-    return str(part.get("text") or part.get("transcript") or "")
+    return {"role": item["role"], "content": str(part.get("text") or part.get("transcript") or "")}

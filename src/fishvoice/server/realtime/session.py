@@ -122,7 +122,7 @@ class RealtimeSession:
         current = self.replies.current
         if current is not None and current.summary.item_id == event.item_id:
             raise invalid("item_id", "the reply is in progress: cancel it first")
-        self.conversation.delete(event.item_id)
+        await self.conversation.delete(event.item_id)
         await self.connection.send({"type": "conversation.item.deleted", "item_id": event.item_id})
 
     async def _update_session(self, event: SessionUpdate) -> None:
