@@ -33,6 +33,7 @@ RUNNERS = {
     "curl-openai": ["bash", "-c"],
     "curl-voices": ["bash", "-c"],
     "timestamps": [sys.executable, "-c"],
+    "agent-tool": [sys.executable, "-c"],
 }
 REPLY_FILES = {"fish-curl": "reply.mp3"}
 
@@ -70,7 +71,7 @@ def test_readme_example_runs(worker_url, tmp_path, name, speech):
     if name == "curl-openai":
         assert decode_audio((tmp_path / "reply.mp3").read_bytes(), "reply", 60).duration_s > 0.5
         assert '"id":"fishvoice"' in done.stdout.replace(" ", "")
-    elif name != "javascript":
+    elif name not in ("javascript", "agent-tool"):
         assert soundfile.info(tmp_path / REPLY_FILES.get(name, "reply.wav")).duration > 0.5
     if name == "python":
         assert "4 turns in the conversation" in done.stdout
@@ -91,6 +92,10 @@ def test_readme_example_runs(worker_url, tmp_path, name, speech):
         assert re.findall(r"[\d.]+ (\S+)", done.stdout) == ["Hello", "there,", "friend!", "It", "is", "3:30."]
     if name == "fish-sdk":
         assert {"live", "spoken", "written"} <= set(re.findall(r"[a-z]+", done.stdout.lower())), done.stdout
+    if name == "agent-tool":  # the tool ran, and an answer was spoken
+        assert "get_weather returned: Sunny in Paris" in done.stdout and re.search(r"said \(\d", done.stdout), (
+            done.stdout
+        )
     if name == "openai":
         assert "'fishvoice'" in done.stdout and soundfile.info(tmp_path / "reply.wav").samplerate == 24000
 

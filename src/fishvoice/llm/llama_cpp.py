@@ -314,15 +314,15 @@ def _with_functions(messages: list[ChatMessage], tools: Tools | None) -> list[Ch
 
 
 def _llama_messages(messages: list[ChatMessage]) -> list[ChatCompletionRequestMessage]:
-    """The messages as a small chat model reads them best: a function's result as a system note of what it
-    returned, and the call itself left out (only its words kept). Shown the call as JSON, SmolLM2 wrote its
-    answer as another call in 4 of 10 draws; told the result, in 1 of 10."""
-    names = {call["id"]: call["function"]["name"] for m in messages for call in m.get("tool_calls") or []}
+    """The messages as a small chat model reads them best: a function's result as a system note of what is
+    known now, the call itself left out (only its words kept). Measured on SmolLM2-135M, 10 draws each: shown
+    the call as JSON and the result as a `tool` message, it wrote its answer as another call 4 times; with the
+    note, never, and the answer used the result 10 times at temperature 0.2 and 7 at 0.7 (with "<name>
+    returned: ..." it began 2 answers with those words)."""
     written: list[dict[str, str]] = []
     for message in messages:
         if message["role"] == "tool":
-            name = names.get(message.get("tool_call_id", ""), "a function")
-            written.append({"role": "system", "content": f"{name} returned: {message['content']}"})
+            written.append({"role": "system", "content": f"Known now: {message['content']}"})
         elif message["content"] or not message.get("tool_calls"):
             written.append({"role": message["role"], "content": message["content"]})
     return cast("list[ChatCompletionRequestMessage]", written)
