@@ -231,6 +231,27 @@ def test_context_trims_by_exchanges_with_their_function_calls_and_ends_with_the_
     assert fitted.messages[1:-2] == called * 5 and fitted.messages[-2:] == tail
 
 
+def test_calls_no_result_answered_are_left_out_of_the_context():
+    def call(call_id: str) -> ToolCall:
+        return {"id": call_id, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+    turns: list[ChatMessage] = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "", "tool_calls": [call("x")]},  # the caller talked on instead
+        {"role": "user", "content": "b"},
+        {"role": "assistant", "content": "let me see", "tool_calls": [call("y"), call("z")]},
+        {"role": "tool", "content": "y's", "tool_call_id": "y"},
+        {"role": "assistant", "content": "done"},
+    ]
+    fitted = fit_context("sys", turns, HI, 10, count_tokens=words_in, context_window=1000)
+    assert fitted.messages[1:-1] == [
+        turns[0],
+        turns[2],
+        {"role": "assistant", "content": "let me see", "tool_calls": [call("y")]},
+        *turns[4:],
+    ]
+
+
 def test_context_lowers_max_tokens_and_refuses_a_message_too_long():
     lowered = fit_context("sys", TURNS, HI, 500, count_tokens=words_in, context_window=20 + CONTEXT_MARGIN)
     assert lowered.max_tokens == 13 and lowered.messages[1:-1] == []

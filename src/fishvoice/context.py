@@ -48,6 +48,7 @@ def fit_context(
     prompt that keeps its beginning is cheap to re-read). `max_tokens` is lowered (with a warning) where the
     two alone leave too little room; a message too long for the context at all is refused, naming `message`."""
     head: list[ChatMessage] = [{"role": "system", "content": system}]
+    turns = answered_calls(turns)
     window = context_window - CONTEXT_MARGIN
     needed = count_tokens(head + tail)
     if needed >= window:
@@ -72,3 +73,22 @@ def fit_context(
     first = starts[bisect.bisect_left(starts, True, key=fits)]
     log.info("context trimmed: %d of %d earlier turns kept", len(turns) - first, len(turns))
     return FittedPrompt(head + turns[first:] + tail, max_tokens, warning)
+
+
+def answered_calls(turns: list[ChatMessage]) -> list[ChatMessage]:
+    """The turns without the function calls no result answered (a caller may talk on instead of answering
+    one): OpenAI-compatible servers refuse a call not followed by its result. A message left with no words
+    and no call goes too."""
+    results = {turn.get("tool_call_id") for turn in turns if turn["role"] == "tool"}
+    kept: list[ChatMessage] = []
+    for turn in turns:
+        calls = turn.get("tool_calls")
+        if calls is None or all(call["id"] in results for call in calls):
+            kept.append(turn)
+            continue
+        answered = [call for call in calls if call["id"] in results]
+        if answered or turn["content"]:
+            kept.append(
+                {**turn, "tool_calls": answered} if answered else {"role": "assistant", "content": turn["content"]}
+            )
+    return kept

@@ -134,3 +134,26 @@ def test_bad_tools_are_refused_by_field_and_the_session_goes_on(url):
         "tool_choice.name",
     ]
     assert updated.session.tool_choice == "auto" and updated.session.tools[0].name == "get_weather"
+
+
+async def cancel_a_call(url: str) -> list[Any]:
+    async with session(url) as connection:
+        await connection.session.update(session={"type": "realtime", "tools": [WEATHER], "tool_choice": "required"})
+        await until(connection, "session.updated", [])
+        await connection.conversation.item.create(item=said(ASKED))
+        seen: list[Any] = []
+        await connection.response.create()
+        await until(connection, "response.created", seen)
+        await connection.response.cancel()  # before its call is written (a forced call comes whole)
+        await until(connection, "response.done", seen)
+        await connection.response.create(response={"tool_choice": "none", "output_modalities": ["text"]})
+        await until(connection, "response.done", seen)  # the question is still there to answer
+        return seen
+
+
+def test_a_call_cancelled_is_not_made_and_its_question_stays_to_answer(url):
+    seen = asyncio.run(cancel_a_call(url))
+    cancelled, answered = [e.response for e in seen if e.type == "response.done"]
+    assert cancelled.status == "cancelled" and not [i for i in cancelled.output if i.type == "function_call"]
+    assert "response.function_call_arguments.done" not in [e.type for e in seen]
+    assert answered.status == "completed" and answered.output[0].content[0].text
