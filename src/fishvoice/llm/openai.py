@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any, cast
 
 import openai
@@ -54,13 +55,12 @@ class OpenAICompatibleLLM:
             "max_tokens": max_tokens,
             **_tool_options(tools),
         }
+        whole = "tools" in request and not self.stream_tools
+        reply = self._whole(request) if whole else self._streamed(request, messages, max_tokens)
         try:
-            if "tools" in request and not self.stream_tools:
-                async for item in self._whole(request):
+            async with aclosing(reply) as items:  # closed with this stream: the server's stream with it
+                async for item in items:
                     yield item
-                return
-            async for item in self._streamed(request, messages, max_tokens):
-                yield item
         except openai.APIError as exc:
             raise FishvoiceError("backend_unavailable", f"the LLM server failed: {exc}") from exc
 

@@ -185,8 +185,15 @@ def test_semantic_vad_waits_out_a_pause_in_the_middle_of_a_sentence(url, tts, de
             assert updated.session.audio.input.turn_detection.type == detection["type"]
             await speak(connection, said, 20, paced=True)
             seen: list[Any] = []
-            while sum(e.type == "conversation.item.input_audio_transcription.completed" for e in seen) < turns:
-                await until(connection, "conversation.item.input_audio_transcription.completed", seen)
+            # the line stays open in silence, as a caller's does: under load the pause's transcript (which
+            # decides the wait) may come late, and the turn ends only as silence goes on arriving
+            quiet = asyncio.create_task(speak(connection, silence(30), 20, paced=True))
+            try:
+                while sum(e.type == "conversation.item.input_audio_transcription.completed" for e in seen) < turns:
+                    await until(connection, "conversation.item.input_audio_transcription.completed", seen)
+            finally:
+                quiet.cancel()
+                await asyncio.gather(quiet, return_exceptions=True)
             await speak(connection, silence(0.5), 20, paced=True)  # nothing more comes
             with contextlib.suppress(TimeoutError):
                 seen.append(await asyncio.wait_for(connection.recv(), 1.0))
