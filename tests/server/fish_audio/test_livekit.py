@@ -5,7 +5,6 @@ its sentences come back as audio the server's recogniser hears. Its URL is a con
 from __future__ import annotations
 
 import asyncio
-import re
 
 import aiohttp
 import fishaudio
@@ -15,12 +14,13 @@ from livekit.plugins.fishaudio import TTS
 
 from fishvoice.audio import Audio, encode_bytes, from_pcm16
 from tests.servers import server
+from tests.test_asr import word_error_rate
 
 pytestmark = pytest.mark.model  # loads models (or starts a server that does)
 
 KEY = "livekit-key"
-SENTENCES = ["Hello there, this is livekit speaking through fishvoice.", "And a second sentence follows it."]
-WORDS = {"hello", "speaking", "second", "sentence", "follows"}
+# plain words the recogniser knows ("livekit" was heard as "LifeHit"), both sentences needed to pass
+SENTENCES = ["Hello there, this is a voice speaking through the server.", "And a second sentence follows it."]
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +70,9 @@ def heard(url: str, audio: Audio) -> str:
 @pytest.mark.parametrize("fmt", ["wav", "pcm", "mp3", "opus"])  # opus: its bitrate in bps (64000)
 def test_livekits_fish_voice_speaks_a_whole_text_through_the_server(url, fmt):
     text = heard(url, asyncio.run(whole(url, " ".join(SENTENCES), fmt)))
-    assert set(re.findall(r"[a-z]+", text.lower())) >= WORDS, text
+    assert word_error_rate(" ".join(SENTENCES), text) < 0.3, text  # Piper's voice is drawn anew each time
 
 
 def test_livekits_fish_voice_streams_sentences_through_the_live_socket(url):
     text = heard(url, asyncio.run(streamed(url, SENTENCES)))
-    assert set(re.findall(r"[a-z]+", text.lower())) >= WORDS, text
+    assert word_error_rate(" ".join(SENTENCES), text) < 0.3, text  # Piper's voice is drawn anew each time
