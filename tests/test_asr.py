@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +33,27 @@ def words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
 
 
-def word_error_rate(reference: str, heard: str) -> float:
-    """Word-level edit distance over the reference's length."""
-    ref, hyp = words(reference), words(heard)
+def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
+    """Levenshtein distance between two sequences (of words or letters)."""
     row = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
         prev, row[0] = row[0], i
         for j, h in enumerate(hyp, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / max(len(ref), 1)
+    return row[-1]
+
+
+def word_error_rate(reference: str, heard: str) -> float:
+    """Word-level edit distance over the reference's length."""
+    ref = words(reference)
+    return edit_distance(ref, words(heard)) / max(len(ref), 1)
+
+
+def letter_error_rate(reference: str, heard: str) -> float:
+    """Edit distance over the letters alone, spaces dropped: homophones split or joined ("France is" heard as
+    "Francis", as narrow-band speech often is) cost a letter, not two words."""
+    ref, hyp = "".join(words(reference)), "".join(words(heard))
+    return edit_distance(ref, hyp) / max(len(ref), 1)
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,7 @@ from tests.realtime_client import (
     words,
 )
 from tests.servers import sample, samples, server
-from tests.test_asr import word_error_rate
+from tests.test_asr import letter_error_rate
 
 pytestmark = pytest.mark.model  # loads models (or starts a server that does)
 
@@ -247,7 +247,7 @@ def test_a_phone_caller_speaks_g711_and_hears_g711(url, tts, law):
             phone = {"format": {"type": f"audio/{law}"}}
             turn = {"type": "server_vad", "silence_duration_ms": 500}
             audio = {"input": {**phone, "turn_detection": turn}, "output": phone}
-            instructions = "Answer in one short sentence."
+            instructions = "You speak English only. Answer in one short sentence."  # SmolLM2 answers "France" in French
             await connection.session.update(session={"type": "realtime", "instructions": instructions, "audio": audio})
             updated = await until(connection, "session.updated", [])
             assert updated.session.audio.output.format.type == f"audio/{law}"
@@ -268,7 +268,8 @@ def test_a_phone_caller_speaks_g711_and_hears_g711(url, tts, law):
     samples = from_g711(answer, law)  # one byte a sample at 8 kHz: as long as its words take to say
     assert 0.1 * len(said.split()) <= samples.size / G711_RATE <= 1.2 * len(said.split()) + 1.0
     back = WhisperASR().transcribe(Audio(samples, G711_RATE), language="en").text
-    assert word_error_rate(said, back) < 0.4, (said, back)
+    # At 8 kHz Whisper splits and joins words it hears ("Francis Parris"): letters, not words, are compared.
+    assert letter_error_rate(said, back) < 0.2, (said, back)
 
 
 def test_a_response_out_of_band_joins_no_conversation(url):
