@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from fishvoice.contract import parse_request
+from fishvoice.contract import ToolCall, ToolCallDelta, parse_request
 from fishvoice.errors import FishvoiceError
 
 OK = {"message": "Hello"}
@@ -126,3 +126,21 @@ def test_error_dict_has_the_documented_keys():
 def test_base64_is_not_decoded_by_the_contract_but_size_is_checked_cheaply():
     big = base64.b64encode(b"\0" * 1000).decode()
     assert parse_request({**OK, "system_audio": big}).system_audio == big
+
+
+def test_a_calls_pieces_gather_into_the_call_by_index():
+    """The first piece names a call, the next add to its arguments; a call the LLM gave no id gets one made."""
+    calls: dict[int, ToolCall] = {}
+    pieces = [
+        ToolCallDelta(0, '{"city": ', "call_a", "weather"),
+        ToolCallDelta(1, "{}", None, "time"),
+        ToolCallDelta(0, '"Paris"}'),
+    ]
+    begun = [piece.add_to(calls, lambda: "made") for piece in pieces]
+    assert begun == [True, True, False]
+    assert calls[0] == {
+        "id": "call_a",
+        "type": "function",
+        "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+    }
+    assert calls[1] == {"id": "made", "type": "function", "function": {"name": "time", "arguments": "{}"}}

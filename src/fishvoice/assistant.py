@@ -79,15 +79,6 @@ class _ReplyState:
     def ms(self, seconds: float | None) -> int | None:
         return None if seconds is None else round(seconds * 1000)
 
-    def called(self, delta: ToolCallDelta) -> None:
-        """A piece of a function call: the call it begins or the arguments it adds to."""
-        call = self.calls.setdefault(
-            delta.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
-        )
-        call["id"] = delta.id or call["id"]
-        call["function"]["name"] = delta.name or call["function"]["name"]
-        call["function"]["arguments"] += delta.arguments
-
     def message(self, text: str) -> ChatMessage:
         """The assistant's message: its text, and the functions it called."""
         if not self.calls:
@@ -259,7 +250,7 @@ class Assistant:
                     reply.text.append(piece)
                     yield TextEvent(piece)
                 elif isinstance(piece, ToolCallDelta):
-                    reply.called(piece)
+                    piece.add_to(reply.calls)
                     yield piece
                 elif isinstance(piece, Words):
                     reply.words += piece.words

@@ -11,7 +11,7 @@ import logging
 import math
 import re
 import traceback
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, NotRequired, TypedDict, TypeGuard
@@ -226,6 +226,21 @@ class ToolCallDelta:
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "tool_call", **asdict(self)}
+
+    def add_to(self, calls: dict[int, ToolCall], make_id: Callable[[], str] = str) -> bool:
+        """Adds this piece to the calls gathered so far, by index; True when it begins one (whose id is the LLM's,
+        else `make_id()`)."""
+        call = calls.get(self.index)
+        if call is None:
+            function: FunctionCall = {"name": self.name or "", "arguments": ""}
+            call = calls[self.index] = {"id": self.id or make_id(), "type": "function", "function": function}
+            begun = True
+        else:
+            call["id"] = self.id or call["id"]
+            call["function"]["name"] = self.name or call["function"]["name"]
+            begun = False
+        call["function"]["arguments"] += self.arguments
+        return begun
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...contract import FunctionCall, ToolCallDelta
+from ...contract import ToolCallDelta
 from .protocol import function_call_item, new_id
 from .reply import Reply
 
@@ -14,10 +14,7 @@ from .reply import Reply
 def call_events(reply: Reply, delta: ToolCallDelta) -> list[dict[str, Any]]:
     """The events of a piece of a call: its item announced with the first piece, its arguments as they come."""
     events: list[dict[str, Any]] = []
-    if delta.index not in reply.calls:
-        function: FunctionCall = {"name": delta.name or "", "arguments": ""}
-        call_id = delta.id or new_id("call")
-        reply.calls[delta.index] = {"id": call_id, "type": "function", "function": function}
+    if delta.add_to(reply.calls, lambda: new_id("call")):
         reply.call_items[delta.index] = item_id = new_id("item")
         previous = reply.outputs[-1] if reply.outputs else reply.previous_item
         reply.outputs.append(item_id)
@@ -26,8 +23,6 @@ def call_events(reply: Reply, delta: ToolCallDelta) -> list[dict[str, Any]]:
         events.append({"type": "response.output_item.added", **added, "item": item})
         if not reply.out_of_band:
             events.append({"type": "conversation.item.added", "previous_item_id": previous, "item": item})
-    call = reply.calls[delta.index]
-    call["function"]["arguments"] += delta.arguments
     if delta.arguments:
         at = _at(reply, delta.index)
         events.append({"type": "response.function_call_arguments.delta", **at, "delta": delta.arguments})
