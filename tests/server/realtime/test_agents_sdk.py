@@ -9,7 +9,7 @@ import asyncio
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,22 +95,9 @@ def test_the_python_agents_sdk_with_its_defaults_gets_a_spoken_answer(url):
     spoken in the default voice)."""
     from agents.realtime import RealtimeAgent, RealtimeRunner
 
-    async def ask() -> tuple[int, list[str], list[Any]]:
-        agent = RealtimeAgent(name="Assistant", instructions="Answer in one short sentence.")
-        config = {"url": url.replace("http", "ws", 1) + "/v1/realtime", "api_key": KEY}
-        audio, errors = 0, []
-        async with await RealtimeRunner(agent).run(model_config=config) as session:
-            await session.send_message("What is the capital of France?")
-            async for event in session:
-                if event.type == "audio":
-                    audio += len(event.audio.data)
-                elif event.type == "error":
-                    errors.append(str(event.error))
-                elif event.type == "agent_end":
-                    break
-            return audio, errors, list(session._history)
-
-    audio, errors, history = asyncio.run(asyncio.wait_for(ask(), 180))
+    agent = RealtimeAgent(name="Assistant", instructions="Answer in one short sentence.")
+    runner = RealtimeRunner(agent)
+    audio, errors, history = asyncio.run(ask_python_agent(url, runner, "What is the capital of France?"))
     said = history[-1]
     assert errors == [] and said.role == "assistant", (errors, said)
     assert_spoken(said.content[0].transcript, audio)
@@ -130,25 +117,31 @@ def test_the_python_agents_sdk_calls_its_tool_and_speaks_the_answer(url):
         cities.append(city)
         return f"Heavy snow in {city}, minus seven degrees."
 
-    async def ask() -> tuple[int, list[str], list[Any]]:
-        agent = RealtimeAgent(name="Assistant", instructions="Answer in one short sentence.", tools=[get_weather])
-        runner = RealtimeRunner(agent, config={"model_settings": {"tool_choice": "required"}})
-        config = {"url": url.replace("http", "ws", 1) + "/v1/realtime", "api_key": KEY}
-        audio, errors = 0, []
-        async with await runner.run(model_config=config) as session:
-            await session.send_message("What is the weather in Paris?")
-            async for event in session:
-                if event.type == "audio":
-                    audio += len(event.audio.data)
-                elif event.type == "error":
-                    errors.append(str(event.error))
-                elif event.type == "agent_end" and cities and audio:
-                    break
-            return audio, errors, list(session._history)
-
-    audio, errors, history = asyncio.run(asyncio.wait_for(ask(), 180))
+    agent = RealtimeAgent(name="Assistant", instructions="Answer in one short sentence.", tools=[get_weather])
+    runner = RealtimeRunner(agent, config={"model_settings": {"tool_choice": "required"}})
+    asked = ask_python_agent(url, runner, "What is the weather in Paris?", spoken=lambda: bool(cities))
+    audio, errors, history = asyncio.run(asked)
     assert errors == [] and [city.lower() for city in cities] == ["paris"], (errors, cities)
     kinds = [getattr(item, "role", None) or item.type for item in history]
     assert kinds == ["user", "function_call", "assistant"], history
     assert "snow" in history[1].output.lower()
     assert_spoken(history[-1].content[0].transcript, audio)
+
+
+async def ask_python_agent(
+    url: str, runner: Any, message: str, spoken: Callable[[], bool] = lambda: True
+) -> tuple[int, list[str], list[Any]]:
+    """Sends a typed message through openai-agents' session and reads its events until the agent ends a turn
+    that `spoken` accepts (a tool's turn ends before its answer's): audio bytes heard, errors, the history."""
+    config = {"url": url.replace("http", "ws", 1) + "/v1/realtime", "api_key": KEY}
+    audio, errors = 0, []
+    async with asyncio.timeout(180), await runner.run(model_config=config) as session:
+        await session.send_message(message)
+        async for event in session:
+            if event.type == "audio":
+                audio += len(event.audio.data)
+            elif event.type == "error":
+                errors.append(str(event.error))
+            elif event.type == "agent_end" and audio and spoken():
+                break
+        return audio, errors, list(session._history)
