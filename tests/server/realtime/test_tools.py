@@ -12,7 +12,18 @@ from typing import Any
 
 import pytest
 
-from tests.realtime_client import KEY, session, stored_history, transcript_of, until
+from tests.realtime_client import (
+    KEY,
+    TALKATIVE,
+    session,
+    silence,
+    speak,
+    stored_history,
+    transcript_of,
+    until,
+    vad_session,
+    words,
+)
 from tests.servers import server
 
 pytestmark = pytest.mark.model  # loads models (or starts a server that does)
@@ -157,3 +168,41 @@ def test_a_call_cancelled_is_not_made_and_its_question_stays_to_answer(url):
     assert cancelled.status == "cancelled" and not [i for i in cancelled.output if i.type == "function_call"]
     assert "response.function_call_arguments.done" not in [e.type for e in seen]
     assert answered.status == "completed" and answered.output[0].content[0].text
+
+
+async def barge_into_an_answer(url: str, interruption: bytes) -> tuple[list[Any], str]:
+    """A call's result answered aloud, and the caller speaks over the answer 400 ms into it."""
+    async with session(url, conversation_id="weather-barge-in") as connection:
+        await vad_session(connection, TALKATIVE)
+        await connection.conversation.item.create(item=said(ASKED))
+        seen: list[Any] = []
+        await connection.response.create(response={"tools": [WEATHER], "tool_choice": "required"})
+        calling = await until(connection, "response.done", seen)
+        (call,) = calling.response.output
+        output = {"type": "function_call_output", "call_id": call.call_id, "output": RESULT}
+        await connection.conversation.item.create(item=output)
+        await connection.response.create()
+        first_audio = await until(connection, "response.output_audio.delta", seen)
+        await speak(connection, interruption)
+        await until(connection, "input_audio_buffer.speech_started", seen)
+        await connection.conversation.item.truncate(item_id=first_audio.item_id, content_index=0, audio_end_ms=400)
+        await speak(connection, silence(1.0))
+        answered = {calling.response.id, first_audio.response_id}
+        while not [e for e in seen if e.type == "response.done" and e.response.id not in answered]:
+            await until(connection, "response.done", seen)
+        return seen, first_audio.response_id
+
+
+def test_speaking_over_the_answer_to_a_call_keeps_the_call_its_result_and_what_was_heard(url, interruption):
+    seen, interrupted = asyncio.run(barge_into_an_answer(url, interruption))
+    done = next(e.response for e in seen if e.type == "response.done" and e.response.id == interrupted)
+    assert done.status in ("cancelled", "completed")  # cancelled, or sent whole and still playing
+    assert seen[-1].response.status == "completed"
+    full = words(transcript_of(seen, interrupted))
+    history = stored_history(url, "weather-barge-in")
+    roles = [turn["role"] for turn in history]
+    assert roles[:6] == ["user", "assistant", "tool", "assistant", "user", "assistant"], history
+    assert history[1]["tool_calls"][0]["function"]["name"] == "get_weather" and history[2]["content"] == RESULT
+    kept = words(history[3]["content"])  # the answer's first 400 ms, as heard
+    assert 1 <= len(kept) <= 3 and kept == full[: len(kept)] and len(kept) < len(full), (kept, full)
+    assert "dogs" in words(history[4]["content"])
