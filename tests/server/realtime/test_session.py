@@ -260,7 +260,8 @@ def test_a_phone_caller_speaks_g711_and_hears_g711(url, tts, law):
 
     seen = asyncio.run(talk())
     heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
-    assert heard_as_asked(heard.transcript), heard.transcript
+    # At 8 kHz Whisper splits and joins words it hears ("Francis Parris"): letters, not words, are compared.
+    assert letter_error_rate(QUESTION, heard.transcript) < 0.2, heard.transcript
     done = seen[-1].response
     assert done.status == "completed" and done.audio.output.format.type == f"audio/{law}"
     answer = b"".join(base64.b64decode(e.delta) for e in seen if e.type == "response.output_audio.delta")
@@ -268,7 +269,6 @@ def test_a_phone_caller_speaks_g711_and_hears_g711(url, tts, law):
     samples = from_g711(answer, law)  # one byte a sample at 8 kHz: as long as its words take to say
     assert 0.1 * len(said.split()) <= samples.size / G711_RATE <= 1.2 * len(said.split()) + 1.0
     back = WhisperASR().transcribe(Audio(samples, G711_RATE), language="en").text
-    # At 8 kHz Whisper splits and joins words it hears ("Francis Parris"): letters, not words, are compared.
     assert letter_error_rate(said, back) < 0.2, (said, back)
 
 
