@@ -43,14 +43,16 @@ def spoken(tts) -> np.ndarray:
 
 
 def test_streamed_probabilities_equal_the_whole_recordings(spoken):
-    whole = spoken[: spoken.size // WINDOW * WINDOW]
+    dither = np.random.default_rng(0).normal(0, 1e-5, spoken.size).astype(np.float32)  # no exact silence
+    whole = (spoken + dither)[: spoken.size // WINDOW * WINDOW]
     lead_in = np.zeros(LEAD_IN_WINDOWS * WINDOW, np.float32)  # a stream starts as after this silence
     expected = get_vad_model()(np.concatenate([lead_in, whole])).reshape(-1)[LEAD_IN_WINDOWS:]
     vad = StreamingVAD()
     pieces = [vad.feed(whole[start : start + 700]) for start in range(0, whole.size, 700)]  # not window-aligned
     streamed = np.concatenate(pieces)
     assert streamed.shape == expected.shape
-    np.testing.assert_allclose(streamed, expected, atol=1e-5)
+    # faster-whisper's whole-recording call zeroes its last window's last 64 samples in place: that one differs.
+    np.testing.assert_allclose(streamed[:-1], expected[:-1], atol=1e-5)
 
 
 def test_a_sentence_is_one_turn_and_silence_or_noise_none(spoken):
@@ -64,6 +66,18 @@ def test_a_sentence_is_one_turn_and_silence_or_noise_none(spoken):
     noise = np.random.default_rng(0).normal(0, 0.05, 3 * VAD_RATE).astype(np.float32)
     for quiet in (np.zeros(3 * VAD_RATE, np.float32), noise):
         assert TurnDetector(TurnOptions()).feed(StreamingVAD().feed(quiet)) == []
+
+
+def test_speech_after_a_minute_of_digital_silence_is_heard_as_after_none(tts):
+    """A caller on hold (a phone line sends exact zeros) then speaks: the model's state is as a fresh stream's,
+    not drifted (run over the minute, it heard 40 of the 47 windows over the threshold)."""
+    speech = resample(synthesize(tts, QUESTION), VAD_RATE).samples
+    fresh = StreamingVAD().feed(speech)
+    held, minute = StreamingVAD(), np.zeros(60 * VAD_RATE, np.float32)
+    quiet = [held.feed(minute[start : start + 320]) for start in range(0, minute.size, 320)]  # 20 ms pieces
+    assert not np.concatenate(quiet).any()
+    np.testing.assert_allclose(held.feed(speech), fresh, atol=1e-6)
+    assert (fresh > 0.5).sum() > 0.7 * fresh.size
 
 
 @pytest.mark.parametrize("law", ["pcmu", "pcma"])

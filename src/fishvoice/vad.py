@@ -58,22 +58,42 @@ def _after_silence() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
 
 
 class StreamingVAD:
-    """Speech probabilities of 16 kHz audio fed in pieces of any length, one per 32 ms window."""
+    """Speech probabilities of 16 kHz audio fed in pieces of any length, one per 32 ms window.
+
+    Digital silence (windows of exact zeros: a muted client, a phone line on hold) past `LEAD_IN_WINDOWS` is
+    not run through the model, whose state drifts over it: after 60 s of zeros, 40 of a question's 54 windows
+    were over 0.5 against 47 after none (37 after 120 s), where after quiet noise they were not. Such a window's
+    probability is 0."""
 
     def __init__(self) -> None:
         self._session = _session()
         self._h, self._c = _after_silence()  # replaced, never changed in place: shared
         self._context = np.zeros(_CONTEXT, np.float32)
         self._pending = np.zeros(0, np.float32)
+        self._zeros = LEAD_IN_WINDOWS  # windows of exact silence just past: the lead-in's
 
     def feed(self, samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """The probabilities of the windows these samples complete (samples left over wait for more)."""
         audio = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
         whole = audio.size // WINDOW * WINDOW
         self._pending = audio[whole:]
-        if whole == 0:
-            return np.zeros(0, np.float32)
         windows = audio[:whole].reshape(-1, WINDOW)
+        heard = self._worth_running(windows)
+        probabilities = np.zeros(len(windows), np.float32)
+        if heard.any():
+            probabilities[heard] = self._run(windows[heard])
+        return probabilities
+
+    def _worth_running(self, windows: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+        """Which windows the model sees: all but exact silence past the lead-in's length. The windows it skips
+        are zeros after zeros, so the context of the next one it sees is the same as if it had seen them."""
+        worth = np.ones(len(windows), bool)
+        for i, silent in enumerate((~windows.any(axis=1)).tolist()):
+            self._zeros = self._zeros + 1 if silent else 0
+            worth[i] = self._zeros <= LEAD_IN_WINDOWS
+        return worth
+
+    def _run(self, windows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         contexts = np.concatenate([self._context[None], windows[:-1, -_CONTEXT:]])
         self._context = windows[-1, -_CONTEXT:].copy()
         batch = np.concatenate([contexts, windows], axis=1)
