@@ -88,7 +88,7 @@ class StreamingVAD:
         """Which windows the model sees: all but exact silence past the lead-in's length. The windows it skips
         are zeros after zeros, so the context of the next one it sees is the same as if it had seen them."""
         worth = np.ones(len(windows), bool)
-        for i, silent in enumerate((~windows.any(axis=1)).tolist()):
+        for i, silent in enumerate(np.all(windows == 0, axis=1).tolist()):
             self._zeros = self._zeros + 1 if silent else 0
             worth[i] = self._zeros <= LEAD_IN_WINDOWS
         return worth
