@@ -17,9 +17,11 @@ import soundfile
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from fishvoice.asr.whisper import WhisperASR
 from fishvoice.audio import Audio
 from tests.conftest import speech_b64
 from tests.servers import server
+from tests.test_asr import word_error_rate
 from tests.test_fuzz import CODES
 
 pytestmark = pytest.mark.model  # loads models (or starts a server that does)
@@ -95,8 +97,10 @@ def test_streamed_audio_arrives_sentence_by_sentence(url):
     ) as reply:
         chunks = [chunk for chunk in reply.iter_raw() if chunk]
     assert reply.status_code == 200 and len(chunks) >= 3
-    whole = post_msgpack(url, {**fields, "streaming": False}).content
-    assert len(b"".join(chunks)) == pytest.approx(len(whole), rel=0.15)  # the same speech (Piper varies a little)
+    # The whole text spoken: heard back, as lengths cannot tell (Piper draws a pause now and then, 16% longer).
+    samples = np.frombuffer(b"".join(chunks), "<i2").astype(np.float32) / 32768
+    heard = WhisperASR().transcribe(Audio(samples, RATES["pcm"]), language="en").text
+    assert word_error_rate(fields["text"], heard) < 0.3, heard
 
 
 def test_sample_rate_and_bitrate_are_applied(url):
@@ -105,7 +109,8 @@ def test_sample_rate_and_bitrate_are_applied(url):
     assert audio.sample_rate == 24000
     assert len(reply.content) * 8 / audio.duration_s == pytest.approx(64000, rel=0.2)
     pcm = post_msgpack(url, {"text": TEXT, "format": "pcm", "sample_rate": 16000}).content
-    assert len(pcm) / 2 / 16000 == pytest.approx(audio.duration_s, rel=0.15)  # Piper varies a little
+    # Piper varies, by a long pause now and then (16% longer); a rate not applied would be 1.5x or more.
+    assert len(pcm) / 2 / 16000 == pytest.approx(audio.duration_s, rel=0.25)
 
 
 def test_opus_bitrate_is_taken_in_kbps_or_bps(url):

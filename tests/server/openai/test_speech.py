@@ -127,8 +127,9 @@ def test_sse_sends_audio_deltas_then_done_with_usage(client):
     assert len(deltas) >= 4 and {event["type"] for event in deltas} == {"speech.audio.delta"}
     assert done == {"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}
     audio = pcm_audio(b"".join(base64.b64decode(event["audio"]) for event in deltas))
-    # Piper draws its timing anew for each request, so two syntheses of one text differ by a few per cent.
-    assert audio.duration_s == pytest.approx(speak_pcm(client, SENTENCES).duration_s, rel=0.1)
+    # Piper draws its timing anew for each request, so two syntheses of one text differ by a few per cent, and
+    # now and then by a long pause (a 3-sentence text came 16% longer 1 time in 24); a lost sentence is 25%.
+    assert audio.duration_s == pytest.approx(speak_pcm(client, SENTENCES).duration_s, rel=0.2)
 
 
 def test_sse_in_mp3_joins_into_one_file(client):
