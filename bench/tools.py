@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import statistics
 import time
+from contextlib import aclosing
 
 from fishvoice.contract import ChatMessage, Tools, Usage
 from fishvoice.llm.llama_cpp import LlamaCppLLM, _with_functions
@@ -41,11 +42,13 @@ async def one(llm: LlamaCppLLM, tools: Tools | None, messages: list[ChatMessage]
     numbered: list[ChatMessage] = [{"role": "system", "content": f"[{next(RUNS)}] {messages[0]['content']}"}]
     started = time.perf_counter()
     first, tokens = 0.0, 0
-    async for item in llm.stream(numbered + messages[1:], temperature=0.2, max_tokens=48, tools=tools):
-        if isinstance(item, Usage):
-            tokens = item.completion_tokens
-        elif not first:
-            first = time.perf_counter() - started
+    reply = llm.stream(numbered + messages[1:], temperature=0.2, max_tokens=48, tools=tools)
+    async with aclosing(reply) as items:  # closed (the generation stopped) on any way out
+        async for item in items:
+            if isinstance(item, Usage):
+                tokens = item.completion_tokens
+            elif not first:
+                first = time.perf_counter() - started
     return first, time.perf_counter() - started, tokens
 
 

@@ -66,7 +66,7 @@ class StreamingVAD:
     """Speech probabilities of 16 kHz audio fed in pieces of any length, one per 32 ms window.
 
     Silero's recurrent state drifts over long steady non-speech (a line's DC offset, hum, digital zeros): after
-    a minute of an A-law phone line's silence (one step above zero), 3 of a question's 54 windows were over 0.5
+    a minute of an A-law phone line's silence (one step above zero), 3 of a question's windows were over 0.5
     against 34 after none; after a minute of 50 Hz hum, 36 of 54 against 48. So after `QUIET_RESET_WINDOWS`
     windows with no sign of speech the state starts again from the one after silence (which heard 46 of 53
     after each of those minutes; in quiet noise its highest was 0.31, under the threshold)."""
